@@ -1,0 +1,420 @@
+"""The eager interpreter and the dynamic autograd tape (PyTorch's semantics).
+
+Eager mode runs each op's NumPy ``impl`` at once. When grad mode is on and an input
+requires grad, it also records a ``BackwardNode`` (the output's ``grad_fn``) that holds
+the op, its attributes, the values its VJP rule reads (``OpDef.saves``) and one edge per
+input: the input's own ``grad_fn``, or the ``AccumulateGrad`` node of a leaf.
+
+``backward``/``grad`` walk the nodes in decreasing creation order (every edge points to an
+older node, so this is a reverse topological order with no recursion), sum the gradients
+that reach a node from several uses (fan-out), and call each op's VJP rule - written with
+graphjit ops, so with ``create_graph=True`` the backward pass is itself recorded and can be
+differentiated again.
+"""
+from __future__ import annotations
+
+import contextvars
+import functools
+import itertools
+import weakref
+
+import numpy as np
+
+from . import tensor as _tensor
+from .errors import AutogradError, DTypeError, GraphjitError, ShapeError
+from .ops import api, registry
+from .shapes import TensorType
+
+# ---- grad mode ------------------------------------------------------------------------------
+
+_grad_enabled: contextvars.ContextVar[bool] = contextvars.ContextVar("graphjit_grad_enabled",
+                                                                     default=True)
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled.get()
+
+
+class _GradMode:
+    """Base of no_grad / enable_grad: a context manager that is also a decorator."""
+    mode = True
+
+    def __enter__(self):
+        self._token = _grad_enabled.set(self.mode)
+        return self
+
+    def __exit__(self, *exc):
+        _grad_enabled.reset(self._token)
+        return False
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with type(self)():
+                return fn(*args, **kwargs)
+        return wrapper
+
+
+class no_grad(_GradMode):
+    """Disable gradient recording inside the block or decorated function."""
+    mode = False
+
+
+class enable_grad(_GradMode):
+    """Enable gradient recording (e.g. inside a ``no_grad`` block)."""
+    mode = True
+
+
+class set_grad_enabled(_GradMode):
+    """``set_grad_enabled(False)`` turns grad mode off at once, or for a ``with`` block."""
+
+    def __init__(self, mode: bool):
+        self.mode = bool(mode)
+        self._prev = _grad_enabled.get()
+        _grad_enabled.set(self.mode)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _grad_enabled.set(self._prev)
+        return False
+
+
+# ---- the tape -------------------------------------------------------------------------------
+
+_sequence = itertools.count()
+
+
+class _Meta:
+    """Shape and dtype of an input whose value the VJP rule does not read."""
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape, dtype):
+        self.shape = shape
+        self.dtype = dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+class Node:
+    """Common base of the tape's nodes (``grad_fn`` objects)."""
+    __slots__ = ("seq", "next_functions", "__weakref__")
+
+    def name(self) -> str:
+        return type(self).__name__
+
+    def __repr__(self) -> str:
+        return f"<{self.name()} object at {id(self):#x}>"
+
+
+class AccumulateGrad(Node):
+    """The node that adds a gradient into a leaf's ``.grad``."""
+    __slots__ = ("variable",)
+
+    def __init__(self, variable):
+        self.seq = next(_sequence)
+        self.variable = variable
+        self.next_functions = ()
+
+
+class BackwardNode(Node):
+    """``grad_fn`` of an op's output: ``MulBackward0``, ``ExpBackward0`` ..."""
+    __slots__ = ("op", "attrs", "saved", "versions", "out", "out_version", "freed", "retained")
+
+    def __init__(self, op, attrs, inputs, out):
+        self.op = op
+        self.attrs = attrs
+        edges, saved, versions = [], [], []
+        for i, t in enumerate(inputs):
+            if t._requires_grad:
+                edges.append((t._grad_fn if t._grad_fn is not None else t._accumulate_node(), 0))
+            else:
+                edges.append((None, 0))
+            if op.saves_input(i):
+                saved.append(t)
+                versions.append(t._version.value)
+            else:
+                saved.append(_Meta(t.shape, t.dtype))
+                versions.append(None)
+        self.next_functions = tuple(edges)
+        # NOTE: [Node order] the sequence number is taken after the input edges exist (a leaf's
+        # AccumulateGrad may be created just above), so every edge points to an older node and
+        # decreasing seq is a reverse topological order.
+        self.seq = next(_sequence)
+        self.saved = saved
+        self.versions = versions
+        self.freed = False
+        self.retained = None
+        self.bind_output(out)
+
+    def bind_output(self, out) -> None:
+        if "out" in self.op.saves:
+            self.out = out
+            self.out_version = out._version.value
+        else:
+            self.out = _Meta(out.shape, out.dtype)
+            self.out_version = None
+
+    def name(self) -> str:
+        return f"{_camel(self.op.name)}Backward0"
+
+    def _check_saved(self):
+        if self.freed and self.op.saves:
+            raise AutogradError(
+                f"trying to backward through the graph a second time (through {self.name()}); "
+                "its saved values were freed by the first backward. Pass retain_graph=True to "
+                "the first backward() or graphjit.grad() call if you need to go through it again")
+        values = list(zip(self.saved, self.versions)) + [(self.out, self.out_version)]
+        for i, (t, version) in enumerate(values):
+            if version is not None and t._version.value != version:
+                what = "its output" if i == len(self.saved) else f"input {i}"
+                raise AutogradError(
+                    f"a value needed to compute the gradient of {self.op.name} was modified by an "
+                    f"in-place operation: {what} of {self.name()}, a {t.dtype.name} tensor of shape "
+                    f"{tuple(t.shape)}, is at version {t._version.value}; expected version "
+                    f"{version}. Use an out-of-place op (x = x + y instead of x.add_(y)) or "
+                    ".clone() the value before modifying it")
+
+    def apply(self, g):
+        self._check_saved()
+        grads = self.op.vjp(g, self.out, *self.saved, **self.attrs)
+        if len(grads) != len(self.next_functions):
+            raise GraphjitError(f"vjp of {self.op.name} returned {len(grads)} gradients for "
+                                f"{len(self.next_functions)} inputs")
+        return grads
+
+    def release(self) -> None:
+        """Free the saved values (after a backward without retain_graph)."""
+        self.saved = [_Meta(t.shape, t.dtype) for t in self.saved]
+        self.out = _Meta(self.out.shape, self.out.dtype)
+        self.freed = True
+
+
+def _accumulate(holder, g, create_graph: bool) -> None:
+    """Add ``g`` into ``holder.grad`` with PyTorch's rules (in place unless create_graph)."""
+    if g.dtype is not holder.dtype:
+        g = api.cast(g, holder.dtype)
+    old = holder._grad
+    if create_graph:
+        holder._grad = g if old is None else old + g
+        return
+    if old is None:
+        holder._grad = _tensor.Tensor._wrap(np.array(g._data, copy=True))
+    elif old._requires_grad or not old._data.flags.writeable:
+        holder._grad = _tensor.Tensor._wrap(old._data + g._data)
+    else:
+        np.add(old._data, g._data, out=old._data)
+        old._version.bump()
+
+
+# ---- the eager interpreter ------------------------------------------------------------------
+
+class EagerInterpreter:
+    """Runs ops at once on NumPy arrays and records the autograd tape."""
+    concrete = True
+
+    def apply(self, op, inputs, attrs):
+        types = [TensorType(t.shape, t.dtype) for t in inputs]
+        out_type = op.infer(*types, **attrs)
+        arrays = [t._data for t in inputs]
+        try:
+            with np.errstate(all="ignore"):
+                result = op.impl(*arrays, **attrs)
+        except GraphjitError:
+            raise
+        except (ValueError, IndexError, TypeError) as e:
+            shapes = ", ".join(str(t) for t in types)
+            raise GraphjitError(f"failed on inputs {shapes}: {e}", op=op.name) from None
+        result = np.asarray(result)
+        if result.dtype != out_type.dtype.np:
+            result = result.astype(out_type.dtype.np)
+        out = _tensor.Tensor._wrap(result)
+        if op.view and inputs and np.may_share_memory(result, arrays[0]):
+            out._version = inputs[0]._version
+        if (op.vjp is not None and out_type.dtype.is_floating_point and _grad_enabled.get()
+                and any(t._requires_grad for t in inputs)):
+            out._grad_fn = BackwardNode(op, attrs, inputs, out)
+            out._requires_grad = True
+        return out
+
+    def constant(self, array):
+        return _tensor.Tensor._wrap(array)
+
+    def full(self, shape, value, dtype):
+        return _tensor.Tensor._wrap(np.full(shape, value, dtype=dtype.np))
+
+
+registry.set_default_interpreter(EagerInterpreter())
+
+
+# ---- the engine -----------------------------------------------------------------------------
+
+def _edge(t):
+    if t._grad_fn is not None:
+        return t._grad_fn
+    if t._requires_grad:
+        return t._accumulate_node()
+    return None
+
+
+def _root_grads(outputs, grad_outputs, who):
+    pairs = []
+    for i, out in enumerate(outputs):
+        if not isinstance(out, _tensor.Tensor):
+            raise TypeError(f"{who}: outputs must be tensors, got {type(out).__name__}")
+        node = _edge(out)
+        if node is None:
+            raise AutogradError(f"{who}: element {i} of the outputs does not require grad and has "
+                                "no grad_fn (was it computed under no_grad, or from tensors that "
+                                "do not require grad?)")
+        g = grad_outputs[i] if grad_outputs is not None else None
+        if g is None:
+            if out.numel() != 1:
+                raise AutogradError(f"{who}: grad can be implicitly created only for scalar outputs; "
+                                    f"output {i} has shape {tuple(out.shape)}. Pass gradient= (for "
+                                    "backward) or grad_outputs= (for graphjit.grad), e.g. "
+                                    "graphjit.ones_like(out)")
+            g = _tensor.Tensor._wrap(np.ones(out.shape, dtype=out.dtype.np))
+        else:
+            if not isinstance(g, _tensor.Tensor):
+                g = _tensor.tensor(g, dtype=out.dtype)
+            if tuple(g.shape) != tuple(out.shape):
+                raise ShapeError(f"gradient {i} has shape {tuple(g.shape)} but the output has shape "
+                                 f"{tuple(out.shape)}", op=who)
+            if g.dtype is not out.dtype:
+                if not g.dtype.is_floating_point:
+                    raise DTypeError(f"gradient {i} must be floating point, got {g.dtype.name}", op=who)
+                g = api.cast(g, out.dtype)
+        pairs.append((node, g))
+    return pairs
+
+
+def _reachable(roots):
+    seen, order, stack = set(), [], list(roots)
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        order.append(n)
+        for nxt, _ in n.next_functions:
+            if nxt is not None and nxt not in seen:
+                stack.append(nxt)
+    order.sort(key=lambda n: n.seq, reverse=True)
+    return order
+
+
+def run_backward(outputs, grad_outputs, retain_graph, create_graph, capture=None, who="backward"):
+    """Propagate gradients from ``outputs``. With ``capture`` (a list of nodes) return the
+    gradient reaching each of them instead of accumulating into leaves' ``.grad``."""
+    if retain_graph is None:
+        retain_graph = create_graph
+    pairs = _root_grads(outputs, grad_outputs, who)
+    grads: dict = {}
+    for node, g in pairs:
+        grads[node] = g if node not in grads else api.add(grads[node], g)
+    order = _reachable([n for n, _ in pairs])
+    needed = None
+    if capture is not None:
+        targets = set(capture)
+        needed = set()
+        for n in reversed(order):  # oldest first: a node is needed if any edge leads to a needed one
+            if n in targets or any(nxt in needed for nxt, _ in n.next_functions if nxt is not None):
+                needed.add(n)
+    captured = {}
+    with set_grad_enabled(create_graph):
+        for node in order:
+            g = grads.pop(node, None)
+            if g is None:
+                continue
+            if capture is not None:
+                if node in targets:
+                    captured[node] = g
+                if node not in needed or isinstance(node, AccumulateGrad):
+                    continue
+            elif isinstance(node, AccumulateGrad):
+                _accumulate(node.variable, g, create_graph)
+                continue
+            if node.retained is not None and capture is None:
+                for ref in node.retained:
+                    t = ref()
+                    if t is not None and t._grad_fn is node:
+                        _accumulate(t, g, create_graph)
+            in_grads = node.apply(g)
+            for (nxt, _), gi in zip(node.next_functions, in_grads):
+                if nxt is None or gi is None:
+                    continue
+                if capture is not None and nxt not in needed:
+                    continue
+                grads[nxt] = gi if nxt not in grads else api.add(grads[nxt], gi)
+            if not retain_graph:
+                node.release()
+    return captured
+
+
+def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
+    """``graphjit.autograd.backward``: accumulate d(tensors)/d(leaves) into the leaves' ``.grad``."""
+    if isinstance(tensors, _tensor.Tensor):
+        tensors = [tensors]
+    if isinstance(grad_tensors, _tensor.Tensor):
+        grad_tensors = [grad_tensors]
+    if inputs is not None:
+        inputs = [inputs] if isinstance(inputs, _tensor.Tensor) else list(inputs)
+        nodes = [_capture_node(t, "backward") for t in inputs]
+        captured = run_backward(list(tensors), grad_tensors, retain_graph, create_graph,
+                                capture=nodes)
+        with set_grad_enabled(create_graph):
+            for t, n in zip(inputs, nodes):
+                if n in captured:
+                    _accumulate(t, captured[n], create_graph)
+        return
+    run_backward(list(tensors), grad_tensors, retain_graph, create_graph)
+
+
+def _capture_node(t, who):
+    if not isinstance(t, _tensor.Tensor):
+        raise TypeError(f"{who}: inputs must be tensors, got {type(t).__name__}")
+    node = _edge(t)
+    if node is None:
+        raise AutogradError(f"{who}: one of the differentiated tensors (shape {tuple(t.shape)}) does "
+                            "not require grad")
+    return node
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
+         allow_unused=False):
+    """``torch.autograd.grad``: the gradients of ``outputs`` with respect to ``inputs``,
+    returned as a tuple, without touching any ``.grad``."""
+    single_out = isinstance(outputs, _tensor.Tensor)
+    outputs = [outputs] if single_out else list(outputs)
+    inputs = [inputs] if isinstance(inputs, _tensor.Tensor) else list(inputs)
+    if isinstance(grad_outputs, _tensor.Tensor):
+        grad_outputs = [grad_outputs]
+    if grad_outputs is not None and len(grad_outputs) != len(outputs):
+        raise ShapeError(f"got {len(grad_outputs)} grad_outputs for {len(outputs)} outputs", op="grad")
+    nodes = [_capture_node(t, "grad") for t in inputs]
+    captured = run_backward(outputs, grad_outputs, retain_graph, create_graph, capture=nodes,
+                            who="grad")
+    result = []
+    for i, (t, n) in enumerate(zip(inputs, nodes)):
+        g = captured.get(n)
+        if g is None and not allow_unused:
+            raise AutogradError(f"grad: input {i} (shape {tuple(t.shape)}) was not used to compute "
+                                "the outputs; pass allow_unused=True to get None for it")
+        if g is not None and not create_graph:
+            g = g.detach()
+        result.append(g)
+    return tuple(result)
+
+
+def add_retained(node: BackwardNode, t) -> None:
+    if node.retained is None:
+        node.retained = []
+    node.retained.append(weakref.ref(t))

@@ -1,0 +1,120 @@
+"""Tensor creation functions with PyTorch's signatures."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import dtypes
+from . import random as _random
+from .dtypes import DType
+from .errors import DTypeError
+from .tensor import Tensor, _shape_args, tensor  # noqa: F401  (tensor is re-exported)
+
+
+def _finish(arr: np.ndarray, requires_grad: bool) -> Tensor:
+    t = Tensor._wrap(arr)
+    if requires_grad:
+        t.requires_grad = True
+    return t
+
+
+def _float(dtype: DType | None) -> DType:
+    return dtype or dtypes.get_default_dtype()
+
+
+def zeros(*size, dtype=None, requires_grad=False) -> Tensor:
+    return _finish(np.zeros(_shape_args(size), dtype=_float(dtype).np), requires_grad)
+
+
+def ones(*size, dtype=None, requires_grad=False) -> Tensor:
+    return _finish(np.ones(_shape_args(size), dtype=_float(dtype).np), requires_grad)
+
+
+def empty(*size, dtype=None, requires_grad=False) -> Tensor:
+    return _finish(np.empty(_shape_args(size), dtype=_float(dtype).np), requires_grad)
+
+
+def full(size, fill_value, dtype=None, requires_grad=False) -> Tensor:
+    if dtype is None:
+        dtype = dtypes.scalar_dtype(fill_value)
+    return _finish(np.full(_shape_args((size,)), fill_value, dtype=dtype.np), requires_grad)
+
+
+def eye(n, m=None, dtype=None, requires_grad=False) -> Tensor:
+    return _finish(np.eye(n, m, dtype=_float(dtype).np), requires_grad)
+
+
+def arange(start, end=None, step=1, dtype=None, requires_grad=False) -> Tensor:
+    if end is None:
+        start, end = 0, start
+    if dtype is None:
+        ints = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
+        dtype = dtypes.int64 if ints else dtypes.get_default_dtype()
+    return _finish(np.arange(start, end, step, dtype=dtype.np), requires_grad)
+
+
+def linspace(start, end, steps, dtype=None, requires_grad=False) -> Tensor:
+    return _finish(np.linspace(start, end, steps, dtype=_float(dtype).np), requires_grad)
+
+
+def randn(*size, dtype=None, requires_grad=False) -> Tensor:
+    dt = _float(dtype)
+    arr = _random.generator().standard_normal(_shape_args(size)).astype(dt.np)
+    return _finish(arr, requires_grad)
+
+
+def rand(*size, dtype=None, requires_grad=False) -> Tensor:
+    dt = _float(dtype)
+    arr = _random.generator().random(_shape_args(size)).astype(dt.np)
+    return _finish(arr, requires_grad)
+
+
+def randint(low, high=None, size=(), dtype=None) -> Tensor:
+    if high is None:
+        low, high = 0, low
+    arr = _random.generator().integers(low, high, size=_shape_args((size,)))
+    return _finish(arr.astype((dtype or dtypes.int64).np), False)
+
+
+def randperm(n, dtype=None) -> Tensor:
+    return _finish(_random.generator().permutation(n).astype((dtype or dtypes.int64).np), False)
+
+
+def _like(fn):
+    def like(t: Tensor, dtype=None, requires_grad=False, **kwargs):
+        return fn(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad, **kwargs)
+    like.__name__ = fn.__name__ + "_like"
+    return like
+
+
+zeros_like = _like(zeros)
+ones_like = _like(ones)
+empty_like = _like(empty)
+randn_like = _like(randn)
+rand_like = _like(rand)
+
+
+def full_like(t: Tensor, fill_value, dtype=None, requires_grad=False) -> Tensor:
+    return full(t.shape, fill_value, dtype=dtype or t.dtype, requires_grad=requires_grad)
+
+
+def from_numpy(arr: np.ndarray) -> Tensor:
+    """A tensor sharing memory with ``arr`` (which must be float32/float64/int64/bool)."""
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"from_numpy expects a numpy.ndarray, got {type(arr).__name__}")
+    try:
+        dtypes.from_numpy(arr.dtype)
+    except DTypeError:
+        raise DTypeError(f"from_numpy: can't share memory with a {arr.dtype} array; graphjit "
+                         "supports float32, float64, int64 and bool (convert with arr.astype)") from None
+    return Tensor._wrap(arr)
+
+
+def as_tensor(data, dtype=None) -> Tensor:
+    if isinstance(data, Tensor) and (dtype is None or data.dtype is dtype):
+        return data
+    if isinstance(data, np.ndarray) and dtype is None:
+        try:
+            return from_numpy(data)
+        except DTypeError:
+            pass
+    return tensor(data, dtype=dtype)

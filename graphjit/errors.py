@@ -1,0 +1,48 @@
+"""Error types and the helper that names the user's own source line.
+
+Every error graphjit raises for bad input says which op failed, with which shapes or
+dtypes, and where in the *user's* code the call came from (the first stack frame outside
+the graphjit package), so a traceback through the library still points at the line to fix.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def user_frame() -> str | None:
+    """Return ``"file:line"`` of the innermost frame outside graphjit, or None."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = os.path.abspath(frame.f_code.co_filename)
+        if not filename.startswith(_PACKAGE_DIR + os.sep) and not filename.startswith("<frozen"):
+            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        frame = frame.f_back
+    return None
+
+
+class GraphjitError(Exception):
+    """Base class of graphjit's errors. The message ends with the user's source line."""
+
+    def __init__(self, message: str, *, op: str | None = None, where: str | None = None):
+        self.op = op
+        self.where = where if where is not None else user_frame()
+        self.bare_message = message
+        text = f"{op}: {message}" if op else message
+        if self.where:
+            text = f"{text}\n  (at {self.where})"
+        super().__init__(text)
+
+
+class ShapeError(GraphjitError, ValueError):
+    """Operands whose shapes do not fit the op (broadcasting, matmul, cat, reshape...)."""
+
+
+class DTypeError(GraphjitError, TypeError):
+    """Operands whose dtypes the op does not accept."""
+
+
+class AutogradError(GraphjitError, RuntimeError):
+    """Misuse of autograd: backward twice, in-place on a saved value, and the like."""

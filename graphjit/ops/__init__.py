@@ -1,0 +1,6 @@
+"""Primitive ops. Importing this package registers every op family.
+
+``graphjit.ops.describe(name)`` says where an op and each of its rules are defined.
+"""
+from . import elementwise, index, linalg, reduce, shape  # noqa: F401  (registration)
+from .registry import OpDef, all_ops, bind, describe, get, register  # noqa: F401

@@ -1,0 +1,664 @@
+"""The tensor functions, written once over whatever values the active interpreter uses.
+
+Every public function of graphjit (``graphjit.add``, ``Tensor.sum``, ``F.softmax`` ...) ends
+here. This layer turns PyTorch's user-level forms into primitive ops with static,
+normalised attributes: it promotes dtypes (inserting explicit ``cast`` ops), turns Python
+scalars into constants, resolves ``-1`` in shapes and negative dims, and builds composite
+functions (mean, var, logsumexp, softmax, 1-D matmul, squeeze, stack, gather ...) from
+primitives, so that they run eagerly, trace into graphs and differentiate with no extra
+rules. The VJP rules of the primitives are written with these same functions.
+"""
+from __future__ import annotations
+
+import builtins
+import math
+import operator
+
+import numpy as np
+
+from .. import dtypes
+from ..dtypes import DType
+from ..errors import DTypeError, ShapeError
+from ..shapes import broadcast_shapes, normalize_dim, normalize_dims, numel
+from .registry import bind, current_interpreter, get
+
+
+def is_value(x) -> bool:
+    return isinstance(getattr(x, "dtype", None), DType)
+
+
+def _interp():
+    return current_interpreter()
+
+
+def constant(data, dtype: DType | None = None):
+    """A value holding ``data`` (Python scalars, lists, NumPy arrays)."""
+    arr = np.asarray(data)
+    if dtype is None:
+        dtype = dtypes.from_numpy(arr.dtype, convert=True)
+    return _interp().constant(np.asarray(arr, dtype=dtype.np))
+
+
+def full(shape, value, dtype: DType):
+    return _interp().full(tuple(int(s) for s in shape), value, dtype)
+
+
+def zeros(shape, dtype: DType):
+    return full(shape, 0, dtype)
+
+
+def zeros_like(x):
+    return full(x.shape, 0, x.dtype)
+
+
+def ones_like(x):
+    return full(x.shape, 1, x.dtype)
+
+
+# ---- operands and promotion -----------------------------------------------------------------
+
+def _operand_info(x):
+    """(dtype, tier) of an operand: tier 2 = tensor with dims, 1 = 0-d tensor, 0 = Python scalar."""
+    if is_value(x):
+        return x.dtype, (2 if len(x.shape) else 1)
+    if isinstance(x, (bool, int, float, np.bool_, np.integer, np.floating)):
+        return dtypes.scalar_dtype(x), 0
+    arr = np.asarray(x)
+    if arr.dtype == object:
+        raise DTypeError(f"cannot use {type(x).__name__} as a tensor operand")
+    return dtypes.from_numpy(arr.dtype, convert=True), (2 if arr.ndim else 1)
+
+
+def _as(x, dtype: DType):
+    if is_value(x):
+        return x if x.dtype is dtype else bind(get("cast"), x, dtype=dtype)
+    return constant(x, dtype)
+
+
+def _promote(*xs, floating: bool = False):
+    dtype = dtypes.result_type([_operand_info(x) for x in xs])
+    if floating and not dtype.is_floating_point:
+        dtype = dtypes.get_default_dtype()
+    return [_as(x, dtype) for x in xs]
+
+
+def _value(x):
+    return x if is_value(x) else constant(x)
+
+
+def _unary_float(name):
+    def fn(x, **attrs):
+        x = _value(x)
+        if not x.dtype.is_floating_point:
+            x = _as(x, dtypes.get_default_dtype())
+        return bind(get(name), x, **attrs)
+    fn.__name__ = name
+    return fn
+
+
+def _unary_numeric(name):
+    def fn(x, **attrs):
+        return bind(get(name), _value(x), **attrs)
+    fn.__name__ = name
+    return fn
+
+
+def _binary(name, floating=False):
+    def fn(a, b):
+        return bind(get(name), *_promote(a, b, floating=floating))
+    fn.__name__ = name
+    return fn
+
+
+def cast(x, dtype: DType):
+    return _as(_value(x), dtype)
+
+
+def detach(x):
+    return bind(get("detach"), x)
+
+
+# ---- elementwise ----------------------------------------------------------------------------
+
+exp = _unary_float("exp")
+log = _unary_float("log")
+log1p = _unary_float("log1p")
+sqrt = _unary_float("sqrt")
+rsqrt = _unary_float("rsqrt")
+sin = _unary_float("sin")
+cos = _unary_float("cos")
+tanh = _unary_float("tanh")
+sigmoid = _unary_float("sigmoid")
+erf = _unary_float("erf")
+silu = _unary_float("silu")
+neg = _unary_numeric("neg")
+abs = _unary_numeric("abs")  # noqa: A001 - PyTorch's name
+sign = _unary_numeric("sign")
+relu = _unary_numeric("relu")
+_mul = _binary("mul")
+_add = _binary("add")
+_sub = _binary("sub")
+div = _binary("div", floating=True)
+maximum = _binary("maximum")
+minimum = _binary("minimum")
+eq = _binary("eq")
+ne = _binary("ne")
+lt = _binary("lt")
+le = _binary("le")
+gt = _binary("gt")
+ge = _binary("ge")
+
+
+def add(a, b, alpha=1):
+    return _add(a, b if alpha == 1 else mul(b, alpha))
+
+
+def sub(a, b, alpha=1):
+    return _sub(a, b if alpha == 1 else mul(b, alpha))
+
+
+def mul(a, b):
+    return _mul(a, b)
+
+
+def rsub(a, b):
+    return sub(b, a)
+
+
+def _logical(name):
+    def fn(a, b):
+        return bind(get(name), _as(_value(a), dtypes.bool_), _as(_value(b), dtypes.bool_))
+    fn.__name__ = name
+    return fn
+
+
+logical_and = _logical("logical_and")
+logical_or = _logical("logical_or")
+
+
+def logical_not(x):
+    return bind(get("logical_not"), _as(_value(x), dtypes.bool_))
+
+
+def pow(a, b):  # noqa: A001 - PyTorch's name
+    """``a ** b``. A Python-number exponent is an attribute (``pow_scalar``), so ``x ** 2``
+    compiles to ``x * x`` and its gradient never touches ``log(x)``."""
+    if is_value(a) and isinstance(b, (int, float)) and not isinstance(b, bool):
+        if not a.dtype.is_floating_point and (isinstance(b, float) or b < 0):
+            a = _as(a, dtypes.get_default_dtype())
+        return bind(get("pow_scalar"), a, exponent=b)
+    return bind(get("pow"), *_promote(a, b))
+
+
+def leaky_relu(x, negative_slope=0.01):
+    return bind(get("leaky_relu"), _value(x), negative_slope=float(negative_slope))
+
+
+def gelu(x, approximate="none"):
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return _unary_float("gelu")(x, approximate=approximate)
+
+
+def softplus(x, beta=1.0, threshold=20.0):
+    return _unary_float("softplus")(x, beta=float(beta), threshold=float(threshold))
+
+
+def clamp(x, min=None, max=None):  # noqa: A002 - PyTorch's names
+    x = _value(x)
+    if is_value(min) or is_value(max):
+        out = x
+        if min is not None:
+            out = maximum(out, min)
+        if max is not None:
+            out = minimum(out, max)
+        return out
+    if min is None and max is None:
+        raise ValueError("clamp: at least one of min and max must be given")
+    if not x.dtype.is_floating_point and any(isinstance(v, float) for v in (min, max)):
+        x = _as(x, dtypes.get_default_dtype())
+    conv = float if x.dtype.is_floating_point else int
+    return bind(get("clamp"), x, min=None if min is None else conv(min),
+                max=None if max is None else conv(max))
+
+
+def where(cond, a, b):
+    cond = _value(cond)
+    if cond.dtype is not dtypes.bool_:
+        raise DTypeError(f"condition must be a bool tensor, got {cond.dtype.name} of shape "
+                         f"{tuple(cond.shape)}", op="where")
+    a, b = _promote(a, b)
+    return bind(get("where"), cond, a, b)
+
+
+# ---- reductions -----------------------------------------------------------------------------
+
+def sum(x, dim=None, keepdim=False, dtype=None):  # noqa: A001 - PyTorch's name
+    x = _value(x)
+    if dtype is not None:
+        x = cast(x, dtype)
+    dims = normalize_dims("sum", dim, len(x.shape))
+    return bind(get("sum"), x, dims=dims, keepdim=bool(keepdim))
+
+
+def _reduced_count(x, dims) -> int:
+    return numel([x.shape[d] for d in dims])
+
+
+def _require_float(op, x):
+    if not x.dtype.is_floating_point:
+        raise DTypeError(f"needs a floating point tensor, got {x.dtype.name} of shape "
+                         f"{tuple(x.shape)}; convert it with .float() first", op=op)
+
+
+def mean(x, dim=None, keepdim=False, dtype=None):
+    x = _value(x)
+    if dtype is not None:
+        x = cast(x, dtype)
+    _require_float("mean", x)
+    dims = normalize_dims("mean", dim, len(x.shape))
+    return div(sum(x, dims, keepdim), _reduced_count(x, dims))
+
+
+def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    x = _value(x)
+    _require_float("var", x)
+    if correction is None:
+        correction = 1 if unbiased is None or unbiased else 0
+    dims = normalize_dims("var", dim, len(x.shape))
+    d = sub(x, mean(x, dims, keepdim=True))
+    n = _reduced_count(x, dims)
+    return div(sum(mul(d, d), dims, keepdim), builtins.max(n - correction, 0))
+
+
+def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return sqrt(var(x, dim, unbiased, keepdim, correction=correction))
+
+
+def amax(x, dim=None, keepdim=False):
+    x = _value(x)
+    return bind(get("amax"), x, dims=normalize_dims("amax", dim, len(x.shape)), keepdim=bool(keepdim))
+
+
+def amin(x, dim=None, keepdim=False):
+    x = _value(x)
+    return bind(get("amin"), x, dims=normalize_dims("amin", dim, len(x.shape)), keepdim=bool(keepdim))
+
+
+def argmax(x, dim=None, keepdim=False):
+    x = _value(x)
+    if dim is not None:
+        dim = normalize_dim("argmax", dim, len(x.shape))
+    return bind(get("argmax"), x, dim=dim, keepdim=bool(keepdim))
+
+
+def argmin(x, dim=None, keepdim=False):
+    return argmax(neg(x), dim, keepdim)
+
+
+def logsumexp(x, dim=None, keepdim=False):
+    x = _value(x)
+    _require_float("logsumexp", x)
+    dims = normalize_dims("logsumexp", dim, len(x.shape))
+    # NOTE: the shift m only keeps exp() in range; its gradient cancels, so it is detached.
+    m = detach(amax(x, dims, keepdim=True))
+    m = where(eq(abs(m), math.inf), 0.0, m)
+    out = add(log(sum(exp(sub(x, m)), dims, keepdim=True)), m)
+    return out if keepdim else squeeze(out, dims) if dims else out
+
+
+def softmax(x, dim, dtype=None):
+    x = _value(x)
+    if dtype is not None:
+        x = cast(x, dtype)
+    _require_float("softmax", x)
+    m = detach(amax(x, dim, keepdim=True))
+    e = exp(sub(x, m))
+    return div(e, sum(e, dim, keepdim=True))
+
+
+def log_softmax(x, dim, dtype=None):
+    x = _value(x)
+    if dtype is not None:
+        x = cast(x, dtype)
+    _require_float("log_softmax", x)
+    return sub(x, logsumexp(x, dim, keepdim=True))
+
+
+def sum_to(g, shape):
+    """Sum a broadcast gradient back to ``shape`` (the inverse of broadcasting)."""
+    shape = tuple(shape)
+    if tuple(g.shape) == shape:
+        return g
+    lead = len(g.shape) - len(shape)
+    dims = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape)
+                                      if s == 1 and g.shape[lead + i] != 1)
+    out = bind(get("sum"), g, dims=dims, keepdim=True)
+    return reshape(out, shape)
+
+
+
+
+# ---- linear algebra -------------------------------------------------------------------------
+
+def matmul(a, b):
+    """PyTorch's matmul: 1-D operands are promoted to matrices and the added dim removed."""
+    a, b = _value(a), _value(b)
+    if len(a.shape) == 0 or len(b.shape) == 0:
+        raise ShapeError(f"both operands need at least 1 dim, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}", op="matmul")
+    if a.dtype is not b.dtype:
+        a, b = _promote(a, b)
+    a2 = reshape(a, (1,) + tuple(a.shape)) if len(a.shape) == 1 else a
+    b2 = reshape(b, tuple(b.shape) + (1,)) if len(b.shape) == 1 else b
+    if a2.shape[-1] != b2.shape[-2]:
+        raise ShapeError(f"shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be multiplied "
+                         f"(inner sizes {a2.shape[-1]} and {b2.shape[-2]} differ)", op="matmul")
+    out = bind(get("matmul"), a2, b2)
+    if len(a.shape) == 1 and len(b.shape) == 1:
+        return reshape(out, ())
+    if len(a.shape) == 1:
+        return reshape(out, tuple(out.shape[:-2]) + (out.shape[-1],))
+    if len(b.shape) == 1:
+        return reshape(out, tuple(out.shape[:-1]))
+    return out
+
+
+def mm(a, b):
+    if len(a.shape) != 2 or len(b.shape) != 2:
+        raise ShapeError(f"needs two matrices, got {tuple(a.shape)} and {tuple(b.shape)}", op="mm")
+    return matmul(a, b)
+
+
+# ---- shapes ---------------------------------------------------------------------------------
+
+def _shape_arg(shape) -> tuple:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return tuple(int(s) for s in shape)
+
+
+def reshape(x, shape):
+    shape = tuple(int(s) for s in shape)
+    if shape.count(-1) > 1:
+        raise ShapeError(f"only one dim can be -1, got {shape}", op="reshape")
+    if -1 in shape:
+        known = numel([s for s in shape if s != -1])
+        total = numel(x.shape)
+        if known == 0 or total % known:
+            raise ShapeError(f"cannot reshape a tensor of shape {tuple(x.shape)} ({total} elements) "
+                             f"into shape {shape}", op="reshape")
+        shape = tuple(total // known if s == -1 else s for s in shape)
+    if shape == tuple(x.shape):
+        return x
+    return bind(get("reshape"), x, shape=shape)
+
+
+def permute(x, dims):
+    dims = tuple(normalize_dim("permute", d, len(x.shape)) for d in dims)
+    if dims == tuple(range(len(x.shape))):
+        return x
+    return bind(get("permute"), x, dims=dims)
+
+
+def transpose(x, dim0, dim1):
+    n = len(x.shape)
+    d0, d1 = normalize_dim("transpose", dim0, n), normalize_dim("transpose", dim1, n)
+    dims = list(range(n))
+    dims[d0], dims[d1] = dims[d1], dims[d0]
+    return permute(x, dims)
+
+
+def t(x):
+    if len(x.shape) > 2:
+        raise ShapeError(f"expects a tensor of <= 2 dims, got shape {tuple(x.shape)}", op="t")
+    return transpose(x, 0, 1) if len(x.shape) == 2 else x
+
+
+def expand(x, shape):
+    shape = tuple(int(s) for s in shape)
+    lead = len(shape) - len(x.shape)
+    if lead < 0:
+        raise ShapeError(f"cannot expand shape {tuple(x.shape)} to fewer dims {shape}", op="expand")
+    shape = tuple(x.shape[i - lead] if s == -1 and i >= lead else s for i, s in enumerate(shape))
+    if shape == tuple(x.shape):
+        return x
+    return bind(get("expand"), x, shape=shape)
+
+
+def broadcast_to(x, shape):
+    return expand(x, shape)
+
+
+def squeeze(x, dim=None):
+    n = len(x.shape)
+    if dim is None:
+        dims = tuple(i for i, s in enumerate(x.shape) if s == 1)
+    else:
+        dims = normalize_dims("squeeze", dim, n)
+        dims = tuple(d for d in dims if x.shape[d] == 1)  # PyTorch ignores dims of size != 1
+    return reshape(x, tuple(s for i, s in enumerate(x.shape) if i not in dims))
+
+
+def unsqueeze(x, dim):
+    n = len(x.shape) + 1
+    d = normalize_dim("unsqueeze", dim, n)
+    shape = list(x.shape)
+    shape.insert(d, 1)
+    return reshape(x, tuple(shape))
+
+
+def flatten(x, start_dim=0, end_dim=-1):
+    n = len(x.shape)
+    if n == 0:
+        return reshape(x, (1,))
+    s = normalize_dim("flatten", start_dim, n)
+    e = normalize_dim("flatten", end_dim, n)
+    if s > e:
+        raise ShapeError(f"start_dim {start_dim} comes after end_dim {end_dim}", op="flatten")
+    shape = tuple(x.shape[:s]) + (numel(x.shape[s:e + 1]),) + tuple(x.shape[e + 1:])
+    return reshape(x, shape)
+
+
+def cat(tensors, dim=0):
+    tensors = [_value(t) for t in tensors]
+    if not tensors:
+        raise ShapeError("needs a non-empty list of tensors", op="cat")
+    # PyTorch skips 1-D empty tensors in cat (legacy behaviour users rely on).
+    kept = [t for t in tensors if not (len(t.shape) == 1 and t.shape[0] == 0)] or tensors[:1]
+    kept = _promote(*kept) if len({t.dtype for t in kept}) > 1 else kept
+    d = normalize_dim("cat", dim, len(kept[0].shape))
+    if len(kept) == 1:
+        return kept[0]
+    return bind(get("cat"), *kept, dim=d)
+
+
+def stack(tensors, dim=0):
+    tensors = [_value(t) for t in tensors]
+    if not tensors:
+        raise ShapeError("needs a non-empty list of tensors", op="stack")
+    first = tuple(tensors[0].shape)
+    for i, t in enumerate(tensors[1:], 1):
+        if tuple(t.shape) != first:
+            raise ShapeError(f"all tensors must have one shape, got {first} (tensor 0) and "
+                             f"{tuple(t.shape)} (tensor {i})", op="stack")
+    d = normalize_dim("stack", dim, len(first) + 1)
+    return cat([unsqueeze(t, d) for t in tensors], d)
+
+
+def slice_(x, starts, stops, steps):
+    starts, stops, steps = tuple(starts), tuple(stops), tuple(steps)
+    if all(a == 0 and b == s and c == 1 for a, b, c, s in zip(starts, stops, steps, x.shape)):
+        return x
+    return bind(get("slice"), x, starts=starts, stops=stops, steps=steps)
+
+
+def slice_backward(g, shape, starts, stops, steps):
+    return bind(get("slice_backward"), g, shape=tuple(shape), starts=tuple(starts),
+                stops=tuple(stops), steps=tuple(steps))
+
+
+def narrow(x, dim, start, length):
+    n = len(x.shape)
+    d = normalize_dim("narrow", dim, n)
+    starts = [0] * n
+    stops = list(x.shape)
+    starts[d], stops[d] = start, start + length
+    return slice_(x, starts, stops, [1] * n)
+
+
+def split(x, split_size_or_sections, dim=0):
+    d = normalize_dim("split", dim, len(x.shape))
+    size = x.shape[d]
+    if isinstance(split_size_or_sections, int):
+        step = split_size_or_sections
+        sizes = [builtins.min(step, size - i) for i in range(0, size, step)]
+    else:
+        sizes = list(split_size_or_sections)
+        if builtins.sum(sizes) != size:
+            raise ShapeError(f"section sizes {sizes} do not add up to dim {dim} of size {size}",
+                             op="split")
+    out, offset = [], 0
+    for s in sizes:
+        out.append(narrow(x, d, offset, s))
+        offset += s
+    return tuple(out)
+
+
+
+
+def chunk(x, chunks, dim=0):
+    d = normalize_dim("chunk", dim, len(x.shape))
+    size = -(-x.shape[d] // chunks)
+    return split(x, size, d)
+
+
+# ---- indexing -------------------------------------------------------------------------------
+
+def _is_advanced(item) -> bool:
+    if is_value(item):
+        return True
+    if isinstance(item, (list, np.ndarray)):
+        return True
+    return False
+
+
+def getitem(x, key):
+    """``x[key]`` with NumPy/PyTorch semantics: basic indexing becomes slice + reshape
+    (views); any integer or bool array in the key makes it an ``index`` op."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    if any(_is_advanced(k) for k in key):
+        return _advanced_index(x, key)
+    return _basic_index(x, key)
+
+
+def _basic_index(x, key):
+    n_real = len([k for k in key if k is not None and k is not Ellipsis])
+    if n_real > len(x.shape):
+        raise ShapeError(f"too many indices ({n_real}) for a tensor of shape {tuple(x.shape)}",
+                         op="getitem")
+    if builtins.sum(1 for k in key if k is Ellipsis) > 1:
+        raise ShapeError("an index can only have one Ellipsis (...)", op="getitem")
+    if Ellipsis in [k for k in key if not is_value(k)]:
+        pos = [i for i, k in enumerate(key) if k is Ellipsis][0]
+        key = key[:pos] + (slice(None),) * (len(x.shape) - n_real) + key[pos + 1:]
+    else:
+        key = key + (slice(None),) * (len(x.shape) - n_real)
+    starts, stops, steps, out_shape = [], [], [], []
+    dim = 0
+    for k in key:
+        if k is None:
+            out_shape.append(1)
+            continue
+        size = x.shape[dim]
+        if isinstance(k, slice):
+            if k.step is not None and operator.index(k.step) <= 0:
+                raise ShapeError(f"slice step must be positive, got {k.step}", op="getitem")
+            a, b, c = k.indices(size)
+            b = builtins.max(b, a)
+            starts.append(a), stops.append(b), steps.append(c)
+            out_shape.append(builtins.max(0, (b - a + c - 1) // c))
+        elif isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+            i = int(k)
+            if not -size <= i < size:
+                raise ShapeError(f"index {i} is out of range for dim {dim} of size {size} "
+                                 f"(shape {tuple(x.shape)})", op="getitem")
+            i %= size
+            starts.append(i), stops.append(i + 1), steps.append(1)
+        else:
+            raise DTypeError(f"unsupported index {k!r} of type {type(k).__name__}", op="getitem")
+        dim += 1
+    out = slice_(x, starts, stops, steps)
+    return reshape(out, tuple(out_shape))
+
+
+def _advanced_index(x, key):
+    interp = _interp()
+    template, idx = [], []
+    for k in key:
+        if _is_advanced(k):
+            v = _value(k) if not is_value(k) else k
+            if v.dtype is dtypes.bool_:
+                if not getattr(interp, "concrete", False):
+                    raise DTypeError("boolean-mask indexing gives a data-dependent shape, which a "
+                                     "static graph cannot hold; use graphjit.where(mask, x, 0) "
+                                     "instead", op="getitem")
+                for part in np.nonzero(np.asarray(v))[0:]:
+                    template.append(("t", len(idx)))
+                    idx.append(constant(part.astype(np.int64)))
+                continue
+            if v.dtype is not dtypes.int64:
+                raise DTypeError(f"index tensors must be int64 (or bool masks), got {v.dtype.name} "
+                                 f"of shape {tuple(v.shape)}", op="getitem")
+            template.append(("t", len(idx)))
+            idx.append(v)
+        elif isinstance(k, slice):
+            template.append(("s", k.start, k.stop, k.step))
+        elif k is None:
+            template.append(("n",))
+        elif k is Ellipsis:
+            template.append(("e",))
+        elif isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+            template.append(("i", int(k)))
+        else:
+            raise DTypeError(f"unsupported index {k!r} of type {type(k).__name__}", op="getitem")
+    return index(x, idx, tuple(template))
+
+
+def index(x, idx, key):
+    return bind(get("index"), x, *idx, key=tuple(key))
+
+
+def index_backward(g, shape, idx, key):
+    return bind(get("index_backward"), g, *idx, shape=tuple(shape), key=tuple(key))
+
+
+def gather(x, dim, index_):
+    """``torch.gather``: ``out[i][j][k] = x[i][index[i][j][k]][k]`` for dim=1, and so on."""
+    index_ = _value(index_)
+    n = len(x.shape)
+    d = normalize_dim("gather", dim, n)
+    if len(index_.shape) != n:
+        raise ShapeError(f"index of shape {tuple(index_.shape)} must have as many dims as the "
+                         f"input of shape {tuple(x.shape)}", op="gather")
+    for i in range(n):
+        if i != d and index_.shape[i] > x.shape[i]:
+            raise ShapeError(f"index of shape {tuple(index_.shape)} is larger than the input of shape "
+                             f"{tuple(x.shape)} in dim {i}", op="gather")
+    idx, template = [], []
+    for i in range(n):
+        if i == d:
+            idx.append(index_)
+        else:
+            shape = [1] * n
+            shape[i] = index_.shape[i]
+            idx.append(constant(np.arange(index_.shape[i], dtype=np.int64).reshape(shape)))
+        template.append(("t", i))
+    return index(x, idx, tuple(template))
+
+
+def one_hot(labels, num_classes):
+    labels = _value(labels)
+    classes = constant(np.arange(num_classes, dtype=np.int64))
+    return cast(eq(unsqueeze(labels, -1), classes), dtypes.int64)

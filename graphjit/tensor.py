@@ -1,0 +1,648 @@
+"""``Tensor``: a NumPy array plus autograd state, with PyTorch's methods.
+
+Methods are thin: every computation goes through ``graphjit.ops.api`` (and so through the
+op registry), which is what lets the same user code run eagerly or be traced later.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import autograd as _ag
+from . import dtypes
+from .dtypes import DType
+from .errors import AutogradError, DTypeError, ShapeError
+from .ops import api
+
+
+class _Version:
+    """The version counter shared by a tensor and its views; bumped by in-place ops."""
+    __slots__ = ("value",)
+
+    def __init__(self):
+        self.value = 0
+
+    def bump(self):
+        self.value += 1
+
+
+def _shape_args(size) -> tuple:
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = tuple(size[0])
+    return tuple(int(s) for s in size)
+
+
+class Tensor:
+    """A multi-dimensional array with autograd, following ``torch.Tensor``."""
+
+    __slots__ = ("_data", "_requires_grad", "_grad_fn", "_grad", "_version", "_accumulator",
+                 "__weakref__", "__dict__")
+    # NumPy defers binary operators to ours (ndarray * Tensor -> Tensor.__rmul__).
+    __array_ufunc__ = None
+
+    def __init__(self, data, requires_grad: bool = False):
+        if isinstance(data, Tensor):
+            arr = data._data
+        elif isinstance(data, np.ndarray) and data.dtype in (d.np for d in dtypes.ALL):
+            arr = data
+        else:
+            arr = _to_array(data, None)
+        self._data = arr
+        self._requires_grad = False
+        self._grad_fn = None
+        self._grad = None
+        self._version = _Version()
+        self._accumulator = None
+        if requires_grad:
+            self.requires_grad = True
+
+    @classmethod
+    def _wrap(cls, arr: np.ndarray) -> "Tensor":
+        t = object.__new__(Tensor)
+        t._data = arr
+        t._requires_grad = False
+        t._grad_fn = None
+        t._grad = None
+        t._version = _Version()
+        t._accumulator = None
+        return t
+
+    # ---- metadata ---------------------------------------------------------------------------
+
+    @property
+    def shape(self) -> tuple:
+        return self._data.shape
+
+    def size(self, dim=None):
+        if dim is None:
+            return self._data.shape
+        return self._data.shape[dim]
+
+    @property
+    def dtype(self) -> DType:
+        return dtypes.from_numpy(self._data.dtype)
+
+    @property
+    def device(self) -> str:
+        return "cpu"
+
+    @property
+    def ndim(self) -> int:
+        return self._data.ndim
+
+    def dim(self) -> int:
+        return self._data.ndim
+
+    def numel(self) -> int:
+        return int(self._data.size)
+
+    def is_floating_point(self) -> bool:
+        return self.dtype.is_floating_point
+
+    def __len__(self) -> int:
+        if self._data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self._data.shape[0]
+
+    __hash__ = object.__hash__
+
+    # ---- autograd state ---------------------------------------------------------------------
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, flag: bool) -> None:
+        flag = bool(flag)
+        if self._grad_fn is not None:
+            if not flag:
+                raise AutogradError("you can only change requires_grad of leaf tensors; use "
+                                    "detach() to get a tensor that does not require grad")
+            return
+        if flag and not self.dtype.is_floating_point:
+            raise DTypeError(f"only floating point tensors can require gradients, got "
+                             f"{self.dtype.name} of shape {self.shape}")
+        self._requires_grad = flag
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        self.requires_grad = requires_grad
+        return self
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._grad_fn is None
+
+    @property
+    def grad_fn(self):
+        return self._grad_fn
+
+    @property
+    def grad(self):
+        return self._grad
+
+    @grad.setter
+    def grad(self, value) -> None:
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"assigned grad must be a Tensor or None, got {type(value).__name__}")
+            if value.shape != self.shape:
+                raise ShapeError(f"assigned grad has shape {value.shape} but the tensor has shape "
+                                 f"{self.shape}", op="grad")
+            if value.dtype is not self.dtype:
+                raise DTypeError(f"assigned grad has dtype {value.dtype.name} but the tensor has "
+                                 f"dtype {self.dtype.name}", op="grad")
+        self._grad = value
+
+    def _accumulate_node(self):
+        if self._accumulator is None:
+            self._accumulator = _ag.AccumulateGrad(self)
+        return self._accumulator
+
+    def retain_grad(self) -> None:
+        """Keep ``.grad`` for this non-leaf tensor in later backward passes."""
+        if self._grad_fn is None:
+            if not self._requires_grad:
+                raise AutogradError("can't retain_grad on a tensor that does not require grad")
+            return
+        _ag.add_retained(self._grad_fn, self)
+
+    @property
+    def retains_grad(self) -> bool:
+        node = self._grad_fn
+        return bool(node is not None and node.retained and any(r() is self for r in node.retained))
+
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+        """Accumulate the gradient of this tensor into the leaves' ``.grad`` (``torch.Tensor.backward``)."""
+        _ag.backward([self], None if gradient is None else [gradient], retain_graph, create_graph,
+                     inputs)
+
+    def detach(self) -> "Tensor":
+        """A tensor sharing this one's data, outside the graph."""
+        if _ag.is_grad_enabled() and self._requires_grad:
+            with _ag.no_grad():
+                out = api.detach(self)
+        else:
+            out = api.detach(self)
+        out._version = self._version
+        return out
+
+    def detach_(self) -> "Tensor":
+        self._grad_fn = None
+        self._requires_grad = False
+        return self
+
+    @property
+    def data(self) -> "Tensor":
+        t = Tensor._wrap(self._data)
+        t._version = self._version
+        return t
+
+    @data.setter
+    def data(self, value: "Tensor") -> None:
+        if not isinstance(value, Tensor):
+            raise TypeError(f"data must be a Tensor, got {type(value).__name__}")
+        self._data = value._data
+
+    # ---- conversion -------------------------------------------------------------------------
+
+    def numpy(self) -> np.ndarray:
+        if self._requires_grad:
+            raise AutogradError("can't call numpy() on a tensor that requires grad; use "
+                                "tensor.detach().numpy()")
+        return self._data
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self._data
+        if dtype is not None and arr.dtype != dtype:
+            return arr.astype(dtype)
+        return np.array(arr, copy=True) if copy else arr
+
+    def item(self):
+        if self._data.size != 1:
+            raise ShapeError(f"a tensor with {self._data.size} elements (shape {self.shape}) cannot "
+                             "be converted to a Python scalar", op="item")
+        return self._data.reshape(()).item()
+
+    def tolist(self):
+        return self._data.tolist()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self.dtype is not dtypes.int64 or self._data.size != 1:
+            raise TypeError("only integer tensors of a single element can be used as an index")
+        return int(self.item())
+
+    def __bool__(self):
+        if self._data.size != 1:
+            raise ShapeError(f"the truth value of a tensor with {self._data.size} elements is "
+                             "ambiguous; use .any() or .all()", op="bool")
+        return bool(self.item())
+
+    def to(self, *args, **kwargs) -> "Tensor":
+        """``to(dtype)``, ``to("cpu")`` or ``to(other)`` like PyTorch (CPU is the only device here)."""
+        dtype = kwargs.pop("dtype", None)
+        device = kwargs.pop("device", None)
+        kwargs.pop("non_blocking", None)
+        copy = kwargs.pop("copy", False)
+        if kwargs:
+            raise TypeError(f"to(): unexpected arguments {sorted(kwargs)}")
+        for a in args:
+            if isinstance(a, DType):
+                dtype = a
+            elif isinstance(a, Tensor):
+                dtype = a.dtype
+            elif isinstance(a, str):
+                device = a
+            else:
+                raise TypeError(f"to(): unexpected argument {a!r}")
+        if device is not None and str(device) != "cpu":
+            raise ValueError(f"to(): device {device!r} is not available; graphjit runs on the CPU "
+                             "for now")
+        out = self if dtype is None or dtype is self.dtype else api.cast(self, dtype)
+        return out.clone() if copy and out is self else out
+
+    def type_as(self, other: "Tensor") -> "Tensor":
+        return self.to(other.dtype)
+
+    def float(self) -> "Tensor":
+        return self.to(dtypes.float32)
+
+    def double(self) -> "Tensor":
+        return self.to(dtypes.float64)
+
+    def long(self) -> "Tensor":
+        return self.to(dtypes.int64)
+
+    def bool(self) -> "Tensor":
+        return self.to(dtypes.bool_)
+
+    def cpu(self) -> "Tensor":
+        return self
+
+    def contiguous(self) -> "Tensor":
+        return self
+
+    def clone(self) -> "Tensor":
+        if self._requires_grad and _ag.is_grad_enabled():
+            return api.mul(self, 1.0)  # x * 1 keeps every float bit (-0.0, nan, inf) and the graph
+        return Tensor._wrap(np.array(self._data, copy=True))
+
+    # ---- printing ---------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        body = np.array2string(self._data, separator=", ", prefix="tensor(", precision=4,
+                               threshold=1000, edgeitems=3)
+        extras = []
+        dt = self.dtype
+        if self._data.size == 0:
+            extras.append(f"size={self.shape}")
+        if dt.is_floating_point and dt is not dtypes.get_default_dtype():
+            extras.append(f"dtype={dt!r}")
+        if self._grad_fn is not None:
+            extras.append(f"grad_fn=<{self._grad_fn.name()}>")
+        elif self._requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + ", ".join([body] + extras) + ")"
+
+    # ---- operators --------------------------------------------------------------------------
+
+    def __add__(self, other):
+        return api.add(self, other)
+
+    def __radd__(self, other):
+        return api.add(other, self)
+
+    def __sub__(self, other):
+        return api.sub(self, other)
+
+    def __rsub__(self, other):
+        return api.sub(other, self)
+
+    def __mul__(self, other):
+        return api.mul(self, other)
+
+    def __rmul__(self, other):
+        return api.mul(other, self)
+
+    def __truediv__(self, other):
+        return api.div(self, other)
+
+    def __rtruediv__(self, other):
+        return api.div(other, self)
+
+    def __pow__(self, other):
+        return api.pow(self, other)
+
+    def __rpow__(self, other):
+        return api.pow(api.constant(other, _scalar_like(other, self)), self)
+
+    def __neg__(self):
+        return api.neg(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return api.abs(self)
+
+    def __matmul__(self, other):
+        return api.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return api.matmul(other, self)
+
+    def __eq__(self, other):  # noqa: D105 - elementwise, as in PyTorch
+        return api.eq(self, other)
+
+    def __ne__(self, other):
+        return api.ne(self, other)
+
+    def __lt__(self, other):
+        return api.lt(self, other)
+
+    def __le__(self, other):
+        return api.le(self, other)
+
+    def __gt__(self, other):
+        return api.gt(self, other)
+
+    def __ge__(self, other):
+        return api.ge(self, other)
+
+    def __invert__(self):
+        if self.dtype is not dtypes.bool_:
+            raise DTypeError(f"~ is only defined for bool tensors here, got {self.dtype.name}", op="invert")
+        return api.logical_not(self)
+
+    def __and__(self, other):
+        return api.logical_and(self, other)
+
+    def __or__(self, other):
+        return api.logical_or(self, other)
+
+    def __getitem__(self, key):
+        return api.getitem(self, _unwrap_index(key))
+
+    def __setitem__(self, key, value):
+        """In-place ``x[key] = value`` (outside autograd: under no_grad or on tensors that do not
+        require grad; with autograd, build the new value with graphjit.where or cat instead)."""
+        value_requires = isinstance(value, Tensor) and value._requires_grad
+        if _ag.is_grad_enabled() and (self._requires_grad or value_requires):
+            raise AutogradError("index assignment (x[i] = v) is not recorded by autograd; build the "
+                                "value with graphjit.where / graphjit.cat, or assign under no_grad")
+        np_key = _numpy_index(key)
+        src = value._data if isinstance(value, Tensor) else value
+        self._data[np_key] = src
+        self._version.bump()
+
+    def __iter__(self):
+        if self._data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self._data.shape[0]))
+
+    # ---- in-place ops -----------------------------------------------------------------------
+
+    def _inplace(self, op_name: str, compute):
+        if self._requires_grad and self._grad_fn is None and _ag.is_grad_enabled():
+            raise AutogradError(f"{op_name}: a leaf tensor that requires grad (shape {self.shape}) "
+                                "is used in an in-place operation; wrap it in graphjit.no_grad() "
+                                "or work on a clone")
+        result = compute()
+        if result.shape != self.shape:
+            raise ShapeError(f"the result has shape {result.shape}, which does not fit the tensor "
+                             f"of shape {self.shape} that is modified in place", op=op_name)
+        if result.dtype is not self.dtype:
+            if result.dtype.category > self.dtype.category:
+                raise DTypeError(f"result type {result.dtype.name} can't be cast to the tensor's "
+                                 f"dtype {self.dtype.name} in place", op=op_name)
+            result = api.cast(result, self.dtype)
+        if not self._data.flags.writeable:
+            raise ShapeError(f"the tensor of shape {self.shape} is a read-only broadcast view; "
+                             "clone() it before modifying it in place", op=op_name)
+        np.copyto(self._data, result._data)
+        self._version.bump()
+        if result._grad_fn is not None:
+            result._grad_fn.bind_output(self)
+            self._grad_fn = result._grad_fn
+            self._requires_grad = True
+        return self
+
+    def add_(self, other, alpha=1):
+        return self._inplace("add_", lambda: api.add(self, other, alpha))
+
+    def sub_(self, other, alpha=1):
+        return self._inplace("sub_", lambda: api.sub(self, other, alpha))
+
+    def mul_(self, other):
+        return self._inplace("mul_", lambda: api.mul(self, other))
+
+    def div_(self, other):
+        return self._inplace("div_", lambda: api.div(self, other))
+
+    def pow_(self, exponent):
+        return self._inplace("pow_", lambda: api.pow(self, exponent))
+
+    def neg_(self):
+        return self._inplace("neg_", lambda: api.neg(self))
+
+    def sqrt_(self):
+        return self._inplace("sqrt_", lambda: api.sqrt(self))
+
+    def clamp_(self, min=None, max=None):  # noqa: A002 - PyTorch's names
+        return self._inplace("clamp_", lambda: api.clamp(self, min, max))
+
+    def addcmul_(self, tensor1, tensor2, value=1):
+        return self._inplace("addcmul_", lambda: api.add(self, api.mul(tensor1, tensor2), value))
+
+    def addcdiv_(self, tensor1, tensor2, value=1):
+        return self._inplace("addcdiv_", lambda: api.add(self, api.div(tensor1, tensor2), value))
+
+    def lerp_(self, end, weight):
+        return self._inplace("lerp_", lambda: api.add(self, api.mul(api.sub(end, self), weight)))
+
+    def copy_(self, src):
+        src = src if isinstance(src, Tensor) else Tensor(_to_array(src, self.dtype))
+        return self._inplace("copy_", lambda: api.expand(api.cast(src, self.dtype), self.shape))
+
+    def fill_(self, value):
+        def compute():
+            filled = api.full(self.shape, value, self.dtype)
+            if self._requires_grad and _ag.is_grad_enabled():
+                # Keep the tensor in the graph with a zero gradient, as PyTorch does.
+                return api.where(api.full((), True, dtypes.bool_), filled, self)
+            return filled
+        return self._inplace("fill_", compute)
+
+    def zero_(self):
+        return self.fill_(0)
+
+    # ---- reductions with PyTorch's tuple results ---------------------------------------------
+
+    def max(self, dim=None, keepdim=False):
+        if dim is None:
+            return api.amax(self)
+        return _MaxMin(api.amax(self, dim, keepdim), api.argmax(self, dim, keepdim))
+
+    def min(self, dim=None, keepdim=False):
+        if dim is None:
+            return api.amin(self)
+        return _MaxMin(api.amin(self, dim, keepdim), api.argmin(self, dim, keepdim))
+
+    def any(self, dim=None, keepdim=False):
+        return api.gt(api.sum(api.cast(self, dtypes.bool_), dim, keepdim), 0)
+
+    def all(self, dim=None, keepdim=False):
+        b = api.cast(self, dtypes.bool_)
+        return api.eq(api.sum(api.logical_not(b), dim, keepdim), 0)
+
+    # ---- shape helpers taking *args ----------------------------------------------------------
+
+    def reshape(self, *shape):
+        return api.reshape(self, _shape_args(shape))
+
+    def view(self, *shape):
+        return api.reshape(self, _shape_args(shape))
+
+    def view_as(self, other):
+        return api.reshape(self, other.shape)
+
+    def reshape_as(self, other):
+        return api.reshape(self, other.shape)
+
+    def expand(self, *sizes):
+        return api.expand(self, _shape_args(sizes))
+
+    def expand_as(self, other):
+        return api.expand(self, other.shape)
+
+    def permute(self, *dims):
+        return api.permute(self, _shape_args(dims))
+
+    def repeat(self, *sizes):
+        sizes = _shape_args(sizes)
+        x = self
+        lead = len(sizes) - x.ndim
+        if lead < 0:
+            raise ShapeError(f"repeat needs at least {x.ndim} sizes, got {sizes}", op="repeat")
+        x = api.reshape(x, (1,) * lead + tuple(x.shape))
+        # Interleave a new size-r dim before each dim, expand it, and merge.
+        inter = []
+        for s in x.shape:
+            inter += [1, s]
+        x = api.reshape(x, tuple(inter))
+        target = []
+        for r, s in zip(sizes, x.shape[1::2]):
+            target += [r, s]
+        x = api.expand(x, tuple(target))
+        return api.reshape(x, tuple(r * s for r, s in zip(sizes, x.shape[1::2])))
+
+    @property
+    def T(self):
+        return api.permute(self, tuple(reversed(range(self.ndim))))
+
+    @property
+    def mT(self):
+        return api.transpose(self, -2, -1)
+
+
+class _MaxMin(tuple):
+    """``(values, indices)`` as returned by ``Tensor.max(dim)``."""
+
+    def __new__(cls, values, indices):
+        return super().__new__(cls, (values, indices))
+
+    @property
+    def values(self):
+        return self[0]
+
+    @property
+    def indices(self):
+        return self[1]
+
+
+def _scalar_like(value, t: Tensor) -> DType:
+    d = dtypes.scalar_dtype(value)
+    return t.dtype if d.category <= t.dtype.category else d
+
+
+def _unwrap_index(key):
+    """Lists of ints become int64 tensors; everything else passes through."""
+    items = key if isinstance(key, tuple) else (key,)
+    out = []
+    for k in items:
+        if isinstance(k, list):
+            k = Tensor._wrap(_to_array(k, None))
+        elif isinstance(k, np.ndarray):
+            k = Tensor._wrap(np.asarray(k, dtype=np.bool_ if k.dtype == np.bool_ else np.int64))
+        out.append(k)
+    return tuple(out) if isinstance(key, tuple) else out[0]
+
+
+def _numpy_index(key):
+    items = key if isinstance(key, tuple) else (key,)
+    out = tuple(k._data if isinstance(k, Tensor) else k for k in items)
+    return out if isinstance(key, tuple) else out[0]
+
+
+# ---- attach the tensor functions as methods ---------------------------------------------------
+
+def _method(fn):
+    def method(self, *args, **kwargs):
+        return fn(self, *args, **kwargs)
+    method.__name__ = fn.__name__
+    method.__doc__ = fn.__doc__
+    return method
+
+
+for _name in ("add", "sub", "mul", "div", "neg", "pow", "exp", "log", "log1p", "sqrt", "rsqrt",
+              "abs", "sign", "sin", "cos", "tanh", "sigmoid", "relu", "clamp", "maximum",
+              "minimum", "eq", "ne", "lt", "le", "gt", "ge", "sum", "mean", "var", "std", "amax",
+              "amin", "logsumexp", "argmax", "argmin", "matmul", "mm", "transpose", "t", "squeeze",
+              "unsqueeze", "flatten", "softmax", "log_softmax", "gather", "split", "chunk",
+              "narrow", "logical_and", "logical_or", "logical_not"):
+    setattr(Tensor, _name, _method(getattr(api, _name)))
+Tensor.clip = Tensor.clamp
+Tensor.multiply = Tensor.mul
+Tensor.divide = Tensor.div
+Tensor.subtract = Tensor.sub
+Tensor.__rmatmul__ = lambda self, other: api.matmul(other, self)
+
+
+def _to_array(data, dtype: DType | None) -> np.ndarray:
+    """Copy Python/NumPy data into an array of a graphjit dtype (PyTorch's inference rules)."""
+    if isinstance(data, Tensor):
+        arr = data._data
+    elif isinstance(data, (list, tuple)):
+        arr = np.array([_to_array(d, None) if isinstance(d, Tensor) else d for d in data]) \
+            if any(isinstance(d, Tensor) for d in data) else np.array(data)
+    else:
+        arr = np.array(data)
+    if arr.dtype == object:
+        raise DTypeError(f"cannot make a tensor from {type(data).__name__} data")
+    if dtype is None:
+        if isinstance(data, (np.ndarray, Tensor)) and arr.dtype in (d.np for d in dtypes.ALL):
+            dtype = dtypes.from_numpy(arr.dtype)
+        elif isinstance(data, numbers.Number) and isinstance(data, np.generic) \
+                and arr.dtype in (d.np for d in dtypes.ALL):
+            dtype = dtypes.from_numpy(arr.dtype)
+        elif arr.dtype.kind == "f":
+            dtype = dtypes.get_default_dtype()  # Python floats -> the default dtype
+        else:
+            dtype = dtypes.from_numpy(arr.dtype, convert=True)
+    return np.array(arr, dtype=dtype.np, copy=True)
+
+
+def tensor(data, dtype: DType | None = None, requires_grad: bool = False) -> Tensor:
+    """Copy ``data`` (nested lists, scalars, NumPy arrays, tensors) into a new leaf tensor.
+    Float data gets the default dtype (float32) unless it is a NumPy float64 array."""
+    t = Tensor._wrap(_to_array(data, dtype))
+    if requires_grad:
+        t.requires_grad = True
+    return t
