@@ -76,8 +76,11 @@ def register(op: OpDef) -> OpDef:
         raise ValueError(f"op {op.name!r} is registered twice")
     if op.vjp is None and op.no_grad_reason is None:
         raise ValueError(f"op {op.name!r} has no vjp and no no_grad_reason")
-    caller = inspect.stack()[1]
-    object.__setattr__(op, "source", f"{caller.filename}:{caller.lineno}")
+    # The op's home is the module-level line that declared it (past helpers like _unary).
+    frame = inspect.currentframe().f_back
+    while frame.f_back is not None and frame.f_code.co_name != "<module>":
+        frame = frame.f_back
+    object.__setattr__(op, "source", f"{frame.f_code.co_filename}:{frame.f_lineno}")
     _OPS[op.name] = op
     return op
 

@@ -1,0 +1,5 @@
+import sys
+
+from graphjit.cli import main
+
+sys.exit(main())
