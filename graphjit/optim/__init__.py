@@ -1,0 +1,10 @@
+"""graphjit.optim: PyTorch-style optimizers written with graphjit tensor ops."""
+
+from .optimizer import Optimizer, required
+from .sgd import SGD
+from .adam import Adam, AdamW
+from .adagrad import Adagrad
+from .rmsprop import RMSprop
+from .adadelta import Adadelta
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adadelta"]

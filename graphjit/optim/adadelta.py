@@ -1,0 +1,73 @@
+"""Adadelta."""
+
+from __future__ import annotations
+
+import graphjit as gj
+
+from .optimizer import Optimizer, required
+
+__all__ = ["Adadelta"]
+
+
+class Adadelta(Optimizer):
+    r"""Adadelta.
+
+    For each parameter with gradient ``g`` (negated when ``maximize``)::
+
+        t = t + 1
+        g = g + weight_decay * theta                  (if weight_decay != 0)
+        v = rho * v + (1 - rho) * g * g
+        dx = sqrt(u + eps) / sqrt(v + eps) * g
+        u = rho * u + (1 - rho) * dx * dx
+        theta = theta - lr * dx
+
+    State: ``"step"`` (0-d tensor), ``"square_avg"`` (v) and
+    ``"acc_delta"`` (u).
+    """
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, *,
+                 maximize=False):
+        if lr is not required and lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0.0 <= rho <= 1.0:
+            raise ValueError(f"Invalid rho value: {rho}")
+        if eps < 0.0:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
+                        maximize=maximize)
+        super().__init__(params, defaults)
+
+    def step(self, closure=None):
+        loss = self._eval_closure(closure)
+        with gj.no_grad():
+            for group in self.param_groups:
+                lr = group["lr"]
+                rho = group["rho"]
+                eps = group["eps"]
+                weight_decay = group["weight_decay"]
+                maximize = group["maximize"]
+                for p in self._params_with_grad(group):
+                    g = p.grad
+                    if maximize:
+                        g = g.neg()
+                    state = self.state.get(p)
+                    if not state:
+                        state = self.state[p]
+                        state["step"] = self._new_step_tensor(p)
+                        state["square_avg"] = gj.zeros_like(p)
+                        state["acc_delta"] = gj.zeros_like(p)
+                    state["step"].add_(1)
+
+                    if weight_decay != 0:
+                        g = g.add(p, alpha=weight_decay)
+
+                    square_avg = state["square_avg"]
+                    acc_delta = state["acc_delta"]
+                    square_avg.mul_(rho).addcmul_(g, g, value=1 - rho)
+                    std = (square_avg + eps).sqrt()
+                    delta = (acc_delta + eps).sqrt().div_(std).mul_(g)
+                    acc_delta.mul_(rho).addcmul_(delta, delta, value=1 - rho)
+                    p.add_(delta, alpha=-lr)
+        return loss

@@ -1,0 +1,126 @@
+"""Adam and AdamW."""
+
+from __future__ import annotations
+
+import graphjit as gj
+
+from .optimizer import Optimizer, required
+
+__all__ = ["Adam", "AdamW"]
+
+
+def _check_adam_args(lr, betas, eps, weight_decay):
+    if lr is not required and lr < 0.0:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    if eps < 0.0:
+        raise ValueError(f"Invalid epsilon value: {eps}")
+    if not 0.0 <= betas[0] < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+    if not 0.0 <= betas[1] < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+    if weight_decay < 0.0:
+        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+
+
+class Adam(Optimizer):
+    r"""Adam (with optional AMSGrad).
+
+    For each parameter with gradient ``g`` (negated when ``maximize``)::
+
+        t = t + 1
+        g = g + weight_decay * theta            (coupled L2, if weight_decay != 0)
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        m_hat = m / (1 - beta1 ** t)
+        if amsgrad: v_max = max(v_max, v); v_hat = v_max / (1 - beta2 ** t)
+        else:       v_hat = v / (1 - beta2 ** t)
+        theta = theta - lr * m_hat / (sqrt(v_hat) + eps)
+
+    State: ``"step"`` (0-d tensor), ``"exp_avg"``, ``"exp_avg_sq"`` and, with
+    ``amsgrad``, ``"max_exp_avg_sq"``.
+    """
+
+    _decoupled_weight_decay = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+                 weight_decay=0, amsgrad=False, *, maximize=False):
+        _check_adam_args(lr, betas, eps, weight_decay)
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps,
+                        weight_decay=weight_decay, amsgrad=amsgrad,
+                        maximize=maximize)
+        super().__init__(params, defaults)
+
+    def _init_state(self, p, amsgrad):
+        state = self.state[p]
+        state["step"] = self._new_step_tensor(p)
+        state["exp_avg"] = gj.zeros_like(p)
+        state["exp_avg_sq"] = gj.zeros_like(p)
+        if amsgrad:
+            state["max_exp_avg_sq"] = gj.zeros_like(p)
+        return state
+
+    def step(self, closure=None):
+        loss = self._eval_closure(closure)
+        with gj.no_grad():
+            for group in self.param_groups:
+                lr = group["lr"]
+                beta1, beta2 = group["betas"]
+                eps = group["eps"]
+                weight_decay = group["weight_decay"]
+                amsgrad = group["amsgrad"]
+                maximize = group["maximize"]
+                for p in self._params_with_grad(group):
+                    g = p.grad
+                    if maximize:
+                        g = g.neg()
+                    state = self.state.get(p)
+                    if not state:
+                        state = self._init_state(p, amsgrad)
+                    elif amsgrad and "max_exp_avg_sq" not in state:
+                        state["max_exp_avg_sq"] = gj.zeros_like(p)
+
+                    step_t = state["step"]
+                    step_t.add_(1)
+
+                    if weight_decay != 0:
+                        if self._decoupled_weight_decay:
+                            p.mul_(1 - lr * weight_decay)
+                        else:
+                            g = g.add(p, alpha=weight_decay)
+
+                    exp_avg = state["exp_avg"]
+                    exp_avg_sq = state["exp_avg_sq"]
+                    exp_avg.mul_(beta1).add_(g, alpha=1 - beta1)
+                    exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+
+                    bias_correction1 = 1 - beta1 ** step_t
+                    bias_correction2 = 1 - beta2 ** step_t
+
+                    if amsgrad:
+                        max_sq = state["max_exp_avg_sq"]
+                        max_sq.copy_(gj.maximum(max_sq, exp_avg_sq))
+                        second = max_sq
+                    else:
+                        second = exp_avg_sq
+
+                    denom = (second / bias_correction2).sqrt().add_(eps)
+                    step_size = lr / bias_correction1
+                    p.sub_((exp_avg / denom).mul_(step_size))
+        return loss
+
+
+class AdamW(Adam):
+    r"""Adam with decoupled weight decay.
+
+    Identical to :class:`Adam` except that weight decay is applied directly
+    to the parameter (``theta = theta * (1 - lr * weight_decay)``) before the
+    moment updates instead of being added to the gradient.
+    """
+
+    _decoupled_weight_decay = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+                 weight_decay=1e-2, amsgrad=False, *, maximize=False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps,
+                         weight_decay=weight_decay, amsgrad=amsgrad,
+                         maximize=maximize)

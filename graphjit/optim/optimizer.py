@@ -1,0 +1,329 @@
+"""Optimizer base class for graphjit.
+
+The update rules of the concrete optimizers are written purely as graphjit
+tensor expressions and in-place tensor methods executed under
+``gj.no_grad()`` so that a tracer can later capture an optimizer step into a
+graph.  No NumPy is used inside ``step()``.
+
+Per-parameter state lives in ``Optimizer.state``: a dict keyed by the
+parameter tensor itself (tensors hash by identity) whose values are dicts of
+state tensors / numbers using the same key names as PyTorch
+("momentum_buffer", "step", "exp_avg", ...).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
+import graphjit as gj
+
+__all__ = ["Optimizer", "required"]
+
+
+class _RequiredParameter:
+    """Sentinel marking an optimizer option that every param group must set."""
+
+    _instance = None
+
+    def __new__(cls):
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "<required parameter>"
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __reduce__(self):
+        return (_RequiredParameter, ())
+
+
+required = _RequiredParameter()
+
+
+def _is_tensor(x: Any) -> bool:
+    return isinstance(x, gj.Tensor)
+
+
+def _typename(x: Any) -> str:
+    return type(x).__module__ + "." + type(x).__qualname__
+
+
+def _clone_value(value: Any, dtype=None) -> Any:
+    """Deep copy of a state value; tensors are detached clones (optionally cast)."""
+    if _is_tensor(value):
+        t = value.detach()
+        if dtype is not None and t.dtype != dtype:
+            t = t.to(dtype)
+        return t.clone()
+    if isinstance(value, dict):
+        return {k: _clone_value(v, dtype) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clone_value(v, dtype) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_clone_value(v, dtype) for v in value)
+    return copy.deepcopy(value)
+
+
+class Optimizer:
+    """Base class of all graphjit optimizers.
+
+    Args:
+        params: an iterable of tensors, or an iterable of dicts (parameter
+            groups).  Each group dict must have a ``"params"`` entry and may
+            override any option of ``defaults``.
+        defaults: dict of default values of the optimization options.
+    """
+
+    def __init__(self, params: Iterable, defaults: Dict[str, Any]):
+        self.defaults = dict(defaults)
+        self.state: Dict[Any, Dict[str, Any]] = defaultdict(dict)
+        self.param_groups: List[Dict[str, Any]] = []
+
+        if _is_tensor(params) or isinstance(params, dict):
+            raise TypeError(
+                "params argument given to the optimizer should be an iterable "
+                "of Tensors or dicts, but got " + _typename(params)
+            )
+        if isinstance(params, (set, frozenset)):
+            raise TypeError(
+                "optimizer parameters need to be organized in ordered "
+                "collections, but the ordering of tensors in sets will change "
+                "between runs. Please use a list instead."
+            )
+        param_list = list(params)
+        if len(param_list) == 0:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(param_list[0], dict):
+            param_list = [{"params": param_list}]
+        for group in param_list:
+            self.add_param_group(group)
+
+    # ------------------------------------------------------------------ groups
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        """Add a param group to the optimizer's ``param_groups``.
+
+        Missing options are filled from ``defaults``; an option whose default
+        is ``required`` must be given.  A parameter may appear only once in
+        the whole optimizer.
+        """
+        if not isinstance(param_group, dict):
+            raise TypeError(
+                f"param_group must be a dict, but got {_typename(param_group)}"
+            )
+        if "params" not in param_group:
+            raise ValueError('param_group must have a "params" entry')
+        group = dict(param_group)
+        params = group["params"]
+        if _is_tensor(params):
+            params = [params]
+        elif isinstance(params, (set, frozenset)):
+            raise TypeError(
+                "optimizer parameters need to be organized in ordered "
+                "collections, but the ordering of tensors in sets will change "
+                "between runs. Please use a list instead."
+            )
+        else:
+            params = list(params)
+
+        seen = set()
+        for p in params:
+            if not _is_tensor(p):
+                raise TypeError(
+                    "optimizer can only optimize Tensors, but one of the params is "
+                    + _typename(p)
+                )
+            if not p.is_leaf:
+                raise ValueError("can't optimize a non-leaf Tensor")
+            if id(p) in seen:
+                raise ValueError(
+                    "a parameter appears more than once in the same parameter "
+                    "group; this would make the optimizer update it twice"
+                )
+            seen.add(id(p))
+        group["params"] = params
+
+        for name, default in self.defaults.items():
+            if name in group:
+                if group[name] is required:
+                    raise ValueError(
+                        "parameter group didn't specify a value of required "
+                        f"optimization parameter {name}"
+                    )
+                continue
+            if default is required:
+                raise ValueError(
+                    "parameter group didn't specify a value of required "
+                    f"optimization parameter {name}"
+                )
+            group[name] = copy.deepcopy(default)
+
+        existing = set()
+        for g in self.param_groups:
+            existing.update(id(p) for p in g["params"])
+        if not existing.isdisjoint(seen):
+            raise ValueError("some parameters appear in more than one parameter group")
+
+        self.param_groups.append(group)
+
+    # --------------------------------------------------------------- helpers
+    def _params_with_grad(self, group: Dict[str, Any]):
+        """The params of ``group`` that have a gradient (others are skipped)."""
+        return [p for p in group["params"] if p.grad is not None]
+
+    @staticmethod
+    def _eval_closure(closure: Optional[Callable[[], Any]]):
+        if closure is None:
+            return None
+        with gj.enable_grad():
+            return closure()
+
+    @staticmethod
+    def _new_step_tensor(p):
+        """A 0-d step counter tensor.
+
+        It is kept in the parameter's floating dtype so that the bias
+        corrections computed from it (``beta ** step``) have the precision of
+        the parameter and do not promote the update.
+        """
+        dtype = p.dtype if p.dtype.is_floating_point else gj.get_default_dtype()
+        return gj.tensor(0.0, dtype=dtype)
+
+    # ----------------------------------------------------------------- API
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset the gradients of all optimized parameters.
+
+        With ``set_to_none=True`` (default) ``p.grad`` becomes ``None``;
+        otherwise the gradient is detached and filled with zeros in place.
+        """
+        for group in self.param_groups:
+            for p in group["params"]:
+                g = p.grad
+                if g is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                    continue
+                with gj.no_grad():
+                    if g.grad_fn is not None or g.requires_grad:
+                        g = g.detach()
+                        p.grad = g
+                    g.zero_()
+
+    def step(self, closure: Optional[Callable[[], Any]] = None):
+        """Perform a single optimization step; returns the closure's loss."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ state dict
+    def state_dict(self) -> Dict[str, Any]:
+        """Return the optimizer state as a dict (deep-copied).
+
+        ``"state"`` maps the integer index of each parameter (counted across
+        all groups in order) to its state dict; ``"param_groups"`` holds the
+        groups' options with ``"params"`` replaced by lists of indices.
+        """
+        index_of: Dict[int, int] = {}
+        groups = []
+        next_index = 0
+        for group in self.param_groups:
+            packed = {k: _clone_value(v) for k, v in group.items() if k != "params"}
+            idxs = []
+            for p in group["params"]:
+                if id(p) not in index_of:
+                    index_of[id(p)] = next_index
+                    next_index += 1
+                idxs.append(index_of[id(p)])
+            packed["params"] = idxs
+            groups.append(packed)
+
+        state = {}
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p in self.state:
+                    state[index_of[id(p)]] = _clone_value(self.state[p])
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Load an optimizer state produced by :meth:`state_dict`.
+
+        The number of parameter groups and their sizes must match.  Loaded
+        state tensors are copied and cast to the dtype of their parameter.
+        The given dict is never aliased nor modified.
+        """
+        if not isinstance(state_dict, dict) or "param_groups" not in state_dict \
+                or "state" not in state_dict:
+            raise ValueError(
+                "state_dict must be a dict with 'state' and 'param_groups' entries"
+            )
+        groups = self.param_groups
+        saved_groups = state_dict["param_groups"]
+        if len(groups) != len(saved_groups):
+            raise ValueError(
+                "loaded state dict has a different number of parameter groups "
+                f"({len(saved_groups)}) than the optimizer ({len(groups)})"
+            )
+        for i, (g, sg) in enumerate(zip(groups, saved_groups)):
+            if len(g["params"]) != len(sg["params"]):
+                raise ValueError(
+                    f"loaded state dict contains a parameter group ({i}) that "
+                    f"doesn't match the size of optimizer's group: "
+                    f"{len(sg['params'])} saved params vs {len(g['params'])}"
+                )
+
+        id_map: Dict[Any, Any] = {}
+        for g, sg in zip(groups, saved_groups):
+            for saved_idx, p in zip(sg["params"], g["params"]):
+                id_map[saved_idx] = p
+
+        for k in state_dict["state"]:
+            if k not in id_map:
+                raise ValueError(
+                    f"loaded state dict has state for parameter index {k!r}, "
+                    "which is not listed in any of its parameter groups"
+                )
+
+        new_state: Dict[Any, Dict[str, Any]] = defaultdict(dict)
+        for k, value in state_dict["state"].items():
+            p = id_map[k]
+            dtype = p.dtype if p.dtype.is_floating_point else None
+            new_state[p] = _clone_value(value, dtype)
+
+        new_groups = []
+        for g, sg in zip(groups, saved_groups):
+            ng = {k: _clone_value(v) for k, v in sg.items() if k != "params"}
+            for k, v in g.items():
+                if k != "params" and k not in ng:
+                    ng[k] = v
+            ng["params"] = g["params"]
+            new_groups.append(ng)
+
+        self.state = new_state
+        self.param_groups = new_groups
+
+    # --------------------------------------------------------------- misc
+    def __getstate__(self):
+        return {
+            "defaults": self.defaults,
+            "state": self.state,
+            "param_groups": self.param_groups,
+        }
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        lines = [self.__class__.__name__ + " ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            for key in sorted(group.keys()):
+                if key != "params":
+                    lines.append(f"    {key}: {group[key]}")
+        lines.append(")")
+        return "\n".join(lines)
