@@ -247,9 +247,6 @@ class EagerInterpreter:
     def constant(self, array):
         return _tensor.Tensor._wrap(array)
 
-    def full(self, shape, value, dtype):
-        return _tensor.Tensor._wrap(np.full(shape, value, dtype=dtype.np))
-
 
 registry.set_default_interpreter(EagerInterpreter())
 

@@ -40,7 +40,8 @@ def constant(data, dtype: DType | None = None):
 
 
 def full(shape, value, dtype: DType):
-    return _interp().full(tuple(int(s) for s in shape), value, dtype)
+    kind = float if dtype.is_floating_point else int if dtype.category == 1 else builtins.bool
+    return bind(get("full"), shape=tuple(int(s) for s in shape), value=kind(value), dtype=dtype)
 
 
 def zeros(shape, dtype: DType):
@@ -653,7 +654,7 @@ def gather(x, dim, index_):
         else:
             shape = [1] * n
             shape[i] = index_.shape[i]
-            idx.append(constant(np.arange(index_.shape[i], dtype=np.int64).reshape(shape)))
+            idx.append(bind(get("iota"), shape=tuple(shape), dim=i, dtype=dtypes.int64))
         template.append(("t", i))
     return index(x, idx, tuple(template))
 
