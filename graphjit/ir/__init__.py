@@ -3,3 +3,5 @@ from .graph import ROLES, Graph, Node, Value  # noqa: F401
 from .parser import IRParseError, parse_graph  # noqa: F401
 from .printer import print_graph  # noqa: F401
 from .verify import IRVerifyError, verify  # noqa: F401
+from .builder import GraphBuilder  # noqa: F401
+from .interpret import run_graph  # noqa: F401

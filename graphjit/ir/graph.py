@@ -63,12 +63,21 @@ class Graph:
     nodes: list = field(default_factory=list)
     outputs: list = field(default_factory=list)
     updates: list = field(default_factory=list)  # [(input Value, new Value)]
+    # Data of the inputs whose role is "const" (non-uniform constants met while tracing).
+    constants: dict = field(default_factory=dict)
 
     def add_input(self, type: TensorType, name: str, role: str = "arg") -> Value:
         if role not in ROLES:
             raise ValueError(f"unknown input role {role!r}; expected one of {ROLES}")
         v = Value(type, name=name, role=role)
         self.inputs.append(v)
+        return v
+
+    def add_constant(self, array) -> Value:
+        from .. import dtypes
+        v = self.add_input(TensorType(tuple(array.shape), dtypes.from_numpy(array.dtype)),
+                           f"c{len(self.constants)}", role="const")
+        self.constants[v] = array
         return v
 
     def add_node(self, op, inputs, attrs, out_type: TensorType, source=None) -> Value:
