@@ -104,8 +104,14 @@ def _camel(name: str) -> str:
 
 
 class Node:
-    """Common base of the tape's nodes (``grad_fn`` objects)."""
+    """Common base of the tape's nodes (``grad_fn`` objects).
+
+    ``next_functions`` holds one ``(node, output_nr)`` edge per input (``(None, 0)`` for an
+    input that needs no gradient); ``apply`` takes one gradient per output of the node
+    (None where no gradient arrived) and returns one per input.
+    """
     __slots__ = ("seq", "next_functions", "__weakref__")
+    num_outputs = 1
 
     def name(self) -> str:
         return type(self).__name__
@@ -124,33 +130,58 @@ class AccumulateGrad(Node):
         self.next_functions = ()
 
 
+class _Stale:
+    """Stands in for a saved value that was modified in place or freed since it was saved.
+
+    VJP rules may compute gradients nobody asked for; an op that reads a stale value gives a
+    stale result instead of failing, and the engine raises only if a stale gradient reaches
+    an input that needs it. So ``y.mul_(3.0)`` (whose rule reads the old ``y`` only for the
+    gradient of the constant) works, and a wrong gradient is never produced.
+    """
+    __slots__ = ("shape", "dtype", "error", "_requires_grad")
+
+    def __init__(self, shape, dtype, error: str):
+        self.shape = tuple(shape)
+        self.dtype = dtype
+        self.error = error
+        self._requires_grad = False
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+def input_edge(t):
+    """The edge to ``t``'s place on the tape: its grad_fn, a leaf's AccumulateGrad, or none."""
+    if t._grad_fn is not None:
+        return (t._grad_fn, t._output_nr)
+    if t._requires_grad:
+        return (t._accumulate_node(), 0)
+    return (None, 0)
+
+
 class BackwardNode(Node):
     """``grad_fn`` of an op's output: ``MulBackward0``, ``ExpBackward0`` ..."""
-    __slots__ = ("op", "attrs", "saved", "versions", "out", "out_version", "freed", "retained")
+    __slots__ = ("op", "attrs", "saved", "versions", "out", "out_version", "retained")
 
     def __init__(self, op, attrs, inputs, out):
         self.op = op
         self.attrs = attrs
-        edges, saved, versions = [], [], []
+        saved, versions = [], []
         for i, t in enumerate(inputs):
-            if t._requires_grad:
-                edges.append((t._grad_fn if t._grad_fn is not None else t._accumulate_node(), 0))
-            else:
-                edges.append((None, 0))
             if op.saves_input(i):
                 saved.append(t)
                 versions.append(t._version.value)
             else:
                 saved.append(_Meta(t.shape, t.dtype))
                 versions.append(None)
-        self.next_functions = tuple(edges)
+        self.next_functions = tuple(input_edge(t) for t in inputs)
         # NOTE: [Node order] the sequence number is taken after the input edges exist (a leaf's
         # AccumulateGrad may be created just above), so every edge points to an older node and
         # decreasing seq is a reverse topological order.
         self.seq = next(_sequence)
         self.saved = saved
         self.versions = versions
-        self.freed = False
         self.retained = None
         self.bind_output(out)
 
@@ -165,36 +196,35 @@ class BackwardNode(Node):
     def name(self) -> str:
         return f"{_camel(self.op.name)}Backward0"
 
-    def _check_saved(self):
-        if self.freed and self.op.saves:
-            raise AutogradError(
-                f"trying to backward through the graph a second time (through {self.name()}); "
-                "its saved values were freed by the first backward. Pass retain_graph=True to "
-                "the first backward() or graphjit.grad() call if you need to go through it again")
-        values = list(zip(self.saved, self.versions)) + [(self.out, self.out_version)]
-        for i, (t, version) in enumerate(values):
-            if version is not None and t._version.value != version:
-                what = "its output" if i == len(self.saved) else f"input {i}"
-                raise AutogradError(
-                    f"a value needed to compute the gradient of {self.op.name} was modified by an "
-                    f"in-place operation: {what} of {self.name()}, a {t.dtype.name} tensor of shape "
-                    f"{tuple(t.shape)}, is at version {t._version.value}; expected version "
-                    f"{version}. Use an out-of-place op (x = x + y instead of x.add_(y)) or "
-                    ".clone() the value before modifying it")
+    def _checked(self, t, version, what):
+        if version is None or isinstance(t, (_Meta, _Stale)) or t._version.value == version:
+            return t
+        return _Stale(t.shape, t.dtype,
+                      f"a value needed to compute the gradient of {self.op.name} was modified by an "
+                      f"in-place operation: {what} of {self.name()}, a {t.dtype.name} tensor of "
+                      f"shape {tuple(t.shape)}, is at version {t._version.value}; expected version "
+                      f"{version}. Use an out-of-place op (x = x + y instead of x.add_(y)) or "
+                      ".clone() the value before modifying it")
 
-    def apply(self, g):
-        self._check_saved()
-        grads = self.op.vjp(g, self.out, *self.saved, **self.attrs)
-        if len(grads) != len(self.next_functions):
-            raise GraphjitError(f"vjp of {self.op.name} returned {len(grads)} gradients for "
+    def apply(self, grads):
+        saved = [self._checked(t, v, f"input {i}")
+                 for i, (t, v) in enumerate(zip(self.saved, self.versions))]
+        out = self._checked(self.out, self.out_version, "its output")
+        result = self.op.vjp(grads[0], out, *saved, **self.attrs)
+        if len(result) != len(self.next_functions):
+            raise GraphjitError(f"vjp of {self.op.name} returned {len(result)} gradients for "
                                 f"{len(self.next_functions)} inputs")
-        return grads
+        return result
 
     def release(self) -> None:
         """Free the saved values (after a backward without retain_graph)."""
-        self.saved = [_Meta(t.shape, t.dtype) for t in self.saved]
-        self.out = _Meta(self.out.shape, self.out.dtype)
-        self.freed = True
+        freed = (f"trying to backward through the graph a second time (through {self.name()}); "
+                 "its saved values were freed by the first backward. Pass retain_graph=True to "
+                 "the first backward() or graphjit.grad() call if you need to go through it again")
+        self.saved = [t if isinstance(t, (_Meta, _Stale)) else _Stale(t.shape, t.dtype, freed)
+                      for t in self.saved]
+        if not isinstance(self.out, (_Meta, _Stale)):
+            self.out = _Stale(self.out.shape, self.out.dtype, freed)
 
 
 def _accumulate(holder, g, create_graph: bool) -> None:
@@ -223,6 +253,9 @@ class EagerInterpreter:
     def apply(self, op, inputs, attrs):
         types = [TensorType(t.shape, t.dtype) for t in inputs]
         out_type = op.infer(*types, **attrs)
+        for t in inputs:
+            if type(t) is _Stale:
+                return _Stale(out_type.shape, out_type.dtype, t.error)
         arrays = [t._data for t in inputs]
         try:
             with np.errstate(all="ignore"):
@@ -247,6 +280,9 @@ class EagerInterpreter:
     def constant(self, array):
         return _tensor.Tensor._wrap(array)
 
+    def stale(self, value):
+        return type(value) is _Stale
+
 
 registry.set_default_interpreter(EagerInterpreter())
 
@@ -254,11 +290,8 @@ registry.set_default_interpreter(EagerInterpreter())
 # ---- the engine -----------------------------------------------------------------------------
 
 def _edge(t):
-    if t._grad_fn is not None:
-        return t._grad_fn
-    if t._requires_grad:
-        return t._accumulate_node()
-    return None
+    node, nr = input_edge(t)
+    return None if node is None else (node, nr)
 
 
 def _root_grads(outputs, grad_outputs, who):
@@ -266,8 +299,8 @@ def _root_grads(outputs, grad_outputs, who):
     for i, out in enumerate(outputs):
         if not isinstance(out, _tensor.Tensor):
             raise TypeError(f"{who}: outputs must be tensors, got {type(out).__name__}")
-        node = _edge(out)
-        if node is None:
+        edge = _edge(out)
+        if edge is None:
             raise AutogradError(f"{who}: element {i} of the outputs does not require grad and has "
                                 "no grad_fn (was it computed under no_grad, or from tensors that "
                                 "do not require grad?)")
@@ -289,7 +322,7 @@ def _root_grads(outputs, grad_outputs, who):
                 if not g.dtype.is_floating_point:
                     raise DTypeError(f"gradient {i} must be floating point, got {g.dtype.name}", op=who)
                 g = api.cast(g, out.dtype)
-        pairs.append((node, g))
+        pairs.append((edge, g))
     return pairs
 
 
@@ -308,19 +341,27 @@ def _reachable(roots):
     return order
 
 
+def _add_grad(grads: dict, edge, g) -> None:
+    node, nr = edge
+    slots = grads.get(node)
+    if slots is None:
+        slots = grads[node] = [None] * node.num_outputs
+    slots[nr] = g if slots[nr] is None else api.add(slots[nr], g)
+
+
 def run_backward(outputs, grad_outputs, retain_graph, create_graph, capture=None, who="backward"):
-    """Propagate gradients from ``outputs``. With ``capture`` (a list of nodes) return the
+    """Propagate gradients from ``outputs``. With ``capture`` (a list of edges) return the
     gradient reaching each of them instead of accumulating into leaves' ``.grad``."""
     if retain_graph is None:
         retain_graph = create_graph
     pairs = _root_grads(outputs, grad_outputs, who)
     grads: dict = {}
-    for node, g in pairs:
-        grads[node] = g if node not in grads else api.add(grads[node], g)
-    order = _reachable([n for n, _ in pairs])
+    for edge, g in pairs:
+        _add_grad(grads, edge, g)
+    order = _reachable([edge[0] for edge, _ in pairs])
     needed = None
     if capture is not None:
-        targets = set(capture)
+        targets = {node for node, _ in capture}
         needed = set()
         for n in reversed(order):  # oldest first: a node is needed if any edge leads to a needed one
             if n in targets or any(nxt in needed for nxt, _ in n.next_functions if nxt is not None):
@@ -328,29 +369,33 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, capture=None
     captured = {}
     with set_grad_enabled(create_graph):
         for node in order:
-            g = grads.pop(node, None)
-            if g is None:
+            slots = grads.pop(node, None)
+            if slots is None:
                 continue
+            for nr, g in enumerate(slots):
+                if g is not None and type(g) is _Stale:
+                    raise AutogradError(g.error)
             if capture is not None:
                 if node in targets:
-                    captured[node] = g
+                    for nr, g in enumerate(slots):
+                        captured[(node, nr)] = g
                 if node not in needed or isinstance(node, AccumulateGrad):
                     continue
             elif isinstance(node, AccumulateGrad):
-                _accumulate(node.variable, g, create_graph)
+                _accumulate(node.variable, slots[0], create_graph)
                 continue
-            if node.retained is not None and capture is None:
+            if getattr(node, "retained", None) and capture is None:
                 for ref in node.retained:
                     t = ref()
-                    if t is not None and t._grad_fn is node:
-                        _accumulate(t, g, create_graph)
-            in_grads = node.apply(g)
-            for (nxt, _), gi in zip(node.next_functions, in_grads):
-                if nxt is None or gi is None:
+                    if t is not None and t._grad_fn is node and slots[t._output_nr] is not None:
+                        _accumulate(t, slots[t._output_nr], create_graph)
+            in_grads = node.apply(slots)
+            for edge, gi in zip(node.next_functions, in_grads):
+                if edge[0] is None or gi is None:
                     continue
-                if capture is not None and nxt not in needed:
+                if capture is not None and edge[0] not in needed:
                     continue
-                grads[nxt] = gi if nxt not in grads else api.add(grads[nxt], gi)
+                _add_grad(grads, edge, gi)
             if not retain_graph:
                 node.release()
     return captured
@@ -364,25 +409,25 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         grad_tensors = [grad_tensors]
     if inputs is not None:
         inputs = [inputs] if isinstance(inputs, _tensor.Tensor) else list(inputs)
-        nodes = [_capture_node(t, "backward") for t in inputs]
+        edges = [_capture_edge(t, "backward") for t in inputs]
         captured = run_backward(list(tensors), grad_tensors, retain_graph, create_graph,
-                                capture=nodes)
+                                capture=edges)
         with set_grad_enabled(create_graph):
-            for t, n in zip(inputs, nodes):
-                if n in captured:
-                    _accumulate(t, captured[n], create_graph)
+            for t, e in zip(inputs, edges):
+                if captured.get(e) is not None:
+                    _accumulate(t, captured[e], create_graph)
         return
     run_backward(list(tensors), grad_tensors, retain_graph, create_graph)
 
 
-def _capture_node(t, who):
+def _capture_edge(t, who):
     if not isinstance(t, _tensor.Tensor):
         raise TypeError(f"{who}: inputs must be tensors, got {type(t).__name__}")
-    node = _edge(t)
-    if node is None:
+    edge = _edge(t)
+    if edge is None:
         raise AutogradError(f"{who}: one of the differentiated tensors (shape {tuple(t.shape)}) does "
                             "not require grad")
-    return node
+    return edge
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
@@ -391,17 +436,20 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     returned as a tuple, without touching any ``.grad``."""
     single_out = isinstance(outputs, _tensor.Tensor)
     outputs = [outputs] if single_out else list(outputs)
+    tracer = getattr(outputs[0], "_tracer", None) if outputs else None
+    if tracer is not None:  # inside graphjit.compile: a gradient request in the graph
+        return tracer.grad(outputs, inputs, grad_outputs, create_graph, allow_unused)
     inputs = [inputs] if isinstance(inputs, _tensor.Tensor) else list(inputs)
     if isinstance(grad_outputs, _tensor.Tensor):
         grad_outputs = [grad_outputs]
     if grad_outputs is not None and len(grad_outputs) != len(outputs):
         raise ShapeError(f"got {len(grad_outputs)} grad_outputs for {len(outputs)} outputs", op="grad")
-    nodes = [_capture_node(t, "grad") for t in inputs]
-    captured = run_backward(outputs, grad_outputs, retain_graph, create_graph, capture=nodes,
+    edges = [_capture_edge(t, "grad") for t in inputs]
+    captured = run_backward(outputs, grad_outputs, retain_graph, create_graph, capture=edges,
                             who="grad")
     result = []
-    for i, (t, n) in enumerate(zip(inputs, nodes)):
-        g = captured.get(n)
+    for i, (t, e) in enumerate(zip(inputs, edges)):
+        g = captured.get(e)
         if g is None and not allow_unused:
             raise AutogradError(f"grad: input {i} (shape {tuple(t.shape)}) was not used to compute "
                                 "the outputs; pass allow_unused=True to get None for it")

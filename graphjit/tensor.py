@@ -9,6 +9,7 @@ import numbers
 
 import numpy as np
 
+from . import _tracing
 from . import autograd as _ag
 from . import dtypes
 from .dtypes import DType
@@ -36,8 +37,8 @@ def _shape_args(size) -> tuple:
 class Tensor:
     """A multi-dimensional array with autograd, following ``torch.Tensor``."""
 
-    __slots__ = ("_data", "_requires_grad", "_grad_fn", "_grad", "_version", "_accumulator",
-                 "__weakref__", "__dict__")
+    __slots__ = ("_data", "_requires_grad", "_grad_fn", "_output_nr", "_grad", "_version",
+                 "_accumulator", "__weakref__", "__dict__")
     # NumPy defers binary operators to ours (ndarray * Tensor -> Tensor.__rmul__).
     __array_ufunc__ = None
 
@@ -51,6 +52,7 @@ class Tensor:
         self._data = arr
         self._requires_grad = False
         self._grad_fn = None
+        self._output_nr = 0
         self._grad = None
         self._version = _Version()
         self._accumulator = None
@@ -63,6 +65,7 @@ class Tensor:
         t._data = arr
         t._requires_grad = False
         t._grad_fn = None
+        t._output_nr = 0
         t._grad = None
         t._version = _Version()
         t._accumulator = None
@@ -140,6 +143,9 @@ class Tensor:
 
     @property
     def grad(self):
+        tracer = _tracing.active()
+        if tracer is not None:
+            tracer.note_grad_read(self)
         return self._grad
 
     @grad.setter
@@ -415,6 +421,10 @@ class Tensor:
                                 "is used in an in-place operation; wrap it in graphjit.no_grad() "
                                 "or work on a clone")
         result = compute()
+        if result._data is None:
+            # Tracing: the graph gets a functional update; the tracer remembers that `self`
+            # now holds `result` and writes it back after the compiled program runs.
+            return result._tracer.assign(self, result, op_name)
         if result.shape != self.shape:
             raise ShapeError(f"the result has shape {result.shape}, which does not fit the tensor "
                              f"of shape {self.shape} that is modified in place", op=op_name)
@@ -431,6 +441,7 @@ class Tensor:
         if result._grad_fn is not None:
             result._grad_fn.bind_output(self)
             self._grad_fn = result._grad_fn
+            self._output_nr = result._output_nr
             self._requires_grad = True
         return self
 

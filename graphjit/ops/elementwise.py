@@ -308,7 +308,7 @@ def _cast(x, dtype):
     return x.astype(dtype.np)
 
 
-def _vjp_cast(g, out, x):
+def _vjp_cast(g, out, x, dtype):
     if not x.dtype.is_floating_point:
         return (None,)
     return (api.cast(g, x.dtype),)
@@ -329,7 +329,8 @@ def _vjp_add(g, out, a, b):
     return (api.sum_to(g, a.shape), api.sum_to(g, b.shape))
 
 
-_binary("add", np.add, _vjp_add, (), lambda a, b: f"({a} + {b})")
+# On bool tensors add is logical or and mul logical and, as in PyTorch.
+_binary("add", np.add, _vjp_add, (), lambda a, b: f"({a} + {b})", numeric=False)
 
 
 def _vjp_sub(g, out, a, b):
@@ -343,7 +344,7 @@ def _vjp_mul(g, out, a, b):
     return (api.sum_to(api.mul(g, b), a.shape), api.sum_to(api.mul(g, a), b.shape))
 
 
-_binary("mul", np.multiply, _vjp_mul, (0, 1), lambda a, b: f"({a} * {b})")
+_binary("mul", np.multiply, _vjp_mul, (0, 1), lambda a, b: f"({a} * {b})", numeric=False)
 
 
 def _div_infer(a: TensorType, b: TensorType) -> TensorType:

@@ -25,7 +25,11 @@ def _matmul_infer(a: TensorType, b: TensorType) -> TensorType:
         raise ShapeError(f"shapes {a.shape} and {b.shape} cannot be multiplied "
                          f"({a.shape[-2]}x{a.shape[-1]} and {b.shape[-2]}x{b.shape[-1]})",
                          op="matmul")
-    batch = broadcast_shapes("matmul", a.shape[:-2], b.shape[:-2])
+    try:
+        batch = broadcast_shapes("matmul", a.shape[:-2], b.shape[:-2])
+    except ShapeError:
+        raise ShapeError(f"the batch dims of {a.shape} and {b.shape} cannot be broadcast together "
+                         f"({a.shape[:-2]} vs {b.shape[:-2]})", op="matmul") from None
     return TensorType(batch + (a.shape[-2], b.shape[-1]), a.dtype)
 
 

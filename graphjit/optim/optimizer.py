@@ -18,6 +18,7 @@ from collections import defaultdict
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import graphjit as gj
+from graphjit import _tracing
 
 __all__ = ["Optimizer", "required"]
 
@@ -176,6 +177,7 @@ class Optimizer:
     # --------------------------------------------------------------- helpers
     def _params_with_grad(self, group: Dict[str, Any]):
         """The params of ``group`` that have a gradient (others are skipped)."""
+        _tracing.note_optimizer(self)
         return [p for p in group["params"] if p.grad is not None]
 
     @staticmethod

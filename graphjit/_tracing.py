@@ -1,0 +1,23 @@
+"""The one piece of tracing state that lower layers may consult.
+
+``graphjit.jit`` sets the active tracer here while it runs a user function; lower layers
+(Tensor in-place ops, optimizers) tell it about side effects a static graph must capture,
+without importing the compiler (layering: jit imports them, never the reverse).
+"""
+from __future__ import annotations
+
+import contextvars
+
+_active: contextvars.ContextVar = contextvars.ContextVar("graphjit_active_tracer", default=None)
+
+
+def active():
+    """The tracer running now, or None in eager mode."""
+    return _active.get()
+
+
+def note_optimizer(opt) -> None:
+    """Called by ``Optimizer`` steps so a compiled step can guard on hyper-parameters."""
+    tracer = _active.get()
+    if tracer is not None:
+        tracer.note_optimizer(opt)
