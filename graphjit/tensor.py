@@ -201,9 +201,9 @@ class Tensor:
 
     @property
     def data(self) -> "Tensor":
-        t = Tensor._wrap(self._data)
-        t._version = self._version
-        return t
+        # As in PyTorch, .data has its own version counter: changes through it are invisible to
+        # autograd's in-place checks (which is why detach() is the safer way).
+        return Tensor._wrap(self._data)
 
     @data.setter
     def data(self, value: "Tensor") -> None:

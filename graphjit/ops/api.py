@@ -185,7 +185,10 @@ def pow(a, b):  # noqa: A001 - PyTorch's name
     """``a ** b``. A Python-number exponent is an attribute (``pow_scalar``), so ``x ** 2``
     compiles to ``x * x`` and its gradient never touches ``log(x)``."""
     if is_value(a) and isinstance(b, (int, float)) and not isinstance(b, bool):
-        if not a.dtype.is_floating_point and (isinstance(b, float) or b < 0):
+        if not a.dtype.is_floating_point and isinstance(b, int) and b < 0:
+            raise DTypeError(f"integers to negative integer powers are not allowed "
+                             f"({a.dtype.name} tensor of shape {tuple(a.shape)} ** {b})", op="pow")
+        if not a.dtype.is_floating_point and isinstance(b, float):
             a = _as(a, dtypes.get_default_dtype())
         return bind(get("pow_scalar"), a, exponent=b)
     return bind(get("pow"), *_promote(a, b))
@@ -466,6 +469,10 @@ def cat(tensors, dim=0):
     if not tensors:
         raise ShapeError("needs a non-empty list of tensors", op="cat")
     # PyTorch skips 1-D empty tensors in cat (legacy behaviour users rely on).
+    for i, t in enumerate(tensors):
+        if len(t.shape) == 0:
+            raise ShapeError(f"zero-dimensional tensor {i} cannot be concatenated; use "
+                             "graphjit.stack for scalars", op="cat")
     kept = [t for t in tensors if not (len(t.shape) == 1 and t.shape[0] == 0)] or tensors[:1]
     kept = _promote(*kept) if len({t.dtype for t in kept}) > 1 else kept
     d = normalize_dim("cat", dim, len(kept[0].shape))
