@@ -39,35 +39,18 @@ class Adadelta(Optimizer):
                         maximize=maximize)
         super().__init__(params, defaults)
 
-    def step(self, closure=None):
-        loss = self._eval_closure(closure)
-        with gj.no_grad():
-            for group in self.param_groups:
-                lr = group["lr"]
-                rho = group["rho"]
-                eps = group["eps"]
-                weight_decay = group["weight_decay"]
-                maximize = group["maximize"]
-                for p in self._params_with_grad(group):
-                    g = p.grad
-                    if maximize:
-                        g = g.neg()
-                    state = self.state.get(p)
-                    if not state:
-                        state = self.state[p]
-                        state["step"] = self._new_step_tensor(p)
-                        state["square_avg"] = gj.zeros_like(p)
-                        state["acc_delta"] = gj.zeros_like(p)
-                    state["step"].add_(1)
-
-                    if weight_decay != 0:
-                        g = g.add(p, alpha=weight_decay)
-
-                    square_avg = state["square_avg"]
-                    acc_delta = state["acc_delta"]
-                    square_avg.mul_(rho).addcmul_(g, g, value=1 - rho)
-                    std = (square_avg + eps).sqrt()
-                    delta = (acc_delta + eps).sqrt().div_(std).mul_(g)
-                    acc_delta.mul_(rho).addcmul_(delta, delta, value=1 - rho)
-                    p.add_(delta, alpha=-lr)
-        return loss
+    def _update(self, p, g, group):
+        rho, eps = group["rho"], group["eps"]
+        state = self.state[p]
+        if not state:
+            state["step"] = self._new_step_tensor(p)
+            state["square_avg"] = gj.zeros_like(p)
+            state["acc_delta"] = gj.zeros_like(p)
+        state["step"].add_(1)
+        square_avg = state["square_avg"]
+        acc_delta = state["acc_delta"]
+        square_avg.mul_(rho).addcmul_(g, g, value=1 - rho)
+        std = (square_avg + eps).sqrt()
+        delta = (acc_delta + eps).sqrt().div_(std).mul_(g)
+        acc_delta.mul_(rho).addcmul_(delta, delta, value=1 - rho)
+        p.add_(delta, alpha=-group["lr"])

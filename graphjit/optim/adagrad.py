@@ -43,32 +43,15 @@ class Adagrad(Optimizer):
                         maximize=maximize)
         super().__init__(params, defaults)
 
-    def step(self, closure=None):
-        loss = self._eval_closure(closure)
-        with gj.no_grad():
-            for group in self.param_groups:
-                lr = group["lr"]
-                lr_decay = group["lr_decay"]
-                eps = group["eps"]
-                weight_decay = group["weight_decay"]
-                maximize = group["maximize"]
-                for p in self._params_with_grad(group):
-                    g = p.grad
-                    if maximize:
-                        g = g.neg()
-                    state = self.state.get(p)
-                    if not state:
-                        state = self.state[p]
-                        state["step"] = self._new_step_tensor(p)
-                        state["sum"] = gj.full_like(
-                            p, group["initial_accumulator_value"])
-                    step_t = state["step"]
-                    step_t.add_(1)
-                    if weight_decay != 0:
-                        g = g.add(p, alpha=weight_decay)
-                    clr = lr / ((step_t - 1) * lr_decay + 1)
-                    acc = state["sum"]
-                    acc.addcmul_(g, g, value=1)
-                    std = acc.sqrt().add_(eps)
-                    p.sub_((g / std).mul_(clr))
-        return loss
+    def _update(self, p, g, group):
+        state = self.state[p]
+        if not state:
+            state["step"] = self._new_step_tensor(p)
+            state["sum"] = gj.full_like(p, group["initial_accumulator_value"])
+        step_t = state["step"]
+        step_t.add_(1)
+        clr = group["lr"] / ((step_t - 1) * group["lr_decay"] + 1)
+        acc = state["sum"]
+        acc.addcmul_(g, g, value=1)
+        std = acc.sqrt().add_(group["eps"])
+        p.sub_((g / std).mul_(clr))

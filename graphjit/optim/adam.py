@@ -59,54 +59,34 @@ class Adam(Optimizer):
             state["max_exp_avg_sq"] = gj.zeros_like(p)
         return state
 
-    def step(self, closure=None):
-        loss = self._eval_closure(closure)
-        with gj.no_grad():
-            for group in self.param_groups:
-                lr = group["lr"]
-                beta1, beta2 = group["betas"]
-                eps = group["eps"]
-                weight_decay = group["weight_decay"]
-                amsgrad = group["amsgrad"]
-                maximize = group["maximize"]
-                for p in self._params_with_grad(group):
-                    g = p.grad
-                    if maximize:
-                        g = g.neg()
-                    state = self.state.get(p)
-                    if not state:
-                        state = self._init_state(p, amsgrad)
-                    elif amsgrad and "max_exp_avg_sq" not in state:
-                        state["max_exp_avg_sq"] = gj.zeros_like(p)
+    def _update(self, p, g, group):
+        lr = group["lr"]
+        beta1, beta2 = group["betas"]
+        amsgrad = group["amsgrad"]
+        state = self.state[p]
+        if not state:
+            self._init_state(p, amsgrad)
+        elif amsgrad and "max_exp_avg_sq" not in state:
+            state["max_exp_avg_sq"] = gj.zeros_like(p)
+        step_t = state["step"]
+        step_t.add_(1)
+        if self._decoupled_weight_decay and group["weight_decay"] != 0:
+            p.mul_(1 - lr * group["weight_decay"])
 
-                    step_t = state["step"]
-                    step_t.add_(1)
-
-                    if weight_decay != 0:
-                        if self._decoupled_weight_decay:
-                            p.mul_(1 - lr * weight_decay)
-                        else:
-                            g = g.add(p, alpha=weight_decay)
-
-                    exp_avg = state["exp_avg"]
-                    exp_avg_sq = state["exp_avg_sq"]
-                    exp_avg.mul_(beta1).add_(g, alpha=1 - beta1)
-                    exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-
-                    bias_correction1 = 1 - beta1 ** step_t
-                    bias_correction2 = 1 - beta2 ** step_t
-
-                    if amsgrad:
-                        max_sq = state["max_exp_avg_sq"]
-                        max_sq.copy_(gj.maximum(max_sq, exp_avg_sq))
-                        second = max_sq
-                    else:
-                        second = exp_avg_sq
-
-                    denom = (second / bias_correction2).sqrt().add_(eps)
-                    step_size = lr / bias_correction1
-                    p.sub_((exp_avg / denom).mul_(step_size))
-        return loss
+        exp_avg = state["exp_avg"]
+        exp_avg_sq = state["exp_avg_sq"]
+        exp_avg.mul_(beta1).add_(g, alpha=1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        bias_correction1 = 1 - beta1 ** step_t
+        bias_correction2 = 1 - beta2 ** step_t
+        if amsgrad:
+            max_sq = state["max_exp_avg_sq"]
+            max_sq.copy_(gj.maximum(max_sq, exp_avg_sq))
+            second = max_sq
+        else:
+            second = exp_avg_sq
+        denom = (second / bias_correction2).sqrt().add_(group["eps"])
+        p.sub_((exp_avg / denom).mul_(lr / bias_correction1))
 
 
 class AdamW(Adam):

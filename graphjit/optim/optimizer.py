@@ -219,8 +219,31 @@ class Optimizer:
                         p.grad = g
                     g.zero_()
 
+    # False: weight decay is L2, added to the gradient (every optimizer but AdamW).
+    _decoupled_weight_decay = False
+
     def step(self, closure: Optional[Callable[[], Any]] = None):
-        """Perform a single optimization step; returns the closure's loss."""
+        """Perform a single optimization step; returns the closure's loss.
+
+        The common part of every algorithm lives here: parameters without a gradient are
+        skipped, ``maximize`` negates the gradient and coupled weight decay adds
+        ``weight_decay * p`` to it; ``_update`` applies the algorithm itself.
+        """
+        if type(self)._update is Optimizer._update:
+            raise NotImplementedError(f"{type(self).__name__} does not define _update()")
+        loss = self._eval_closure(closure)
+        with gj.no_grad():
+            for group in self.param_groups:
+                weight_decay = group.get("weight_decay", 0)
+                for p in self._params_with_grad(group):
+                    g = p.grad.neg() if group.get("maximize", False) else p.grad
+                    if weight_decay != 0 and not self._decoupled_weight_decay:
+                        g = g.add(p, alpha=weight_decay)
+                    self._update(p, g, group)
+        return loss
+
+    def _update(self, p, g, group) -> None:
+        """Update ``p`` in place from its (prepared) gradient ``g``; state in ``self.state[p]``."""
         raise NotImplementedError
 
     # ------------------------------------------------------------ state dict

@@ -48,48 +48,31 @@ class RMSprop(Optimizer):
                         momentum=momentum, centered=centered, maximize=maximize)
         super().__init__(params, defaults)
 
-    def step(self, closure=None):
-        loss = self._eval_closure(closure)
-        with gj.no_grad():
-            for group in self.param_groups:
-                lr = group["lr"]
-                alpha = group["alpha"]
-                eps = group["eps"]
-                weight_decay = group["weight_decay"]
-                momentum = group["momentum"]
-                centered = group["centered"]
-                maximize = group["maximize"]
-                for p in self._params_with_grad(group):
-                    g = p.grad
-                    if maximize:
-                        g = g.neg()
-                    state = self.state.get(p)
-                    if not state:
-                        state = self.state[p]
-                        state["step"] = self._new_step_tensor(p)
-                        state["square_avg"] = gj.zeros_like(p)
-                    if momentum > 0 and "momentum_buffer" not in state:
-                        state["momentum_buffer"] = gj.zeros_like(p)
-                    if centered and "grad_avg" not in state:
-                        state["grad_avg"] = gj.zeros_like(p)
-                    state["step"].add_(1)
+    def _update(self, p, g, group):
+        alpha, eps, momentum = group["alpha"], group["eps"], group["momentum"]
+        centered = group["centered"]
+        state = self.state[p]
+        if not state:
+            state["step"] = self._new_step_tensor(p)
+            state["square_avg"] = gj.zeros_like(p)
+        if momentum > 0 and "momentum_buffer" not in state:
+            state["momentum_buffer"] = gj.zeros_like(p)
+        if centered and "grad_avg" not in state:
+            state["grad_avg"] = gj.zeros_like(p)
+        state["step"].add_(1)
 
-                    if weight_decay != 0:
-                        g = g.add(p, alpha=weight_decay)
+        square_avg = state["square_avg"]
+        square_avg.mul_(alpha).addcmul_(g, g, value=1 - alpha)
+        if centered:
+            grad_avg = state["grad_avg"]
+            grad_avg.mul_(alpha).add_(g, alpha=1 - alpha)
+            avg = (square_avg - grad_avg * grad_avg).sqrt().add_(eps)
+        else:
+            avg = square_avg.sqrt().add_(eps)
 
-                    square_avg = state["square_avg"]
-                    square_avg.mul_(alpha).addcmul_(g, g, value=1 - alpha)
-                    if centered:
-                        grad_avg = state["grad_avg"]
-                        grad_avg.mul_(alpha).add_(g, alpha=1 - alpha)
-                        avg = (square_avg - grad_avg * grad_avg).sqrt().add_(eps)
-                    else:
-                        avg = square_avg.sqrt().add_(eps)
-
-                    if momentum > 0:
-                        buf = state["momentum_buffer"]
-                        buf.mul_(momentum).addcdiv_(g, avg, value=1)
-                        p.add_(buf, alpha=-lr)
-                    else:
-                        p.addcdiv_(g, avg, value=-lr)
-        return loss
+        if momentum > 0:
+            buf = state["momentum_buffer"]
+            buf.mul_(momentum).addcdiv_(g, avg, value=1)
+            p.add_(buf, alpha=-group["lr"])
+        else:
+            p.addcdiv_(g, avg, value=-group["lr"])

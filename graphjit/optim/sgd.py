@@ -40,33 +40,14 @@ class SGD(Optimizer):
                         maximize=maximize)
         super().__init__(params, defaults)
 
-    def step(self, closure=None):
-        loss = self._eval_closure(closure)
-        with gj.no_grad():
-            for group in self.param_groups:
-                lr = group["lr"]
-                momentum = group["momentum"]
-                dampening = group["dampening"]
-                weight_decay = group["weight_decay"]
-                nesterov = group["nesterov"]
-                maximize = group["maximize"]
-                for p in self._params_with_grad(group):
-                    g = p.grad
-                    if maximize:
-                        g = g.neg()
-                    if weight_decay != 0:
-                        g = g.add(p, alpha=weight_decay)
-                    if momentum != 0:
-                        state = self.state[p]
-                        buf = state.get("momentum_buffer")
-                        if buf is None:
-                            buf = g.detach().clone()
-                            state["momentum_buffer"] = buf
-                        else:
-                            buf.mul_(momentum).add_(g, alpha=1 - dampening)
-                        if nesterov:
-                            g = g.add(buf, alpha=momentum)
-                        else:
-                            g = buf
-                    p.add_(g, alpha=-lr)
-        return loss
+    def _update(self, p, g, group):
+        momentum = group["momentum"]
+        if momentum != 0:
+            state = self.state[p]
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = g.detach().clone()
+            else:
+                buf.mul_(momentum).add_(g, alpha=1 - group["dampening"])
+            g = g.add(buf, alpha=momentum) if group["nesterov"] else buf
+        p.add_(g, alpha=-group["lr"])
