@@ -66,6 +66,18 @@ def _check_index_target(op, input, target, cdim):
                          f"{tuple(input.shape)} (expected {expected})", op=op)
 
 
+def _check_weight(op, weight, input, cdim):
+    if weight is None:
+        return
+    n_classes = input.shape[cdim]
+    if tuple(weight.shape) != (n_classes,):
+        raise ShapeError(f"class weight of shape {tuple(weight.shape)} must have one entry per "
+                         f"class, shape ({n_classes},), for input of shape {tuple(input.shape)}",
+                         op=op)
+    if not weight.dtype.is_floating_point:
+        raise DTypeError(f"class weight must be floating point, got {weight.dtype.name}", op=op)
+
+
 def _weight_view(weight, input, cdim):
     shape = [1] * len(input.shape)
     shape[cdim] = input.shape[cdim]
@@ -74,8 +86,12 @@ def _weight_view(weight, input, cdim):
 
 def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean"):
     """Negative log likelihood of class indices, given log-probabilities ``input``."""
+    if not input.dtype.is_floating_point:
+        raise DTypeError(f"input (log-probabilities) must be floating point, got "
+                         f"{input.dtype.name}", op="nll_loss")
     cdim = _class_dim(input, "nll_loss")
     _check_index_target("nll_loss", input, target, cdim)
+    _check_weight("nll_loss", weight, input, cdim)
     return _nll(input, target, weight, ignore_index, reduction, "nll_loss")
 
 
@@ -123,6 +139,7 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
     cdim = _class_dim(input, "cross_entropy")
+    _check_weight("cross_entropy", weight, input, cdim)
     logp = api.log_softmax(input, cdim)
     index_shape = tuple(s for i, s in enumerate(input.shape) if i != cdim)
     if target.dtype.is_floating_point and tuple(target.shape) == index_shape != tuple(input.shape):
@@ -149,9 +166,12 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction: str 
                                      pos_weight=None):
     """``-[t log s(x) + (1 - t) log(1 - s(x))]`` computed stably from logits ``x``."""
     _check_pointwise("binary_cross_entropy_with_logits", input, target)
-    # log(1 + exp(-|x|)) + max(-x, 0) = -log sigmoid(x), finite for any x.
-    log_sig_neg = api.add(api.log1p(api.exp(api.neg(api.abs(input)))),
-                          api.relu(api.neg(input)))
+    # -log sigmoid(x) = max(-x, 0) + log(1 + exp(-|x|)), finite for any x. Both pieces pick
+    # their branch with the same `where`, so the gradient at x == 0 is the true one
+    # (sigmoid(0) - 1), not a sum of whatever subgradients abs and relu use at 0.
+    neg = api.lt(input, 0.0)
+    log_sig_neg = api.add(api.where(neg, api.neg(input), 0.0),
+                          api.log1p(api.exp(api.where(neg, input, api.neg(input)))))
     if pos_weight is None:
         loss = api.add(api.mul(api.sub(1.0, target), input), log_sig_neg)
     else:

@@ -29,7 +29,11 @@ class Module:
 
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
-            raise AttributeError("call super().__init__() before assigning attributes of a Module")
+            if isinstance(value, (Parameter, Module)):
+                raise AttributeError(f"cannot assign {type(value).__name__} {name!r} before "
+                                     "Module.__init__() call")
+            object.__setattr__(self, name, value)
+            return
         params, buffers, modules = self._parameters, self._buffers, self._modules
         if isinstance(value, Parameter):
             self._drop(name)
@@ -73,7 +77,16 @@ class Module:
                 return
         object.__delattr__(self, name)
 
+    def _check_name(self, what: str, name) -> None:
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"call super().__init__() before {what}")
+        if not isinstance(name, str):
+            raise TypeError(f"{what}: name must be a str, got {type(name).__name__}")
+        if not name or "." in name:
+            raise KeyError(f"{what}: name must be non-empty and contain no '.', got {name!r}")
+
     def register_parameter(self, name: str, param) -> None:
+        self._check_name("register_parameter", name)
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"register_parameter: {name!r} must be a Parameter or None, got "
                             f"{type(param).__name__}")
@@ -81,6 +94,7 @@ class Module:
         self._parameters[name] = param
 
     def register_buffer(self, name: str, tensor, persistent: bool = True) -> None:
+        self._check_name("register_buffer", name)
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"register_buffer: {name!r} must be a Tensor or None, got "
                             f"{type(tensor).__name__}")
@@ -92,6 +106,7 @@ class Module:
             self._non_persistent.add(name)
 
     def add_module(self, name: str, module) -> None:
+        self._check_name("add_module", name)
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"add_module: {name!r} must be a Module or None, got "
                             f"{type(module).__name__}")
@@ -162,6 +177,16 @@ class Module:
         for _, b in self.named_buffers(recurse=recurse):
             yield b
 
+    def get_submodule(self, target: str = ""):
+        """The sub-module at dotted path ``target`` (``""`` is this module)."""
+        m = self
+        for part in target.split(".") if target else ():
+            if part not in m._modules or m._modules[part] is None:
+                raise AttributeError(f"{type(m).__name__} has no submodule {part!r} "
+                                     f"(looking up {target!r})")
+            m = m._modules[part]
+        return m
+
     def apply(self, fn):
         for m in self.children():
             m.apply(fn)
@@ -173,8 +198,10 @@ class Module:
     def train(self, mode: bool = True):
         if not isinstance(mode, bool):
             raise ValueError("train(mode): mode must be a bool")
-        for m in self.modules():
-            object.__setattr__(m, "training", mode)
+        # Each child's own train() runs, so a subclass that overrides it is honoured.
+        object.__setattr__(self, "training", mode)
+        for m in self.children():
+            m.train(mode)
         return self
 
     def eval(self):
@@ -211,9 +238,10 @@ class Module:
                         if converted is t:
                             continue
                         if isinstance(t, Parameter):
+                            grad = t.grad
                             t.data = converted
-                            if t.grad is not None:
-                                t._grad = t.grad.to(*args, **kwargs)
+                            if grad is not None:
+                                t.grad = grad.to(*args, **kwargs)
                         else:
                             store[name] = converted
         return self
