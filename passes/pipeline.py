@@ -1,0 +1,29 @@
+"""THE pass order. The dump tool prints the graph after each entry of ``DEFAULT``.
+
+- ``autodiff`` first: it expands the ``grad`` requests, and every later pass then sees the
+  forward and backward graphs together (CSE shares work between them).
+- ``simplify`` after autodiff: its ``detach(x) -> x`` rule is only valid once gradients
+  are derived; it also cleans up what the VJP rules emit (``x * 1``, reshape chains,
+  constant arithmetic on ``full`` nodes).
+- ``cse`` after simplify, which makes more nodes look alike (folded constants).
+- ``dce`` last: it removes what the passes above left without readers, including the
+  gradient work no output needs.
+"""
+from __future__ import annotations
+
+from .autodiff import autodiff
+from .cse import cse
+from .dce import dce
+from .manager import PassManager
+from .simplify import simplify
+
+DEFAULT = [autodiff, simplify, cse, dce]
+
+
+def run_pipeline(graph, verify: bool = False, passes=None):
+    """Run the default pipeline (or ``passes``); return ``(graph, snapshots)``, where
+    ``snapshots`` is ``[("trace", text), (pass name, text), ...]``. With ``verify`` (or
+    ``GRAPHJIT_VERIFY=1``) the IR verifier runs after every pass."""
+    manager = PassManager(DEFAULT if passes is None else passes, verify=verify)
+    graph = manager.run(graph)
+    return graph, manager.snapshots
