@@ -1,0 +1,254 @@
+"""Graph -> one generated Python module: ``@njit`` kernels and one driver; ``compile_graph``.
+
+The module for ``graph f(%x: f32[2,3] {arg}) { %0 = exp(%x) ... }`` reads:
+
+    # %0 = exp(%x) : f32[2,3]
+    @kernel
+    def k0_exp(in0, out):
+        for i0 in range(6):
+            x0 = in0[i0]
+            out[i0] = math.exp(x0)
+
+    @njit(error_model="numpy", cache=True)
+    def run_f(x):
+        # %0 = exp(%x) : f32[2,3]
+        v0 = np.empty(6, np.float32)
+        k0_exp(x, v0)
+        return (v0,)
+
+One kernel per node, named ``k<node>_<op>`` after the IR value it computes; nodes whose
+kernels would be identical (same op, shapes and attributes) share the first one, which
+keeps Numba's compile time down. The driver allocates every buffer and calls the kernels
+in program order, so running the program is one native call; the Python wrapper
+(``CompiledProgram``) only checks the inputs and reshapes the flat results (see
+[Flat buffers] in kernel.py).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ...errors import DTypeError, GraphjitError, ShapeError
+from ...ir.printer import format_node, print_graph, value_names
+from ...shapes import numel
+from ..source import Namer, SourceWriter, identifier, import_module, write_module
+from . import creation, index, linalg, reduce, shape  # noqa: F401  (register emitters)
+from .elementwise import emit_elementwise, emits_generic
+from .kernel import EMITTERS, MODULE_GLOBALS, KernelWriter
+from .loops import np_type
+
+# Kernels are only called from the driver, so they need no CPython or cfunc wrapper
+# (each costs compile time). error_model="numpy": x / 0 gives inf, not an exception, and
+# float loops vectorise.
+KERNEL_FLAGS = 'error_model="numpy", no_cpython_wrapper=True, no_cfunc_wrapper=True'
+DRIVER_FLAGS = 'error_model="numpy", cache=True'
+
+
+def emitter_for(op):
+    """The CPU emitter of ``op`` (an OpDef), or None when the backend cannot compile it."""
+    if op.name in EMITTERS:
+        return EMITTERS[op.name]
+    if emits_generic(op):
+        return emit_elementwise
+    return None
+
+
+class GeneratedModule:
+    """The text of a program's module and how its driver is called."""
+
+    def __init__(self, source, driver_name, params, results):
+        self.source = source
+        self.driver_name = driver_name
+        self.params = params      # graph inputs in driver-argument order (= graph order)
+        self.results = results    # values returned by the driver: outputs, then updates
+
+
+class _Kernel:
+    def __init__(self, name, body, n_params):
+        self.name = name
+        self.body = body
+        self.n_params = n_params
+        self.ir_lines = []
+
+
+def _check_graph(graph) -> None:
+    names = value_names(graph)
+    for node in graph.nodes:
+        if node.op.name == "grad":
+            raise GraphjitError(
+                f"the graph {graph.name!r} still holds a gradient request "
+                f"({format_node(node, names)}); run the autodiff pass (passes/autodiff) to expand "
+                "it into backward nodes before compiling", op="grad")
+        if emitter_for(node.op) is None:
+            raise GraphjitError(f"the CPU backend has no emitter for op {node.op.name!r} "
+                                f"({format_node(node, names)})", op=node.op.name)
+
+
+def generate(graph, name: str | None = None) -> GeneratedModule:
+    """The source of the module that runs ``graph`` (no file is written, nothing compiled)."""
+    _check_graph(graph)
+    names = value_names(graph)
+    namer = Namer(MODULE_GLOBALS)
+    driver_name = namer.fresh(f"run_{identifier(name or graph.name)}")
+    kernel_names = {i: namer.fresh(f"k{i}_{n.op.name}") for i, n in enumerate(graph.nodes)}
+    buf, owner = {}, {}  # value -> driver variable; value -> graph value that owns the buffer
+    for v in graph.inputs:
+        buf[v] = namer.fresh(v.name)
+        owner[v] = v
+    params = list(graph.inputs)
+
+    kernels, by_body = [], {}
+    driver = SourceWriter(indent=1)
+    for i, node in enumerate(graph.nodes):
+        k = KernelWriter(node, kernel_names[i], names)
+        emitter_for(node.op)(node, k)
+        if k.alias_of is not None:
+            src = node.inputs[k.alias_of]
+            buf[node.out], owner[node.out] = buf[src], owner[src]
+            driver.line(f"# {k.ir_line}")
+            driver.line(f"#   (no kernel: the buffer of {buf[src]} as is)")
+            continue
+        var = namer.fresh(f"v{i}")
+        buf[node.out], owner[node.out] = var, node.out
+        n, dtype = numel(node.out.shape), np_type(node.out.dtype)
+        driver.line(f"# {k.ir_line}")
+        if k.fill_value is not None:
+            driver.line(f"{var} = np.full({n}, {k.fill_value}, {dtype})")
+            continue
+        driver.line(f"{var} = np.{'zeros' if k.zero_output else 'empty'}({n}, {dtype})")
+        key = (len(node.inputs), k.body)
+        kernel = by_body.get(key)
+        if kernel is None:
+            kernel = by_body[key] = _Kernel(k.name, k.body, len(node.inputs))
+            kernels.append(kernel)
+        kernel.ir_lines.append(k.ir_line)
+        driver.line(f"{kernel.name}({', '.join([buf[v] for v in node.inputs] + [var])})")
+
+    results = list(graph.outputs) + [v for _, v in graph.updates]
+    # A result in an input's buffer (an input returned as is, or a reshape of one) is copied:
+    # the caller may write updates into input buffers, and must not alias them by surprise.
+    returned = [f"{buf[v]}.copy()" if owner[v].node is None else buf[v] for v in results]
+    driver.line(f"return ({', '.join(returned)}{',' if len(returned) == 1 else ''})")
+
+    out = SourceWriter()
+    out.line(f"# Generated by graphjit.backend.cpu from graph {graph.name!r}. Do not edit:")
+    out.line("# the file name is the hash of its text (graphjit/backend/source.py).")
+    out.line("#")
+    for text in print_graph(graph).splitlines():
+        out.line(f"#   {text}")
+    out.line("import math")
+    out.line()
+    out.line("import numpy as np")
+    out.line("from numba import njit")
+    out.line()
+    out.line(f"kernel = njit({KERNEL_FLAGS})")
+    for kernel in kernels:
+        out.line()
+        out.line()
+        out.line(f"# {kernel.ir_lines[0]}")
+        for also in kernel.ir_lines[1:]:
+            out.line(f"#   also runs {also}")
+        out.line("@kernel")
+        args = [f"in{j}" for j in range(kernel.n_params)] + ["out"]
+        out.line(f"def {kernel.name}({', '.join(args)}):")
+        out.lines_from(kernel.body.rstrip("\n"))
+    out.line()
+    out.line()
+    out.line(f"@njit({DRIVER_FLAGS})")
+    out.line(f"def {driver_name}({', '.join(buf[v] for v in params)}):")
+    out.lines_from("\n".join(driver.lines))
+    return GeneratedModule(out.text(), driver_name, params, results)
+
+
+class CompiledProgram:
+    """A compiled graph: ``program(inputs) -> (outputs, updates)``, like ``ir.run_graph``.
+
+    ``inputs`` holds one array per graph input whose role is not "const", in graph order;
+    const inputs come from ``graph.constants``, held by the program. Results are fresh
+    arrays (or views of each other where the graph reshapes one value into another);
+    nothing is written back. ``source`` is the generated module's text, ``path`` its file.
+    """
+
+    def __init__(self, graph, name, generated, path, driver, compile_seconds):
+        self.graph = graph
+        self.name = name
+        self.source = generated.source
+        self.path = path
+        self.compile_seconds = compile_seconds
+        self._driver = driver
+        # Per driver argument: the const's flat data, or None and the input's expected type.
+        self._slots = [(_flat(np.asarray(graph.constants[v], dtype=v.dtype.np)), v, None, None)
+                       if v.role == "const" else (None, v, v.dtype.np, tuple(v.shape))
+                       for v in generated.params]
+        self._args = [v for v in generated.params if v.role != "const"]
+        self._shapes = [tuple(v.shape) for v in generated.results]
+        self._n_out = len(graph.outputs)
+
+    def __call__(self, inputs):
+        inputs = list(inputs)
+        if len(inputs) != len(self._args):
+            wanted = ", ".join(f"%{v.name}: {v.type}" for v in self._args)
+            raise ShapeError(f"program {self.name} takes {len(self._args)} inputs ({wanted}), "
+                             f"got {len(inputs)}")
+        given = iter(inputs)
+        args = []
+        for const, v, dtype, shape in self._slots:
+            if const is not None:
+                args.append(const)
+                continue
+            arr = next(given)
+            if type(arr) is not np.ndarray:
+                arr = np.asarray(arr)
+            if arr.dtype != dtype:
+                raise DTypeError(f"program {self.name}: input %{v.name} expects {v.type}, got "
+                                 f"{arr.dtype}{list(arr.shape)}")
+            if arr.shape != shape:
+                raise ShapeError(f"program {self.name}: input %{v.name} expects {v.type}, got "
+                                 f"{arr.dtype}{list(arr.shape)}")
+            flags = arr.flags
+            args.append(arr.reshape(-1) if flags.c_contiguous and flags.writeable else _flat(arr))
+        results = self._driver(*args)
+        arrays = [r.reshape(s) for r, s in zip(results, self._shapes)]
+        return arrays[:self._n_out], arrays[self._n_out:]
+
+    def __repr__(self) -> str:
+        return f"<CompiledProgram {self.name} at {self.path}>"
+
+
+def _flat(arr: np.ndarray) -> np.ndarray:
+    """A writeable 1-D C-contiguous view (a copy only when needed) of ``arr``.
+
+    The driver is compiled for writeable arrays; a read-only one would make Numba compile
+    a second version. Kernels never write their inputs.
+    """
+    arr = np.ascontiguousarray(arr)
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    return arr.reshape(-1)
+
+
+def _signature(params):
+    from numba import from_dtype, types
+    return tuple(types.Array(from_dtype(v.dtype.np), 1, "C") for v in params)
+
+
+def compile_graph(graph, name: str | None = None) -> CompiledProgram:
+    """Generate, write, import and compile the CPU program of ``graph``.
+
+    The module is written to the on-disk cache (see [Generated modules on disk] in
+    backend/source.py); Numba's own cache makes a second compile of the same graph, in
+    this process or a new one, skip code generation in LLVM.
+    """
+    name = name or graph.name
+    start = time.perf_counter()
+    generated = generate(graph, name)
+    path = write_module(generated.source, name, "cpu")
+    module = import_module(path)
+    driver = getattr(module, generated.driver_name)
+    try:
+        driver.compile(_signature(generated.params))
+    except Exception as e:
+        raise GraphjitError(f"Numba could not compile the program generated for graph {name!r} "
+                            f"({path}): {type(e).__name__}: {e}") from e
+    return CompiledProgram(graph, name, generated, path, driver, time.perf_counter() - start)

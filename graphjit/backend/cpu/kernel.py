@@ -1,0 +1,80 @@
+"""What an emitter receives: a ``KernelWriter`` for one node, and the emitter table.
+
+# NOTE: [Flat buffers]
+Every buffer of a CPU program is a 1-D C-contiguous NumPy array holding its value in C
+order; shapes exist only in the generated index arithmetic, where they are constants.
+So ``reshape`` (and ``detach``) cost nothing: the output *is* the input's buffer
+(``KernelWriter.alias``). Kernels never allocate; the driver allocates their output buffers
+(empty, zeroed, or filled with a constant) and passes them in.
+
+An emitter is ``emit(node, k)``; it writes the body of the kernel ``k.name(in0, in1, ...,
+out)`` through ``k.line``/``k.block``, or says the node needs no kernel (``k.alias``,
+``k.fill``). Emitters are registered per op name with ``@emits("op", ...)``; elementwise
+ops with a ``scalar`` expression share one generic emitter (``elementwise.py``).
+"""
+from __future__ import annotations
+
+from ...ir.printer import format_node
+from ..source import Namer, SourceWriter
+
+EMITTERS: dict = {}
+
+# Names the generated module defines at top level; kernel locals must not shadow them.
+MODULE_GLOBALS = ("math", "np", "numba", "njit", "kernel")
+
+
+def emits(*op_names):
+    """Register the decorated function as the CPU emitter of ``op_names``."""
+    def register(fn):
+        for name in op_names:
+            if name in EMITTERS:
+                raise ValueError(f"op {name!r} has two CPU emitters")
+            EMITTERS[name] = fn
+        return fn
+    return register
+
+
+class KernelWriter:
+    """The kernel being written for ``node``: its name, parameter names and body text."""
+
+    def __init__(self, node, name: str, names: dict):
+        self.node = node
+        self.name = name
+        self.ir_line = format_node(node, names)
+        self.ins = [f"in{i}" for i in range(len(node.inputs))]
+        self.out = "out"
+        self.code = SourceWriter(indent=1)
+        self.alias_of: int | None = None   # output is input i's buffer (no kernel)
+        self.fill_value = None              # driver fills the output with this literal (no kernel)
+        self.zero_output = False            # driver zeroes the output before the kernel runs
+        self._names = Namer(list(MODULE_GLOBALS) + self.ins + [self.out])
+
+    # ---- writing the body -------------------------------------------------------------------
+
+    def line(self, text: str = "") -> None:
+        self.code.line(text)
+
+    def block(self, header: str):
+        return self.code.block(header)
+
+    def fresh(self, hint: str) -> str:
+        """A local variable name unused so far in this kernel."""
+        return self._names.fresh(hint)
+
+    def release(self, name: str) -> None:
+        """Let a later loop reuse ``name`` (its loop has ended)."""
+        self._names.release(name)
+
+    # ---- no kernel needed -------------------------------------------------------------------
+
+    def alias(self, i: int) -> None:
+        """The output is input ``i``'s buffer, unchanged (a free reshape, see [Flat buffers])."""
+        self.alias_of = i
+
+    def fill(self, literal: str) -> None:
+        """The driver allocates the output filled with ``literal`` (a typed source literal)."""
+        self.fill_value = literal
+
+    @property
+    def body(self) -> str:
+        return self.code.text() if self.code.lines else "    pass\n"

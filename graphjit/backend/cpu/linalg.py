@@ -1,0 +1,66 @@
+"""matmul: BLAS through ``np.dot`` on contiguous 2-D views of the flat buffers.
+
+Numba's ``np.dot(a, b, out)`` calls the BLAS that SciPy ships, so float matmuls run at
+GEMM speed. A batch of ``a`` over a shared ``b`` (``f32[B,M,K] @ f32[K,N]``, a linear layer
+on a batch of sequences) is one GEMM of ``B*M`` rows; other batches loop over GEMMs with
+broadcast batch offsets. BLAS has no int64 GEMM, so int64 matmuls are plain loops.
+"""
+from __future__ import annotations
+
+from ...shapes import numel
+from .kernel import emits
+from .loops import affine, broadcast_strides, c_strides, coalesce, loop_nest
+
+
+@emits("matmul")
+def emit_matmul(node, k) -> None:
+    a, b = node.inputs
+    out_shape = tuple(node.out.shape)
+    m, kk, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    batch = out_shape[:-2]
+    if numel(out_shape) == 0:
+        return
+    if kk == 0:
+        k.zero_output = True  # a sum over nothing
+        return
+    if not a.dtype.is_floating_point:
+        _emit_loops(node, k, m, kk, n, batch)
+        return
+    a_in, b_in, out = k.ins[0], k.ins[1], k.out
+    if numel(b.shape[:-2]) == 1 and tuple(a.shape[:-2]) == batch:
+        rows = numel(batch) * m
+        k.line(f"np.dot({a_in}.reshape(({rows}, {kk})), {b_in}.reshape(({kk}, {n})), "
+               f"{out}.reshape(({rows}, {n})))")
+        return
+    shape, (sa, sb, so) = _batch_strides(a, b, batch, m, kk, n)
+    with loop_nest(k, shape, hint="b") as idx:
+        oa, ob, oo = k.fresh("a_at"), k.fresh("b_at"), k.fresh("out_at")
+        k.line(f"{oa} = {affine(0, zip(idx, sa))}")
+        k.line(f"{ob} = {affine(0, zip(idx, sb))}")
+        k.line(f"{oo} = {affine(0, zip(idx, so))}")
+        k.line(f"np.dot({a_in}[{oa}:{oa} + {m * kk}].reshape(({m}, {kk})), "
+               f"{b_in}[{ob}:{ob} + {kk * n}].reshape(({kk}, {n})), "
+               f"{out}[{oo}:{oo} + {m * n}].reshape(({m}, {n})))")
+
+
+def _batch_strides(a, b, batch, m, kk, n):
+    """Coalesced batch loop and the element offsets of each operand's matrix per batch index."""
+    sa = tuple(s * m * kk for s in broadcast_strides(a.shape[:-2], batch))
+    sb = tuple(s * kk * n for s in broadcast_strides(b.shape[:-2], batch))
+    so = tuple(s * m * n for s in c_strides(batch))
+    return coalesce(batch, [sa, sb, so])
+
+
+def _emit_loops(node, k, m, kk, n, batch) -> None:
+    a, b = node.inputs
+    shape, (sa, sb, so) = _batch_strides(a, b, batch, m, kk, n)
+    acc = k.fresh("acc")
+    with loop_nest(k, shape, hint="b") as idx:
+        with loop_nest(k, (m, n)) as (i, j):
+            k.line(f"{acc} = 0")
+            p = k.fresh("p")
+            with k.block(f"for {p} in range({kk}):"):
+                ia = affine(0, list(zip(idx, sa)) + [(i, kk), (p, 1)])
+                ib = affine(0, list(zip(idx, sb)) + [(p, n), (j, 1)])
+                k.line(f"{acc} += {k.ins[0]}[{ia}] * {k.ins[1]}[{ib}]")
+            k.line(f"{k.out}[{affine(0, list(zip(idx, so)) + [(i, n), (j, 1)])}] = {acc}")

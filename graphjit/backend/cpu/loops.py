@@ -1,0 +1,136 @@
+"""Static index arithmetic shared by the emitters: strides, dim coalescing, loop nests.
+
+Shapes are static, so every loop bound and stride is a constant in the generated source
+(see [Flat buffers] in kernel.py). An operand is described per loop dim by its stride
+(0 for a broadcast dim); its element is ``buf[base + i0 * s0 + i1 * s1 ...]``.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+
+from ...shapes import numel
+
+
+def c_strides(shape) -> tuple:
+    """Element strides of a C-contiguous array of ``shape``."""
+    strides, acc = [], 1
+    for n in reversed(tuple(shape)):
+        strides.append(acc)
+        acc *= n
+    return tuple(reversed(strides))
+
+
+def broadcast_strides(in_shape, out_shape) -> tuple:
+    """Strides of a C-contiguous ``in_shape`` read along the dims of ``out_shape`` by NumPy
+    broadcasting: missing leading dims and size-1 dims get stride 0."""
+    in_shape, out_shape = tuple(in_shape), tuple(out_shape)
+    lead = len(out_shape) - len(in_shape)
+    own = c_strides(in_shape)
+    return tuple(0 if d < lead or in_shape[d - lead] == 1 else own[d - lead]
+                 for d in range(len(out_shape)))
+
+
+def coalesce(shape, strides_list):
+    """Fewer, longer loops: drop size-1 dims and merge neighbours that every operand walks
+    as one (``stride[d] == stride[d+1] * shape[d+1]``). Returns ``(shape, strides_list)``.
+
+    ``f32[4,5] + f32[4,5]`` becomes one loop of 20; ``f32[4,5] + f32[5]`` stays 4 x 5.
+    """
+    shape = tuple(shape)
+    if numel(shape) == 0:
+        return (0,), [(0,) for _ in strides_list]
+    dims = [(n, [s[d] for s in strides_list]) for d, n in enumerate(shape) if n != 1]
+    merged = []
+    for n, st in dims:
+        if merged:
+            pn, pst = merged[-1]
+            if all(ps == s * n for ps, s in zip(pst, st)):
+                merged[-1] = (pn * n, st)
+                continue
+        merged.append((n, st))
+    new_shape = tuple(n for n, _ in merged)
+    new_strides = [tuple(st[i] for _, st in merged) for i in range(len(strides_list))]
+    return new_shape, new_strides
+
+
+def affine(base: int, terms) -> str:
+    """``base + v0 * s0 + ...`` as source text; ``terms`` are (var or None, stride) pairs.
+    A None var (a loop of one trip) or a zero stride contributes nothing."""
+    parts = []
+    for var, stride in terms:
+        if var is None or stride == 0:
+            continue
+        parts.append(var if stride == 1 else f"{var} * {stride}")
+    if base or not parts:
+        parts.append(str(base))
+    return " + ".join(parts)
+
+
+@contextlib.contextmanager
+def loop_nest(k, shape, hint: str = "i"):
+    """Open one ``for`` loop per dim of ``shape`` in kernel ``k``; yields the loop variables.
+    Dims of size 1 get no loop, and None as their variable (see ``affine``)."""
+    names = []
+    with contextlib.ExitStack() as stack:
+        for n in shape:
+            if n == 1:
+                names.append(None)
+                continue
+            var = k.fresh(f"{hint}{sum(1 for v in names if v is not None)}")
+            names.append(var)
+            stack.enter_context(k.block(f"for {var} in range({n}):"))
+        yield names
+    for var in names:
+        if var is not None:
+            k.release(var)
+
+
+# ---- literals -------------------------------------------------------------------------------
+
+_NP_NAME = {"float32": "np.float32", "float64": "np.float64", "int64": "np.int64",
+            "bool": "np.bool_"}
+
+
+def np_type(dtype) -> str:
+    """The NumPy scalar type of a graphjit dtype, as generated source (``np.float32``)."""
+    return _NP_NAME[dtype.name]
+
+
+def literal(value, dtype) -> str:
+    """``value`` as a source literal of ``dtype``, so float32 code stays float32.
+
+    ``0.5`` -> ``np.float32(0.5)`` for f32 and ``0.5`` for f64 (a Python float is float64
+    in Numba); ints for i64; ``True``/``False`` for bool; ``np.inf``/``np.nan`` spelled out.
+    """
+    if dtype.name == "bool":
+        return repr(bool(value))
+    if dtype.name == "int64":
+        if isinstance(value, float) and not math.isfinite(value):
+            return _float_text(value)  # no int64 inf: keep the float (NumPy would raise)
+        return repr(int(value))
+    text = _float_text(float(value))
+    return f"np.float32({text})" if dtype.name == "float32" else text
+
+
+def _float_text(value: float) -> str:
+    if math.isnan(value):
+        return "np.nan"
+    if math.isinf(value):
+        return "np.inf" if value > 0 else "-np.inf"
+    return repr(float(value))
+
+
+def min_value(dtype) -> str:
+    """The identity of ``max`` for ``dtype`` as a literal."""
+    if dtype.is_floating_point:
+        return literal(-math.inf, dtype)
+    return repr(int(np.iinfo(np.int64).min))
+
+
+def max_value(dtype) -> str:
+    if dtype.is_floating_point:
+        return literal(math.inf, dtype)
+    return repr(int(np.iinfo(np.int64).max))

@@ -1,0 +1,117 @@
+"""Reductions: sum, amax, amin over a dim tuple, and argmax.
+
+The input is walked in memory order. Its dims are first grouped into runs of reduced and
+kept dims (``f32[2,3,4]`` over dims (1, 2) is kept 2 x reduced 12), then:
+- innermost run reduced ("inner"): a scalar accumulator per output element, like
+  ``out[i] = sum(x[i, :])``; float32 sums accumulate in float64 (NumPy sums contiguous
+  runs pairwise, which is about as accurate);
+- innermost run kept ("outer"): the output row is initialised to the identity and each
+  input row is combined into it, like ``out[:] += x[r, :]``, a loop that vectorises.
+``keepdim`` changes only the output's shape, which flat buffers do not see.
+"""
+from __future__ import annotations
+
+from ...shapes import numel
+from .kernel import emits
+from .loops import affine, c_strides, literal, loop_nest, max_value, min_value
+
+
+def _groups(shape, dims):
+    """[[size, reduced], ...]: runs of neighbouring reduced / kept dims, size-1 dims dropped."""
+    groups = []
+    for d, n in enumerate(shape):
+        if n == 1:
+            continue
+        reduced = d in dims
+        if groups and groups[-1][1] == reduced:
+            groups[-1][0] *= n
+        else:
+            groups.append([n, reduced])
+    return groups
+
+
+def _combine(op_name, target, value) -> list:
+    """Statements folding ``value`` into ``target``. amax/amin propagate NaN like NumPy:
+    once the accumulator is NaN no comparison is true, so it stays NaN."""
+    if op_name == "sum":
+        return [f"{target} += {value}"]
+    cmp = ">" if op_name == "amax" else "<"
+    return [f"if {value} {cmp} {target} or {value} != {value}:", f"    {target} = {value}"]
+
+
+def _identity(op_name, in_dtype, accumulate: bool) -> str:
+    if op_name == "sum":
+        if not in_dtype.is_floating_point:
+            return "0"
+        # A Python float is float64 in Numba: float32 sums accumulate in float64.
+        return "0.0" if accumulate else literal(0.0, in_dtype)
+    return min_value(in_dtype) if op_name == "amax" else max_value(in_dtype)
+
+
+@emits("sum", "amax", "amin")
+def emit_reduce(node, k) -> None:
+    op_name = node.op.name
+    (x,) = node.inputs
+    groups = _groups(x.shape, node.attrs["dims"])
+    if not any(reduced for _, reduced in groups):
+        # Nothing to reduce (dims of size 1, or none): a copy, cast by the store for sum.
+        with loop_nest(k, (numel(x.shape),)) as (i,):
+            k.line(f"{k.out}[{affine(0, [(i, 1)])}] = {k.ins[0]}[{affine(0, [(i, 1)])}]")
+        return
+    sizes = [n for n, _ in groups]
+    in_strides = c_strides(sizes)
+    kept = [n for n, reduced in groups if not reduced]
+    kept_strides = iter(c_strides(kept))
+    out_strides = [0 if reduced else next(kept_strides) for _, reduced in groups]
+    inner_reduced = groups[-1][1]
+    outer_reduced = any(reduced for _, reduced in groups[:-1])
+    init_out = outer_reduced or not inner_reduced
+    if init_out:
+        with loop_nest(k, (numel(node.out.shape),)) as (o,):
+            k.line(f"{k.out}[{affine(0, [(o, 1)])}] = {_identity(op_name, x.dtype, False)}")
+    v = k.fresh("v")
+    if inner_reduced:
+        acc = k.fresh("acc")
+        with loop_nest(k, sizes[:-1]) as idx:
+            target = f"{k.out}[{affine(0, zip(idx, out_strides))}]"
+            k.line(f"{acc} = {_identity(op_name, x.dtype, True)}")
+            terms = list(zip(idx, in_strides))
+            with loop_nest(k, sizes[-1:], hint="r") as (r,):
+                k.line(f"{v} = {k.ins[0]}[{affine(0, terms + [(r, 1)])}]")
+                for stmt in _combine(op_name, acc, v):
+                    k.line(stmt)
+            if outer_reduced:
+                for stmt in _combine(op_name, target, acc):
+                    k.line(stmt)
+            else:
+                k.line(f"{target} = {acc}")
+    else:
+        with loop_nest(k, sizes) as idx:
+            k.line(f"{v} = {k.ins[0]}[{affine(0, zip(idx, in_strides))}]")
+            for stmt in _combine(op_name, f"{k.out}[{affine(0, zip(idx, out_strides))}]", v):
+                k.line(stmt)
+
+
+@emits("argmax")
+def emit_argmax(node, k) -> None:
+    # The input seen as (outer, n, inner) with n the reduced dim (all of it for dim=None).
+    (x,) = node.inputs
+    dim = node.attrs["dim"]
+    shape = tuple(x.shape)
+    if dim is None:
+        outer, n, inner = 1, numel(shape), 1
+    else:
+        outer, n, inner = numel(shape[:dim]), shape[dim], numel(shape[dim + 1:])
+    best, at, v = k.fresh("best"), k.fresh("at"), k.fresh("v")
+    with loop_nest(k, (outer, inner)) as (a, b):
+        base = [(a, n * inner), (b, 1)]
+        k.line(f"{best} = {k.ins[0]}[{affine(0, base)}]")
+        k.line(f"{at} = 0")
+        r = k.fresh("r")
+        with k.block(f"for {r} in range(1, {n}):"):
+            k.line(f"{v} = {k.ins[0]}[{affine(0, base + [(r, inner)])}]")
+            # The first maximum wins; a NaN is the maximum and the first NaN wins (NumPy).
+            with k.block(f"if {v} > {best} or ({v} != {v} and {best} == {best}):"):
+                k.line(f"{best} = {v}")
+                k.line(f"{at} = {r}")
+        k.line(f"{k.out}[{affine(0, [(a, inner), (b, 1)])}] = {at}")

@@ -1,0 +1,476 @@
+"""The CPU backend against the reference interpreter (``ir.run_graph``) on random inputs.
+
+Numba compilation is the slow part, so a few large graphs (every op, many shapes each) are
+compiled once per module and checked on fresh random data; shapes stay tiny.
+"""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import numba
+import numpy as np
+import pytest
+
+from graphjit import dtypes
+from graphjit.backend.cpu import compile_graph, emitter_for, generate
+from graphjit.errors import GraphjitError
+from graphjit.ir import Graph, GraphBuilder, parse_graph, run_graph, verify
+from graphjit.ir.printer import format_node, value_names
+from graphjit.ops import all_ops, api, registry
+from graphjit.ops.index import build_key
+from graphjit.shapes import TensorType
+from graphjit.testing import assert_close, make_array
+
+F32, F64, I64, B8 = dtypes.float32, dtypes.float64, dtypes.int64, dtypes.bool_
+ALL = ("s", None, None, None)  # the index-key entry of a full slice
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# The backend must match the reference interpreter this closely (transcendentals come from
+# different libraries, and sums add in a different order).
+TOLERANCE = {"float32": (1e-5, 1e-6), "float64": (1e-12, 1e-12)}
+
+
+# ---- harness --------------------------------------------------------------------------------
+
+class Built:
+    """A graph and, per non-const input, how to draw a random value for it."""
+
+    def __init__(self, graph, domains):
+        self.graph = graph
+        self.domains = domains
+
+    def inputs(self, rng):
+        out = []
+        for v in self.graph.inputs:
+            if v.role == "const":
+                continue
+            domain = self.domains[v.name]
+            if callable(domain):
+                out.append(np.asarray(domain(rng, v.shape), dtype=v.dtype.np))
+            else:
+                out.append(make_array(rng, v.shape, domain, v.dtype))
+        return out
+
+
+def build(name, specs, body) -> Built:
+    """``specs``: ``(name, shape, dtype, domain[, role])`` per input; ``body(*values)`` runs
+    under a GraphBuilder and returns outputs, or ``(outputs, [(input, new value), ...])``.
+    A domain is a ``graphjit.testing`` domain name or ``fn(rng, shape) -> array``."""
+    g = Graph(name)
+    values, domains = [], {}
+    for spec in specs:
+        vname, shape, dtype, domain = spec[:4]
+        values.append(g.add_input(TensorType(tuple(shape), dtype), vname,
+                                  spec[4] if len(spec) > 4 else "arg"))
+        domains[vname] = domain
+    with registry.interpreter(GraphBuilder(g)):
+        result = body(*values)
+    outputs, updates = result if isinstance(result, tuple) else (result, [])
+    g.outputs, g.updates = list(outputs), list(updates)
+    verify(g)
+    return Built(g, domains)
+
+
+def integers(low, high):
+    """A domain of int64 values in [low, high)."""
+    return lambda rng, shape: rng.integers(low, high, size=shape)
+
+
+def check_program(program, graph, inputs):
+    """Run ``program`` and ``run_graph`` on ``inputs``: every output and update must match,
+    with the right dtype and shape, and the inputs must come back unchanged."""
+    saved = [np.array(a, copy=True) for a in inputs]
+    outs, ups = program(inputs)
+    for i, (a, b) in enumerate(zip(inputs, saved)):
+        np.testing.assert_array_equal(a, b, err_msg=f"the program modified input {i}")
+    ref_outs, ref_ups = run_graph(graph, saved)
+    assert len(outs) == len(ref_outs) and len(ups) == len(ref_ups)
+    names = value_names(graph)
+    pairs = [(f"output {i}", v, a, e)
+             for i, (v, a, e) in enumerate(zip(graph.outputs, outs, ref_outs))]
+    pairs += [(f"update of %{t.name}", v, a, e)
+              for (t, v), a, e in zip(graph.updates, ups, ref_ups)]
+    for label, v, actual, expected in pairs:
+        what = format_node(v.node, names) if v.node is not None else f"input %{v.name}"
+        assert isinstance(actual, np.ndarray), f"{label} ({what}) is a {type(actual).__name__}"
+        assert actual.dtype == v.dtype.np and actual.shape == tuple(v.shape), f"{label} ({what})"
+        rtol, atol = TOLERANCE.get(v.dtype.name, (0.0, 0.0))
+        assert_close(actual, expected, rtol=rtol, atol=atol,
+                     msg=lambda text, label=label, what=what: f"{label} ({what}):\n{text}")
+    return outs, ups
+
+
+def run_generated_as_python(graph, inputs):
+    """Run the generated module with Numba's JIT disabled: the same source, as plain Python
+    (slow, but no compile time, so many small graphs can be checked)."""
+    generated = generate(graph)
+    namespace = {}
+    saved, numba.config.DISABLE_JIT = numba.config.DISABLE_JIT, True
+    try:
+        exec(compile(generated.source, f"<{graph.name}>", "exec"), namespace)
+    finally:
+        numba.config.DISABLE_JIT = saved
+    given = iter(inputs)
+    args = [np.ascontiguousarray(graph.constants[v] if v.role == "const" else next(given))
+            for v in generated.params]
+    args = [a.reshape(-1) for a in args]
+    results = namespace[generated.driver_name](*args)
+    return [r.reshape(v.shape) for r, v in zip(results, generated.results)]
+
+
+def random_index_keys(rng, count):
+    """Random advanced-index keys (NumPy-valid ones only) over a [4, 5, 3] tensor."""
+    entries = [("t",), ("t",), ("s", None, None, None), ("s", 1, None, 2), ("s", None, None, -1),
+               ("s", -2, 0, -1), ("i", 1), ("i", -1), ("n",), ("e",)]
+    shapes = [(2, 3), (3,), (1, 3), (), (2, 1)]
+    probe = np.zeros((4, 5, 3))
+    found = []
+    while len(found) < count:
+        key, idx_shapes = [], []
+        for _ in range(rng.integers(1, 5)):
+            entry = entries[rng.integers(len(entries))]
+            if entry[0] == "t":
+                entry = ("t", len(idx_shapes))
+                idx_shapes.append(shapes[rng.integers(len(shapes))])
+            key.append(entry)
+        if not idx_shapes:
+            continue
+        try:
+            out_shape = probe[build_key(key, [np.zeros(s, np.int64) for s in idx_shapes])].shape
+        except IndexError:
+            continue
+        found.append((tuple(key), idx_shapes, out_shape))
+    return found
+
+
+def iota(shape, dim, dtype):
+    return registry.bind(registry.get("iota"), shape=tuple(shape), dim=dim, dtype=dtype)
+
+
+# ---- graphs -----------------------------------------------------------------------------------
+
+def elementwise_graph(dt) -> Built:
+    """Every elementwise op in dtype ``dt`` (plus int64 and bool variants), with broadcasting."""
+    other = F64 if dt is F32 else F32
+    specs = [("x", (3, 4), dt, "real"), ("y", (4,), dt, "real"), ("z", (3, 1), dt, "nonzero"),
+             ("p", (3, 4), dt, "positive"), ("u", (3, 4), dt, "unit"), ("c", (3, 4), B8, None),
+             ("n", (3, 4), I64, "real"), ("m", (4,), I64, "nonzero"),
+             ("w", (4,), dt, "real", "param")]
+
+    def body(x, y, z, p, u, c, n, m, w):
+        outs = [
+            api.exp(x), api.log(p), api.log1p(u), api.sqrt(p), api.rsqrt(p), api.sin(x),
+            api.cos(x), api.tanh(x), api.sigmoid(x), api.erf(x), api.relu(x),
+            api.leaky_relu(x, 0.2), api.gelu(x), api.gelu(x, approximate="tanh"), api.silu(x),
+            api.softplus(x, beta=2.0, threshold=1.0), api.clamp(x, -0.5, 0.5),
+            api.clamp(x, min=-0.3), api.clamp(x, max=0.1), api.clamp(x, -math.inf, 0.25),
+            api.abs(x), api.sign(z), api.neg(x), api.pow(x, 2), api.pow(x, 3), api.pow(p, 0.5),
+            api.pow(p, -1.5), api.pow(p, x), api.detach(x),
+            # binary, broadcast every way
+            api.add(x, y), api.sub(z, y), api.mul(x, z), api.div(x, z), api.maximum(x, y),
+            api.minimum(z, x), api.add(x, 2.5), api.sub(1.0, x), api.div(y, 3.0),
+            # comparisons, where, casts from and to this dtype
+            api.lt(x, y), api.le(x, z), api.gt(y, z), api.eq(api.sign(z), z),
+            api.where(c, x, y), api.where(api.gt(x, 0.0), x, 0.0),
+            api.cast(x, I64), api.cast(x, B8), api.cast(c, dt), api.cast(n, dt), api.cast(x, other),
+            api.full((2, 3), 1.5, dt), api.full((2,), -math.inf, dt), iota((3, 2), 0, dt),
+        ]
+        if dt is F32:  # int64 and bool ops do not depend on the float dtype: test them once
+            outs += [
+                api.eq(n, m), api.ne(n, m), api.ge(n, 0), api.logical_and(c, api.lt(x, y)),
+                api.logical_or(c, api.gt(x, 0.5)), api.logical_not(c),
+                api.add(c, api.lt(x, 0.0)), api.mul(c, api.lt(x, 0.0)),
+                api.cast(c, I64), api.cast(n, B8), api.add(n, m), api.sub(n, m), api.mul(n, m),
+                api.neg(n), api.abs(n), api.sign(n), api.relu(n), api.maximum(n, m),
+                api.minimum(n, 1), api.clamp(n, -2, 3), api.pow(n, 2), api.full((), 7, I64),
+                api.full((2, 2), True, B8), iota((2, 3, 4), 1, I64), iota((5,), 0, I64),
+            ]
+        return outs, [(w, api.sub(w, api.mul(y, 0.1)))]
+
+    return build(f"elementwise_{dt.short}", specs, body)
+
+
+def reduce_linalg_shape_graph() -> Built:
+    """Reductions over dim tuples with and without keepdim, matmul shapes, movement ops."""
+    specs = [("x", (2, 3, 4), F32, "distinct"), ("d", (2, 3, 4), F64, "distinct"),
+             ("n", (2, 3, 4), I64, "real"), ("b", (2, 3, 4), B8, None),
+             ("a2", (3, 4), F32, "real"), ("b2", (4, 5), F32, "real"),
+             ("a3", (2, 3, 4), F32, "real"), ("b3", (2, 4, 5), F32, "real"),
+             ("a4", (2, 1, 3, 4), F32, "real"), ("b4", (3, 4, 5), F32, "real"),
+             ("ai", (3, 4), I64, "real"), ("bi", (2, 4, 5), I64, "real"),
+             ("a64", (2, 3, 4), F64, "real"), ("b64", (4, 2), F64, "real"),
+             ("ae", (3, 0), F32, "real"), ("be", (0, 2), F32, "real"),
+             ("s", (3, 1), F32, "real"), ("x2", (2, 2, 4), F32, "real"),
+             ("g", (2, 2, 2), F32, "real")]
+
+    def body(x, d, n, b, a2, b2, a3, b3, a4, b4, ai, bi, a64, b64, ae, be, s, x2, g):
+        return [
+            api.sum(x), api.sum(x, 0), api.sum(x, 1, keepdim=True), api.sum(x, 2),
+            api.sum(x, (0, 2), keepdim=True), api.sum(x, (1, 2)), api.sum(x, (0, 1)),
+            api.sum(d, (0, 2)), api.sum(d, 2, keepdim=True), api.sum(n, 1), api.sum(b, (0, 2)),
+            api.sum(n, ()), api.sum(api.reshape(x, (2, 1, 12)), 1),
+            api.amax(x, 1), api.amax(x, (0, 2), keepdim=True), api.amax(d), api.amin(x, 2),
+            api.amin(n, (0, 1)), api.amin(d, 0, keepdim=True), api.amax(n, 2),
+            api.argmax(x), api.argmax(x, 0), api.argmax(x, 1, keepdim=True), api.argmax(d, 2),
+            api.argmax(n, 1), api.argmax(n, keepdim=True),
+            api.matmul(a2, b2), api.matmul(a3, b3), api.matmul(a4, b4), api.matmul(a2, b3),
+            api.matmul(a3, b2), api.matmul(ai, bi), api.matmul(a64, b64), api.matmul(ae, be),
+            api.matmul(api.transpose(a3, 1, 2), a3),
+            api.reshape(x, (6, 4)), api.permute(x, (2, 0, 1)), api.permute(d, (1, 0, 2)),
+            api.expand(s, (2, 3, 4)), api.expand(api.reshape(s, (3,)), (2, 3)),
+            api.slice_(x, (0, 1, 0), (2, 3, 4), (1, 1, 2)),
+            api.slice_(n, (1, 0, 1), (2, 3, 4), (1, 2, 2)),
+            api.getitem(x, (slice(None), 2)),
+            api.slice_backward(g, (2, 3, 4), (0, 1, 0), (2, 3, 4), (1, 1, 2)),
+            api.cat([x, x2], 1), api.cat([x, x], 0), api.cat([x, x2, x], 1),
+            api.cat([n, n], 2), api.stack([a2, a2], 1),
+        ]
+
+    return build("reduce_linalg_shape", specs, body)
+
+
+def index_graph() -> Built:
+    """Every advanced-index key shape, gather, and index_backward with repeated indices."""
+    specs = [("x", (4, 5, 6), F32, "real"), ("x2", (4, 5), F32, "real"),
+             ("idx", (3,), I64, integers(-4, 4)), ("idx2", (2, 3), I64, integers(-4, 4)),
+             ("tg", (4,), I64, integers(0, 5)), ("gi", (4, 3), I64, integers(0, 5)),
+             ("rep", (5,), I64, integers(0, 2)), ("n", (4, 5, 6), I64, "real"),
+             ("g1", (5, 5, 6), F32, "real"), ("g2", (2, 3, 5), F32, "real"),
+             ("g3", (4, 3, 1, 6), F32, "real")]
+
+    def body(x, x2, idx, idx2, tg, gi, rep, n, g1, g2, g3):
+        ar = api.constant(np.arange(4, dtype=np.int64))  # a const input of the graph
+        gx = api.getitem
+        return [
+            gx(x, idx), gx(x2, (ar, tg)), gx(x, (slice(None), idx)),
+            gx(x, (idx, slice(None), idx2)),            # separated: advanced dims go first
+            gx(x, (idx2, idx)),                         # adjacent, broadcast [2,3] with [3]
+            gx(x, (Ellipsis, idx)), gx(x, (None, idx, Ellipsis, 1)), gx(x, (1, slice(None), idx)),
+            gx(x, (idx, 1)), gx(x, (slice(None), None, idx2)), gx(x, (slice(None, None, -1), idx)),
+            gx(x, (slice(3, 0, -2), idx, slice(1, 5, 2))), gx(x, idx2), gx(x, (-1, idx)),
+            gx(x, (idx, Ellipsis, idx)), gx(n, (idx2, slice(None), idx)),
+            api.gather(x2, 1, gi),
+            api.index_backward(g1, (4, 5, 6), [rep], (("t", 0),)),
+            api.index_backward(g2, (4, 5, 6), [idx2, idx], (("t", 0), ALL, ("t", 1))),
+            api.index_backward(g3, (4, 5, 6), [idx], (ALL, ("t", 0), ("n",), ("e",))),
+        ]
+
+    return build("indexing", specs, body)
+
+
+# ---- fixtures (one compile per graph per module) ------------------------------------------------
+
+@pytest.fixture(scope="module", params=["float32", "float64"])
+def elementwise(request):
+    built = elementwise_graph(dtypes.from_name(request.param))
+    return built, compile_graph(built.graph)
+
+
+@pytest.fixture(scope="module")
+def reductions():
+    built = reduce_linalg_shape_graph()
+    return built, compile_graph(built.graph)
+
+
+@pytest.fixture(scope="module")
+def indexing():
+    built = index_graph()
+    return built, compile_graph(built.graph)
+
+
+# ---- coverage -----------------------------------------------------------------------------------
+
+def test_every_op_has_an_emitter():
+    missing = [name for name, op in all_ops().items() if name != "grad" and emitter_for(op) is None]
+    assert not missing, f"ops with no CPU emitter: {missing}"
+
+
+def test_the_test_graphs_cover_every_op():
+    used = set()
+    for built in (elementwise_graph(F32), reduce_linalg_shape_graph(), index_graph()):
+        used |= {n.op.name for n in built.graph.nodes}
+    assert set(all_ops()) - used == {"grad"}
+
+
+def test_grad_request_is_rejected_with_a_clear_error():
+    g = parse_graph("""graph f(%x: f32[3] {arg}) {
+      %0 = sum(%x, dims=[0], keepdim=false) : f32[]
+      %1 = grad(%0, %x) : f32[3]
+      return %1
+    }""")
+    with pytest.raises(GraphjitError, match="autodiff"):
+        compile_graph(g)
+
+
+# ---- numbers ------------------------------------------------------------------------------------
+
+def test_elementwise_matches_reference(elementwise, rng):
+    built, program = elementwise
+    for _ in range(2):
+        check_program(program, built.graph, built.inputs(rng))
+
+
+def test_reductions_matmul_and_movement_match_reference(reductions, rng):
+    built, program = reductions
+    for _ in range(2):
+        check_program(program, built.graph, built.inputs(rng))
+
+
+def test_argmax_takes_the_first_maximum(reductions):
+    built, program = reductions
+    inputs = built.inputs(np.random.default_rng(0))
+    names = [v.name for v in built.graph.inputs]
+    inputs[names.index("n")] = np.zeros((2, 3, 4), dtype=np.int64)  # all ties
+    check_program(program, built.graph, inputs)
+
+
+def test_indexing_matches_reference(indexing, rng):
+    built, program = indexing
+    for _ in range(3):
+        check_program(program, built.graph, built.inputs(rng))
+
+
+@pytest.mark.parametrize("bad", [4, -5, 100])
+def test_out_of_range_index_raises(indexing, rng, bad):
+    built, program = indexing
+    inputs = built.inputs(rng)
+    names = [v.name for v in built.graph.inputs if v.role != "const"]
+    inputs[names.index("idx")][1] = bad
+    with pytest.raises(IndexError, match=r"out of range \[-4, 4\) for dim 0"):
+        program(inputs)
+
+
+def test_ir_text_with_roles_and_updates():
+    header = ("graph step(%x: f32[8,4] {arg}, %w: f32[3,4] {param}, %b: f32[3] {param}, "
+              "%y: i64[8] {arg}, %lr: f32[] {hyper}) {")
+    g = parse_graph(header + """
+      %0 = permute(%w, dims=[1, 0]) : f32[4,3]
+      %1 = matmul(%x, %0) : f32[8,3]
+      %2 = add(%1, %b) : f32[8,3]
+      %3 = gelu(%2, approximate='tanh') : f32[8,3]
+      %4 = clamp(%3, max=none, min=-inf) : f32[8,3]
+      %5 = full(dtype=f32, shape=[], value=0.5) : f32[]
+      %6 = mul(%4, %5) : f32[8,3]
+      %7 = sum(%6, dims=[0, 1], keepdim=false) : f32[]
+      %8 = index(%6, %y, key=[['t', 0], ['s', none, none, none]]) : f32[8,3]
+      %9 = mul(%b, %lr) : f32[3]
+      %10 = sub(%b, %9) : f32[3]
+      return %7, %8, %x
+      update %b <- %10
+      update %w <- %w
+    }""")
+    verify(g)
+    program = compile_graph(g)
+    rng = np.random.default_rng(1)
+    inputs = [rng.standard_normal((8, 4)).astype(np.float32),
+              rng.standard_normal((3, 4)).astype(np.float32),
+              rng.standard_normal(3).astype(np.float32), rng.integers(0, 8, 8),
+              np.asarray(0.1, dtype=np.float32)]
+    outs, ups = check_program(program, g, inputs)
+    # Results never share memory with the inputs (the runtime writes updates into them).
+    assert not np.shares_memory(outs[2], inputs[0]) and not np.shares_memory(ups[1], inputs[1])
+    assert outs[0].shape == () and len(ups) == 2
+
+
+def test_generated_index_code_on_random_keys():
+    rng = np.random.default_rng(7)
+    for key, idx_shapes, out_shape in random_index_keys(rng, 120):
+        specs = [("x", (4, 5, 3), F32, "real"), ("g", out_shape, F32, "real")]
+        specs += [(f"i{k}", s, I64, integers(-3, 3)) for k, s in enumerate(idx_shapes)]
+        built = build("key", specs, lambda x, g, *idx: [
+            api.index(x, idx, key), api.index_backward(g, (4, 5, 3), idx, key)])
+        inputs = built.inputs(rng)
+        expected, _ = run_graph(built.graph, inputs)
+        for actual, wanted in zip(run_generated_as_python(built.graph, inputs), expected):
+            assert_close(actual, wanted, rtol=1e-6, atol=1e-6,
+                         msg=lambda text: f"key {key} with index shapes {idx_shapes}:\n{text}")
+
+
+# ---- the program's interface ------------------------------------------------------------------
+
+def test_wrong_inputs_name_the_input(elementwise, rng):
+    built, program = elementwise
+    inputs = built.inputs(rng)
+    bad = list(inputs)
+    bad[1] = np.zeros(5, dtype=inputs[1].dtype)
+    with pytest.raises(ValueError, match=r"%y expects .*\[4\].*got .*\[5\]"):
+        program(bad)
+    bad = list(inputs)
+    bad[0] = inputs[0].astype(np.float16)
+    with pytest.raises(TypeError, match=r"%x expects .*float16"):
+        program(bad)
+    with pytest.raises(ValueError, match="takes 9 inputs"):
+        program(inputs[:-1])
+
+
+def test_non_contiguous_and_read_only_inputs(reductions, rng):
+    built, program = reductions
+    inputs = built.inputs(rng)
+    x = np.asfortranarray(inputs[0])
+    x.flags.writeable = False
+    inputs[0] = x
+    check_program(program, built.graph, inputs)
+
+
+def test_source_is_a_numba_module_on_disk(reductions):
+    built, program = reductions
+    src = program.source
+    assert "@njit(" in src and "@kernel" in src and "def k0_sum(" in src
+    assert "run_graph" not in src and ".impl" not in src
+    with open(program.path, encoding="utf-8") as f:
+        assert f.read() == src
+    # Each kernel is introduced by the IR line it implements.
+    names = value_names(built.graph)
+    assert f"# {format_node(built.graph.nodes[0], names)}\n@kernel\ndef k0_sum(" in src
+    # One kernel per node, except reshapes (free) and nodes that share an identical kernel.
+    assert src.count("\n@kernel\n") < len(built.graph.nodes)
+    assert "def run_reduce_linalg_shape(" in src and src.count("@njit(") == 1
+
+
+def test_identical_nodes_share_a_kernel():
+    built = build("shared", [("x", (2, 3), F32, "real"), ("y", (2, 3), F32, "real")],
+                  lambda x, y: [api.exp(x), api.exp(y), api.add(api.exp(x), y)])
+    src = generate(built.graph).source
+    assert src.count("@kernel\ndef k") == 2 and "#   also runs %1 = exp(%y)" in src
+
+
+def test_compiling_again_reuses_the_module(reductions):
+    built, program = reductions
+    again = compile_graph(built.graph)
+    assert again.path == program.path and again._driver is program._driver
+
+
+def test_compiled_program_is_cached_across_processes(tmp_path, monkeypatch):
+    # NOTE: the same graph text, compiled in this process, then loaded from Numba's cache
+    # by a new process (GRAPHJIT_CACHE_DIR keeps both in a fresh folder).
+    text = textwrap.dedent("""\
+        graph cached(%x: f32[3,4] {arg}, %y: f32[4] {arg}) {
+          %0 = mul(%x, %y) : f32[3,4]
+          %1 = tanh(%0) : f32[3,4]
+          %2 = sum(%1, dims=[1], keepdim=false) : f32[3]
+          return %2
+        }""")
+    monkeypatch.setenv("GRAPHJIT_CACHE_DIR", str(tmp_path))
+    first = compile_graph(parse_graph(text))
+    assert first.path.startswith(str(tmp_path))
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from graphjit.ir import parse_graph, run_graph
+        from graphjit.backend.cpu import compile_graph
+        g = parse_graph({text!r})
+        p = compile_graph(g)
+        x, y = np.ones((3, 4), np.float32), np.arange(4, dtype=np.float32)
+        assert np.allclose(p([x, y])[0][0], run_graph(g, [x, y])[0][0])
+        print(p.path, sum(p._driver.stats.cache_hits.values()))
+    """)
+    env = dict(os.environ, GRAPHJIT_CACHE_DIR=str(tmp_path),
+               PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    path, hits = done.stdout.split()
+    assert path == first.path and int(hits) == 1
