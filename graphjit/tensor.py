@@ -159,6 +159,9 @@ class Tensor:
             if value.dtype is not self.dtype:
                 raise DTypeError(f"assigned grad has dtype {value.dtype.name} but the tensor has "
                                  f"dtype {self.dtype.name}", op="grad")
+        tracer = _tracing.active()
+        if tracer is not None:
+            tracer.note_grad_assign(self, self._grad)
         self._grad = value
 
     def _accumulate_node(self):

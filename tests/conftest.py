@@ -25,3 +25,24 @@ def _restore_global_state():
     yield
     gj.set_default_dtype(dtype)
     gj.set_grad_enabled(grad_mode)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _every_compiled_graph_round_trips():
+    """Every graph any test hands to the CPU backend (through ``graphjit.compile``) must pass
+    the verifier and print -> parse -> print to the same text."""
+    from graphjit.backend import cpu
+    from graphjit.ir import parse_graph, print_graph, verify
+
+    original = cpu.compile_graph
+
+    def checked(graph, name=None):
+        verify(graph)
+        text = print_graph(graph)
+        again = print_graph(parse_graph(text))
+        assert again == text, f"graph {graph.name} does not round-trip through its text form"
+        return original(graph, name)
+
+    cpu.compile_graph = checked
+    yield
+    cpu.compile_graph = original

@@ -71,6 +71,10 @@ def _operand_info(x):
 
 
 def _as(x, dtype: DType):
+    if isinstance(x, np.ndarray) and x.ndim:
+        # A user's array keeps its identity (a tracer lifts it as an input, so in-place
+        # changes to it are seen on later calls); the dtype conversion is a cast op.
+        x = constant(x)
     if is_value(x):
         return x if x.dtype is dtype else bind(get("cast"), x, dtype=dtype)
     return constant(x, dtype)

@@ -1,0 +1,603 @@
+"""``@graphjit.compile``: per-signature cache of traced, optimised, Numba-compiled programs.
+
+A call flattens its arguments, looks for a cached program whose guards hold (argument
+shapes/dtypes/requires_grad, grad mode, the lifted tensors' shapes and flags, whether each
+``.grad`` the function looked at exists, optimizer options), and runs it; otherwise it
+traces the function again (``explain()`` says what changed). Running a program is one
+call into generated code, then the write-back of the graph's updates into the tensors'
+buffers, done only after the program succeeded, so a failing call changes nothing.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import warnings
+
+import numpy as np
+
+from .. import autograd
+from ..errors import GraphjitError
+from ..tensor import Tensor
+from .trace import TracerTensor, trace
+
+RECOMPILE_WARN_LIMIT = 8
+
+
+class GraphjitWarning(UserWarning):
+    pass
+
+
+# ---- argument flattening ----------------------------------------------------------------------
+
+def _flatten(obj, path, leaves, names):
+    """Flatten nested tuples/lists/dicts; returns a hashable tree description."""
+    if isinstance(obj, Tensor):
+        leaves.append(obj)
+        names.append(path)
+        return ("T",)
+    if isinstance(obj, (tuple, list)):
+        return (type(obj).__name__,) + tuple(_flatten(v, f"{path}.{i}", leaves, names)
+                                             for i, v in enumerate(obj))
+    if isinstance(obj, dict):
+        return ("dict",) + tuple((k, _flatten(obj[k], f"{path}.{k}", leaves, names))
+                                 for k in sorted(obj, key=repr))
+    if isinstance(obj, (bool, int, float, str, type(None))):
+        return ("S", type(obj).__name__, obj)  # a static value: part of the key
+    return ("O", id(obj))  # modules, optimizers, functions: by identity
+
+
+def _tensor_sig(t: Tensor):
+    return (tuple(t.shape), t.dtype.name, t.requires_grad, t._grad_fn is None)
+
+
+def _describe_sig_change(old, new, names) -> list[str]:
+    out = []
+    for name, a, b in zip(names, old, new):
+        if a[0] != b[0]:
+            dims = [f"dim {i}: {x} -> {y}" for i, (x, y) in enumerate(zip(a[0], b[0])) if x != y]
+            what = ", ".join(dims) if len(a[0]) == len(b[0]) else f"shape {a[0]} -> {b[0]}"
+            out.append(f"argument {name}: {what}")
+        if a[1] != b[1]:
+            out.append(f"argument {name}: dtype {a[1]} -> {b[1]}")
+        if a[2] != b[2]:
+            out.append(f"argument {name}: requires_grad {a[2]} -> {b[2]}")
+    return out
+
+
+# ---- names for lifted tensors -------------------------------------------------------------------
+
+def _scan_names(fn, args, kwargs) -> dict:
+    """Readable names (``model.0.weight``) for tensors reachable from the function."""
+    from ..nn import Module
+    from ..optim import Optimizer
+    found = {}
+    target = getattr(fn, "__func__", fn)
+    if getattr(fn, "__self__", None) is not None:
+        found["self"] = fn.__self__
+    code = getattr(target, "__code__", None)
+    if code is not None:
+        glb = getattr(target, "__globals__", {})
+        for n in code.co_names:
+            if n in glb:
+                found.setdefault(n, glb[n])
+        for n, cell in zip(code.co_freevars, getattr(target, "__closure__", None) or ()):
+            try:
+                found.setdefault(n, cell.cell_contents)
+            except ValueError:
+                pass
+    try:
+        bound = inspect.signature(fn).bind(*args, **kwargs)
+        found.update(bound.arguments)
+    except (TypeError, ValueError):
+        pass
+    names = {}
+    for base, obj in found.items():
+        if isinstance(obj, Module):
+            for n, p in obj.named_parameters():
+                names.setdefault(id(p), f"{base}.{n}")
+            for n, b in obj.named_buffers():
+                names.setdefault(id(b), f"{base}.{n}")
+        elif isinstance(obj, Tensor):
+            names.setdefault(id(obj), base)
+    for base, obj in found.items():
+        if isinstance(obj, Optimizer):
+            names[("opt", id(obj))] = base
+    return names
+
+
+def _arg_names(fn, args, kwargs, count) -> list[str]:
+    try:
+        bound = inspect.signature(fn).bind(*args, **kwargs)
+        leaves, names = [], []
+        for k, v in bound.arguments.items():
+            _flatten(v, k, leaves, names)
+        if len(names) == count:
+            return names
+    except (TypeError, ValueError):
+        pass
+    return [f"arg{i}" for i in range(count)]
+
+
+# ---- a compiled program and its guards ----------------------------------------------------------
+
+def _opt_snapshot(opt, state=None):
+    """What a program assumed of ``opt``: its options, and which tensors its state held."""
+    groups = []
+    for g in opt.param_groups:
+        groups.append(tuple(sorted((k, repr(v)) for k, v in g.items() if k != "params")))
+    state = opt.state if state is None else state
+    state_ids = tuple((id(p), k, id(v)) for p, st in state.items()
+                      for k, v in sorted(st.items()) if isinstance(v, Tensor))
+    return tuple(groups), state_ids
+
+
+def _created_state(tracer):
+    """``(opt, param, key, tensor)`` for each optimizer state entry the trace created.
+
+    # NOTE: [Optimizer state created while tracing]
+    A first ``opt.step()`` creates state (Adam's moments, SGD's momentum buffer) as a Python
+    side effect, on a branch ("no state yet") that later steps do not take. The program of
+    that trace is therefore only right for an optimizer without that state: it runs once
+    (``_Entry.one_shot``) and the next call traces the steady-state step. State the trace
+    made as a traced value (``buf = g.clone()``) is a program output, installed in
+    ``opt.state`` as a real tensor after the run.
+    """
+    created = []
+    for opt in tracer.optimizers:
+        before = tracer.optimizer_states[id(opt)]
+        for p, st in opt.state.items():
+            for k, v in st.items():
+                if isinstance(v, Tensor) and before.get(p, {}).get(k) is not v:
+                    created.append((opt, p, k, v))
+    return created
+
+
+class _Entry:
+    """One traced and compiled program with what it assumed."""
+
+    def __init__(self, tracer, result, program, graph, snapshots):
+        self.slots = tracer.slots
+        self.program = program
+        self.graph = graph
+        self.snapshots = snapshots
+        self.slot_meta = [None] * len(self.slots)
+        for i, s in enumerate(self.slots):
+            if s.kind == "tensor":
+                t = s.tensor
+                self.slot_meta[i] = (tuple(t.shape), t.dtype, t._requires_grad)
+        self.grad_seen = list(tracer.grad_seen.values())
+        self.optimizers = [(opt, _opt_snapshot(opt, tracer.optimizer_states[id(opt)]))
+                           for opt in tracer.optimizers]
+        self.one_shot = False      # see [Optimizer state created while tracing]
+        self.new_state = []        # (opt, param, key, index into the program's outputs)
+        self.freed = set()         # output positions whose graph backward() used up
+        self.update_slots = [tracer_slot_index(self.slots, target) for target, _ in graph.updates]
+        self.output_tree = result
+        self.graph_outputs = []  # the traced output values, by position in graph.outputs
+
+    def guard_failures(self, flat_args) -> list[str]:
+        bad = []
+        for s, meta in zip(self.slots, self.slot_meta):
+            if s.kind == "array" and (s.tensor.shape != tuple(s.value.shape)
+                                      or s.tensor.dtype != s.value.dtype.np):
+                bad.append(f"array {s.name}: {s.value.type} -> {s.tensor.dtype}{list(s.tensor.shape)}")
+            if meta is not None:
+                t = s.tensor
+                now = (tuple(t.shape), t.dtype, t._requires_grad)
+                if now != meta:
+                    bad.append(f"tensor {s.name}: shape/dtype/requires_grad {meta[0]}/{meta[1].name}/"
+                               f"{meta[2]} -> {now[0]}/{now[1].name}/{now[2]}")
+        for owner, existed in self.grad_seen:
+            if (owner._grad is not None) != existed:
+                name = next((s.name for s in self.slots if s.kind == "tensor" and s.tensor is owner),
+                            "a tensor")
+                bad.append(f"{name}.grad: {'exists' if existed else 'None'} -> "
+                           f"{'None' if existed else 'exists'}")
+        for opt, snap in self.optimizers:
+            now = _opt_snapshot(opt)
+            if now[0] != snap[0]:
+                bad.append(f"optimizer {type(opt).__name__} options changed: {snap[0]} -> {now[0]}")
+            elif now[1] != snap[1]:
+                bad.append(f"optimizer {type(opt).__name__} state tensors were replaced")
+        return bad
+
+    def make_output(self, i, arr):
+        t = Tensor._wrap(np.array(arr, copy=True))
+        if i in self.freed:
+            t._grad_fn = _UsedUp()
+            t._requires_grad = True
+        return t
+
+    def run(self, flat_args):
+        tensors = [s.resolve(flat_args) for s in self.slots]
+        arrays = []
+        for s, t in zip(self.slots, tensors):
+            if t is None:  # a .grad this program creates (eager semantics: first backward)
+                arrays.append(np.zeros(s.value.shape, dtype=s.value.dtype.np))
+            elif s.kind == "array":
+                arrays.append(t)
+            else:
+                arrays.append(t._data)
+        outputs, updates = self.program(arrays)
+        # Write back only now: a failing program leaves every tensor as it was.
+        for i, arr in zip(self.update_slots, updates):
+            t = tensors[i]
+            if t is None:
+                s = self.slots[i]
+                s.owner._grad = Tensor._wrap(np.array(arr, copy=True))
+            else:
+                np.copyto(t._data, arr)
+                t._version.bump()
+        for opt, p, k, i in self.new_state:
+            opt.state[p][k] = Tensor._wrap(np.array(outputs[i], copy=True))
+        return outputs
+
+
+def tracer_slot_index(slots, value) -> int:
+    for i, s in enumerate(slots):
+        if s.value is value:
+            return i
+    raise GraphjitError("an update targets a value that is not a graph input")
+
+
+def _rebuild(tree, outputs, out_values, make):
+    """Replace the traced tensors in the function's result by the program's outputs."""
+    if isinstance(tree, TracerTensor):
+        i = next(i for i, v in enumerate(out_values) if v is tree._value)
+        return make(i, outputs[i])
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return type(tree)(*[_rebuild(v, outputs, out_values, make) for v in tree])
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_rebuild(v, outputs, out_values, make) for v in tree)
+    if isinstance(tree, dict):
+        return {k: _rebuild(v, outputs, out_values, make) for k, v in tree.items()}
+    return tree
+
+
+def _collect_outputs(tree, acc):
+    """The distinct traced tensors (by value) in the function's result, in order."""
+    if isinstance(tree, TracerTensor):
+        if all(t._value is not tree._value for t in acc):
+            acc.append(tree)
+    elif isinstance(tree, (tuple, list)):
+        for v in tree:
+            _collect_outputs(v, acc)
+    elif isinstance(tree, dict):
+        for v in tree.values():
+            _collect_outputs(v, acc)
+    return acc
+
+
+class CompiledFunction:
+    """What ``graphjit.compile(fn)`` returns: call it like ``fn``."""
+
+    def __init__(self, fn, *, verify: bool = False):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.verify = verify
+        self._cache: dict = {}
+        self._history: list[str] = []
+        self._last_sig = None
+
+    def __get__(self, obj, objtype=None):
+        # Decorating a method: bind like a function would.
+        return self if obj is None else functools.partial(self.__call__, obj)
+
+    def _key(self, args, kwargs):
+        leaves, paths = [], []
+        tree = _flatten((args, kwargs), "", leaves, paths)
+        sig = tuple(_tensor_sig(t) for t in leaves)
+        return (tree, sig, autograd.is_grad_enabled()), leaves, sig
+
+    def __call__(self, *args, **kwargs):
+        key, flat, sig = self._key(args, kwargs)
+        entries = self._cache.setdefault(key, [])
+        reasons = None
+        for entry in entries:
+            failures = entry.guard_failures(flat)
+            if not failures:
+                return self._finish(entry, entry.run(flat))
+            reasons = failures
+        entry, tracer = self._compile(args, kwargs, flat, sig, key, reasons)
+        try:
+            outputs = entry.run(flat)
+        except BaseException:
+            tracer.rollback()  # the first run failed: undo the trace's side effects too
+            raise
+        if not entry.one_shot:
+            entries.append(entry)
+        return self._finish(entry, outputs)
+
+    def _finish(self, entry, outputs):
+        return _rebuild(entry.output_tree, outputs, entry.graph_outputs, entry.make_output)
+
+    def _compile(self, args, kwargs, flat, sig, key, reasons):
+        names = _arg_names(self.fn, args, kwargs, len(flat))
+        if self._last_sig is None:
+            why = ["first call"]
+        elif reasons is not None:
+            why = reasons
+        else:
+            why = _describe_sig_change(self._last_sig[1], sig, names) or ["a new signature"]
+            if self._last_sig[0][2] != key[2]:
+                why.append(f"grad mode {self._last_sig[0][2]} -> {key[2]}")
+            if self._last_sig[0][0] != key[0]:
+                why.append("the structure or the static (non-tensor) values of the arguments changed")
+        self._last_sig = (key, sig)
+        self._history.append(f"trace {len(self._history) + 1}: " + "; ".join(why))
+        if len(self._history) > RECOMPILE_WARN_LIMIT:
+            warnings.warn(f"graphjit.compile: {self.__name__} was traced {len(self._history)} times; "
+                          f"the latest because: {'; '.join(why)}. See .explain()",
+                          GraphjitWarning, stacklevel=3)
+        flat_args = list(flat)
+        tracer, result = trace(self.fn, args, kwargs, flat_args, names,
+                               _scan_names(self.fn, args, kwargs), self.__name__)
+        try:
+            return self._lower(tracer, result), tracer
+        except BaseException:
+            tracer.rollback()
+            raise
+
+    def _lower(self, tracer, result):
+        from passes.pipeline import run_pipeline
+
+        from ..backend.cpu import compile_graph
+        graph = tracer.graph
+        _mark_state_roles(tracer)
+        out_tensors = _collect_outputs(result, [])
+        out_values = [t._value for t in out_tensors]
+        created = _created_state(tracer)
+        traced_state = [(opt, p, k, v) for opt, p, k, v in created if isinstance(v, TracerTensor)]
+        graph.outputs = list(out_values) + [v._value for *_, v in traced_state]
+        graph.updates = [(s.value, v) for _, (t, v) in tracer.current.items()
+                         for s in [tracer._slot_of[id(t)]] if v is not s.value]
+        # Outputs whose graph a backward() inside the function used up get no compiled
+        # backward (calling backward on them again is an error in eager mode too).
+        freed = {i for i, t in enumerate(out_tensors)
+                 if t._requires_grad and t._value in tracer.freed_roots}
+        differentiable = [t for i, t in enumerate(out_tensors) if t._requires_grad and i not in freed]
+        if differentiable:
+            # A compiled forward: its outputs get a grad_fn that runs a compiled backward.
+            entry = _lower_forward_backward(self, tracer, result, out_tensors, differentiable)
+        else:
+            graph, snapshots = run_pipeline(graph, verify=self.verify)
+            program = compile_graph(graph, name=self.__name__)
+            entry = _Entry(tracer, result, program, graph, snapshots)
+            # Passes may replace output values; outputs keep their positions, so map by those.
+            entry.graph_outputs = out_values
+        entry.freed = freed
+        entry.one_shot = bool(created)
+        entry.new_state = [(opt, p, k, len(out_values) + j)
+                           for j, (opt, p, k, _) in enumerate(traced_state)]
+        return entry
+
+    # ---- introspection --------------------------------------------------------------------
+
+    def explain(self) -> str:
+        """Why each trace happened: the first call, then what changed (argument dims, dtypes,
+        requires_grad, grad mode, a ``.grad`` appearing, optimizer options...)."""
+        return "\n".join(self._history) if self._history else "not traced yet"
+
+    @property
+    def cache_size(self) -> int:
+        return sum(len(v) for v in self._cache.values())
+
+    def graphs(self):
+        """The optimised graphs of every cached program."""
+        return [e.graph for entries in self._cache.values() for e in entries]
+
+
+def _mark_state_roles(tracer):
+    states = set()
+    for opt in tracer.optimizers:
+        for st in opt.state.values():
+            for v in st.values():
+                if isinstance(v, Tensor):
+                    states.add(id(v))
+    for s in tracer.slots:
+        if s.kind == "tensor" and id(s.tensor) in states:
+            s.value.role = "state"
+
+
+def compile(fn=None, *, verify: bool = False):  # noqa: A001 - graphjit.compile
+    """Compile ``fn`` into a static graph program (``@graphjit.compile`` or ``compile(fn)``)."""
+    if fn is None:
+        return lambda f: CompiledFunction(f, verify=verify)
+    return CompiledFunction(fn, verify=verify)
+
+
+# ---- a compiled forward with a compiled backward ------------------------------------------------
+
+def _lower_forward_backward(cf, tracer, result, out_tensors, differentiable):
+    """Split forward + backward into two programs joined by saved residuals.
+
+    The joint graph gets one seed input per differentiable output and ``grad`` requests for
+    every input that requires grad; after the pass pipeline, nodes that depend on a seed
+    form the backward program, the rest the forward program, which also returns the
+    forward values the backward reads (the residuals).
+    """
+    from passes.pipeline import run_pipeline
+
+    from ..backend.cpu import compile_graph
+    from ..ir import Graph
+    from ..ops import registry
+    graph = tracer.graph
+    diff_slots = [s for s in tracer.slots
+                  if s.kind != "grad" and (lambda t: t is not None and t._requires_grad)(
+                      s.resolve(tracer._flat_args))]
+    n_out = len(graph.outputs)
+    seeds, grad_values, wrt = [], [], []
+    for j, t in enumerate(differentiable):
+        seeds.append(graph.add_input(t._value.type, f"seed{j}", "arg"))
+    grad_op = registry.get("grad")
+    add_op = registry.get("add")
+    for s in diff_slots:
+        total = None
+        for t, seed in zip(differentiable, seeds):
+            if not tracer._reachable_leaves(t._value, [s]):
+                continue
+            g = tracer.builder.apply(grad_op, [t._value, s.value, seed], {})
+            total = g if total is None else tracer.builder.apply(add_op, [total, g], {})
+        if total is not None:
+            wrt.append(s)
+            grad_values.append(total)
+    graph.outputs = graph.outputs + grad_values
+    joint, snapshots = run_pipeline(graph, verify=cf.verify)
+
+    seed_set = set(seeds)
+    depends = set(seeds)
+    fw_nodes, bw_nodes = [], []
+    for n in joint.nodes:
+        if any(v in depends for v in n.inputs):
+            depends.add(n.out)
+            bw_nodes.append(n)
+        else:
+            fw_nodes.append(n)
+    grads_out = joint.outputs[n_out:]
+    residuals = []
+    for v in [i for n in bw_nodes for i in n.inputs] + list(grads_out):
+        if v not in depends and v not in residuals:
+            residuals.append(v)
+    fw_inputs = [v for v in joint.inputs if v not in seed_set]
+    node_residuals = [v for v in residuals if v.node is not None]
+    forward = Graph(f"{cf.__name__}_forward", inputs=fw_inputs, nodes=fw_nodes,
+                    outputs=list(joint.outputs[:n_out]) + node_residuals, updates=joint.updates,
+                    constants=dict(joint.constants))
+    backward = Graph(f"{cf.__name__}_backward")
+    remap = {}
+    for k, v in enumerate(residuals):
+        if v.role == "const":
+            remap[v] = backward.add_constant(joint.constants[v])
+        else:
+            remap[v] = backward.add_input(v.type, f"saved{k}", "arg")
+    for j, sv in enumerate(seeds):
+        remap[sv] = backward.add_input(sv.type, sv.name, "arg")
+    for n in bw_nodes:
+        remap[n.out] = backward.add_node(n.op, [remap[v] for v in n.inputs], n.attrs, n.out.type,
+                                         n.source)
+    backward.outputs = [remap[v] for v in grads_out]
+    fw_program = compile_graph(forward, name=forward.name)
+    entry = _ForwardBackwardEntry(tracer, result, fw_program, forward, snapshots)
+    entry.graph_outputs = [t._value for t in out_tensors]
+    entry.seed_types = [sv.type for sv in seeds]
+    entry.n_out = n_out
+    entry.backward_graph = backward
+    # By identity: `==` on tensors is the elementwise comparison op.
+    entry.differentiable = [next(i for i, o in enumerate(out_tensors) if o is t)
+                            for t in differentiable]
+    entry.wrt = [tracer.slots.index(s) for s in wrt]
+    # Residuals that are graph inputs are read from the input tensors at backward time
+    # (and checked for in-place changes); the others come out of the forward program.
+    entry.residual_plan = []
+    for v in residuals:
+        if v.role == "const":
+            continue
+        if v.node is None:
+            entry.residual_plan.append(("input", tracer_slot_index(tracer.slots, v)))
+        else:
+            entry.residual_plan.append(("output", n_out + node_residuals.index(v)))
+    return entry
+
+
+class _ForwardBackwardEntry(_Entry):
+    _bw_program = None
+
+    @property
+    def bw_program(self):
+        """The compiled backward, compiled on first use: a forward whose outputs are never
+        differentiated pays no Numba time for it."""
+        if self._bw_program is None:
+            from ..backend.cpu import compile_graph
+            self._bw_program = compile_graph(self.backward_graph, name=self.backward_graph.name)
+        return self._bw_program
+
+    def run(self, flat_args):
+        self._call_tensors = [s.resolve(flat_args) for s in self.slots]
+        outputs = _Entry.run(self, flat_args)
+        self._last_outputs = outputs
+        self._node = None
+        if autograd.is_grad_enabled():
+            saved = []
+            for kind, i in self.residual_plan:
+                if kind == "input":
+                    t = self._call_tensors[i]
+                    saved.append((t, t._version.value))
+                else:
+                    saved.append((outputs[i], None))
+            self._node = CompiledBackward(self, saved,
+                                          [self._call_tensors[i] for i in self.wrt])
+        return outputs
+
+    def make_output(self, i, arr):
+        t = _Entry.make_output(self, i, arr)
+        if self._node is not None and i in self.differentiable:
+            t._grad_fn = self._node
+            t._output_nr = self.differentiable.index(i)
+            t._requires_grad = True
+        return t
+
+
+class _UsedUp(autograd.Node):
+    """``grad_fn`` of an output that ``backward()`` already ran through inside the compiled
+    function: the graph behind it is used up, as after a backward in eager mode."""
+    __slots__ = ()
+
+    def __init__(self):
+        self.seq = next(autograd._sequence)
+        self.next_functions = ()
+
+    def name(self) -> str:
+        return "CompiledUsedUpBackward"
+
+    def apply(self, grads):
+        raise GraphjitError("trying to backward through the graph a second time: backward() "
+                            "already ran through this tensor inside the compiled function. "
+                            "Pass retain_graph=True to that backward() to differentiate the "
+                            "returned tensor again")
+
+
+class CompiledBackward(autograd.Node):
+    """``grad_fn`` of a compiled forward's outputs: runs the compiled backward program."""
+    __slots__ = ("entry", "saved", "num_outputs_", "freed", "retained")
+
+    def __init__(self, entry, saved, wrt_tensors):
+        self.entry = entry
+        self.saved = saved
+        self.num_outputs_ = len(entry.differentiable)
+        self.next_functions = tuple(autograd.input_edge(t) for t in wrt_tensors)
+        self.seq = next(autograd._sequence)
+        self.freed = False
+        self.retained = None
+
+    @property
+    def num_outputs(self):
+        return self.num_outputs_
+
+    def name(self) -> str:
+        return f"Compiled{self.entry.graph.name.title().replace('_', '')}Backward"
+
+    def apply(self, grads):
+        if autograd.is_grad_enabled():
+            raise GraphjitError("create_graph=True through a compiled function is not supported: "
+                                "its backward is a compiled program; differentiate the eager "
+                                "function instead")
+        if self.freed:
+            raise GraphjitError(f"trying to backward through {self.name()} a second time; pass "
+                                "retain_graph=True to the first backward")
+        arrays = []
+        for t, version in self.saved:
+            if version is None:
+                arrays.append(t)
+            else:
+                if t._version.value != version:
+                    raise GraphjitError(f"a tensor of shape {tuple(t.shape)} saved by {self.name()} "
+                                        "was modified by an in-place operation before backward")
+                arrays.append(t._data)
+        for g, t in zip(grads, self.entry.seed_types):
+            arrays.append(np.zeros(t.shape, t.dtype.np) if g is None else g._data)
+        outs, _ = self.entry.bw_program(arrays)
+        return tuple(Tensor._wrap(np.array(a, copy=True)) for a in outs)
+
+    def release(self):
+        self.saved = None
+        self.freed = True

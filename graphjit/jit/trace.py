@@ -1,0 +1,448 @@
+"""Tracing: run the user's function once with graph-building tensors.
+
+# NOTE: [Tracing model]
+The user's tensors stay real: arguments, parameters, buffers, ``.grad`` and optimizer state
+are ordinary ``Tensor``s. While tracing, ``bind()`` goes to a ``Tracer`` that *lifts* every
+real tensor an op reads into a graph input (recording how to find it again on the next
+call), and returns ``TracerTensor``s, which hold an IR value instead of data. In-place
+ops on real tensors (``p.sub_(...)`` in an optimizer, ``.grad`` accumulation) do not touch
+their data: the tracer records "tensor T now holds value V", and those become the graph's
+``update`` entries, written back into T's buffer after the compiled program has run.
+``loss.backward()`` records one ``grad`` request per leaf that should receive a gradient;
+``passes/autodiff`` expands them.
+
+Side effects on Python objects made while tracing (optimizer state created on a first
+step, ``p.grad = None`` in ``zero_grad``) happen once, at trace time; the compiled program
+only repeats the tensor computation. Guards on what the program assumed (shapes, dtypes,
+requires_grad, whether each ``.grad`` exists, optimizer options) send a changed situation
+to a new trace instead of to the wrong program.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _tracing, autograd
+from ..errors import AutogradError, GraphjitError, ShapeError
+from ..ir import Graph, GraphBuilder
+from ..ops import api, registry
+from ..tensor import Tensor
+
+_WAYS_OUT = ("use graphjit.where(cond, a, b) for a data-dependent choice, compute the value "
+             "outside the compiled function, or pass it in as a Python number (a static value)")
+
+
+class TraceError(GraphjitError, RuntimeError):
+    """Something a static graph cannot express was met while tracing."""
+
+
+class TracerTensor(Tensor):
+    """A tensor inside a trace: it has a static type and an IR value, but no data."""
+
+    @classmethod
+    def _make(cls, value, tracer, requires_grad: bool) -> "TracerTensor":
+        t = object.__new__(cls)
+        t._data = None
+        t._value = value
+        t._tracer = tracer
+        t._requires_grad = requires_grad
+        t._grad_fn = None
+        t._output_nr = 0
+        t._grad = None
+        t._version = autograd._tensor._Version()
+        t._accumulator = None
+        return t
+
+    # static metadata
+    @property
+    def shape(self):
+        return tuple(self._value.shape)
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+    @property
+    def dtype(self):
+        return self._value.dtype
+
+    @property
+    def ndim(self):
+        return len(self._value.shape)
+
+    def dim(self):
+        return self.ndim
+
+    def numel(self):
+        n = 1
+        for s in self._value.shape:
+            n *= s
+        return n
+
+    def __len__(self):
+        if not self.ndim:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __iter__(self):
+        if not self.ndim:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.shape[0]))
+
+    @property
+    def is_leaf(self):
+        return False
+
+    @property
+    def requires_grad(self):
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, flag):
+        self._requires_grad = bool(flag)
+
+    # what needs data
+    def _untraceable(self, what: str):
+        raise TraceError(f"{what} needs the value of a traced tensor ({self._value.type}), which "
+                         f"does not exist while graphjit.compile traces the function; {_WAYS_OUT}")
+
+    def numpy(self):
+        self._untraceable(".numpy()")
+
+    def __array__(self, dtype=None, copy=None):
+        self._untraceable("converting to a NumPy array")
+
+    def item(self):
+        self._untraceable(".item()")
+
+    def tolist(self):
+        self._untraceable(".tolist()")
+
+    def __float__(self):
+        self._untraceable("float()")
+
+    def __int__(self):
+        self._untraceable("int()")
+
+    def __index__(self):
+        self._untraceable("using a tensor as an index")
+
+    def __bool__(self):
+        self._untraceable("Python control flow (if/while/and/or) on a tensor")
+
+    def __repr__(self):
+        return f"TracerTensor({self._value.type})"
+
+    def clone(self):
+        return TracerTensor._make(self._value, self._tracer, self._requires_grad)
+
+    @property
+    def data(self):
+        return TracerTensor._make(self._value, self._tracer, False)
+
+    def __setitem__(self, key, value):
+        raise TraceError("index assignment (x[i] = v) is not supported inside a compiled function; "
+                         "build the value with graphjit.where or graphjit.cat")
+
+    def retain_grad(self):
+        raise TraceError("retain_grad() is not supported inside a compiled function; return the "
+                         "tensor and use graphjit.grad on it instead")
+
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+        self._tracer.backward(self, gradient, inputs, create_graph, retain_graph)
+
+
+class _Slot:
+    """How to find one graph input again on the next call."""
+    __slots__ = ("kind", "tensor", "index", "owner", "value", "name")
+
+    def __init__(self, kind, value, name, tensor=None, index=None, owner=None):
+        # "arg": flat argument `index`; "tensor": `tensor`; "grad": owner.grad;
+        # "array": a NumPy array the function used (in `tensor`)
+        self.kind = kind
+        self.value = value
+        self.name = name
+        self.tensor = tensor
+        self.index = index
+        self.owner = owner
+
+    def resolve(self, flat_args):
+        if self.kind == "arg":
+            return flat_args[self.index]
+        if self.kind == "grad":
+            return self.owner._grad
+        return self.tensor
+
+
+class Tracer:
+    concrete = False
+
+    def __init__(self, name: str, names: dict):
+        self.graph = Graph(name)
+        self.builder = GraphBuilder(self.graph)
+        self.slots: list[_Slot] = []
+        self._slot_of: dict[int, _Slot] = {}
+        self.current: dict[int, tuple] = {}   # id(real tensor) -> (tensor, current Value)
+        self._names = names                   # id(tensor) -> readable name
+        self._used_names: set = set()
+        self.optimizers: list = []
+        self.optimizer_states: dict = {}       # id(opt) -> its state as the trace first saw it
+        self.freed_roots: set = set()          # values backward() ran from without retain_graph
+        self.grad_seen: dict[int, tuple] = {}  # id(owner) -> (owner, grad existed on first look)
+        self._grad_owner: dict[int, Tensor] = {}  # id(grad tensor) -> the tensor it is the .grad of
+        self._undo: list = []
+        self._keep: list = []                  # strong refs to every tensor seen
+
+    # ---- naming and lifting -------------------------------------------------------------
+
+    def _unique(self, base: str) -> str:
+        base = "".join(c if c.isalnum() or c in "_." else "_" for c in base) or "t"
+        name, i = base, 1
+        while name in self._used_names:
+            i += 1
+            name = f"{base}_{i}"
+        self._used_names.add(name)
+        return name
+
+    def add_arg(self, t: Tensor, index: int, name: str) -> None:
+        if id(t) in self._slot_of:
+            return  # the same tensor passed twice is one input
+        value = self.graph.add_input(_type_of(t), self._unique(name), "arg")
+        slot = _Slot("arg", value, value.name, index=index)
+        self._register(t, slot)
+
+    def _register(self, t, slot):
+        self.slots.append(slot)
+        self._slot_of[id(t)] = slot
+        self._keep.append(t)
+
+    def _lift(self, t: Tensor, owner=None) -> _Slot:
+        from ..nn.parameter import Parameter
+        if owner is not None:
+            role, kind = "grad", "grad"
+            base = self._names.get(id(owner), f"t{len(self.slots)}") + ".grad"
+        else:
+            role = "param" if isinstance(t, Parameter) else "buffer"
+            kind = "tensor"
+            base = self._names.get(id(t), f"t{len(self.slots)}")
+        value = self.graph.add_input(_type_of(t), self._unique(base), role)
+        slot = _Slot(kind, value, value.name, tensor=t if owner is None else None, owner=owner)
+        self._register(t, slot)
+        return slot
+
+    def value_of(self, t):
+        if isinstance(t, TracerTensor):
+            if t._tracer is not self:
+                raise TraceError("a tensor from another (finished) trace was used: it escaped its "
+                                 "compiled function, e.g. through a global or an attribute")
+            return t._value
+        cur = self.current.get(id(t))
+        if cur is not None:
+            return cur[1]
+        slot = self._slot_of.get(id(t))
+        if slot is None:
+            slot = self._lift(t, self._grad_owner.get(id(t)))
+        return slot.value
+
+    # ---- the interpreter interface --------------------------------------------------------
+
+    def apply(self, op, inputs, attrs):
+        values = [self.value_of(t) for t in inputs]
+        out = self.builder.apply(op, values, attrs)
+        requires = (op.vjp is not None and out.dtype.is_floating_point
+                    and autograd.is_grad_enabled() and any(t._requires_grad for t in inputs))
+        return TracerTensor._make(out, self, requires)
+
+    def constant(self, array):
+        if array.ndim == 0:
+            return TracerTensor._make(self.builder.constant(array), self, False)
+        # Arrays are inputs, not baked-in data: a large array does not slow compilation, and
+        # a change the user makes to it in place is seen by the next call, as in eager mode.
+        slot = self._slot_of.get(id(array))
+        if slot is None:
+            value = self.graph.add_input(_type_of(array), self._unique(f"array{len(self.slots)}"),
+                                         "buffer")
+            slot = _Slot("array", value, value.name, tensor=array)
+            self._register(array, slot)
+        return TracerTensor._make(slot.value, self, False)
+
+    # ---- side effects -----------------------------------------------------------------------
+
+    def assign(self, target: Tensor, result: TracerTensor, op_name: str):
+        """``target`` (modified in place by ``op_name``) now holds ``result``."""
+        if tuple(result.shape) != tuple(target.shape):
+            raise ShapeError(f"the result has shape {tuple(result.shape)}, which does not fit the "
+                             f"tensor of shape {tuple(target.shape)} that is modified in place",
+                             op=op_name)
+        if result.dtype is not target.dtype:
+            result = api.cast(result, target.dtype)
+        if isinstance(target, TracerTensor):
+            target._value = result._value
+            target._requires_grad = result._requires_grad
+            return target
+        if result._requires_grad:
+            raise TraceError(f"{op_name}: an in-place op that autograd must record on a tensor "
+                             "from outside the compiled function is not supported; use an "
+                             "out-of-place op")
+        self.value_of(target)  # make sure it is an input, so its buffer is written back
+        self.current[id(target)] = (target, result._value)
+        return target
+
+    def note_optimizer(self, opt) -> None:
+        if all(o is not opt for o in self.optimizers):
+            self.optimizers.append(opt)
+            # What its state was: the program is only valid for that state (its Python
+            # branches, e.g. "no momentum buffer yet", were taken on it), and it is put back
+            # if this trace fails (see rollback).
+            before = {p: dict(st) for p, st in opt.state.items()}
+            self.optimizer_states[id(opt)] = before
+            self._undo.append(("opt", opt, before))
+
+    def note_grad_assign(self, owner: Tensor, old) -> None:
+        """``owner.grad`` is being replaced while tracing (``zero_grad``, a first backward)."""
+        self.note_grad_read(owner)
+        self._undo.append(("grad", owner, old))
+
+    def rollback(self) -> None:
+        """Undo the Python-side effects of a trace that failed, newest first, so a failing
+        call leaves gradients and optimizer state exactly as they were."""
+        for kind, obj, old in reversed(self._undo):
+            if kind == "grad":
+                obj._grad = old
+            else:
+                obj.state.clear()
+                obj.state.update(old)
+        self._undo.clear()
+
+    def note_grad_read(self, owner: Tensor) -> None:
+        """``owner.grad`` was looked at: whether it existed becomes part of the signature."""
+        if id(owner) not in self.grad_seen:
+            self.grad_seen[id(owner)] = (owner, owner._grad is not None)
+            self._keep.append(owner)
+        if owner._grad is not None:
+            self._grad_owner.setdefault(id(owner._grad), owner)
+
+    # ---- autograd inside a trace ------------------------------------------------------------
+
+    def _reachable_leaves(self, root_value, leaves):
+        """Leaves (slots) whose input value reaches ``root_value`` through differentiable ops."""
+        wanted = {s.value: s for s in leaves}
+        found, seen, stack = set(), set(), [root_value]
+        while stack:
+            v = stack.pop()
+            if v in seen:
+                continue
+            seen.add(v)
+            if v in wanted:
+                found.add(v)
+            n = v.node
+            if n is None or n.op.vjp is None:
+                continue
+            stack.extend(i for i in n.inputs if i.dtype.is_floating_point)
+        return [s for s in leaves if s.value in found]
+
+    def _grad_request(self, root, leaf_value, seed):
+        inputs = [self.value_of(root), leaf_value] + ([self.value_of(seed)] if seed is not None else [])
+        return self.builder.apply(registry.get("grad"), inputs, {})
+
+    def _seed(self, root, gradient):
+        if gradient is None:
+            if root.numel() != 1:
+                raise AutogradError(f"backward: grad can be implicitly created only for scalar "
+                                    f"outputs; the output has shape {tuple(root.shape)}. Pass "
+                                    "gradient=")
+            return None
+        if not isinstance(gradient, Tensor):
+            gradient = api.constant(gradient, root.dtype)
+        if tuple(gradient.shape) != tuple(root.shape):
+            raise ShapeError(f"gradient has shape {tuple(gradient.shape)} but the output has shape "
+                             f"{tuple(root.shape)}", op="backward")
+        return api.cast(gradient, root.dtype) if gradient.dtype is not root.dtype else gradient
+
+    def backward(self, root, gradient, inputs, create_graph, retain_graph=None):
+        if create_graph:
+            raise TraceError("backward(create_graph=True) inside a compiled function is not "
+                             "supported: higher-order gradients run in eager mode")
+        if not root._requires_grad:
+            raise AutogradError("backward: the output does not require grad and has no grad_fn")
+        seed = self._seed(root, gradient)
+        if not retain_graph:
+            # As in eager mode, the graph behind `root` is used up: a backward through the
+            # returned tensor after the call is the "second time" error, not a silent rerun.
+            self.freed_roots.add(self.value_of(root))
+        if inputs is not None:
+            inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+            leaves = [self._slot_of[id(t)] for t in inputs if id(t) in self._slot_of]
+        else:
+            leaves = [s for s in self.slots if s.kind != "grad"
+                      and _leaf_requiring_grad(s.resolve(self._flat_args))]
+        for slot in self._reachable_leaves(self.value_of(root), leaves):
+            leaf = slot.resolve(self._flat_args)
+            g = self._grad_request(root, slot.value, seed)
+            self.note_grad_read(leaf)
+            existing = leaf._grad
+            if existing is None:
+                placeholder = Tensor._wrap(np.zeros(leaf.shape, dtype=leaf.dtype.np))
+                self._undo.append(("grad", leaf, None))
+                leaf._grad = placeholder
+                self._grad_owner[id(placeholder)] = leaf
+                self._lift(placeholder, owner=leaf)
+                self.current[id(placeholder)] = (placeholder, g)
+            else:
+                with autograd.no_grad():
+                    total = self.builder.apply(registry.get("add"), [self.value_of(existing), g], {})
+                self.current[id(existing)] = (existing, total)
+
+    def grad(self, outputs, inputs, grad_outputs, create_graph, allow_unused):
+        if create_graph:
+            raise TraceError("graphjit.grad(create_graph=True) inside a compiled function is not "
+                             "supported: higher-order gradients run in eager mode")
+        outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+        inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+        if isinstance(grad_outputs, Tensor):
+            grad_outputs = [grad_outputs]
+        result = []
+        for i, x in enumerate(inputs):
+            xv = self.value_of(x)
+            total = None
+            for j, y in enumerate(outputs):
+                seed = self._seed(y, None if grad_outputs is None else grad_outputs[j])
+                leaves = [_Slot("tmp", xv, "x")]
+                if not self._reachable_leaves(self.value_of(y), leaves):
+                    continue
+                g = self._grad_request(y, xv, seed)
+                total = g if total is None else self.builder.apply(registry.get("add"), [total, g], {})
+            if total is None and not allow_unused:
+                raise AutogradError(f"grad: input {i} (shape {tuple(x.shape)}) was not used to "
+                                    "compute the outputs; pass allow_unused=True to get None for it")
+            result.append(None if total is None else TracerTensor._make(total, self, False))
+        return tuple(result)
+
+
+def _leaf_requiring_grad(t) -> bool:
+    return t is not None and t._requires_grad and t._grad_fn is None
+
+
+def _type_of(t):
+    from ..dtypes import from_numpy
+    from ..shapes import TensorType
+    if isinstance(t, np.ndarray):
+        return TensorType(tuple(t.shape), from_numpy(t.dtype))
+    return TensorType(tuple(t.shape), t.dtype)
+
+
+def trace(fn, args, kwargs, flat_args, arg_names, names, name):
+    """Run ``fn`` under a new Tracer; returns (tracer, result)."""
+    tracer = Tracer(name, names)
+    tracer._flat_args = flat_args
+    for i, (t, n) in enumerate(zip(flat_args, arg_names)):
+        if isinstance(t, Tensor):
+            tracer.add_arg(t, i, n)
+    token = _tracing._active.set(tracer)
+    try:
+        with registry.interpreter(tracer):
+            result = fn(*args, **kwargs)
+    except BaseException:
+        tracer.rollback()
+        raise
+    finally:
+        _tracing._active.reset(token)
+    return tracer, result
