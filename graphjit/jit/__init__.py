@@ -1,3 +1,3 @@
 """``@graphjit.compile``: trace a function into a graph, run the passes, compile with Numba."""
-from .compile import CompiledFunction, compile  # noqa: F401
+from .compile import CompiledFunction, GraphjitWarning, compile  # noqa: F401
 from .trace import TraceError  # noqa: F401

@@ -326,3 +326,74 @@ def test_backward_program_is_compiled_only_when_used():
     out.backward()
     assert entry._bw_program is not None
     assert_close(a.grad, np.array([2.0, 4.0], dtype=np.float32))
+
+
+# ---- nn.Module training steps, nested arguments, recompile warnings ---------------------------
+
+def _module_step_runs(compiled):
+    gj.manual_seed(3)
+    model = gj.nn.Sequential(gj.nn.Linear(8, 16), gj.nn.ReLU(), gj.nn.Linear(16, 4))
+    model.double()
+    opt = gj.optim.Adam(model.parameters(), lr=0.01, weight_decay=0.01)
+    loss_fn = gj.nn.CrossEntropyLoss()
+    keys = list(model.state_dict())
+
+    def step(batch):
+        opt.zero_grad()
+        loss = loss_fn(model(batch["x"]), batch["y"])
+        loss.backward()
+        opt.step()
+        return {"loss": loss, "detached": loss.detach()}
+
+    fn = gj.compile(step) if compiled else step
+    rng = np.random.default_rng(4)
+    losses = []
+    for _ in range(5):
+        batch = {"x": gj.tensor(rng.normal(size=(6, 8))), "y": gj.tensor(rng.integers(0, 4, 6))}
+        out = fn(batch)
+        losses.append(out["loss"].item())
+        assert out["detached"].item() == out["loss"].item()
+    assert list(model.state_dict()) == keys  # compiling never changes the state_dict keys
+    return losses, {k: v.numpy().copy() for k, v in model.state_dict().items()}
+
+
+def test_module_training_step_with_dict_batch_matches_eager():
+    (le, se), (lc, sc) = _module_step_runs(False), _module_step_runs(True)
+    np.testing.assert_allclose(lc, le, **F64)
+    for k in se:
+        np.testing.assert_allclose(sc[k], se[k], **F64, err_msg=k)
+
+
+def test_nested_tuple_and_list_arguments():
+    @gj.compile
+    def f(pair, items):
+        a, b = pair
+        return a * b + items[0] - items[1].sum()
+
+    rng = np.random.default_rng(8)
+    a, b, c = (gj.tensor(rng.normal(size=3)) for _ in range(3))
+    d = gj.tensor(rng.normal(size=(2, 3)))
+    expected = a.numpy() * b.numpy() + c.numpy() - d.numpy().sum()
+    assert_close(f((a, b), [c, d]), expected, **F32)
+
+
+def test_python_scalars_are_specialised_and_guarded():
+    @gj.compile
+    def f(x, scale):
+        return x * scale
+
+    x = gj.tensor([1.0, 2.0])
+    assert_close(f(x, 2.0), np.array([2.0, 4.0], dtype=np.float32))
+    assert_close(f(x, 3.0), np.array([3.0, 6.0], dtype=np.float32))  # never served by scale=2
+    assert f.cache_size == 2
+    assert "static" in f.explain()
+
+
+def test_repeated_recompiles_warn():
+    @gj.compile
+    def f(x):
+        return x + 1
+
+    with pytest.warns(gj.jit.GraphjitWarning, match=r"traced \d+ times.*explain"):
+        for n in range(1, 12):
+            f(gj.ones(n))
