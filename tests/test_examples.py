@@ -30,3 +30,13 @@ def test_linear_regression_matches_numpy():
     assert diff < 1e-12
     w = re.search(r"graphjit : w = \[([^\]]+)\]", text).group(1).split()
     assert [round(float(v), 1) for v in w] == [2.0, -3.4, 1.5]
+
+
+def test_train_mlp_learns_and_reports_step_times():
+    text = run_example("train_mlp.py", "--epochs", "3")
+    losses = [float(v) for v in re.findall(r"epoch \d+: loss (\S+)", text)]
+    accuracy = [float(v) for v in re.findall(r"test accuracy (\S+)", text)]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert accuracy[-1] > 0.85  # digits reach ~0.96 in 3 epochs, generated blobs 1.0
+    times = re.search(r"compiled (\d+) us, eager (\d+) us", text)
+    assert times and int(times.group(1)) > 0 and int(times.group(2)) > 0
