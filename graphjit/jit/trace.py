@@ -220,7 +220,9 @@ class Tracer:
             role, kind = "grad", "grad"
             base = self._names.get(id(owner), f"t{len(self.slots)}") + ".grad"
         else:
-            role = "param" if isinstance(t, Parameter) else "buffer"
+            # A Parameter, or any leaf that requires grad (what an optimizer is given).
+            is_param = isinstance(t, Parameter) or _leaf_requiring_grad(t)
+            role = "param" if is_param else "buffer"
             kind = "tensor"
             base = self._names.get(id(t), f"t{len(self.slots)}")
         value = self.graph.add_input(_type_of(t), self._unique(base), role)
