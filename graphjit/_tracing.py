@@ -21,3 +21,17 @@ def note_optimizer(opt) -> None:
     tracer = _active.get()
     if tracer is not None:
         tracer.note_optimizer(opt)
+
+
+def hyper_group(opt, index: int, group: dict) -> dict:
+    """The view of param group ``index`` that ``opt.step()`` computes with.
+
+    In eager mode that is the group itself. While tracing, its numeric options (``lr``,
+    ``momentum``, each of ``betas``...) are runtime inputs of the compiled program, so that
+    changing ``param_groups[i]["lr"]`` (an LR scheduler) never recompiles; see
+    [Hyper-parameters] in graphjit/jit/trace.py.
+    """
+    tracer = _active.get()
+    if tracer is None:
+        return group
+    return tracer.hyper_group(opt, index, group)

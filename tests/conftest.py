@@ -1,12 +1,17 @@
-"""Shared fixtures for the op and autograd tests (cheap: no compilation, no big data)."""
+"""Shared fixtures and suite-wide checks (fresh seeded data per test, global state restored,
+the verifier after every pass, every compiled graph round-trips through its text form)."""
 from __future__ import annotations
 
+import os
 import zlib
 
 import numpy as np
 import pytest
 
 import graphjit as gj
+
+# The IR verifier runs after every compiler pass in the test suite (debug mode).
+os.environ.setdefault("GRAPHJIT_VERIFY", "1")
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import numpy as np
 from .. import autograd
 from ..errors import GraphjitError
 from ..tensor import Tensor
-from .trace import TracerTensor, trace
+from .trace import TracerTensor, _is_number, check_hyper_guard, trace
 
 RECOMPILE_WARN_LIMIT = 8
 
@@ -120,11 +120,22 @@ def _arg_names(fn, args, kwargs, count) -> list[str]:
 
 # ---- a compiled program and its guards ----------------------------------------------------------
 
-def _opt_snapshot(opt, state=None):
-    """What a program assumed of ``opt``: its options, and which tensors its state held."""
+def _opt_option(value, is_input: bool):
+    if is_input and (_is_number(value) or (isinstance(value, tuple) and value
+                                           and all(_is_number(v) for v in value))):
+        # A runtime input (see [Hyper-parameters] in trace.py): only its kind is assumed.
+        return ("input", len(value) if isinstance(value, tuple) else None)
+    return repr(value)
+
+
+def _opt_snapshot(opt, state=None, hyper_groups=()):
+    """What a program assumed of ``opt``: its options (by value, except those that are runtime
+    inputs: the groups in ``hyper_groups`` went through ``hyper_group``), and which tensors
+    its state held."""
     groups = []
-    for g in opt.param_groups:
-        groups.append(tuple(sorted((k, repr(v)) for k, v in g.items() if k != "params")))
+    for i, g in enumerate(opt.param_groups):
+        groups.append(tuple(sorted((k, _opt_option(v, i in hyper_groups))
+                                   for k, v in g.items() if k != "params")))
     state = opt.state if state is None else state
     state_ids = tuple((id(p), k, id(v)) for p, st in state.items()
                       for k, v in sorted(st.items()) if isinstance(v, Tensor))
@@ -166,8 +177,12 @@ class _Entry:
                 t = s.tensor
                 self.slot_meta[i] = (tuple(t.shape), t.dtype, t._requires_grad)
         self.grad_seen = list(tracer.grad_seen.values())
-        self.optimizers = [(opt, _opt_snapshot(opt, tracer.optimizer_states[id(opt)]))
-                           for opt in tracer.optimizers]
+        self.optimizers = []
+        for opt in tracer.optimizers:
+            viewed = {i for (o, i) in tracer._hyper_views if o == id(opt)}
+            snapshot = _opt_snapshot(opt, tracer.optimizer_states[id(opt)], viewed)
+            self.optimizers.append((opt, snapshot, viewed))
+        self.hyper_guards = list(tracer.hyper_guards)
         self.one_shot = False      # see [Optimizer state created while tracing]
         self.new_state = []        # (opt, param, key, index into the program's outputs)
         self.freed = set()         # output positions whose graph backward() used up
@@ -193,12 +208,19 @@ class _Entry:
                             "a tensor")
                 bad.append(f"{name}.grad: {'exists' if existed else 'None'} -> "
                            f"{'None' if existed else 'exists'}")
-        for opt, snap in self.optimizers:
-            now = _opt_snapshot(opt)
+        for opt, snap, viewed in self.optimizers:
+            now = _opt_snapshot(opt, hyper_groups=viewed)
             if now[0] != snap[0]:
                 bad.append(f"optimizer {type(opt).__name__} options changed: {snap[0]} -> {now[0]}")
             elif now[1] != snap[1]:
                 bad.append(f"optimizer {type(opt).__name__} state tensors were replaced")
+        if not bad:
+            for s, what, other, expected in self.hyper_guards:
+                value = s.resolve(flat_args)
+                if not check_hyper_guard(value, what, other, expected):
+                    test = "its value" if what in ("bool", "value") else f"{what} {other!r}"
+                    bad.append(f"optimizer option {s.name}: {value!r} decides {test} "
+                               f"differently than the traced value did")
         return bad
 
     def make_output(self, i, arr):
@@ -216,6 +238,8 @@ class _Entry:
                 arrays.append(np.zeros(s.value.shape, dtype=s.value.dtype.np))
             elif s.kind == "array":
                 arrays.append(t)
+            elif s.kind == "hyper":
+                arrays.append(np.array(t, dtype=np.float64))
             else:
                 arrays.append(t._data)
         outputs, updates = self.program(arrays)
@@ -278,6 +302,7 @@ class CompiledFunction:
         self._cache: dict = {}
         self._history: list[str] = []
         self._last_sig = None
+        self._ran_once = False  # the latest program was one-shot (see _created_state)
 
     def __get__(self, obj, objtype=None):
         # Decorating a method: bind like a function would.
@@ -304,6 +329,7 @@ class CompiledFunction:
         except BaseException:
             tracer.rollback()  # the first run failed: undo the trace's side effects too
             raise
+        self._ran_once = entry.one_shot
         if not entry.one_shot:
             entries.append(entry)
         return self._finish(entry, outputs)
@@ -318,7 +344,11 @@ class CompiledFunction:
         elif reasons is not None:
             why = reasons
         else:
-            why = _describe_sig_change(self._last_sig[1], sig, names) or ["a new signature"]
+            why = _describe_sig_change(self._last_sig[1], sig, names)
+            if not why and self._ran_once:
+                why = ["the previous trace created optimizer state, so its program ran once; "
+                       "this is the steady-state step"]
+            why = why or ["a new signature"]
             if self._last_sig[0][2] != key[2]:
                 why.append(f"grad mode {self._last_sig[0][2]} -> {key[2]}")
             if self._last_sig[0][0] != key[0]:
@@ -423,7 +453,7 @@ def _lower_forward_backward(cf, tracer, result, out_tensors, differentiable):
     from ..ops import registry
     graph = tracer.graph
     diff_slots = [s for s in tracer.slots
-                  if s.kind != "grad" and (lambda t: t is not None and t._requires_grad)(
+                  if s.kind not in ("grad", "hyper") and (lambda t: t is not None and t._requires_grad)(
                       s.resolve(tracer._flat_args))]
     n_out = len(graph.outputs)
     seeds, grad_values, wrt = [], [], []

@@ -150,13 +150,75 @@ class TracerTensor(Tensor):
         self._tracer.backward(self, gradient, inputs, create_graph, retain_graph)
 
 
+# NOTE: [Hyper-parameters]
+# While tracing, ``opt.step()`` computes with a view of each param group whose numeric
+# options are ``HyperTensor``s: 0-d float64 graph inputs (role "hyper") read from
+# ``param_groups[i]`` at every call, so an LR schedule never recompiles. float64 keeps the
+# arithmetic on them (``1 - beta1``, ``lr / bias_correction``) what Python does with the
+# floats in eager mode; 0-d tensors are weak in type promotion, so a float32 update stays
+# float32. A Python decision on the value itself (``if momentum != 0``, ``float(eps)``) is
+# taken on the current value and becomes a guard of the program: another value that decides
+# the same way reuses it, one that decides otherwise traces again.
+
+_COMPARE = {"__eq__": lambda a, b: a == b, "__ne__": lambda a, b: a != b,
+            "__lt__": lambda a, b: a < b, "__le__": lambda a, b: a <= b,
+            "__gt__": lambda a, b: a > b, "__ge__": lambda a, b: a >= b}
+
+
+class HyperTensor(TracerTensor):
+    """An optimizer hyper-parameter inside a trace: a runtime input that knows its value."""
+
+    __hash__ = TracerTensor.__hash__
+
+    def _decide(self, what: str, other, result):
+        self._tracer.hyper_guards.append((self._slot, what, other, result))
+        return result
+
+    def __bool__(self):
+        return self._decide("bool", None, bool(self._concrete))
+
+    def __float__(self):
+        return self._decide("value", None, float(self._concrete))
+
+    def __int__(self):
+        return self._decide("value", None, int(self._concrete))
+
+    def __repr__(self):
+        return f"HyperTensor({self._slot.name}={self._concrete!r})"
+
+
+def _comparison(name):
+    fn = _COMPARE[name]
+    traced = getattr(TracerTensor, name)
+
+    def compare(self, other):
+        if isinstance(other, (bool, int, float)):
+            return self._decide(name, other, fn(self._concrete, other))
+        return traced(self, other)
+    return compare
+
+
+for _name in _COMPARE:
+    setattr(HyperTensor, _name, _comparison(_name))
+
+
+def check_hyper_guard(value, what, other, expected) -> bool:
+    """Whether the decision ``what`` recorded on a hyper-parameter holds for ``value``."""
+    if what == "bool":
+        return bool(value) == expected
+    if what == "value":
+        return value == expected
+    return _COMPARE[what](value, other) == expected
+
+
 class _Slot:
     """How to find one graph input again on the next call."""
     __slots__ = ("kind", "tensor", "index", "owner", "value", "name")
 
     def __init__(self, kind, value, name, tensor=None, index=None, owner=None):
         # "arg": flat argument `index`; "tensor": `tensor`; "grad": owner.grad;
-        # "array": a NumPy array the function used (in `tensor`)
+        # "array": a NumPy array the function used (in `tensor`); "hyper": an optimizer
+        # option, owner = (optimizer, group index, key, element of a tuple option or None)
         self.kind = kind
         self.value = value
         self.name = name
@@ -169,6 +231,10 @@ class _Slot:
             return flat_args[self.index]
         if self.kind == "grad":
             return self.owner._grad
+        if self.kind == "hyper":  # owner: (optimizer, group index, key, element or None)
+            opt, index, key, element = self.owner
+            value = opt.param_groups[index][key]
+            return value if element is None else value[element]
         return self.tensor
 
 
@@ -186,6 +252,8 @@ class Tracer:
         self.optimizers: list = []
         self.optimizer_states: dict = {}       # id(opt) -> its state as the trace first saw it
         self.freed_roots: set = set()          # values backward() ran from without retain_graph
+        self.hyper_guards: list = []           # (slot, decision, operand, result); [Hyper-parameters]
+        self._hyper_views: dict = {}           # (id(opt), group index) -> the traced view
         self.grad_seen: dict[int, tuple] = {}  # id(owner) -> (owner, grad existed on first look)
         self._grad_owner: dict[int, Tensor] = {}  # id(grad tensor) -> the tensor it is the .grad of
         self._undo: list = []
@@ -224,11 +292,21 @@ class Tracer:
             is_param = isinstance(t, Parameter) or _leaf_requiring_grad(t)
             role = "param" if is_param else "buffer"
             kind = "tensor"
-            base = self._names.get(id(t), f"t{len(self.slots)}")
+            base = self._names.get(id(t)) or self._state_name(t) or f"t{len(self.slots)}"
         value = self.graph.add_input(_type_of(t), self._unique(base), role)
         slot = _Slot(kind, value, value.name, tensor=t if owner is None else None, owner=owner)
         self._register(t, slot)
         return slot
+
+    def _state_name(self, t):
+        """``opt.state.<param>.<key>`` when ``t`` is optimizer state (often made while tracing)."""
+        for opt in self.optimizers:
+            for p, st in opt.state.items():
+                for k, v in st.items():
+                    if v is t:
+                        base = self._names.get(("opt", id(opt)), "opt")
+                        return f"{base}.state.{self._names.get(id(p), 'p')}.{k}"
+        return None
 
     def value_of(self, t):
         if isinstance(t, TracerTensor):
@@ -297,6 +375,35 @@ class Tracer:
             before = {p: dict(st) for p, st in opt.state.items()}
             self.optimizer_states[id(opt)] = before
             self._undo.append(("opt", opt, before))
+
+    def hyper_group(self, opt, index: int, group: dict) -> dict:
+        """``group`` with its numeric options replaced by hyper-parameter inputs."""
+        self.note_optimizer(opt)
+        key = (id(opt), index)
+        if key not in self._hyper_views:
+            base = self._names.get(("opt", id(opt)), "opt")
+            view = {}
+            for name, value in group.items():
+                if _is_number(value):
+                    view[name] = self._hyper(opt, index, name, None, value, f"{base}.{name}")
+                elif isinstance(value, tuple) and value and all(_is_number(v) for v in value):
+                    view[name] = tuple(self._hyper(opt, index, name, j, v, f"{base}.{name}{j}")
+                                       for j, v in enumerate(value))
+                else:
+                    view[name] = value
+            self._hyper_views[key] = view
+        return self._hyper_views[key]
+
+    def _hyper(self, opt, index, key, element, value, name):
+        from ..dtypes import float64
+        from ..shapes import TensorType
+        v = self.graph.add_input(TensorType((), float64), self._unique(name), "hyper")
+        slot = _Slot("hyper", v, v.name, owner=(opt, index, key, element))
+        self.slots.append(slot)
+        t = HyperTensor._make(v, self, False)
+        t._slot = slot
+        t._concrete = value
+        return t
 
     def note_grad_assign(self, owner: Tensor, old) -> None:
         """``owner.grad`` is being replaced while tracing (``zero_grad``, a first backward)."""
@@ -419,8 +526,12 @@ class Tracer:
         return tuple(result)
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _leaf_requiring_grad(t) -> bool:
-    return t is not None and t._requires_grad and t._grad_fn is None
+    return isinstance(t, Tensor) and t._requires_grad and t._grad_fn is None
 
 
 def _type_of(t):

@@ -154,12 +154,18 @@ gt = _binary("gt")
 ge = _binary("ge")
 
 
+def _scaled(b, alpha):
+    # A tensor alpha (a traced hyper-parameter) is always multiplied: comparing it with 1
+    # would need its value.
+    return b if not is_value(alpha) and alpha == 1 else mul(b, alpha)
+
+
 def add(a, b, alpha=1):
-    return _add(a, b if alpha == 1 else mul(b, alpha))
+    return _add(a, _scaled(b, alpha))
 
 
 def sub(a, b, alpha=1):
-    return _sub(a, b if alpha == 1 else mul(b, alpha))
+    return _sub(a, _scaled(b, alpha))
 
 
 def mul(a, b):

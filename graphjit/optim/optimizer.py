@@ -233,7 +233,8 @@ class Optimizer:
             raise NotImplementedError(f"{type(self).__name__} does not define _update()")
         loss = self._eval_closure(closure)
         with gj.no_grad():
-            for group in self.param_groups:
+            for index, group in enumerate(self.param_groups):
+                group = _tracing.hyper_group(self, index, group)
                 weight_decay = group.get("weight_decay", 0)
                 for p in self._params_with_grad(group):
                     g = p.grad.neg() if group.get("maximize", False) else p.grad

@@ -397,3 +397,67 @@ def test_repeated_recompiles_warn():
     with pytest.warns(gj.jit.GraphjitWarning, match=r"traced \d+ times.*explain"):
         for n in range(1, 12):
             f(gj.ones(n))
+
+
+# ---- optimizer hyper-parameters are runtime inputs ----------------------------------------
+
+@pytest.mark.parametrize("make_opt,changes", [
+    (lambda p: gj.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.01),
+     [("lr", 0.05), ("momentum", 0.5), ("weight_decay", 0.02)]),
+    (lambda p: gj.optim.Adam(p, lr=0.01, betas=(0.9, 0.99)),
+     [("lr", 0.003), ("betas", (0.8, 0.95)), ("eps", 1e-6)]),
+    (lambda p: gj.optim.RMSprop(p, lr=0.01, alpha=0.9, momentum=0.5, centered=True),
+     [("lr", 0.02), ("alpha", 0.95)]),
+], ids=["sgd", "adam", "rmsprop"])
+def test_changing_hyper_parameters_never_recompiles(make_opt, changes):
+    rng = np.random.default_rng(10)
+    data = [(gj.tensor(rng.normal(size=(6, 8))), gj.tensor(rng.integers(0, 4, 6))) for _ in range(2)]
+    runs = []
+    for compiled in (False, True):
+        params = _make_mlp(11)
+        opt = make_opt(params)
+
+        def step(x, y):
+            opt.zero_grad()
+            loss = _mlp_loss(params, x, y)
+            loss.backward()
+            opt.step()
+            return loss
+
+        fn = gj.compile(step) if compiled else step
+        losses = [fn(*data[0]).item(), fn(*data[1]).item()]
+        traces_before = len(fn.explain().splitlines()) if compiled else 0
+        for key, value in changes:
+            opt.param_groups[0][key] = value
+            losses.append(fn(*data[len(losses) % 2]).item())
+        if compiled:
+            assert len(fn.explain().splitlines()) == traces_before, fn.explain()
+            (graph,) = fn.graphs()
+            assert {v.name for v in graph.inputs if v.role == "hyper"} >= {f"opt.{k}" for k, _ in changes
+                                                                          if k != "betas"}
+        runs.append((losses, [p.detach().numpy().copy() for p in params]))
+    np.testing.assert_allclose(runs[1][0], runs[0][0], **F64)
+    for a, b in zip(runs[1][1], runs[0][1]):
+        np.testing.assert_allclose(a, b, **F64)
+
+
+def test_hyper_parameter_that_changes_a_branch_retraces():
+    params = _make_mlp(12)
+    opt = gj.optim.SGD(params, lr=0.1, momentum=0.9)
+    x, y = gj.tensor(np.ones((6, 8))), gj.tensor(np.arange(6) % 4)
+
+    @gj.compile
+    def step(x, y):
+        opt.zero_grad()
+        loss = _mlp_loss(params, x, y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    for _ in range(3):
+        step(x, y)
+    before = step.explain().count("\n")
+    opt.param_groups[0]["momentum"] = 0.0  # `if momentum != 0` now goes the other way
+    step(x, y)
+    assert step.explain().count("\n") == before + 1
+    assert "opt.momentum: 0.0 decides __ne__ 0" in step.explain()
