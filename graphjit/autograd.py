@@ -162,7 +162,7 @@ def input_edge(t):
 
 class BackwardNode(Node):
     """``grad_fn`` of an op's output: ``MulBackward0``, ``ExpBackward0`` ..."""
-    __slots__ = ("op", "attrs", "saved", "versions", "out", "out_version", "retained")
+    __slots__ = ("op", "attrs", "saved", "versions", "out", "out_version", "retained", "view_of")
 
     def __init__(self, op, attrs, inputs, out):
         self.op = op
@@ -183,6 +183,7 @@ class BackwardNode(Node):
         self.saved = saved
         self.versions = versions
         self.retained = None
+        self.view_of = None
         self.bind_output(out)
 
     def bind_output(self, out) -> None:
@@ -207,6 +208,16 @@ class BackwardNode(Node):
                       ".clone() the value before modifying it")
 
     def apply(self, grads):
+        if self.view_of is not None and self.view_of[0].value != self.view_of[1]:
+            # NOTE: [In-place through views] the view and its base share memory and a version
+            # counter; an in-place change of either after the view was taken means the view's
+            # gradient no longer describes how the data was computed. PyTorch rebases the
+            # view's history (CopySlices); graphjit refuses rather than give a wrong gradient.
+            raise AutogradError(f"{self.name()}: the view it made (shape {tuple(self.out.shape)}) "
+                                "or the tensor it views was modified by an in-place operation "
+                                "after the view was taken; autograd cannot follow in-place "
+                                "changes through views. Use out-of-place ops, or .clone() the "
+                                "view before modifying it")
         saved = [self._checked(t, v, f"input {i}")
                  for i, (t, v) in enumerate(zip(self.saved, self.versions))]
         out = self._checked(self.out, self.out_version, "its output")
@@ -275,6 +286,8 @@ class EagerInterpreter:
                 and any(t._requires_grad for t in inputs)):
             out._grad_fn = BackwardNode(op, attrs, inputs, out)
             out._requires_grad = True
+            if out._version is inputs[0]._version:  # a view: see [In-place through views]
+                out._grad_fn.view_of = (out._version, out._version.value)
         return out
 
     def constant(self, array):

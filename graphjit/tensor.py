@@ -419,11 +419,17 @@ class Tensor:
     # ---- in-place ops -----------------------------------------------------------------------
 
     def _inplace(self, op_name: str, compute):
-        if self._requires_grad and self._grad_fn is None and _ag.is_grad_enabled():
+        if self._requires_grad and self.is_leaf and _ag.is_grad_enabled():
             raise AutogradError(f"{op_name}: a leaf tensor that requires grad (shape {self.shape}) "
                                 "is used in an in-place operation; wrap it in graphjit.no_grad() "
                                 "or work on a clone")
         result = compute()
+        if (self._data is not None and self._data.base is not None and _ag.is_grad_enabled()
+                and (self._requires_grad or result._requires_grad)):
+            # See [In-place through views] in autograd.py.
+            raise AutogradError(f"{op_name}: in-place operation on a view (shape {self.shape}) "
+                                "while autograd records: its gradient would not reach the tensor "
+                                "it views. Use an out-of-place op, or .clone() the view first")
         if result._data is None:
             # Tracing: the graph gets a functional update; the tracer remembers that `self`
             # now holds `result` and writes it back after the compiled program runs.
@@ -447,6 +453,20 @@ class Tensor:
             self._output_nr = result._output_nr
             self._requires_grad = True
         return self
+
+    # `w -= lr * w.grad` updates w itself, as in PyTorch (Python would otherwise rebind w
+    # to a new tensor and leave the parameter unchanged).
+    def __iadd__(self, other):
+        return self.add_(other)
+
+    def __isub__(self, other):
+        return self.sub_(other)
+
+    def __imul__(self, other):
+        return self.mul_(other)
+
+    def __itruediv__(self, other):
+        return self.div_(other)
 
     def add_(self, other, alpha=1):
         return self._inplace("add_", lambda: api.add(self, other, alpha))
@@ -483,7 +503,12 @@ class Tensor:
 
     def copy_(self, src):
         src = src if isinstance(src, Tensor) else Tensor(_to_array(src, self.dtype))
-        return self._inplace("copy_", lambda: api.expand(api.cast(src, self.dtype), self.shape))
+        def compute():
+            out = api.expand(api.cast(src, self.dtype), self.shape)
+            # Already the right dtype and shape: still a new node, so that the gradient
+            # reaches `src` (and not whatever `self` held before).
+            return api.mul(out, 1.0) if out is src and src._requires_grad else out
+        return self._inplace("copy_", compute)
 
     def fill_(self, value):
         def compute():

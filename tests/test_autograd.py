@@ -611,3 +611,73 @@ def test_repr_shows_autograd_state():
     assert "grad_fn=<MulBackward0>" in repr(y)
     assert "grad_fn=" not in repr(x)
     assert "requires_grad" not in repr(gj.tensor([1.0]))
+
+
+# ---- in-place operators and copy_ (the tutorial's manual update) ----------------------------
+
+def test_augmented_assignment_updates_in_place_under_no_grad():
+    w = gj.tensor([1.0, 2.0], requires_grad=True)
+    alias = w
+    (w * w).sum().backward()
+    with gj.no_grad():
+        w -= 0.1 * w.grad
+        w *= 2.0
+        w += 1.0
+        w /= 2.0
+    assert w is alias and w.requires_grad and w.is_leaf
+    np.testing.assert_allclose(w.detach().numpy(), ((np.array([1.0, 2.0]) * 0.8) * 2 + 1) / 2, rtol=1e-6)
+    with pytest.raises(gj.AutogradError, match="leaf tensor that requires grad"):
+        w += 1.0  # in grad mode, as in PyTorch
+
+
+def test_copy_from_a_tensor_that_requires_grad_carries_its_gradient():
+    x = gj.tensor([1.0, 2.0], requires_grad=True)
+    s = gj.tensor([7.0, 8.0], requires_grad=True)
+    y = x * 3
+    y.copy_(s)
+    (y * y).sum().backward()
+    np.testing.assert_allclose(s.grad.numpy(), [14.0, 16.0])
+    assert x.grad is None or not x.grad.numpy().any()  # y's old value no longer counts
+    t = gj.zeros(2)
+    t.copy_(s)
+    assert t.requires_grad
+
+
+# ---- in-place changes through views: a clear error, never a wrong gradient -------------------
+
+def _view_of_modified_then_backward():
+    x = gj.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 1
+    y[0:1].mul_(5)
+    y.sum().backward()
+
+
+def _base_modified_then_view_backward():
+    x = gj.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 1
+    v = y[0:1]
+    y.mul_(5)
+    v.sum().backward()
+
+
+def _view_of_leaf_modified():
+    x = gj.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    x[0:2].add_(10)
+
+
+@pytest.mark.parametrize("case", [_view_of_modified_then_backward, _base_modified_then_view_backward,
+                                  _view_of_leaf_modified])
+def test_in_place_through_views_is_an_error(case):
+    with pytest.raises(gj.AutogradError, match="view"):
+        case()
+
+
+def test_in_place_on_views_without_autograd_and_on_plain_results_still_work():
+    x = gj.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 1
+    y.mul_(5)  # not a view: the tape records it
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [5.0, 5.0])
+    with gj.no_grad():
+        x[0:1].add_(10)  # an optimizer-style update of a view
+    np.testing.assert_allclose(x.detach().numpy(), [11.0, 2.0])

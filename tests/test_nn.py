@@ -712,3 +712,18 @@ def test_clip_grad_value_and_vector_round_trip(rng):
     close(lin.weight, np.arange(6.0).reshape(2, 3))
     with pytest.raises(gj.ShapeError, match="vector_to_parameters"):
         nn.utils.vector_to_parameters(f64(np.arange(7.0)), lin.parameters())
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x, t: F.cross_entropy(x, t), lambda x, t: F.nll_loss(x.log_softmax(-1), t)])
+def test_negative_or_too_large_class_index_is_an_error(fn):
+    x = gj.randn(2, 3)
+    for bad in (-1, 3):
+        with pytest.raises(gj.ShapeError, match=f"target {bad} is out of bounds for 3 classes"):
+            fn(x, gj.tensor([bad, 0]))
+    fn(x, gj.tensor([-100, 0]))  # ignore_index is fine
+
+
+def test_gather_negative_index_is_an_error():
+    with pytest.raises(gj.ShapeError, match="index -1 is out of bounds for dimension 1 with size 3"):
+        gj.gather(gj.randn(2, 3), 1, gj.tensor([[-1], [0]]))

@@ -55,7 +55,7 @@ def _class_dim(input, op):
     return 0 if len(input.shape) == 1 else 1
 
 
-def _check_index_target(op, input, target, cdim):
+def _check_index_target(op, input, target, cdim, ignore_index=-100):
     expected = tuple(s for i, s in enumerate(input.shape) if i != cdim)
     if target.dtype is not dtypes.int64:
         raise DTypeError(f"class-index target must be int64, got {target.dtype.name} of shape "
@@ -64,6 +64,13 @@ def _check_index_target(op, input, target, cdim):
     if tuple(target.shape) != expected:
         raise ShapeError(f"target of shape {tuple(target.shape)} does not fit input of shape "
                          f"{tuple(input.shape)} (expected {expected})", op=op)
+    data = getattr(target, "_data", None)  # None while tracing: values are not known
+    if data is not None and data.size:
+        n_classes = input.shape[cdim]
+        bad = data[(data != ignore_index) & ((data < 0) | (data >= n_classes))]
+        if bad.size:
+            raise ShapeError(f"target {int(bad[0])} is out of bounds for {n_classes} classes "
+                             f"(input of shape {tuple(input.shape)})", op=op)
 
 
 def _check_weight(op, weight, input, cdim):
@@ -90,7 +97,7 @@ def nll_loss(input, target, weight=None, ignore_index: int = -100, reduction: st
         raise DTypeError(f"input (log-probabilities) must be floating point, got "
                          f"{input.dtype.name}", op="nll_loss")
     cdim = _class_dim(input, "nll_loss")
-    _check_index_target("nll_loss", input, target, cdim)
+    _check_index_target("nll_loss", input, target, cdim, ignore_index)
     _check_weight("nll_loss", weight, input, cdim)
     return _nll(input, target, weight, ignore_index, reduction, "nll_loss")
 
@@ -158,7 +165,7 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
         if weight is not None:
             terms = api.mul(terms, _weight_view(weight, input, cdim))
         return _reduce(api.neg(api.sum(terms, cdim)), reduction, "cross_entropy")
-    _check_index_target("cross_entropy", input, target, cdim)
+    _check_index_target("cross_entropy", input, target, cdim, ignore_index)
     return _nll(logp, target, weight, ignore_index, reduction, "cross_entropy", label_smoothing)
 
 

@@ -664,6 +664,11 @@ def gather(x, dim, index_):
         if i != d and index_.shape[i] > x.shape[i]:
             raise ShapeError(f"index of shape {tuple(index_.shape)} is larger than the input of shape "
                              f"{tuple(x.shape)} in dim {i}", op="gather")
+    data = getattr(index_, "_data", None)  # None while tracing: values are not known
+    if data is not None and data.size and (data.min() < 0 or data.max() >= x.shape[d]):
+        bad = int(data.min() if data.min() < 0 else data.max())
+        raise ShapeError(f"index {bad} is out of bounds for dimension {d} with size {x.shape[d]} "
+                         f"(input of shape {tuple(x.shape)})", op="gather")
     idx, template = [], []
     for i in range(n):
         if i == d:
