@@ -55,12 +55,20 @@ class _GradMode:
         return wrapper
 
 
-class no_grad(_GradMode):
+class _DecoratorGradMode(_GradMode):
+    def __new__(cls, orig_func=None):
+        # `@no_grad` without parentheses decorates too, as in PyTorch >= 2.1.
+        if orig_func is None:
+            return super().__new__(cls)
+        return cls()(orig_func)
+
+
+class no_grad(_DecoratorGradMode):
     """Disable gradient recording inside the block or decorated function."""
     mode = False
 
 
-class enable_grad(_GradMode):
+class enable_grad(_DecoratorGradMode):
     """Enable gradient recording (e.g. inside a ``no_grad`` block)."""
     mode = True
 

@@ -56,14 +56,22 @@ def linspace(start, end, steps, dtype=None, requires_grad=False) -> Tensor:
     return _finish(np.linspace(start, end, steps, dtype=_float(dtype).np), requires_grad)
 
 
-def randn(*size, dtype=None, requires_grad=False) -> Tensor:
+def _random_float(dtype: DType | None, name: str) -> DType:
     dt = _float(dtype)
+    if not dt.is_floating_point:
+        raise DTypeError(f"{name} draws floating-point values; dtype {dt.name} is not floating "
+                         "point (use randint for integers)", op=name)
+    return dt
+
+
+def randn(*size, dtype=None, requires_grad=False) -> Tensor:
+    dt = _random_float(dtype, "randn")
     arr = _random.generator().standard_normal(_shape_args(size)).astype(dt.np)
     return _finish(arr, requires_grad)
 
 
 def rand(*size, dtype=None, requires_grad=False) -> Tensor:
-    dt = _float(dtype)
+    dt = _random_float(dtype, "rand")
     arr = _random.generator().random(_shape_args(size)).astype(dt.np)
     return _finish(arr, requires_grad)
 

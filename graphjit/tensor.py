@@ -223,6 +223,9 @@ class Tensor:
         return self._data
 
     def __array__(self, dtype=None, copy=None):
+        if self._requires_grad:
+            raise AutogradError("can't convert a tensor that requires grad to a NumPy array; use "
+                                "tensor.detach().numpy()")
         arr = self._data
         if dtype is not None and arr.dtype != dtype:
             return arr.astype(dtype)
@@ -306,8 +309,7 @@ class Tensor:
     # ---- printing ---------------------------------------------------------------------------
 
     def __repr__(self) -> str:
-        body = np.array2string(self._data, separator=", ", prefix="tensor(", precision=4,
-                               threshold=1000, edgeitems=3)
+        body = _format_data(self._data)
         extras = []
         dt = self.dtype
         if self._data.size == 0:
@@ -685,3 +687,33 @@ def tensor(data, dtype: DType | None = None, requires_grad: bool = False) -> Ten
     if requires_grad:
         t.requires_grad = True
     return t
+
+
+def _float_formatter(values: np.ndarray):
+    """PyTorch's choice of float format for the printed elements ``values``: whole numbers
+    as ``1.``, else 4 decimals, or scientific when the magnitudes span more than 1000x or leave
+    [1e-4, 1e8); every element padded to one width."""
+    finite = np.abs(values[np.isfinite(values)]).astype(np.float64)
+    nonzero = finite[finite > 0]
+    if finite.size and np.all(finite == np.round(finite)) and (not nonzero.size
+                                                              or nonzero.max() < 1e8):
+        fmt = "{:.0f}.".format
+    elif nonzero.size and (nonzero.max() / nonzero.min() > 1000.0 or nonzero.max() >= 1e8
+                           or nonzero.min() < 1e-4):
+        fmt = "{:.4e}".format
+    else:
+        fmt = "{:.4f}".format
+    width = max((len(fmt(v)) for v in values.ravel().tolist()), default=0)
+    return lambda v: fmt(float(v)).rjust(width)
+
+
+def _format_data(data: np.ndarray) -> str:
+    threshold, edge = 1000, 3
+    kw = {}
+    if data.dtype.kind == "f" and data.size:
+        flat = data.ravel()
+        # A summarised tensor: roughly the printed elements decide the format, as in torch.
+        shown = flat if data.size <= threshold else np.concatenate([flat[:edge], flat[-edge:]])
+        kw["formatter"] = {"float_kind": _float_formatter(shown)}
+    return np.array2string(data, separator=", ", prefix="tensor(", threshold=threshold,
+                           edgeitems=edge, **kw)

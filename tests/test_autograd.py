@@ -606,11 +606,47 @@ def test_item():
 
 def test_repr_shows_autograd_state():
     x = gj.tensor([1.0, 2.0], requires_grad=True)
-    assert "requires_grad=True" in repr(x)
-    y = x * 2.0
-    assert "grad_fn=<MulBackward0>" in repr(y)
-    assert "grad_fn=" not in repr(x)
-    assert "requires_grad" not in repr(gj.tensor([1.0]))
+    assert repr(x) == "tensor([1., 2.], requires_grad=True)"
+    assert repr(x * 2.5) == "tensor([2.5000, 5.0000], grad_fn=<MulBackward0>)"
+    assert repr(gj.tensor([1.0])) == "tensor([1.])"
+
+
+@pytest.mark.parametrize("make,text", [
+    (lambda: gj.tensor([1.5, 2.25]), "tensor([1.5000, 2.2500])"),
+    (lambda: gj.tensor(3.5), "tensor(3.5000)"),
+    (lambda: gj.tensor([-12.0, -8.0]), "tensor([-12.,  -8.])"),
+    (lambda: gj.tensor([1e-5, 1.0]), "tensor([1.0000e-05, 1.0000e+00])"),
+    (lambda: gj.tensor([float("nan"), 1.5, float("inf")]), "tensor([   nan, 1.5000,    inf])"),
+    (lambda: gj.arange(2000.0), "tensor([   0.,    1.,    2., ..., 1997., 1998., 1999.])"),
+    (lambda: gj.tensor([1.0], dtype=gj.float64), "tensor([1.], dtype=graphjit.float64)"),
+    (lambda: gj.tensor([[1, 2], [3, 4]]), "tensor([[1, 2],\n        [3, 4]])"),
+    (lambda: gj.tensor([True, False]), "tensor([ True, False])"),
+])
+def test_repr_formats_numbers_like_torch(make, text):
+    assert repr(make()) == text
+
+
+def test_no_grad_decorates_without_parentheses():
+    @gj.no_grad
+    def f(x):
+        return x * 2
+
+    @gj.enable_grad
+    def g(x):
+        return x * 2
+
+    x = gj.ones(2, requires_grad=True)
+    assert not f(x).requires_grad
+    with gj.no_grad():
+        assert g(x).requires_grad
+
+
+def test_numpy_conversion_of_a_tensor_that_requires_grad_is_an_error():
+    x = gj.ones(2, requires_grad=True)
+    for convert in (lambda: x.numpy(), lambda: np.asarray(x)):
+        with pytest.raises(gj.AutogradError, match="detach"):
+            convert()
+    np.testing.assert_array_equal(np.asarray(x.detach()), [1.0, 1.0])
 
 
 # ---- in-place operators and copy_ (the tutorial's manual update) ----------------------------
@@ -681,3 +717,15 @@ def test_in_place_on_views_without_autograd_and_on_plain_results_still_work():
     with gj.no_grad():
         x[0:1].add_(10)  # an optimizer-style update of a view
     np.testing.assert_allclose(x.detach().numpy(), [11.0, 2.0])
+
+
+def test_copy_broadcasts_and_casts_its_source():
+    t = gj.zeros(2, 3)
+    src = gj.tensor([1.0, 2.0, 3.0], dtype=gj.float64, requires_grad=True)
+    t.copy_(src)
+    assert t.dtype is gj.float32 and t.requires_grad
+    np.testing.assert_array_equal(t.detach().numpy(), np.tile([1.0, 2.0, 3.0], (2, 1)))
+    (t * gj.tensor([[1.0], [2.0]])).sum().backward()
+    np.testing.assert_allclose(src.grad.numpy(), [3.0, 3.0, 3.0])  # summed over the broadcast
+    with pytest.raises(gj.ShapeError, match=r"cannot expand shape \(3,\) to \(2,\)"):
+        gj.zeros(2).copy_(gj.ones(3))

@@ -11,6 +11,7 @@ exercises the registry ops it declares.
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -156,6 +157,13 @@ def test_gradcheck_catches_a_wrong_gradient():
     text = str(info.value)
     assert "output 0" in text and "input 0" in text
     assert "analytical" in text and "numerical" in text and "max abs error" in text
+    # The worst element is the one with the largest |t|: index 2, analytical t = 2, true 2t = 4.
+    worst = re.search(r"worst entry: d out0\((\d+),\) / d in0\((\d+),\): analytical (\S+), "
+                      r"numerical (\S+)", text)
+    assert worst, text
+    assert worst.group(1) == worst.group(2) == "2"
+    assert float(worst.group(3).rstrip(",")) == pytest.approx(2.0)
+    assert float(worst.group(4)) == pytest.approx(4.0, rel=1e-6)
     assert gradcheck(wrong, (x,), raise_exception=False) is False
     np.testing.assert_array_equal(x.detach().numpy(), [0.3, -1.2, 2.0])  # restored exactly
 

@@ -1,0 +1,72 @@
+"""Creation functions: dtypes, values, shapes, memory sharing, as torch documents them."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphjit as gj
+
+
+def test_default_dtypes():
+    assert gj.tensor([1.0, 2.0]).dtype is gj.float32
+    assert gj.tensor([1, 2]).dtype is gj.int64
+    assert gj.tensor([True]).dtype is gj.bool
+    assert gj.tensor(np.array([1.0])).dtype is gj.float64  # a NumPy array keeps its dtype
+    gj.set_default_dtype(gj.float64)
+    assert gj.zeros(2).dtype is gj.float64 and gj.tensor([1.0]).dtype is gj.float64
+
+
+@pytest.mark.parametrize("make,expected", [
+    (lambda: gj.zeros(2, 3), np.zeros((2, 3), np.float32)),
+    (lambda: gj.ones((2,)), np.ones(2, np.float32)),
+    (lambda: gj.full((2, 2), 7.5), np.full((2, 2), 7.5, np.float32)),
+    (lambda: gj.full((2,), 3), np.full(2, 3, np.int64)),
+    (lambda: gj.arange(5), np.arange(5)),
+    (lambda: gj.arange(1.0, 2.0, 0.25), np.arange(1.0, 2.0, 0.25, dtype=np.float32)),
+    (lambda: gj.zeros_like(gj.ones(2, dtype=gj.float64)), np.zeros(2)),
+    (lambda: gj.ones_like(gj.tensor([1, 2])), np.ones(2, np.int64)),
+    (lambda: gj.eye(2), np.eye(2, dtype=np.float32)),
+    (lambda: gj.linspace(0, 1, 5), np.linspace(0, 1, 5, dtype=np.float32)),
+])
+def test_creation_values_and_dtypes(make, expected):
+    t = make()
+    assert t.dtype.np == expected.dtype and t.shape == expected.shape
+    np.testing.assert_array_equal(t.numpy(), expected)
+
+
+def test_random_creation_is_seeded_and_floating():
+    gj.manual_seed(3)
+    a, b = gj.randn(1000), gj.rand(1000)
+    gj.manual_seed(3)
+    np.testing.assert_array_equal(gj.randn(1000).numpy(), a.numpy())
+    assert abs(float(a.mean().item())) < 0.15 and 0.9 < float(a.std().item()) < 1.1
+    assert 0.0 <= float(b.amin().item()) and float(b.amax().item()) < 1.0
+    assert gj.randn_like(gj.zeros(2, 2, dtype=gj.float64)).dtype is gj.float64
+    assert gj.rand(2, requires_grad=True).requires_grad
+    with pytest.raises(gj.DTypeError, match="floating"):
+        gj.rand_like(gj.tensor([1, 2]))
+
+
+def test_from_numpy_shares_memory_both_ways():
+    arr = np.array([1.0, 2.0, 3.0])
+    t = gj.from_numpy(arr)
+    assert t.dtype is gj.float64
+    arr[0] = 10.0
+    assert t[0].item() == 10.0
+    with gj.no_grad():
+        t.mul_(2.0)
+    np.testing.assert_array_equal(arr, [20.0, 4.0, 6.0])
+    with pytest.raises(TypeError, match="numpy.ndarray"):
+        gj.from_numpy([1.0])
+
+
+def test_tensor_metadata_and_conversions():
+    t = gj.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    assert t.shape == (2, 3) and t.ndim == 2 and len(t) == 2
+    np.testing.assert_array_equal(t.T.numpy(), [[1, 4], [2, 5], [3, 6]])
+    np.testing.assert_array_equal(np.asarray(t), t.numpy())
+    assert np.asarray(t, dtype=np.float64).dtype == np.float64
+    assert t[1, 2].item() == 6.0 and isinstance(t[1, 2].item(), float)
+    assert gj.tensor([3]).sum().item() == 3 and isinstance(gj.tensor([3]).sum().item(), int)
+    with pytest.raises((ValueError, gj.GraphjitError)):
+        t.item()  # more than one element
