@@ -6,18 +6,21 @@
   are derived; it also cleans up what the VJP rules emit (``x * 1``, reshape chains,
   constant arithmetic on ``full`` nodes).
 - ``cse`` after simplify, which makes more nodes look alike (folded constants).
-- ``dce`` last: it removes what the passes above left without readers, including the
-  gradient work no output needs.
+- ``dce``: it removes what the passes above left without readers, including the
+  gradient work no output needs, before fusion looks at who reads what.
+- ``fuse`` on the clean graph: elementwise groups become single loops; the ``dce`` after
+  it drops the ``full`` constants that were copied into fused bodies and have no reader left.
 """
 from __future__ import annotations
 
 from .autodiff import autodiff
 from .cse import cse
 from .dce import dce
+from .fuse import fuse
 from .manager import PassManager
 from .simplify import simplify
 
-DEFAULT = [autodiff, simplify, cse, dce]
+DEFAULT = [autodiff, simplify, cse, dce, fuse, dce]
 
 
 def run_pipeline(graph, verify: bool = False, passes=None):

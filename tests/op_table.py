@@ -151,6 +151,8 @@ CASES: list[OpCase] = []
 NOT_EAGER = {
     "grad": "a gradient request inside traced graphs, expanded by passes/autodiff; its impl "
             "raises by design (covered by the autodiff pass tests)",
+    "fused": "made by passes/fuse from other ops' nodes, never called by user code (covered by "
+             "tests/passes/test_fuse.py and every compiled test)",
 }
 
 

@@ -262,7 +262,43 @@ def index_graph() -> Built:
     return build("indexing", specs, body)
 
 
+def fused_elementwise_graph(dtype):
+    """The elementwise graph with chains added (each op's result fed through two more ops of
+    its own shape, so every op lands inside a fused body), then fused. Returns (Built, the
+    graph before fusion): the reference runs the unfused graph."""
+    from passes.fuse import fuse
+
+    built = elementwise_graph(dtype)
+    g = built.graph
+    with registry.interpreter(GraphBuilder(g)):
+        chained = []
+        for v in g.outputs:
+            if v.dtype.is_floating_point:
+                chained.append(api.add(api.mul(v, 0.5), v))
+            else:
+                chained.append(api.logical_not(api.logical_not(v)) if v.dtype is B8 else
+                               api.add(api.mul(v, 2), v))
+    g.outputs = chained
+    verify(g)
+    before = copy_graph(g)
+    fuse(g)
+    verify(g)
+    return Built(g, built.domains), before
+
+
+def copy_graph(g):
+    from graphjit.ir import print_graph
+    copy = parse_graph(print_graph(g))
+    copy.constants = {v: g.constants[w] for v, w in zip(copy.inputs, g.inputs) if w.role == "const"}
+    return copy
+
+
 # ---- fixtures (one compile per graph per module) ------------------------------------------------
+
+@pytest.fixture(scope="module", params=["float32", "float64"])
+def fused_elementwise(request):
+    built, before = fused_elementwise_graph(dtypes.from_name(request.param))
+    return built, before, compile_graph(built.graph)
 
 @pytest.fixture(scope="module", params=["float32", "float64"])
 def elementwise(request):
@@ -291,7 +327,8 @@ def test_every_op_has_an_emitter():
 
 def test_the_test_graphs_cover_every_op():
     used = set()
-    for built in (elementwise_graph(F32), reduce_linalg_shape_graph(), index_graph()):
+    for built in (elementwise_graph(F32), reduce_linalg_shape_graph(), index_graph(),
+                  fused_elementwise_graph(F32)[0]):
         used |= {n.op.name for n in built.graph.nodes}
     assert set(all_ops()) - used == {"grad"}
 
@@ -312,6 +349,14 @@ def test_elementwise_matches_reference(elementwise, rng):
     built, program = elementwise
     for _ in range(2):
         check_program(program, built.graph, built.inputs(rng))
+
+
+def test_fused_elementwise_matches_the_unfused_reference(fused_elementwise, rng):
+    built, before, program = fused_elementwise
+    n_fused = sum(n.op.name == "fused" for n in built.graph.nodes)
+    assert n_fused >= len(built.graph.outputs)  # every chain became (part of) a fused node
+    for _ in range(2):
+        check_program(program, before, built.inputs(rng))
 
 
 def test_reductions_matmul_and_movement_match_reference(reductions, rng):

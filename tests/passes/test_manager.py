@@ -92,9 +92,10 @@ def test_what_counts_as_a_pass():
 
 
 def test_the_pipeline_order():
-    assert [p.name for p in pipeline.DEFAULT] == ["autodiff", "simplify", "cse", "dce"]
+    order = ["autodiff", "simplify", "cse", "dce", "fuse", "dce"]
+    assert [p.name for p in pipeline.DEFAULT] == order
     g, snapshots = pipeline.run_pipeline(parse_graph(TEXT), verify=True)
-    assert [name for name, _ in snapshots] == ["trace", "autodiff", "simplify", "cse", "dce"]
+    assert [name for name, _ in snapshots] == ["trace"] + order
     assert print_graph(g) == textwrap.dedent("""
         graph f(%x: f64[3] {param}) {
           %0 = exp(%x) : f64[3]

@@ -33,7 +33,7 @@ from ...errors import DTypeError, GraphjitError, ShapeError
 from ...ir.printer import format_node, print_graph, value_names
 from ...shapes import numel
 from ..source import Namer, SourceWriter, identifier, import_module, write_module
-from . import creation, index, linalg, reduce, shape  # noqa: F401  (register emitters)
+from . import creation, fused, index, linalg, reduce, shape  # noqa: F401  (register emitters)
 from .elementwise import emit_elementwise, emits_generic
 from .kernel import EMITTERS, MODULE_GLOBALS, KernelWriter
 from .loops import np_type

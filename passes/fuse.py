@@ -1,0 +1,126 @@
+"""Elementwise fusion: a chain or tree of elementwise nodes becomes one ``fused`` node, one loop.
+
+    %0 = mul(%a, %a) : f32[4M]                %2 = fused(%a, %b, body='t0 = mul(i0, i0);
+    %1 = mul(%0, %a) : f32[4M]        ->            t1 = mul(t0, i0); t2 = mul(t1, i1)') : f32[4M]
+    %2 = mul(%1, %b) : f32[4M]
+
+Groups grow from a root (visited last to first) into its producers. A producer joins when
+- it is elementwise with a scalar expression (see [Fused nodes] in graphjit/ir/fused.py),
+- every reader of its value is already in the group, and the value is no graph output or
+  update: nothing outside needs it, so it needs no buffer of its own, and
+- its shape is the root's (or it is 0-d): every member runs once per output element, so
+  fusion never recomputes work. Inputs of the group may broadcast.
+Such a group is convex by construction: every member but the root is read only inside the
+group, so a path that leaves the group can only start at the root, and cannot come back to
+a member (members are ancestors of the root). ``check_convex`` verifies that with networkx
+in tests. ``full`` constants a member reads are copied into its body (a literal costs
+nothing to recompute); the original node stays for its other readers, and DCE drops it
+when none is left.
+
+Not yet: several outputs per loop (horizontal fusion of sibling gradients), reductions with
+their elementwise producers and consumers, GEMM epilogues.
+"""
+from __future__ import annotations
+
+import networkx as nx
+
+from graphjit.ir.fused import FUSED, format_body
+from graphjit.ir.graph import Node
+from graphjit.ir.printer import value_names
+
+from .manager import graph_pass
+from .rewrite import replace_uses
+
+
+def fusable(node) -> bool:
+    return node.op.kind == "elementwise" and node.op.scalar is not None
+
+
+def _is_constant(node) -> bool:
+    return node is not None and node.op.name == "full" and not node.inputs
+
+
+def find_groups(graph) -> list:
+    """The groups to fuse: lists of member nodes in program order, the root last."""
+    users = graph.users()
+    pinned = set(graph.outputs) | {v for _, v in graph.updates}
+    taken = set()
+    groups = []
+    for root in reversed(graph.nodes):
+        if root in taken or not fusable(root) or _is_constant(root):
+            continue
+        members = {root}
+        frontier = [root]
+        while frontier:
+            m = frontier.pop()
+            for v in m.inputs:
+                p = v.node
+                if p is None or p in members or p in taken or not fusable(p) or _is_constant(p):
+                    continue
+                if v in pinned or tuple(v.shape) not in ((), tuple(root.out.shape)):
+                    continue
+                # (A producer refused because p was not in yet is one of p's inputs, so it
+                # is looked at again when p leaves the frontier.)
+                if all(u in members for u in users[v]):
+                    members.add(p)
+                    frontier.append(p)
+        constants = {v.node for m in members for v in m.inputs if _is_constant(v.node)}
+        if len(members) + len(constants) < 2:
+            continue
+        taken.update(members)
+        order = {n: i for i, n in enumerate(graph.nodes)}
+        groups.append(sorted(members | constants, key=order.__getitem__))
+    return groups
+
+
+def _fused_node(members, root):
+    """The fused node computing ``members`` (program order, ``root`` last)."""
+    inputs, names = [], {}
+    steps = []
+    inside = {m.out for m in members}
+    for k, m in enumerate(members):
+        operands = []
+        for v in m.inputs:
+            if v in inside:
+                operands.append(names[v])
+            else:
+                if v not in inputs:
+                    inputs.append(v)
+                operands.append(f"i{inputs.index(v)}")
+        steps.append((m.op.name, operands, m.attrs))
+        names[m.out] = f"t{k}"
+    return Node(FUSED, inputs, {"body": format_body(steps)}, root.out.type, root.source)
+
+
+@graph_pass("fuse")
+def fuse(graph):
+    groups = find_groups(graph)
+    by_root = {g[-1]: g for g in groups}
+    absorbed = {m for g in groups for m in g[:-1] if not _is_constant(m)}
+    nodes, mapping = [], {}
+    for n in graph.nodes:
+        if n in absorbed:
+            continue
+        if n in by_root:
+            fused = _fused_node(by_root[n], n)
+            mapping[n.out] = fused.out
+            n = fused
+        nodes.append(n)
+    graph.nodes = nodes
+    replace_uses(graph, mapping)
+    fuse.last_stats = {"groups": len(groups), "nodes_fused": sum(len(g) for g in groups)}
+    return graph
+
+
+def check_convex(graph, members) -> bool:
+    """Whether no path between two of ``members`` (nodes of ``graph`` before fusion) leaves
+    the group: the legality condition of a fused group, checked with networkx."""
+    g = graph.to_networkx()
+    names = value_names(graph)
+    inside = {names[m.out] for m in members}
+    reached_outside = set()
+    for m in inside:
+        for succ in g.successors(m):
+            if succ not in inside:
+                reached_outside |= {succ} | nx.descendants(g, succ)
+    return not (reached_outside & inside)

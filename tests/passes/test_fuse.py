@@ -1,0 +1,187 @@
+"""passes/fuse: IR text in -> IR text out, and legality over many random graphs."""
+import textwrap
+
+import numpy as np
+import pytest
+
+from graphjit import dtypes
+from graphjit.ir import Graph, GraphBuilder, parse_graph, print_graph, run_graph, verify
+from graphjit.ops import api, registry
+from graphjit.shapes import TensorType
+from passes.dce import dce
+from passes.fuse import check_convex, find_groups, fuse
+
+
+def text(s: str) -> str:
+    return textwrap.dedent(s).strip()
+
+
+def round_trip(g) -> str:
+    verify(g)
+    out = print_graph(g)
+    again = parse_graph(out)
+    verify(again)
+    assert print_graph(again) == out
+    return out
+
+
+def run_fuse(before: str) -> str:
+    g = parse_graph(text(before))
+    return round_trip(dce.run(fuse.run(g)))
+
+
+def test_a_chain_becomes_one_node_with_constants_inlined():
+    # Q = 3a^3 - b^2: five elementwise nodes, one loop; the 3.0 is copied into the body.
+    out = run_fuse("""
+    graph f(%a: f32[8] {arg}, %b: f32[8] {arg}) {
+      %0 = pow_scalar(%a, exponent=3) : f32[8]
+      %1 = full(dtype=f32, shape=[], value=3.0) : f32[]
+      %2 = mul(%1, %0) : f32[8]
+      %3 = pow_scalar(%b, exponent=2) : f32[8]
+      %4 = sub(%2, %3) : f32[8]
+      return %4
+    }""")
+    assert out == text("""
+    graph f(%a: f32[8] {arg}, %b: f32[8] {arg}) {
+      %0 = fused(%a, %b, body='t0 = pow_scalar(i0, exponent=3); t1 = full(dtype=f32, shape=[], value=3.0); t2 = mul(t1, t0); t3 = pow_scalar(i1, exponent=2); t4 = sub(t2, t3)') : f32[8]
+      return %0
+    }""")
+
+
+def test_a_value_read_outside_the_group_keeps_its_own_node():
+    # %0 is read by the sum too, so folding it into the loop of %1 and %2 would compute it
+    # twice: it keeps its own node, and both the fused loop and the sum read its buffer.
+    out = run_fuse("""
+    graph f(%x: f32[4] {arg}) {
+      %0 = exp(%x) : f32[4]
+      %1 = neg(%0) : f32[4]
+      %2 = mul(%1, %1) : f32[4]
+      %3 = sum(%0, dims=[0], keepdim=false) : f32[]
+      return %2, %3
+    }""")
+    assert out == text("""
+    graph f(%x: f32[4] {arg}) {
+      %0 = exp(%x) : f32[4]
+      %1 = fused(%0, body='t0 = neg(i0); t1 = mul(t0, t0)') : f32[4]
+      %2 = sum(%0, dims=[0], keepdim=false) : f32[]
+      return %1, %2
+    }""")
+
+
+def test_outputs_updates_and_broadcast_producers_stay_out():
+    out = run_fuse("""
+    graph f(%x: f32[3,4] {arg}, %y: f32[4] {arg}, %w: f32[3,4] {param}) {
+      %0 = exp(%y) : f32[4]
+      %1 = add(%x, %0) : f32[3,4]
+      %2 = tanh(%1) : f32[3,4]
+      %3 = mul(%w, %2) : f32[3,4]
+      %4 = sigmoid(%3) : f32[3,4]
+      return %2, %4
+      update %w <- %3
+    }""")
+    # exp(y) has another shape (fusing it would compute it 3 times); %2 is an output and %3 an
+    # update, so each needs its own buffer: their groups end there.
+    assert out == text("""
+    graph f(%x: f32[3,4] {arg}, %y: f32[4] {arg}, %w: f32[3,4] {param}) {
+      %0 = exp(%y) : f32[4]
+      %1 = fused(%x, %0, body='t0 = add(i0, i1); t1 = tanh(t0)') : f32[3,4]
+      %2 = mul(%w, %1) : f32[3,4]
+      %3 = sigmoid(%2) : f32[3,4]
+      return %1, %3
+      update %w <- %2
+    }""")
+
+
+def test_non_elementwise_nodes_end_groups():
+    out = run_fuse("""
+    graph f(%x: f32[2,3] {arg}, %w: f32[3,3] {arg}) {
+      %0 = relu(%x) : f32[2,3]
+      %1 = matmul(%0, %w) : f32[2,3]
+      %2 = exp(%1) : f32[2,3]
+      %3 = neg(%2) : f32[2,3]
+      return %3
+    }""")
+    assert out == text("""
+    graph f(%x: f32[2,3] {arg}, %w: f32[3,3] {arg}) {
+      %0 = relu(%x) : f32[2,3]
+      %1 = matmul(%0, %w) : f32[2,3]
+      %2 = fused(%1, body='t0 = exp(i0); t1 = neg(t0)') : f32[2,3]
+      return %2
+    }""")
+
+
+def test_bad_fused_bodies_are_clear_errors():
+    from graphjit.ir import IRParseError, IRVerifyError
+    for body, match in [("t0 = matmul(i0, i0)", "not an elementwise op"),
+                        ("t0 = exp(i3)", "i3 is not defined"), ("t1 = exp(i0)", "expected t0"),
+                        ("t0 = nosuchop(i0)", "unknown op")]:
+        with pytest.raises((IRParseError, IRVerifyError), match=match):
+            verify(parse_graph(text(f"""
+            graph f(%x: f32[2] {{arg}}) {{
+              %0 = fused(%x, body='{body}') : f32[2]
+              return %0
+            }}""")))
+
+
+# ---- legality and numbers on random graphs -------------------------------------------------
+
+UNARY = ("exp", "neg", "tanh", "sigmoid", "relu", "sin")
+BINARY = ("add", "mul", "sub", "maximum")
+
+
+def random_graph(rng, n_nodes=14):
+    """A random DAG of elementwise and reduction nodes over [3,4] and [4] values."""
+    g = Graph("rand")
+    x = g.add_input(TensorType((3, 4), dtypes.float64), "x", "arg")
+    y = g.add_input(TensorType((4,), dtypes.float64), "y", "arg")
+    values = [x, y]
+    with registry.interpreter(GraphBuilder(g)):
+        for _ in range(n_nodes):
+            kind = rng.integers(4)
+            a = values[rng.integers(len(values))]
+            if kind == 0:
+                values.append(getattr(api, UNARY[rng.integers(len(UNARY))])(a))
+            elif kind in (1, 2):
+                b = values[rng.integers(len(values))]
+                values.append(getattr(api, BINARY[rng.integers(len(BINARY))])(a, b))
+            elif a.shape == (3, 4):
+                values.append(api.sum(a, 0))  # a reduction to [4]
+            else:
+                values.append(api.mul(a, 0.5))
+    outs = [values[i] for i in rng.choice(np.arange(2, len(values)), size=3, replace=False)]
+    g.outputs = outs
+    verify(g)
+    return dce.run(g)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_graphs_fuse_to_convex_groups_with_the_same_values(seed):
+    rng = np.random.default_rng(seed)
+    g = random_graph(rng)
+    before = print_graph(g)
+    groups = find_groups(g)
+    for members in groups:
+        assert check_convex(g, members), f"non-convex group in\n{before}"
+        assert len({tuple(m.out.shape) for m in members if m.op.name != "full"} - {()}) == 1
+    inputs = [rng.normal(size=(3, 4)), rng.normal(size=4)]
+    expected, _ = run_graph(g, inputs)
+    fused = dce.run(fuse.run(parse_graph(before)))
+    round_trip(fused)
+    got, _ = run_graph(fused, inputs)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+    n_elementwise = sum(n.op.kind == "elementwise" for n in g.nodes)
+    if groups:
+        assert len(fused.nodes) < len(g.nodes) or n_elementwise == 0
+
+
+def test_check_convex_rejects_a_group_with_a_path_through_the_outside():
+    g = parse_graph(text("""
+    graph f(%x: f32[4] {arg}) {
+      %0 = exp(%x) : f32[4]
+      %1 = sum(%0, dims=[0], keepdim=true) : f32[1]
+      %2 = add(%0, %1) : f32[4]
+      return %2
+    }"""))
+    assert not check_convex(g, [g.nodes[0], g.nodes[2]])  # %0 -> sum -> %2 leaves the group
+    assert check_convex(g, [g.nodes[1], g.nodes[2]])
