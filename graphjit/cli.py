@@ -1,8 +1,9 @@
 """The ``graphjit`` command line.
 
-Subcommands today: ``version``, ``ops`` (every registered op with its kind and whether it
-has a gradient rule and a scalar expression) and ``describe OP`` (where each rule of an op
-is defined). The IR dump tool joins here as ``graphjit dump`` with the compiler.
+Subcommands: ``version``, ``ops`` (every registered op with its kind and whether it has a
+gradient rule and a scalar expression), ``describe OP`` (where each rule of an op is
+defined), ``dump SCRIPT.py`` (the IR dump tool, graphjit/dump.py) and ``cache info|clear``
+(the on-disk compile cache).
 """
 from __future__ import annotations
 
@@ -39,7 +40,135 @@ def _cmd_describe(args) -> int:
     return 0
 
 
+DUMP_USAGE = ("graphjit dump SCRIPT.py [script args] [--out DIR] [--stages S,...] "
+              "[--format text,dot,svg,json] [--report]")
+
+
+def _dump_args(argv):
+    """Split ``dump``'s own options from the script's arguments (anything after ``--`` is
+    the script's too, for a script with options of the same names)."""
+    opts = {"out": "graphjit-dump", "stages": None, "formats": list(FORMATS_DEFAULT),
+            "report": False}
+    script, script_args, i = None, [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            script_args += argv[i + 1:]
+            break
+        if a in ("--out", "--stages", "--format"):
+            if i + 1 >= len(argv):
+                raise SystemExit(f"graphjit dump: {a} needs a value ({DUMP_USAGE})")
+            value = argv[i + 1]
+            if a == "--out":
+                opts["out"] = value
+            elif a == "--stages":
+                opts["stages"] = [v for v in value.split(",") if v]
+            else:
+                opts["formats"] = [v for v in value.split(",") if v]
+            i += 2
+            continue
+        if a == "--report":
+            opts["report"] = True
+        elif script is None:
+            script = a
+        else:
+            script_args.append(a)
+        i += 1
+    return script, script_args, opts
+
+
+FORMATS_DEFAULT = ("text", "dot", "svg", "json")
+
+
+def _fail(message: str) -> int:
+    print(f"graphjit dump: {message}", file=sys.stderr)
+    return 2
+
+
+def _cmd_dump(argv) -> int:
+    import os
+    import runpy
+
+    from graphjit import dump
+    try:
+        script, script_args, opts = _dump_args(argv)
+    except SystemExit as e:
+        print(e, file=sys.stderr)
+        return 2
+    if script is None:
+        return _fail(f"no script given; usage: {DUMP_USAGE}")
+    if not os.path.isfile(script):
+        return _fail(f"no such script: {script}")
+    known = dump.stage_names()
+    for stage in opts["stages"] or ():
+        if stage not in known:
+            return _fail(f"unknown stage {stage!r}; stages are {', '.join(known)}")
+    for fmt in opts["formats"]:
+        if fmt not in dump.FORMATS:
+            return _fail(f"unknown format {fmt!r}; formats are {', '.join(dump.FORMATS)}")
+    out = opts["out"]
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, ".graphjit-write-test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        return _fail(f"cannot write to {out}: {e.strerror or e}")
+    cfg = dump.configure(out, opts["stages"], opts["formats"])
+    saved_argv = sys.argv
+    sys.argv = [script] + script_args
+    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            print(f"graphjit dump: the script exited with status {e.code}", file=sys.stderr)
+    finally:
+        sys.argv = saved_argv
+    for note in cfg.notes:
+        print(f"graphjit dump: note: {note}", file=sys.stderr)
+    if not cfg.written:
+        print(f"graphjit dump: {script} compiled no function (nothing under @graphjit.compile "
+              "ran), so nothing was written", file=sys.stderr)
+        return 1
+    print(f"graphjit dump: wrote {len(cfg.written)} folder(s) under {out}:", file=sys.stderr)
+    for folder in cfg.written:
+        print(f"  {folder}", file=sys.stderr)
+        if opts["report"]:
+            with open(os.path.join(folder, "report.txt"), encoding="utf-8") as f:
+                print(f.read())
+    return 0
+
+
+def _cmd_cache(args) -> int:
+    import os
+    import shutil
+
+    from graphjit.backend.source import cache_dir
+    root = cache_dir()
+    files = []
+    for folder, _, names in os.walk(root):
+        files += [os.path.join(folder, n) for n in names]
+    if args.action == "info":
+        size = sum(os.path.getsize(f) for f in files if os.path.exists(f))
+        modules = [f for f in files if f.endswith(".py")]
+        print(f"graphjit compile cache: {root}")
+        print(f"  {len(modules)} generated modules, {len(files) - len(modules)} Numba cache "
+              f"files, {size / 2**20:.1f} MiB (set GRAPHJIT_CACHE_DIR to move it)")
+        return 0
+    for entry in os.listdir(root):
+        path = os.path.join(root, entry)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    print(f"graphjit compile cache: removed {len(files)} files from {root}")
+    return 0
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "dump":
+        # The script's own arguments may look like anything: parsed by hand (_dump_args).
+        return _cmd_dump(argv[1:])
     parser = argparse.ArgumentParser(prog="graphjit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("version", help="print the version").set_defaults(fn=_cmd_version)
@@ -47,6 +176,11 @@ def main(argv=None) -> int:
     d = sub.add_parser("describe", help="show where an op and its rules are defined")
     d.add_argument("op")
     d.set_defaults(fn=_cmd_describe)
+    sub.add_parser("dump", help="run a script and write every compiled program's IR stages, "
+                                f"kernels, graph drawings and report: {DUMP_USAGE}")
+    c = sub.add_parser("cache", help="the on-disk compile cache")
+    c.add_argument("action", choices=["info", "clear"])
+    c.set_defaults(fn=_cmd_cache)
     args = parser.parse_args(argv)
     return args.fn(args)
 

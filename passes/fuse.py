@@ -40,8 +40,10 @@ def _is_constant(node) -> bool:
     return node is not None and node.op.name == "full" and not node.inputs
 
 
-def find_groups(graph) -> list:
-    """The groups to fuse: lists of member nodes in program order, the root last."""
+def find_groups(graph, refused=None) -> list:
+    """The groups to fuse: lists of member nodes in program order, the root last. With a
+    list ``refused``, append ``(producer node, root node, reason)`` for every elementwise
+    producer that was left out of a group, for the dump tool's report."""
     users = graph.users()
     pinned = set(graph.outputs) | {v for _, v in graph.updates}
     taken = set()
@@ -65,12 +67,31 @@ def find_groups(graph) -> list:
                     members.add(p)
                     frontier.append(p)
         constants = {v.node for m in members for v in m.inputs if _is_constant(v.node)}
+        if refused is not None:
+            refused.extend(_refusals(members, root, users, pinned, taken))
         if len(members) + len(constants) < 2:
             continue
         taken.update(members)
         order = {n: i for i, n in enumerate(graph.nodes)}
         groups.append(sorted(members | constants, key=order.__getitem__))
     return groups
+
+
+def _refusals(members, root, users, pinned, taken):
+    for m in members:
+        for v in m.inputs:
+            p = v.node
+            if p is None or p in members or p in taken or not fusable(p) or _is_constant(p):
+                continue
+            if v in pinned:
+                why = "it is a graph output or an update, so it needs its own buffer"
+            elif tuple(v.shape) not in ((), tuple(root.out.shape)):
+                why = (f"its shape {list(v.shape)} is not the loop's {list(root.out.shape)}: "
+                       "fusing it would compute it more than once per element")
+            else:
+                outside = next(u for u in users[v] if u not in members)
+                why = f"it is also read outside the group (by a {outside.op.name} node)"
+            yield p, root, why
 
 
 def _fused_node(members, root):
@@ -94,7 +115,9 @@ def _fused_node(members, root):
 
 @graph_pass("fuse")
 def fuse(graph):
-    groups = find_groups(graph)
+    refused = []
+    names = value_names(graph)
+    groups = find_groups(graph, refused)
     by_root = {g[-1]: g for g in groups}
     absorbed = {m for g in groups for m in g[:-1] if not _is_constant(m)}
     nodes, mapping = [], {}
@@ -108,7 +131,11 @@ def fuse(graph):
         nodes.append(n)
     graph.nodes = nodes
     replace_uses(graph, mapping)
-    fuse.last_stats = {"groups": len(groups), "nodes_fused": sum(len(g) for g in groups)}
+    fuse.last_stats = {
+        "groups": len(groups), "nodes_fused": sum(len(g) for g in groups),
+        # Value names are those of the graph fuse was given (the stage before it).
+        "refused": [(f"%{names[p.out]} = {p.op.name}", f"%{names[r.out]}", why)
+                    for p, r, why in refused]}
     return graph
 
 

@@ -23,10 +23,13 @@ from .simplify import simplify
 DEFAULT = [autodiff, simplify, cse, dce, fuse, dce]
 
 
-def run_pipeline(graph, verify: bool = False, passes=None):
+def run_pipeline(graph, verify: bool = False, passes=None, stats=None):
     """Run the default pipeline (or ``passes``); return ``(graph, snapshots)``, where
     ``snapshots`` is ``[("trace", text), (pass name, text), ...]``. With ``verify`` (or
-    ``GRAPHJIT_VERIFY=1``) the IR verifier runs after every pass."""
+    ``GRAPHJIT_VERIFY=1``) the IR verifier runs after every pass. A list ``stats`` receives
+    ``(pass name, dict)`` for the passes that report statistics."""
     manager = PassManager(DEFAULT if passes is None else passes, verify=verify)
     graph = manager.run(graph)
+    if stats is not None:
+        stats.extend(manager.stats)
     return graph, manager.snapshots

@@ -186,6 +186,9 @@ class _Entry:
         self.one_shot = False      # see [Optimizer state created while tracing]
         self.new_state = []        # (opt, param, key, index into the program's outputs)
         self.freed = set()         # output positions whose graph backward() used up
+        self.pass_stats = []       # (pass name, stats) of the pipeline run
+        self.residuals = []        # values a compiled forward saves for its backward
+        self.trace_number = 0
         self.update_slots = [tracer_slot_index(self.slots, target) for target, _ in graph.updates]
         self.output_tree = result
         self.graph_outputs = []  # the traced output values, by position in graph.outputs
@@ -363,15 +366,36 @@ class CompiledFunction:
         tracer, result = trace(self.fn, args, kwargs, flat_args, names,
                                _scan_names(self.fn, args, kwargs), self.__name__)
         try:
-            return self._lower(tracer, result), tracer
+            entry = self._lower(tracer, result)
         except BaseException:
             tracer.rollback()
             raise
+        entry.trace_number = len(self._history)
+        from .. import dump
+        if dump.active():
+            dump.write_entry(self, entry)
+        return entry, tracer
 
-    def _lower(self, tracer, result):
+    def lower(self, *args, **kwargs) -> "Lowered":
+        """Trace and optimise for these example arguments without running anything (no Numba
+        compilation either), like JAX's ``jit(f).lower(x)``: ``.as_text(stage)`` gives the IR
+        after any stage of the pipeline, ``.kernel_source()`` the generated module(s).
+        Python side effects of the trace (optimizer state made by a first step) are undone."""
+        key, flat, sig = self._key(args, kwargs)
+        names = _arg_names(self.fn, args, kwargs, len(flat))
+        tracer, result = trace(self.fn, args, kwargs, list(flat), names,
+                               _scan_names(self.fn, args, kwargs), self.__name__)
+        try:
+            entry = self._lower(tracer, result, build=_generate_only)
+        finally:
+            tracer.rollback()
+        return Lowered(entry)
+
+    def _lower(self, tracer, result, build=None):
         from passes.pipeline import run_pipeline
 
         from ..backend.cpu import compile_graph
+        build = build or compile_graph
         graph = tracer.graph
         _mark_state_roles(tracer)
         out_tensors = _collect_outputs(result, [])
@@ -388,11 +412,14 @@ class CompiledFunction:
         differentiable = [t for i, t in enumerate(out_tensors) if t._requires_grad and i not in freed]
         if differentiable:
             # A compiled forward: its outputs get a grad_fn that runs a compiled backward.
-            entry = _lower_forward_backward(self, tracer, result, out_tensors, differentiable)
+            entry = _lower_forward_backward(self, tracer, result, out_tensors, differentiable,
+                                            build)
         else:
-            graph, snapshots = run_pipeline(graph, verify=self.verify)
-            program = compile_graph(graph, name=self.__name__)
+            stats = []
+            graph, snapshots = run_pipeline(graph, verify=self.verify, stats=stats)
+            program = build(graph, name=self.__name__)
             entry = _Entry(tracer, result, program, graph, snapshots)
+            entry.pass_stats = stats
             # Passes may replace output values; outputs keep their positions, so map by those.
             entry.graph_outputs = out_values
         entry.freed = freed
@@ -438,7 +465,67 @@ def compile(fn=None, *, verify: bool = False):  # noqa: A001 - graphjit.compile
 
 # ---- a compiled forward with a compiled backward ------------------------------------------------
 
-def _lower_forward_backward(cf, tracer, result, out_tensors, differentiable):
+def _generate_only(graph, name=None):
+    """A stand-in for ``compile_graph`` when lowering: the generated module's text only."""
+    from ..backend.cpu import generate
+    return _Generated(graph, generate(graph, name or graph.name).source)
+
+
+class _Generated:
+    def __init__(self, graph, source):
+        self.graph = graph
+        self.source = source
+
+
+class Lowered:
+    """What ``CompiledFunction.lower(...)`` returns: the program(s) for one signature."""
+
+    def __init__(self, entry):
+        self.entry = entry
+
+    @property
+    def stages(self) -> list:
+        """Stage names in pipeline order: "trace", then each pass (and the forward/backward
+        split of a compiled forward, as "forward" and "backward")."""
+        names = [name for name, _ in self.entry.snapshots]
+        if isinstance(self.entry, _ForwardBackwardEntry):
+            names += ["forward", "backward"]
+        return names
+
+    def as_text(self, stage: str = "final") -> str:
+        """The IR text after ``stage`` ("final": the optimised graph; for a compiled forward
+        "final" is the forward program, "backward" the backward one). A pass that runs twice
+        (dce) is named by its last run; "dce#1" names the first."""
+        from ..ir import print_graph
+        e = self.entry
+        if stage == "final" or stage == "forward":
+            return print_graph(e.graph)
+        if stage == "backward" and isinstance(e, _ForwardBackwardEntry):
+            return print_graph(e.backward_graph)
+        found = _stage_text(e.snapshots, stage)
+        if found is None:
+            raise KeyError(f"no stage {stage!r}; stages: {', '.join(self.stages)}")
+        return found
+
+    def kernel_source(self, program: str = "forward") -> str:
+        """The generated Numba module of the program ("forward"; "backward" for a compiled
+        forward's backward program)."""
+        from ..backend.cpu import generate
+        e = self.entry
+        if program == "backward":
+            return generate(e.backward_graph).source
+        return e.program.source
+
+
+def _stage_text(snapshots, stage):
+    base, _, nth = stage.partition("#")
+    matches = [text for name, text in snapshots if name == base]
+    if not matches:
+        return None
+    return matches[int(nth) - 1 if nth else -1]
+
+
+def _lower_forward_backward(cf, tracer, result, out_tensors, differentiable, build):
     """Split forward + backward into two programs joined by saved residuals.
 
     The joint graph gets one seed input per differentiable output and ``grad`` requests for
@@ -448,7 +535,6 @@ def _lower_forward_backward(cf, tracer, result, out_tensors, differentiable):
     """
     from passes.pipeline import run_pipeline
 
-    from ..backend.cpu import compile_graph
     from ..ir import Graph
     from ..ops import registry
     graph = tracer.graph
@@ -472,7 +558,8 @@ def _lower_forward_backward(cf, tracer, result, out_tensors, differentiable):
             wrt.append(s)
             grad_values.append(total)
     graph.outputs = graph.outputs + grad_values
-    joint, snapshots = run_pipeline(graph, verify=cf.verify)
+    stats = []
+    joint, snapshots = run_pipeline(graph, verify=cf.verify, stats=stats)
 
     seed_set = set(seeds)
     depends = set(seeds)
@@ -506,8 +593,11 @@ def _lower_forward_backward(cf, tracer, result, out_tensors, differentiable):
         remap[n.out] = backward.add_node(n.op, [remap[v] for v in n.inputs], n.attrs, n.out.type,
                                          n.source)
     backward.outputs = [remap[v] for v in grads_out]
-    fw_program = compile_graph(forward, name=forward.name)
+    fw_program = build(forward, name=forward.name)
     entry = _ForwardBackwardEntry(tracer, result, fw_program, forward, snapshots)
+    entry.pass_stats = stats
+    # What the forward saves for the backward (the dump tool's report lists them).
+    entry.residuals = [v for v in residuals if v.role != "const"]
     entry.graph_outputs = [t._value for t in out_tensors]
     entry.seed_types = [sv.type for sv in seeds]
     entry.n_out = n_out

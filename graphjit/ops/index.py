@@ -87,7 +87,7 @@ def _vjp_index(g, out, x, *idx, key):
     return (api.index_backward(g, x.shape, idx, key),) + (None,) * len(idx)
 
 
-def _index_cost(out: TensorType, x: TensorType, *idx: TensorType, key):
+def _index_cost(out: TensorType, x: TensorType, *idx: TensorType, key, **_):
     moved = 2 * numel(out.shape) * out.dtype.itemsize + sum(numel(t.shape) * 8 for t in idx)
     return 0, moved
 

@@ -22,7 +22,7 @@ from graphjit.ir import Graph, GraphBuilder, parse_graph, run_graph, verify
 from graphjit.ir.printer import format_node, value_names
 from graphjit.ops import all_ops, api, registry
 from graphjit.ops.index import build_key
-from graphjit.shapes import TensorType
+from graphjit.shapes import TensorType, numel
 from graphjit.testing import assert_close, make_array
 
 F32, F64, I64, B8 = dtypes.float32, dtypes.float64, dtypes.int64, dtypes.bool_
@@ -519,3 +519,12 @@ def test_compiled_program_is_cached_across_processes(tmp_path, monkeypatch):
     assert done.returncode == 0, done.stderr
     path, hits = done.stdout.split()
     assert path == first.path and int(hits) == 1
+
+
+def test_every_node_of_the_test_graphs_has_a_cost():
+    """The cost model (used by the dump tool's report) answers for every op and attribute set."""
+    for built in (elementwise_graph(F32), reduce_linalg_shape_graph(), index_graph(),
+                  fused_elementwise_graph(F32)[0]):
+        for n in built.graph.nodes:
+            flops, moved = n.op.cost(n.out.type, *[v.type for v in n.inputs], **n.attrs)
+            assert flops >= 0 and moved >= numel(n.out.shape) * n.out.dtype.itemsize, n.op.name
