@@ -41,14 +41,14 @@ def _cmd_describe(args) -> int:
 
 
 DUMP_USAGE = ("graphjit dump SCRIPT.py [script args] [--out DIR] [--stages S,...] "
-              "[--format text,dot,svg,json] [--report]")
+              "[--format text,dot,svg,json] [--report] [--profile]")
 
 
 def _dump_args(argv):
     """Split ``dump``'s own options from the script's arguments (anything after ``--`` is
     the script's too, for a script with options of the same names)."""
     opts = {"out": "graphjit-dump", "stages": None, "formats": list(FORMATS_DEFAULT),
-            "report": False}
+            "report": False, "profile": False}
     script, script_args, i = None, [], 0
     while i < len(argv):
         a = argv[i]
@@ -67,8 +67,8 @@ def _dump_args(argv):
                 opts["formats"] = [v for v in value.split(",") if v]
             i += 2
             continue
-        if a == "--report":
-            opts["report"] = True
+        if a in ("--report", "--profile"):
+            opts[a[2:]] = True
         elif script is None:
             script = a
         else:
@@ -115,7 +115,7 @@ def _cmd_dump(argv) -> int:
         os.remove(probe)
     except OSError as e:
         return _fail(f"cannot write to {out}: {e.strerror or e}")
-    cfg = dump.configure(out, opts["stages"], opts["formats"])
+    cfg = dump.configure(out, opts["stages"], opts["formats"], opts["profile"])
     saved_argv = sys.argv
     sys.argv = [script] + script_args
     sys.path.insert(0, os.path.dirname(os.path.abspath(script)))

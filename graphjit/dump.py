@@ -26,8 +26,9 @@ FORMATS = ("text", "dot", "svg", "json")
 
 
 class DumpConfig:
-    def __init__(self, out_dir, stages=None, formats=FORMATS):
+    def __init__(self, out_dir, stages=None, formats=FORMATS, profile=False):
         self.out_dir = out_dir
+        self.profile = profile                          # time each kernel (graphjit.profile)
         self.stages = set(stages) if stages else None   # None: every stage
         self.formats = set(formats)
         self.written: list[str] = []                    # folders written so far
@@ -37,9 +38,9 @@ class DumpConfig:
 _config: DumpConfig | None = None
 
 
-def configure(out_dir, stages=None, formats=FORMATS) -> DumpConfig:
+def configure(out_dir, stages=None, formats=FORMATS, profile=False) -> DumpConfig:
     global _config
-    _config = DumpConfig(out_dir, stages, formats)
+    _config = DumpConfig(out_dir, stages, formats, profile)
     return _config
 
 
@@ -62,8 +63,9 @@ def stage_names() -> list:
 
 # ---- writing one program ------------------------------------------------------------------
 
-def write_entry(cf, entry) -> str:
-    """Write the folder of one traced signature of compiled function ``cf``."""
+def write_entry(cf, entry, flat_args=None) -> str:
+    """Write the folder of one traced signature of compiled function ``cf`` (with
+    ``--profile``, time its kernels on this call's arguments ``flat_args``)."""
     from .backend.cpu import generate
     cfg = active()
     folder = os.path.join(cfg.out_dir, f"{cf.__name__}_{entry.trace_number}")
@@ -93,7 +95,10 @@ def write_entry(cf, entry) -> str:
                 _render(cfg, folder, stem)
         if "json" in cfg.formats:
             _write(folder, f"{stem}.json", json.dumps(to_json(graph, parts), indent=1) + "\n")
-    _write(folder, "report.txt", report(cf, entry))
+    text = report(cf, entry)
+    if cfg.profile and flat_args is not None:
+        text += "\n" + "\n".join(profile_lines(entry, flat_args)) + "\n"
+    _write(folder, "report.txt", text)
     cfg.written.append(folder)
     return folder
 
@@ -228,6 +233,15 @@ def _bytes(n: float) -> str:
         n /= 1024
 
 
+def kernel_label(node) -> str:
+    """``matmul``, or ``fused[add, relu]`` for a fused node."""
+    if node.op.name != "fused":
+        return node.op.name
+    from .ir.fused import body_graph
+    body = body_graph(node.attrs["body"], [v.type for v in node.inputs])
+    return "fused[" + ", ".join(s.op.name for s in body.nodes) + "]"
+
+
 def report(cf, entry) -> str:
     """The text of report.txt for one traced signature."""
     lines = [f"compiled function {cf.__name__}, trace {entry.trace_number}", ""]
@@ -248,16 +262,14 @@ def report(cf, entry) -> str:
             total_flops += flops
             total_bytes += moved
             buffers += numel(n.out.shape) * n.out.dtype.itemsize
-            what = n.op.name
-            if n.op.name == "fused":
-                from .ir.fused import body_graph
-                body = body_graph(n.attrs["body"], [v.type for v in n.inputs])
-                what = "fused[" + ", ".join(s.op.name for s in body.nodes) + "]"
+            what = kernel_label(n)
             lines.append(f"  %{names[n.out]:<5} {what:<40} {str(n.out.type):<16} "
                          f"{_bytes(moved):>10} moved {flops:>12,} FLOPs")
+        from passes.memory import peak_bytes
         lines.append(f"  total: {_bytes(total_bytes)} moved, {total_flops:,} FLOPs")
-        lines.append(f"  buffer memory: {_bytes(buffers)} (every intermediate has its own "
-                     "buffer: there is no buffer reuse yet)")
+        lines.append(f"  peak buffer memory: {_bytes(peak_bytes(graph))} (each buffer freed "
+                     f"after its last use; {_bytes(buffers)} if all were held; no buffer "
+                     "reuse yet)")
     if entry.residuals:
         lines += ["", "saved by the compiled forward for its backward:"]
         for v in entry.residuals:
@@ -300,3 +312,26 @@ def no_gradient_inputs(entry) -> list:
         out.append((s.name, "requires grad but no loss depends on it through differentiable ops "
                             "(unused, or used only through detach())"))
     return out
+
+
+def profile_lines(entry, flat_args) -> list:
+    """The report's ``--profile`` section: every kernel of every program, timed."""
+    import numpy as np
+
+    from . import profile
+    limits = profile.machine_limits()
+    inputs = profile.input_arrays(entry, flat_args)
+    lines = []
+    programs = _programs(entry)
+    rows, env = profile.profile_graph(programs[0][1], inputs)
+    label = "" if programs[0][0] == "program" else programs[0][0] + " "
+    lines += [f"profile of the {label}program {programs[0][1].name}:"]
+    lines += profile.format_profile(programs[0][1], rows, limits)
+    if len(programs) == 2:  # the backward program reads the saved values and the seeds
+        backward = programs[1][1]
+        seeds = [np.ones(v.shape, v.dtype.np) for v in backward.inputs[len(entry.residuals):]]
+        saved = [env[v] for v in entry.residuals]
+        rows, _ = profile.profile_graph(backward, saved + seeds)
+        lines += ["", f"profile of the backward program {backward.name}:"]
+        lines += profile.format_profile(backward, rows, limits)
+    return lines

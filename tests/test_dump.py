@@ -139,6 +139,7 @@ def test_report_lists_kernels_saved_values_frozen_inputs_refusals_and_history(du
     out, _ = dumped
     step = (out / "step_2" / "report.txt").read_text()
     assert re.search(r"fuse\s+\d+", step) and "fused[" in step and "FLOPs" in step
+    assert re.search(r"peak buffer memory: [\d.]+ (B|KiB) \(each buffer freed", step)
     assert "model.0.bias: frozen (requires_grad=False)" in step
     assert "not fused into the loop of" in step
     assert "trace 2: the previous trace created optimizer state" in step
@@ -236,3 +237,24 @@ def test_cache_info_and_clear(tmp_path):
     r = graphjit_cli("cache", "clear", env=env)
     assert r.returncode == 0 and "removed" in r.stdout
     assert not any(files for _, _, files in os.walk(tmp_path))
+
+
+def test_profile_times_every_kernel_against_the_machines_limits(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(STEP_SCRIPT)
+    env = dict(os.environ, GRAPHJIT_CACHE_DIR=str(tmp_path / "cache"))
+    r = graphjit_cli("dump", str(script), "--out", str(tmp_path / "o"), "--profile",
+                     "--format", "text", env=env)
+    assert r.returncode == 0, r.stderr
+    limits = json.loads((tmp_path / "cache" / "machine.json").read_text())
+    assert limits["bandwidth_gbs"] > 0.1 and limits["gemm_gflops"] > 0.1  # measured, cached
+    text = (tmp_path / "o" / "step_2" / "report.txt").read_text()
+    section = text.split("profile of the program step:")[1]
+    assert f"{limits['bandwidth_gbs']:.1f} GB/s copy bandwidth" in section
+    final = parse_graph((tmp_path / "o" / "step_2" / "06_dce.txt").read_text())
+    kernels = [n for n in final.nodes if n.op.name not in ("reshape", "detach")]
+    rows = re.findall(r"^  %\d+ .*\d+\.\dus", section, re.M)
+    assert len(rows) == len(kernels)
+    assert re.search(r"matmul\s+\d+\.\dus\s+\d+\.\d+\s+\d+\.\d%", section)  # rates where timed
+    backward = (tmp_path / "o" / "forward_1" / "report.txt").read_text()
+    assert "profile of the backward program forward_backward:" in backward

@@ -373,7 +373,7 @@ class CompiledFunction:
         entry.trace_number = len(self._history)
         from .. import dump
         if dump.active():
-            dump.write_entry(self, entry)
+            dump.write_entry(self, entry, flat_args)
         return entry, tracer
 
     def lower(self, *args, **kwargs) -> "Lowered":
