@@ -296,6 +296,10 @@ def no_gradient_inputs(entry) -> list:
     for i in getattr(entry, "wrt", []):  # a compiled forward: what its backward computes
         if entry.slots[i].tensor is not None:
             got.add(id(entry.slots[i].tensor))
+    from .ir import parse_graph
+    traced = parse_graph(entry.snapshots[0][1])  # before DCE dropped anything
+    readers = traced.users()
+    read = {v.name for v in traced.inputs if readers.get(v)}
     out = []
     for s in entry.slots:
         if s.kind not in ("tensor", "arg") or not s.value.dtype.is_floating_point:
@@ -309,8 +313,12 @@ def no_gradient_inputs(entry) -> list:
             if s.value.role == "param":
                 out.append((s.name, "frozen (requires_grad=False)"))
             continue
-        out.append((s.name, "requires grad but no loss depends on it through differentiable ops "
-                            "(unused, or used only through detach())"))
+        if s.name in read:
+            out.append((s.name, "requires grad, but no loss it is differentiated for depends on "
+                                "it through differentiable ops: it is detached (detach(), "
+                                "comparisons, integer casts) or its result is unused"))
+        else:
+            out.append((s.name, "unused: requires grad but nothing reads it"))
     return out
 
 

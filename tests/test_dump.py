@@ -258,3 +258,31 @@ def test_profile_times_every_kernel_against_the_machines_limits(tmp_path):
     assert re.search(r"matmul\s+\d+\.\dus\s+\d+\.\d+\s+\d+\.\d%", section)  # rates where timed
     backward = (tmp_path / "o" / "forward_1" / "report.txt").read_text()
     assert "profile of the backward program forward_backward:" in backward
+
+
+def test_report_tells_frozen_unused_and_detached_inputs_apart(tmp_path):
+    script = tmp_path / "three.py"
+    script.write_text(textwrap.dedent("""
+        import graphjit as gj
+        a = gj.nn.Parameter(gj.ones(3))
+        frozen = gj.nn.Parameter(gj.ones(3), requires_grad=False)
+        unused = gj.nn.Parameter(gj.ones(3))
+        detached = gj.nn.Parameter(gj.ones(3))
+
+        @gj.compile
+        def step(x):
+            loss = (a * x * frozen + detached.detach()).sum()
+            discarded = unused * 2.0  # computed, never reaches the loss
+            loss.backward()
+            return loss
+
+        step(gj.ones(3))
+    """))
+    r = graphjit_cli("dump", str(script), "--out", str(tmp_path / "o"), "--format", "text")
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "o" / "step_1" / "report.txt").read_text()
+    section = text.split("inputs with no gradient work:")[1].split("\n\n")[0]
+    lines = dict(line.strip().split(": ", 1) for line in section.strip().splitlines())
+    assert lines["frozen"] == "frozen (requires_grad=False)"
+    assert "it is detached" in lines["detached"] and "result is unused" in lines["unused"]
+    assert "a" not in lines and "x" not in lines
