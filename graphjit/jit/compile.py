@@ -417,7 +417,7 @@ class CompiledFunction:
         else:
             stats = []
             graph, snapshots = run_pipeline(graph, verify=self.verify, stats=stats)
-            program = build(graph, name=self.__name__)
+            program = build(graph, name=graph.name)
             entry = _Entry(tracer, result, program, graph, snapshots)
             entry.pass_stats = stats
             # Passes may replace output values; outputs keep their positions, so map by those.
@@ -577,10 +577,10 @@ def _lower_forward_backward(cf, tracer, result, out_tensors, differentiable, bui
             residuals.append(v)
     fw_inputs = [v for v in joint.inputs if v not in seed_set]
     node_residuals = [v for v in residuals if v.node is not None]
-    forward = Graph(f"{cf.__name__}_forward", inputs=fw_inputs, nodes=fw_nodes,
+    forward = Graph(f"{graph.name}_forward", inputs=fw_inputs, nodes=fw_nodes,
                     outputs=list(joint.outputs[:n_out]) + node_residuals, updates=joint.updates,
                     constants=dict(joint.constants))
-    backward = Graph(f"{cf.__name__}_backward")
+    backward = Graph(f"{graph.name}_backward")
     remap = {}
     for k, v in enumerate(residuals):
         if v.role == "const":

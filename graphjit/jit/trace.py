@@ -19,6 +19,8 @@ to a new trace instead of to the wrong program.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from .. import _tracing, autograd
@@ -242,7 +244,9 @@ class Tracer:
     concrete = False
 
     def __init__(self, name: str, names: dict):
-        self.graph = Graph(name)
+        # The graph is named after the function, as an identifier (a lambda's "<lambda>"
+        # would not survive the text form's parser).
+        self.graph = Graph(re.sub(r"\W", "_", name).strip("_") or "fn")
         self.builder = GraphBuilder(self.graph)
         self.slots: list[_Slot] = []
         self._slot_of: dict[int, _Slot] = {}

@@ -461,3 +461,21 @@ def test_hyper_parameter_that_changes_a_branch_retraces():
     step(x, y)
     assert step.explain().count("\n") == before + 1
     assert "opt.momentum: 0.0 decides __ne__ 0" in step.explain()
+
+
+def test_a_compiled_lambda_gets_a_graph_name_that_round_trips():
+    f = gj.compile(lambda x: x * 2)
+    assert_close(f(gj.ones(2)), np.full(2, 2.0, dtype=np.float32))
+    (graph,) = f.graphs()
+    assert graph.name == "lambda"
+    _round_trips(f)
+
+
+def test_a_compiled_lambda_forward_with_backward_round_trips():
+    f = gj.compile(lambda x: (x * x).sum())
+    x = gj.tensor([1.0, 3.0], requires_grad=True)
+    f(x).backward()
+    assert_close(x.grad, np.array([2.0, 6.0], dtype=np.float32))
+    (entry,) = [e for es in f._cache.values() for e in es]
+    for g in (entry.graph, entry.backward_graph):
+        assert print_graph(parse_graph(print_graph(g))) == print_graph(g)
