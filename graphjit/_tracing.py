@@ -35,3 +35,19 @@ def hyper_group(opt, index: int, group: dict) -> dict:
     if tracer is None:
         return group
     return tracer.hyper_group(opt, index, group)
+
+
+# The compiler (graphjit.jit.compile), registered by graphjit.jit when it is imported, so that
+# lower layers (optimizers, clipping) can compile their eager work without importing it.
+_compiler = None
+
+
+def set_compiler(compile_fn) -> None:
+    global _compiler
+    _compiler = compile_fn
+
+
+def compiler():
+    if _compiler is None:
+        from . import jit  # noqa: F401  (registers itself)
+    return _compiler

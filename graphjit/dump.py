@@ -85,7 +85,8 @@ def write_entry(cf, entry, flat_args=None) -> str:
                 n += 1
     for label, graph in programs:
         stem = "graph" if len(programs) == 1 else label
-        source = generate(graph, graph.name).source
+        # As the program was compiled: updates in place where legal (none in a backward).
+        source = generate(graph, graph.name, inplace=(label != "backward")).source
         _write(folder, "kernels.py" if len(programs) == 1 else f"kernels_{label}.py", source)
         parts = classify(graph) if len(programs) == 1 else {n: label for n in graph.nodes}
         if "dot" in cfg.formats or "svg" in cfg.formats:

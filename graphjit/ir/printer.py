@@ -66,7 +66,7 @@ def print_graph(graph, *, sources: bool = False) -> str:
         if sources and n.source:
             line += f"  # {n.source}"
         lines.append(line)
-    lines.append("  return " + ", ".join(f"%{names[v]}" for v in graph.outputs))
+    lines.append(("  return " + ", ".join(f"%{names[v]}" for v in graph.outputs)).rstrip())
     for target, value in graph.updates:
         lines.append(f"  update %{names[target]} <- %{names[value]}")
     lines.append("}")

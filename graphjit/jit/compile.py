@@ -102,6 +102,10 @@ def _scan_names(fn, args, kwargs) -> dict:
     for base, obj in found.items():
         if isinstance(obj, Optimizer):
             names[("opt", id(obj))] = base
+            # Parameters no module named: by their index in the optimizer (its state_dict's).
+            params = [p for g in obj.param_groups for p in g["params"]]
+            for i, p in enumerate(params):
+                names.setdefault(id(p), f"{base}.params.{i}")
     return names
 
 
@@ -253,7 +257,8 @@ class _Entry:
                 s = self.slots[i]
                 s.owner._grad = Tensor._wrap(np.array(arr, copy=True))
             else:
-                np.copyto(t._data, arr)
+                if not np.shares_memory(t._data, arr):  # else: updated in place already
+                    np.copyto(t._data, arr)
                 t._version.bump()
         for opt, p, k, i in self.new_state:
             opt.state[p][k] = Tensor._wrap(np.array(outputs[i], copy=True))
@@ -395,7 +400,8 @@ class CompiledFunction:
         from passes.pipeline import run_pipeline
 
         from ..backend.cpu import compile_graph
-        build = build or compile_graph
+        # Updates go straight into the tensors' buffers where legal ([In-place updates]).
+        build = build or functools.partial(compile_graph, inplace=True)
         graph = tracer.graph
         _mark_state_roles(tracer)
         out_tensors = _collect_outputs(result, [])
@@ -468,7 +474,7 @@ def compile(fn=None, *, verify: bool = False):  # noqa: A001 - graphjit.compile
 def _generate_only(graph, name=None):
     """A stand-in for ``compile_graph`` when lowering: the generated module's text only."""
     from ..backend.cpu import generate
-    return _Generated(graph, generate(graph, name or graph.name).source)
+    return _Generated(graph, generate(graph, name or graph.name, inplace=True).source)
 
 
 class _Generated:

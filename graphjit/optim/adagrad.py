@@ -25,7 +25,8 @@ class Adagrad(Optimizer):
     """
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
-                 initial_accumulator_value=0, eps=1e-10, *, maximize=False):
+                 initial_accumulator_value=0, eps=1e-10, *, maximize=False,
+                 fused=None):
         if lr is not required and lr < 0.0:
             raise ValueError(f"Invalid learning rate: {lr}")
         if lr_decay < 0.0:
@@ -41,13 +42,13 @@ class Adagrad(Optimizer):
                         weight_decay=weight_decay,
                         initial_accumulator_value=initial_accumulator_value,
                         maximize=maximize)
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, fused=fused)
 
     def _update(self, p, g, group):
         state = self.state[p]
         if not state:
             state["step"] = self._new_step_tensor(p)
-            state["sum"] = gj.full_like(p, group["initial_accumulator_value"])
+            state["sum"] = gj.full_like(p, float(group["initial_accumulator_value"]))
         step_t = state["step"]
         step_t.add_(1)
         clr = group["lr"] / ((step_t - 1) * group["lr_decay"] + 1)

@@ -83,7 +83,15 @@ class Optimizer:
         defaults: dict of default values of the optimization options.
     """
 
-    def __init__(self, params: Iterable, defaults: Dict[str, Any]):
+    def __init__(self, params: Iterable, defaults: Dict[str, Any], fused: Optional[bool] = None):
+        # NOTE: [Compiled eager steps] With ``fused`` (the default), an eager ``step()``
+        # runs the update of every parameter as one compiled program (graphjit.compile of
+        # the reference update below): params, grads, state and the options are its inputs,
+        # updated in place. ``fused=False`` runs the same tensor expressions op by op on
+        # NumPy: the reference the compiled update is tested against. Inside a compiled
+        # function the reference update is traced into the caller's program instead.
+        self.fused = True if fused is None else bool(fused)
+        self._compiled_update = None
         self.defaults = dict(defaults)
         self.state: Dict[Any, Dict[str, Any]] = defaultdict(dict)
         self.param_groups: List[Dict[str, Any]] = []
@@ -232,6 +240,16 @@ class Optimizer:
         if type(self)._update is Optimizer._update:
             raise NotImplementedError(f"{type(self).__name__} does not define _update()")
         loss = self._eval_closure(closure)
+        if self.fused and _tracing.active() is None:
+            if self._compiled_update is None:
+                self._compiled_update = _tracing.compiler()(self._reference_step)
+            self._compiled_update()
+        else:
+            self._reference_step()
+        return loss
+
+    def _reference_step(self) -> None:
+        """The update of every parameter with a gradient, as graphjit tensor operations."""
         with gj.no_grad():
             for index, group in enumerate(self.param_groups):
                 group = _tracing.hyper_group(self, index, group)
@@ -241,7 +259,6 @@ class Optimizer:
                     if weight_decay != 0 and not self._decoupled_weight_decay:
                         g = g.add(p, alpha=weight_decay)
                     self._update(p, g, group)
-        return loss
 
     def _update(self, p, g, group) -> None:
         """Update ``p`` in place from its (prepared) gradient ``g``; state in ``self.state[p]``."""
@@ -339,10 +356,13 @@ class Optimizer:
             "defaults": self.defaults,
             "state": self.state,
             "param_groups": self.param_groups,
+            "fused": self.fused,
         }
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self.__dict__.setdefault("fused", True)
+        self._compiled_update = None  # compiled for the old object's tensors
 
     def __repr__(self) -> str:
         lines = [self.__class__.__name__ + " ("]

@@ -185,3 +185,39 @@ def test_check_convex_rejects_a_group_with_a_path_through_the_outside():
     }"""))
     assert not check_convex(g, [g.nodes[0], g.nodes[2]])  # %0 -> sum -> %2 leaves the group
     assert check_convex(g, [g.nodes[1], g.nodes[2]])
+
+
+def test_a_cheap_expression_read_by_two_loops_is_recomputed_in_both():
+    # SGD with weight decay and Nesterov: g' = g + wd * p feeds the momentum buffer and the
+    # parameter update. Two multiplies and an add per element cost less than a buffer.
+    out = run_fuse("""
+    graph f(%p: f64[8] {param}, %g: f64[8] {grad}, %b: f64[8] {state}, %wd: f64[] {hyper}) {
+      %0 = mul(%p, %wd) : f64[8]
+      %1 = add(%g, %0) : f64[8]
+      %2 = add(%b, %1) : f64[8]
+      %3 = add(%1, %2) : f64[8]
+      %4 = sub(%p, %3) : f64[8]
+      return
+      update %b <- %2
+      update %p <- %4
+    }""")
+    assert out == text("""
+    graph f(%p: f64[8] {param}, %g: f64[8] {grad}, %b: f64[8] {state}, %wd: f64[] {hyper}) {
+      %0 = fused(%p, %wd, %g, %b, body='t0 = mul(i0, i1); t1 = add(i2, t0); t2 = add(i3, t1)') : f64[8]
+      %1 = fused(%p, %wd, %g, %0, body='t0 = mul(i0, i1); t1 = add(i2, t0); t2 = add(t1, i3); t3 = sub(i0, t2)') : f64[8]
+      return
+      update %b <- %0
+      update %p <- %1
+    }""")
+
+
+def test_expensive_expressions_are_not_recomputed():
+    out = run_fuse("""
+    graph f(%x: f32[4] {arg}) {
+      %0 = exp(%x) : f32[4]
+      %1 = neg(%0) : f32[4]
+      %2 = mul(%1, %1) : f32[4]
+      %3 = sum(%0, dims=[0], keepdim=false) : f32[]
+      return %2, %3
+    }""")
+    assert "%0 = exp(%x)" in out and out.count("exp(") == 1

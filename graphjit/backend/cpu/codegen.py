@@ -85,8 +85,60 @@ def _check_graph(graph) -> None:
                                 f"({format_node(node, names)})", op=node.op.name)
 
 
-def generate(graph, name: str | None = None) -> GeneratedModule:
-    """The source of the module that runs ``graph`` (no file is written, nothing compiled)."""
+def _buffer_owners(graph, names) -> dict:
+    """Each value -> the value whose buffer holds it: itself, or the buffer a free reshape
+    views (found by asking each node's emitter, on a scratch writer)."""
+    owner = {v: v for v in graph.inputs}
+    for node in graph.nodes:
+        k = KernelWriter(node, "scratch", names)
+        emitter_for(node.op)(node, k)
+        owner[node.out] = owner[node.inputs[k.alias_of]] if k.alias_of is not None else node.out
+    return owner
+
+
+def inplace_updates(graph, owner) -> dict:
+    """``{node: target input}`` for the updates whose new value can be computed straight
+    into the target's own buffer.
+
+    # NOTE: [In-place updates]
+    ``update %p <- %u`` may be computed in place when ``%u`` is made by an elementwise or
+    fused node ``n`` of ``%p``'s shape and dtype (its loop reads every buffer of ``%p``'s
+    shape at the index it writes, so each element is read before it is overwritten), no
+    node after ``n`` reads ``%p``'s old value, no other result is ``%p``'s old value, and no
+    node after ``n`` can raise (index bounds checks): a program that fails has then written
+    nothing in place. Optimizer updates (``p``, ``exp_avg``, ``momentum_buffer``...) are all
+    of this form, so a step allocates nothing proportional to the parameters for them.
+    """
+    position = {n: i for i, n in enumerate(graph.nodes)}
+    results = list(graph.outputs) + [v for _, v in graph.updates]
+    found = {}
+    for target, value in graph.updates:
+        n = value.node
+        if n is None or not n.inputs or owner[value] is not value or target.role == "const":
+            continue
+        if not (n.op.name == "fused" or (n.op.kind == "elementwise" and n.op.name != "detach")):
+            continue
+        if tuple(value.shape) != tuple(target.shape) or value.dtype is not target.dtype:
+            continue
+        if any(owner[v] is target and tuple(v.shape) != tuple(value.shape) for v in n.inputs):
+            continue  # reads the target through a reshape: not at the index it writes
+        later = graph.nodes[position[n] + 1:]
+        if any(owner[v] is target for m in later for v in m.inputs):
+            continue
+        if any(m.op.kind == "index" for m in later):
+            continue
+        if any(owner[r] is target for r in results):
+            continue
+        if n in found:
+            continue  # one value updating two inputs: only one can hold it in place
+        found[n] = target
+    return found
+
+
+def generate(graph, name: str | None = None, inplace: bool = False) -> GeneratedModule:
+    """The source of the module that runs ``graph`` (no file is written, nothing compiled).
+    With ``inplace``, updates are computed in their targets' buffers where legal (see
+    [In-place updates]); the driver then does not return them."""
     _check_graph(graph)
     names = value_names(graph)
     namer = Namer(MODULE_GLOBALS)
@@ -97,6 +149,7 @@ def generate(graph, name: str | None = None) -> GeneratedModule:
         buf[v] = namer.fresh(v.name)
         owner[v] = v
     params = list(graph.inputs)
+    in_place = inplace_updates(graph, _buffer_owners(graph, names)) if inplace else {}
 
     kernels, by_body = [], {}
     driver = SourceWriter(indent=1)
@@ -109,14 +162,20 @@ def generate(graph, name: str | None = None) -> GeneratedModule:
             driver.line(f"# {k.ir_line}")
             driver.line(f"#   (no kernel: the buffer of {buf[src]} as is)")
             continue
-        var = namer.fresh(f"v{i}")
-        buf[node.out], owner[node.out] = var, node.out
         n, dtype = numel(node.out.shape), np_type(node.out.dtype)
         driver.line(f"# {k.ir_line}")
+        if node in in_place:
+            var = buf[in_place[node]]
+            buf[node.out], owner[node.out] = var, node.out
+            driver.line(f"#   (computed in place: the buffer of {var}, see [In-place updates])")
+        else:
+            var = namer.fresh(f"v{i}")
+            buf[node.out], owner[node.out] = var, node.out
         if k.fill_value is not None:
             driver.line(f"{var} = np.full({n}, {k.fill_value}, {dtype})")
             continue
-        driver.line(f"{var} = np.{'zeros' if k.zero_output else 'empty'}({n}, {dtype})")
+        if node not in in_place:
+            driver.line(f"{var} = np.{'zeros' if k.zero_output else 'empty'}({n}, {dtype})")
         key = (len(node.inputs), k.body)
         kernel = by_body.get(key)
         if kernel is None:
@@ -125,10 +184,13 @@ def generate(graph, name: str | None = None) -> GeneratedModule:
         kernel.ir_lines.append(k.ir_line)
         driver.line(f"{kernel.name}({', '.join([buf[v] for v in node.inputs] + [var])})")
 
-    results = list(graph.outputs) + [v for _, v in graph.updates]
+    results = list(graph.outputs) + [v for t, v in graph.updates
+                                     if in_place.get(v.node) is not t]
     # A result in an input's buffer (an input returned as is, or a reshape of one) is copied:
     # the caller may write updates into input buffers, and must not alias them by surprise.
     returned = [f"{buf[v]}.copy()" if owner[v].node is None else buf[v] for v in results]
+    if not returned:
+        returned = ["0"]  # a program whose only effects are in-place updates
     driver.line(f"return ({', '.join(returned)}{',' if len(returned) == 1 else ''})")
 
     out = SourceWriter()
@@ -158,7 +220,11 @@ def generate(graph, name: str | None = None) -> GeneratedModule:
     out.line(f"@njit({DRIVER_FLAGS})")
     out.line(f"def {driver_name}({', '.join(buf[v] for v in params)}):")
     out.lines_from("\n".join(driver.lines))
-    return GeneratedModule(out.text(), driver_name, params, results)
+    module = GeneratedModule(out.text(), driver_name, params, results)
+    # Update position -> index of its target among the inputs, for updates done in place.
+    module.in_place = {j: params.index(t) for j, (t, v) in enumerate(graph.updates)
+                       if in_place.get(v.node) is t}
+    return module
 
 
 class CompiledProgram:
@@ -167,7 +233,10 @@ class CompiledProgram:
     ``inputs`` holds one array per graph input whose role is not "const", in graph order;
     const inputs come from ``graph.constants``, held by the program. Results are fresh
     arrays (or views of each other where the graph reshapes one value into another);
-    nothing is written back. ``source`` is the generated module's text, ``path`` its file.
+    nothing is written back, except by a program compiled with ``inplace=True``: its
+    updates may be computed into the target input's array (see [In-place updates]), and
+    the update returned is then that array. ``source`` is the generated module's text,
+    ``path`` its file.
     """
 
     def __init__(self, graph, name, generated, path, driver, compile_seconds):
@@ -184,6 +253,8 @@ class CompiledProgram:
         self._args = [v for v in generated.params if v.role != "const"]
         self._shapes = [tuple(v.shape) for v in generated.results]
         self._n_out = len(graph.outputs)
+        self._update_shapes = [tuple(v.shape) for _, v in graph.updates]
+        self._in_place = generated.in_place  # update position -> driver argument position
 
     def __call__(self, inputs):
         inputs = list(inputs)
@@ -208,9 +279,14 @@ class CompiledProgram:
                                  f"{arr.dtype}{list(arr.shape)}")
             flags = arr.flags
             args.append(arr.reshape(-1) if flags.c_contiguous and flags.writeable else _flat(arr))
-        results = self._driver(*args)
-        arrays = [r.reshape(s) for r, s in zip(results, self._shapes)]
-        return arrays[:self._n_out], arrays[self._n_out:]
+        results = iter(self._driver(*args))
+        outputs = [next(results).reshape(s) for s in self._shapes[:self._n_out]]
+        updates = []
+        for j, shape in enumerate(self._update_shapes):
+            # An update done in place is the (flat view of the) input array it was written to.
+            source = args[self._in_place[j]] if j in self._in_place else next(results)
+            updates.append(source.reshape(shape))
+        return outputs, updates
 
     def __repr__(self) -> str:
         return f"<CompiledProgram {self.name} at {self.path}>"
@@ -233,7 +309,7 @@ def _signature(params):
     return tuple(types.Array(from_dtype(v.dtype.np), 1, "C") for v in params)
 
 
-def compile_graph(graph, name: str | None = None) -> CompiledProgram:
+def compile_graph(graph, name: str | None = None, inplace: bool = False) -> CompiledProgram:
     """Generate, write, import and compile the CPU program of ``graph``.
 
     The module is written to the on-disk cache (see [Generated modules on disk] in
@@ -242,7 +318,7 @@ def compile_graph(graph, name: str | None = None) -> CompiledProgram:
     """
     name = name or graph.name
     start = time.perf_counter()
-    generated = generate(graph, name)
+    generated = generate(graph, name, inplace=inplace)
     path = write_module(generated.source, name, "cpu")
     module = import_module(path)
     driver = getattr(module, generated.driver_name)
