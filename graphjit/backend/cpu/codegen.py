@@ -65,10 +65,11 @@ class GeneratedModule:
 
 
 class _Kernel:
-    def __init__(self, name, body, n_params):
+    def __init__(self, name, body, n_params, has_out=True):
         self.name = name
         self.body = body
         self.n_params = n_params
+        self.has_out = has_out  # False: it writes one of its inputs (an in-place update)
         self.ir_lines = []
 
 
@@ -155,6 +156,15 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
     driver = SourceWriter(indent=1)
     for i, node in enumerate(graph.nodes):
         k = KernelWriter(node, kernel_names[i], names)
+        # An update computed in place that reads its target writes through that same
+        # parameter: LLVM's runtime check that the output does not overlap an input would
+        # fail (they are one buffer) and send the loop down its scalar path.
+        writes_input = None
+        if node in in_place:
+            writes_input = next((j for j, v in enumerate(node.inputs)
+                                 if buf.get(v) == buf[in_place[node]]), None)
+            if writes_input is not None:
+                k.out = k.ins[writes_input]
         emitter_for(node.op)(node, k)
         if k.alias_of is not None:
             src = node.inputs[k.alias_of]
@@ -176,13 +186,15 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
             continue
         if node not in in_place:
             driver.line(f"{var} = np.{'zeros' if k.zero_output else 'empty'}({n}, {dtype})")
-        key = (len(node.inputs), k.body)
+        key = (len(node.inputs), k.body, writes_input)
         kernel = by_body.get(key)
         if kernel is None:
-            kernel = by_body[key] = _Kernel(k.name, k.body, len(node.inputs))
+            kernel = by_body[key] = _Kernel(k.name, k.body, len(node.inputs),
+                                            has_out=writes_input is None)
             kernels.append(kernel)
         kernel.ir_lines.append(k.ir_line)
-        driver.line(f"{kernel.name}({', '.join([buf[v] for v in node.inputs] + [var])})")
+        call_args = [buf[v] for v in node.inputs] + ([var] if kernel.has_out else [])
+        driver.line(f"{kernel.name}({', '.join(call_args)})")
 
     results = list(graph.outputs) + [v for t, v in graph.updates
                                      if in_place.get(v.node) is not t]
@@ -212,7 +224,7 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
         for also in kernel.ir_lines[1:]:
             out.line(f"#   also runs {also}")
         out.line("@kernel")
-        args = [f"in{j}" for j in range(kernel.n_params)] + ["out"]
+        args = [f"in{j}" for j in range(kernel.n_params)] + (["out"] if kernel.has_out else [])
         out.line(f"def {kernel.name}({', '.join(args)}):")
         out.lines_from(kernel.body.rstrip("\n"))
     out.line()

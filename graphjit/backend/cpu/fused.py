@@ -36,16 +36,28 @@ def emit_fused(node, k) -> None:
     hoisted = [i for i, st in enumerate(in_strides) if not any(st)]
     for i in hoisted:
         k.line(f"{names[body.inputs[i]]} = {k.ins[i]}[0]")
+    # Steps that read only one-element inputs (an optimizer's bias corrections, lr * ...)
+    # are computed once, before the loops: LLVM does not hoist libm calls such as pow.
+    invariant = {body.inputs[i] for i in hoisted}
+    for j, step in enumerate(body.nodes):
+        if all(v in invariant for v in step.inputs):
+            _emit_step(k, step, j, names)
+            invariant.add(step.out)
     with loop_nest(k, shape) as idx:
         for i, st in enumerate(in_strides):
             if i not in hoisted:
                 k.line(f"{names[body.inputs[i]]} = {k.ins[i]}[{affine(0, zip(idx, st))}]")
         for j, step in enumerate(body.nodes):
-            names[step.out] = k.fresh(f"t{j}")
-            expr = scalar_expression(step, [names[v] for v in step.inputs])
-            if step.out.dtype.is_floating_point:
-                # What storing the step's buffer did before fusion: e.g. Numba's math.exp of
-                # a float32 is a float64, which the next step must see rounded to float32.
-                expr = f"{np_type(step.out.dtype)}({expr})"
-            k.line(f"{names[step.out]} = {expr}")
+            if step.out not in invariant:
+                _emit_step(k, step, j, names)
         k.line(f"{k.out}[{affine(0, zip(idx, out_strides))}] = {names[body.outputs[0]]}")
+
+
+def _emit_step(k, step, j, names) -> None:
+    names[step.out] = k.fresh(f"t{j}")
+    expr = scalar_expression(step, [names[v] for v in step.inputs])
+    if step.out.dtype.is_floating_point:
+        # What storing the step's buffer did before fusion: e.g. Numba's math.exp of a
+        # float32 is a float64, which the next step must see rounded to float32.
+        expr = f"{np_type(step.out.dtype)}({expr})"
+    k.line(f"{names[step.out]} = {expr}")
