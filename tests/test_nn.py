@@ -676,8 +676,9 @@ def test_init_on_parameter_keeps_it_a_leaf_and_is_seeded():
 
 # ---- utils ------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "op_by_op"])
 @pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, math.inf])
-def test_clip_grad_norm(norm_type, rng):
+def test_clip_grad_norm(norm_type, compiled, rng):
     ga, gb = rng.normal(size=(3, 2)), rng.normal(size=4)
     a, b = nn.Parameter(f64(np.zeros((3, 2)))), nn.Parameter(f64(np.zeros(4)))
     c = nn.Parameter(f64([1.0]))
@@ -687,14 +688,16 @@ def test_clip_grad_norm(norm_type, rng):
         norm = np.abs(flat).max()
     else:
         norm = (np.abs(flat) ** norm_type).sum() ** (1 / norm_type)
-    total = nn.utils.clip_grad_norm_([a, b, c], max_norm=0.5, norm_type=norm_type)
+    total = nn.utils.clip_grad_norm_([a, b, c], max_norm=0.5, norm_type=norm_type,
+                                     compiled=compiled)
     close(total, norm)
     scale = 0.5 / (norm + 1e-6)
     close(a.grad, ga * scale)
     close(b.grad, gb * scale)
     assert c.grad is None
     before = a.grad.numpy().copy()
-    nn.utils.clip_grad_norm_(a, max_norm=1e6, norm_type=norm_type)  # below the limit: unchanged
+    nn.utils.clip_grad_norm_(a, max_norm=1e6, norm_type=norm_type,
+                             compiled=compiled)  # below the limit: unchanged
     close(a.grad, before)
 
 
@@ -727,3 +730,38 @@ def test_negative_or_too_large_class_index_is_an_error(fn):
 def test_gather_negative_index_is_an_error():
     with pytest.raises(gj.ShapeError, match="index -1 is out of bounds for dimension 1 with size 3"):
         gj.gather(gj.randn(2, 3), 1, gj.tensor([[-1], [0]]))
+
+
+def test_eager_clipping_runs_compiled_programs(rng):
+    from graphjit.nn.utils import _COMPILED, _clip_norm, _clip_value
+    a = nn.Parameter(f64(np.zeros(5)))
+    a.grad = f64(rng.normal(size=5) * 10)
+    nn.utils.clip_grad_norm_([a], 1.0)
+    nn.utils.clip_grad_value_([a], 0.1)
+    assert _COMPILED[_clip_norm].cache_size >= 1 and _COMPILED[_clip_value].cache_size >= 1
+    assert np.abs(a.grad.numpy()).max() <= 0.1
+
+
+def test_clipping_inside_a_compiled_step_matches_eager(rng):
+    x, y = f64(rng.normal(size=(6, 3)) * 5), f64(rng.normal(size=(6, 2)) * 5)
+    runs = []
+    for compiled in (False, True):
+        gj.manual_seed(4)
+        lin = nn.Linear(3, 2).double()
+        opt = gj.optim.SGD(lin.parameters(), lr=0.1)
+
+        def step():
+            opt.zero_grad()
+            loss = ((lin(x) - y) ** 2).mean()
+            loss.backward()
+            total = nn.utils.clip_grad_norm_(lin.parameters(), 0.5)
+            nn.utils.clip_grad_value_(lin.parameters(), 0.2)
+            opt.step()
+            return total
+
+        fn = gj.compile(step) if compiled else step
+        norms = [fn().item() for _ in range(4)]
+        runs.append((norms, lin.weight.detach().numpy().copy()))
+    np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-10)
+    np.testing.assert_allclose(runs[1][1], runs[0][1], rtol=1e-10)
+    assert runs[0][0][0] > 0.5  # the clipping did act

@@ -309,6 +309,9 @@ class CompiledFunction:
         self.verify = verify
         self._cache: dict = {}
         self._history: list[str] = []
+        # Traces before a recompile warning; graphjit's own helpers (clipping over any
+        # parameter list) raise it, since each new parameter list is a legitimate trace.
+        self.warn_after = RECOMPILE_WARN_LIMIT
         self._last_sig = None
         self._ran_once = False  # the latest program was one-shot (see _created_state)
 
@@ -363,7 +366,7 @@ class CompiledFunction:
                 why.append("the structure or the static (non-tensor) values of the arguments changed")
         self._last_sig = (key, sig)
         self._history.append(f"trace {len(self._history) + 1}: " + "; ".join(why))
-        if len(self._history) > RECOMPILE_WARN_LIMIT:
+        if len(self._history) > self.warn_after:
             warnings.warn(f"graphjit.compile: {self.__name__} was traced {len(self._history)} times; "
                           f"the latest because: {'; '.join(why)}. See .explain()",
                           GraphjitWarning, stacklevel=3)

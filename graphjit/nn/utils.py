@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from .. import autograd, creation
+from .. import _tracing, autograd, creation
 from ..errors import GraphjitError, ShapeError
 from ..ops import api
 from ..tensor import Tensor
@@ -27,16 +27,40 @@ def _norm(t, norm_type: float):
     return api.pow(api.sum(api.pow(api.abs(t), norm_type)), 1.0 / norm_type)
 
 
+def _compiled(fn):
+    """``fn`` compiled once per process (see [Compiled eager steps] in optim/optimizer.py)."""
+    cf = _COMPILED.get(fn)
+    if cf is None:
+        cf = _COMPILED[fn] = _tracing.compiler()(fn)
+        cf.warn_after = 10 ** 6
+    return cf
+
+
+_COMPILED: dict = {}
+
+
 def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
-                    error_if_nonfinite: bool = False):
+                    error_if_nonfinite: bool = False, compiled: bool = True):
     """Scale the gradients of ``parameters`` in place so that their joint ``norm_type``-norm
-    is at most ``max_norm``; returns the norm they had before (a 0-d tensor)."""
+    is at most ``max_norm``; returns the norm they had before (a 0-d tensor).
+
+    Eagerly it runs as one compiled program over all the gradients (``compiled=False``: op
+    by op); inside a compiled function it becomes part of that function's program. With
+    ``error_if_nonfinite`` the norm is checked on the host before anything is scaled, so
+    that step runs op by op."""
     norm_type = float(norm_type)
     if norm_type <= 0:
         raise ValueError(f"clip_grad_norm_: norm_type must be positive, got {norm_type}")
-    grads = [p.grad for p in _as_list(parameters) if p.grad is not None]
-    if not grads:
+    params = _as_list(parameters)
+    if not any(p.grad is not None for p in params):
         return creation.tensor(0.0)
+    if compiled and not error_if_nonfinite and _tracing.active() is None:
+        return _compiled(_clip_norm)(params, float(max_norm), norm_type, False)
+    return _clip_norm(params, float(max_norm), norm_type, error_if_nonfinite)
+
+
+def _clip_norm(params, max_norm, norm_type, error_if_nonfinite):
+    grads = [p.grad for p in params if p.grad is not None]
     with autograd.no_grad():
         norms = [_norm(g, norm_type) for g in grads]
         dtype = norms[0].dtype
@@ -46,17 +70,25 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
             raise GraphjitError(f"the total {norm_type}-norm of the gradients is {total.item()}; "
                                 "pass error_if_nonfinite=False to clip anyway",
                                 op="clip_grad_norm_")
-        coef = api.clamp(api.div(float(max_norm), api.add(total, 1e-6)), max=1.0)
+        coef = api.clamp(api.div(max_norm, api.add(total, 1e-6)), max=1.0)
         for g in grads:
             g.mul_(coef if coef.dtype is g.dtype else api.cast(coef, g.dtype))
     return total
 
 
-def clip_grad_value_(parameters, clip_value: float) -> None:
-    """Clamp every gradient of ``parameters`` into ``[-clip_value, clip_value]`` in place."""
-    clip_value = float(clip_value)
+def clip_grad_value_(parameters, clip_value: float, compiled: bool = True) -> None:
+    """Clamp every gradient of ``parameters`` into ``[-clip_value, clip_value]`` in place
+    (one compiled program eagerly; ``compiled=False``: op by op)."""
+    params = _as_list(parameters)
+    if compiled and _tracing.active() is None and any(p.grad is not None for p in params):
+        _compiled(_clip_value)(params, float(clip_value))
+    else:
+        _clip_value(params, float(clip_value))
+
+
+def _clip_value(params, clip_value):
     with autograd.no_grad():
-        for p in _as_list(parameters):
+        for p in params:
             if p.grad is not None:
                 p.grad.clamp_(-clip_value, clip_value)
 
