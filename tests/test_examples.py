@@ -40,3 +40,15 @@ def test_train_mlp_learns_and_reports_step_times():
     assert accuracy[-1] > 0.85  # digits reach ~0.96 in 3 epochs, generated blobs 1.0
     times = re.search(r"compiled (\d+) us, eager (\d+) us", text)
     assert times and int(times.group(1)) > 0 and int(times.group(2)) > 0
+
+
+def test_optimizer_comparison_trains_all_seven(tmp_path):
+    text = run_example("optimizer_comparison.py", "--epochs", "2", "--plot",
+                       str(tmp_path / "curves.png"))
+    table = text.split("final loss")[1]
+    names = ["SGD", "SGD+momentum", "Nesterov", "Adagrad", "RMSprop", "Adadelta", "Adam"]
+    for name in names:
+        assert re.search(rf"^{re.escape(name)}\s+epoch 2: loss", text, re.M), name
+        assert re.search(rf"^{re.escape(name)}\s+\d+\.\d+\s+\d\.\d+$", table, re.M), name
+    losses = [float(v) for v in re.findall(r"^\S+\s+(\d+\.\d+)\s+\d\.\d+$", table, re.M)]
+    assert losses == sorted(losses) and losses[0] < 0.5  # ranked; the best one learned
