@@ -1,33 +1,20 @@
 """passes/autodiff: IR text in -> IR text out, and gradients checked against eager autograd
 (to 1e-10 in float64) and float64 central differences."""
-import textwrap
 
 import numpy as np
 import pytest
 
 import graphjit as gj
 from graphjit import dtypes
-from graphjit.ir import Graph, GraphBuilder, parse_graph, print_graph, run_graph, verify
+from graphjit.ir import Graph, GraphBuilder, parse_graph, print_graph, run_graph
 from graphjit.ops import api, registry
 from graphjit.shapes import TensorType
 from passes.autodiff import autodiff
 from passes.dce import dce
 from passes.pipeline import DEFAULT, run_pipeline
+from ir_text import round_trip, text
 
 F64 = dtypes.float64
-
-
-def text(s: str) -> str:
-    return textwrap.dedent(s).strip()
-
-
-def round_trip(g) -> str:
-    verify(g)
-    out = print_graph(g)
-    again = parse_graph(out)
-    verify(again)
-    assert print_graph(again) == out
-    return out
 
 
 def run_text(passes, before: str) -> str:

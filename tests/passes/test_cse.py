@@ -1,28 +1,15 @@
 """passes/cse: IR text in -> IR text out."""
 import math
-import textwrap
 
 import numpy as np
 
 from graphjit import dtypes
-from graphjit.ir import Graph, parse_graph, print_graph, run_graph, verify
+from graphjit.ir import Graph, parse_graph, run_graph
 from graphjit.ops import get
 from graphjit.shapes import TensorType
 from passes.cse import attr_key, cse
 from passes.dce import dce
-
-
-def text(s: str) -> str:
-    return textwrap.dedent(s).strip()
-
-
-def round_trip(g) -> str:
-    verify(g)
-    out = print_graph(g)
-    again = parse_graph(out)
-    verify(again)
-    assert print_graph(again) == out
-    return out
+from ir_text import round_trip, text
 
 
 def run_cse(before: str) -> str:

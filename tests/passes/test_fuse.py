@@ -1,5 +1,4 @@
 """passes/fuse: IR text in -> IR text out, and legality over many random graphs."""
-import textwrap
 
 import numpy as np
 import pytest
@@ -10,19 +9,7 @@ from graphjit.ops import api, registry
 from graphjit.shapes import TensorType
 from passes.dce import dce
 from passes.fuse import check_convex, find_groups, fuse
-
-
-def text(s: str) -> str:
-    return textwrap.dedent(s).strip()
-
-
-def round_trip(g) -> str:
-    verify(g)
-    out = print_graph(g)
-    again = parse_graph(out)
-    verify(again)
-    assert print_graph(again) == out
-    return out
+from ir_text import round_trip, text
 
 
 def run_fuse(before: str) -> str:

@@ -4,24 +4,12 @@ import textwrap
 import numpy as np
 import pytest
 
-from graphjit.ir import parse_graph, print_graph, run_graph, verify
+from graphjit.ir import parse_graph, run_graph
 from passes.dce import dce
 from passes.simplify import LOOSE_RULES, RULE_COUNTS, RULES, Simplify, simplify
+from ir_text import round_trip, text
 
 HEAD = "graph f(%x: f32[2,3] {arg}, %m: b8[2,3] {arg}) {"
-
-
-def text(s: str) -> str:
-    return textwrap.dedent(s).strip()
-
-
-def round_trip(g) -> str:
-    verify(g)
-    out = print_graph(g)
-    again = parse_graph(out)
-    verify(again)
-    assert print_graph(again) == out
-    return out
 
 
 def graph_text(body: str) -> str:
