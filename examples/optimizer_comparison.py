@@ -102,7 +102,7 @@ def main():
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean training loss")
     ax.set_yscale("log")
-    ax.set_title(f"{data_name}: same model and initial weights, seven optimizers")
+    ax.set_title("same model, data and initial weights; each step compiled", fontsize=10)
     ax.legend()
     fig.tight_layout()
     fig.savefig(args.plot, dpi=120)
