@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import sys
 
+import numpy as np
+
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -17,10 +19,17 @@ def user_frame() -> str | None:
     frame = sys._getframe(1)
     while frame is not None:
         filename = os.path.abspath(frame.f_code.co_filename)
-        if not filename.startswith(_PACKAGE_DIR + os.sep) and not filename.startswith("<frozen"):
+        if not filename.startswith(_LIBRARY_DIRS) and not filename.startswith("<frozen"):
             return f"{frame.f_code.co_filename}:{frame.f_lineno}"
         frame = frame.f_back
     return None
+
+
+# Frames in these are never "the user's line": graphjit itself, its passes, and the libraries
+# it calls into (a traced value reaching np.full fails inside NumPy, not in user code).
+_LIBRARY_DIRS = tuple(d + os.sep for d in (
+    _PACKAGE_DIR, os.path.join(os.path.dirname(_PACKAGE_DIR), "passes"),
+    os.path.dirname(os.path.abspath(np.__file__))))
 
 
 class GraphjitError(Exception):

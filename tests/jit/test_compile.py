@@ -479,3 +479,13 @@ def test_a_compiled_lambda_forward_with_backward_round_trips():
     (entry,) = [e for es in f._cache.values() for e in es]
     for g in (entry.graph, entry.backward_graph):
         assert print_graph(parse_graph(print_graph(g))) == print_graph(g)
+
+
+def test_error_inside_numpy_names_the_users_line():
+    @gj.compile
+    def f(x):
+        return gj.tensor(np.full(3, x.sum()))  # a traced value reaching NumPy
+
+    with pytest.raises(gj.jit.TraceError) as e:
+        f(gj.ones(3))
+    assert re.search(r"\(at .*test_compile\.py:\d+\)", str(e.value)), str(e.value)
