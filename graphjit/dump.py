@@ -329,7 +329,7 @@ def profile_lines(entry, flat_args) -> list:
 
     from . import profile
     limits = profile.machine_limits()
-    inputs = profile.input_arrays(entry, flat_args)
+    inputs = entry.input_arrays([s.resolve(flat_args) for s in entry.slots])
     lines = []
     programs = _programs(entry)
     rows, env = profile.profile_graph(programs[0][1], inputs)

@@ -139,19 +139,3 @@ def format_profile(graph, rows, limits) -> list:
                      f"{gflops:>9.2f} {gflops / peak:>8.1%}")
     lines.append(f"  sum of kernels: {total * 1e6:.1f} us")
     return lines
-
-
-def input_arrays(entry, flat_args) -> list:
-    """The arrays a program of ``entry`` reads for this call (as ``_Entry.run`` gathers them)."""
-    arrays = []
-    for s in entry.slots:
-        t = s.resolve(flat_args)
-        if t is None:
-            arrays.append(np.zeros(s.value.shape, dtype=s.value.dtype.np))
-        elif s.kind == "array":
-            arrays.append(t)
-        elif s.kind == "hyper":
-            arrays.append(np.array(t, dtype=np.float64))
-        else:
-            arrays.append(t._data)
-    return arrays

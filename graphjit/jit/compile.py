@@ -237,8 +237,8 @@ class _Entry:
             t._requires_grad = True
         return t
 
-    def run(self, flat_args):
-        tensors = [s.resolve(flat_args) for s in self.slots]
+    def input_arrays(self, tensors) -> list:
+        """The program's input arrays, from each slot's current tensor (``resolve``)."""
         arrays = []
         for s, t in zip(self.slots, tensors):
             if t is None:  # a .grad this program creates (eager semantics: first backward)
@@ -249,7 +249,11 @@ class _Entry:
                 arrays.append(np.array(t, dtype=np.float64))
             else:
                 arrays.append(t._data)
-        outputs, updates = self.program(arrays)
+        return arrays
+
+    def run(self, flat_args):
+        tensors = [s.resolve(flat_args) for s in self.slots]
+        outputs, updates = self.program(self.input_arrays(tensors))
         # Write back only now: a failing program leaves every tensor as it was.
         for i, arr in zip(self.update_slots, updates):
             t = tensors[i]
