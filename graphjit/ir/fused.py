@@ -24,7 +24,7 @@ from ..errors import ShapeError
 from ..ops import registry
 from ..shapes import TensorType, numel
 from .graph import Graph
-from .parser import IRParseError, _parse_attr, _Tokens
+from .parser import IRParseError, _Tokens, parse_call
 from .printer import format_attr
 
 
@@ -47,26 +47,10 @@ def _parse_steps(body: str) -> tuple:
         if name != f"t{k}":
             raise IRParseError(f"fused body step {k + 1}: expected t{k}, got {name!r}")
         toks.expect("=")
-        op_name = toks.next()[1]
-        try:
-            op = registry.get(op_name)
-        except KeyError:
-            raise IRParseError(f"fused body step {k + 1}: unknown op {op_name!r}") from None
+        op, operands, attrs = parse_call(toks, f"fused body step {k + 1}")
         if op.kind != "elementwise" or op.scalar is None:
-            raise IRParseError(f"fused body step {k + 1}: {op_name} is not an elementwise op "
+            raise IRParseError(f"fused body step {k + 1}: {op.name} is not an elementwise op "
                                "with a scalar expression")
-        toks.expect("(")
-        operands, attrs = [], {}
-        while toks.peek()[1] != ")":
-            _, t = toks.next()
-            if toks.peek()[1] == "=":
-                toks.next()
-                attrs[t] = _parse_attr(toks)
-            else:
-                operands.append(t)
-            if toks.peek()[1] == ",":
-                toks.next()
-        toks.expect(")")
         if not toks.done():
             raise IRParseError(f"fused body step {k + 1}: unexpected text after the call")
         steps.append((op, tuple(operands), tuple(sorted(attrs.items()))))

@@ -108,6 +108,29 @@ def _parse_attr(toks: _Tokens):
     raise IRParseError(f"line {toks.line_no}: cannot read attribute value {text!r}")
 
 
+def parse_call(toks: _Tokens, where: str):
+    """``op(a, b, key=value, ...)`` -> (OpDef, operand token texts, attrs). Shared by node
+    lines (operands ``%x``) and fused bodies (operands ``i0``, ``t1``)."""
+    op_name = toks.next()[1]
+    try:
+        op = registry.get(op_name)
+    except KeyError:
+        raise IRParseError(f"{where}: unknown op {op_name!r}") from None
+    toks.expect("(")
+    operands, attrs = [], {}
+    while toks.peek()[1] != ")":
+        _, t = toks.next()
+        if toks.peek()[1] == "=":
+            toks.next()
+            attrs[t] = _parse_attr(toks)
+        else:
+            operands.append(t)
+        if toks.peek()[1] == ",":
+            toks.next()
+    toks.expect(")")
+    return op, operands, attrs
+
+
 def parse_graph(text: str) -> Graph:
     lines = [(i + 1, line.split("#", 1)[0].strip()) for i, line in enumerate(text.splitlines())]
     lines = [(n, line) for n, line in lines if line]
@@ -162,23 +185,12 @@ def parse_graph(text: str) -> Graph:
         if out_name in env:
             raise IRParseError(f"line {line_no}: %{out_name} is defined twice (the IR is SSA)")
         toks.expect("=")
-        op_name = toks.next()[1]
-        try:
-            op = registry.get(op_name)
-        except KeyError:
-            raise IRParseError(f"line {line_no}: unknown op {op_name!r}") from None
-        toks.expect("(")
-        inputs, attrs = [], {}
-        while toks.peek()[1] != ")":
-            k, t = toks.next()
-            if k == "val":
-                inputs.append(value(t, line_no))
-            else:
-                toks.expect("=")
-                attrs[t] = _parse_attr(toks)
-            if toks.peek()[1] == ",":
-                toks.next()
-        toks.expect(")")
+        op, operands, attrs = parse_call(toks, f"line {line_no}")
+        bad = [t for t in operands if not t.startswith("%")]
+        if bad:
+            raise IRParseError(f"line {line_no}: expected a value (%name) or key=value, got "
+                               f"{bad[0]!r}")
+        inputs = [value(t, line_no) for t in operands]
         toks.expect(":")
         out_type = _parse_type(toks)
         env[out_name] = graph.add_node(op, inputs, attrs, out_type)
