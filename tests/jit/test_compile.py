@@ -72,6 +72,19 @@ def _mlp_loss(params, x, y):
     return -logp[gj.arange(x.shape[0]), y].mean()
 
 
+def _train_step(params, opt=None):
+    """The MLP's training step: forward, backward and (with ``opt``) the update."""
+    def step(x, y):
+        if opt is not None:
+            opt.zero_grad()
+        loss = _mlp_loss(params, x, y)
+        loss.backward()
+        if opt is not None:
+            opt.step()
+        return loss
+    return step
+
+
 def _train(params, opt, step, data, steps):
     losses = []
     for i in range(steps):
@@ -93,12 +106,7 @@ def test_mlp_training_step_compiled_matches_eager(make_opt):
         params = _make_mlp(0)
         opt = make_opt(params)
 
-        def step(x, y):
-            opt.zero_grad()
-            loss = _mlp_loss(params, x, y)
-            loss.backward()
-            opt.step()
-            return loss
+        step = _train_step(params, opt)
 
         fn = gj.compile(step) if compiled else step
         losses = _train(params, opt, fn, data, 20)
@@ -145,11 +153,7 @@ def test_frozen_parameter_gets_no_gradient_work():
     x = gj.tensor(np.random.default_rng(0).normal(size=(6, 8)))
     y = gj.tensor(np.arange(6) % 4)
 
-    @gj.compile
-    def step(x, y):
-        loss = _mlp_loss(params, x, y)
-        loss.backward()
-        return loss
+    step = gj.compile(_train_step(params))
 
     step(x, y)
     assert params[0].grad is None and params[1].grad is not None
@@ -167,11 +171,7 @@ def test_gradient_accumulates_over_two_compiled_calls():
     x = gj.tensor(rng.normal(size=(6, 8)))
     y = gj.tensor(rng.integers(0, 4, 6))
 
-    @gj.compile
-    def step(x, y):
-        loss = _mlp_loss(params, x, y)
-        loss.backward()
-        return loss
+    step = gj.compile(_train_step(params))
 
     step(x, y)
     step(x, y)
@@ -249,13 +249,7 @@ def test_failed_call_leaves_state_untouched():
     params = _make_mlp(6)
     opt = gj.optim.SGD(params, lr=0.1, momentum=0.9)
 
-    @gj.compile
-    def step(x, y):
-        opt.zero_grad()
-        loss = _mlp_loss(params, x, y)
-        loss.backward()
-        opt.step()
-        return loss
+    step = gj.compile(_train_step(params, opt))
 
     before = [p.detach().numpy().copy() for p in params]
     with pytest.raises(gj.ShapeError):
@@ -277,12 +271,7 @@ def test_optimizer_state_reset_between_compiled_steps_matches_eager():
         params = _make_mlp(8)
         opt = gj.optim.SGD(params, lr=0.1, momentum=0.9)
 
-        def step(x, y):
-            opt.zero_grad()
-            loss = _mlp_loss(params, x, y)
-            loss.backward()
-            opt.step()
-            return loss
+        step = _train_step(params, opt)
 
         fn = gj.compile(step) if compiled else step
         losses = [fn(x, y).item() for _ in range(3)]
@@ -299,11 +288,7 @@ def test_loss_returned_after_backward_inside_cannot_be_differentiated_again():
     x = gj.tensor(np.random.default_rng(1).normal(size=(6, 8)))
     y = gj.tensor(np.arange(6) % 4)
 
-    @gj.compile
-    def step(x, y):
-        loss = _mlp_loss(params, x, y)
-        loss.backward()
-        return loss
+    step = gj.compile(_train_step(params))
 
     loss = step(x, y)
     assert loss.requires_grad and loss.grad_fn is not None
@@ -417,12 +402,7 @@ def test_changing_hyper_parameters_never_recompiles(make_opt, changes):
         params = _make_mlp(11)
         opt = make_opt(params)
 
-        def step(x, y):
-            opt.zero_grad()
-            loss = _mlp_loss(params, x, y)
-            loss.backward()
-            opt.step()
-            return loss
+        step = _train_step(params, opt)
 
         fn = gj.compile(step) if compiled else step
         losses = [fn(*data[0]).item(), fn(*data[1]).item()]
@@ -446,13 +426,7 @@ def test_hyper_parameter_that_changes_a_branch_retraces():
     opt = gj.optim.SGD(params, lr=0.1, momentum=0.9)
     x, y = gj.tensor(np.ones((6, 8))), gj.tensor(np.arange(6) % 4)
 
-    @gj.compile
-    def step(x, y):
-        opt.zero_grad()
-        loss = _mlp_loss(params, x, y)
-        loss.backward()
-        opt.step()
-        return loss
+    step = gj.compile(_train_step(params, opt))
 
     for _ in range(3):
         step(x, y)
