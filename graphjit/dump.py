@@ -141,7 +141,7 @@ def classify(graph) -> dict:
     def ancestors(values):
         need = set(values)
         for n in reversed(graph.nodes):
-            if n.out in need:
+            if any(v in need for v in n.outs):
                 need.update(n.inputs)
         return need
 
@@ -149,7 +149,8 @@ def classify(graph) -> dict:
     bwd = ancestors([v for t, v in graph.updates if t.role == "grad"]) - fwd
     parts = {}
     for n in graph.nodes:
-        parts[n] = "forward" if n.out in fwd else "backward" if n.out in bwd else "optimizer"
+        parts[n] = ("forward" if any(v in fwd for v in n.outs) else
+                    "backward" if any(v in bwd for v in n.outs) else "optimizer")
     return parts
 
 
@@ -170,14 +171,16 @@ def to_dot(graph, parts) -> str:
         lines.append(f"  {_q(names[v])} [shape=ellipse, label={_q(f'%{names[v]}: {v.type} {{{v.role}}}')}];")
     for i, n in enumerate(graph.nodes):
         colour = COLOURS[parts.get(n, "program")]
-        vid = _q(names[n.out])
+        vid = _q(names[n.outs[0]])
         if n.op.name == "fused":
             body = body_graph(n.attrs["body"], [v.type for v in n.inputs])
+            results = ", ".join(f"%{names[v]}" for v in n.outs)
+            types = ", ".join(str(v.type) for v in n.outs)
             lines.append(f"  subgraph {_q(f'cluster_{i}')} {{")
-            lines.append(f"    style=filled; fillcolor={_q(colour)}; label={_q(f'%{names[n.out]} fused: {n.out.type}')};")
+            lines.append(f"    style=filled; fillcolor={_q(colour)}; label={_q(f'{results} fused: {types}')};")
             step_ids = {}
             for j, step in enumerate(body.nodes):
-                sid = _q(f"{names[n.out]}.t{j}")
+                sid = _q(f"{names[n.outs[0]]}.t{j}")
                 step_ids[step.out] = sid
                 lines.append(f"    {sid} [shape=box, style=rounded, label={_q(f't{j} = {step.op.name} : {step.out.type}')}];")
             lines.append("  }")
@@ -188,8 +191,10 @@ def to_dot(graph, parts) -> str:
                     else:
                         outer = n.inputs[body.inputs.index(w)]
                         lines.append(f"  {_q(names[outer])} -> {step_ids[step.out]};")
-            lines.append(f"  {vid} [shape=point, width=0.05];")
-            lines.append(f"  {step_ids[body.outputs[0]]} -> {vid} [arrowhead=none];")
+            for out, res in zip(n.outs, body.outputs):
+                rid = _q(names[out])
+                lines.append(f"  {rid} [shape=point, width=0.05];")
+                lines.append(f"  {step_ids[res]} -> {rid} [arrowhead=none];")
             continue
         attrs = ", ".join(f"{k}={format_attr(n.attrs[k])}" for k in sorted(n.attrs))
         label = f"%{names[n.out]} = {n.op.name}" + (f"({attrs})" if attrs else "") + f"\n{n.out.type}"
@@ -216,9 +221,12 @@ def to_json(graph, parts) -> dict:
     return {
         "name": graph.name,
         "inputs": [dict(name=names[v], role=v.role, **ty(v)) for v in graph.inputs],
-        "nodes": [dict(name=names[n.out], op=n.op.name, inputs=[names[v] for v in n.inputs],
+        # ``name``/``shape``/``dtype`` are the first result's; ``results`` lists them all
+        # (a multi-result fused node has several).
+        "nodes": [dict(name=names[n.outs[0]], op=n.op.name, inputs=[names[v] for v in n.inputs],
                        attrs={k: format_attr(a) for k, a in sorted(n.attrs.items())},
-                       part=parts.get(n, "program"), source=n.source, **ty(n.out))
+                       part=parts.get(n, "program"), source=n.source, **ty(n.outs[0]),
+                       results=[dict(name=names[v], **ty(v)) for v in n.outs])
                   for n in graph.nodes],
         "outputs": [names[v] for v in graph.outputs],
         "updates": [{"target": names[t], "value": names[v]} for t, v in graph.updates],
@@ -259,12 +267,14 @@ def report(cf, entry) -> str:
         for n in graph.nodes:
             if n.op.name in ("reshape", "detach"):
                 continue
-            flops, moved = n.op.cost(n.out.type, *[v.type for v in n.inputs], **n.attrs)
+            flops, moved = n.op.cost(n.out_type, *[v.type for v in n.inputs], **n.attrs)
             total_flops += flops
             total_bytes += moved
-            buffers += numel(n.out.shape) * n.out.dtype.itemsize
+            buffers += sum(numel(v.shape) * v.dtype.itemsize for v in n.outs)
             what = kernel_label(n)
-            lines.append(f"  %{names[n.out]:<5} {what:<40} {str(n.out.type):<16} "
+            result = ",".join(f"%{names[v]}" for v in n.outs)
+            types = ", ".join(str(v.type) for v in n.outs)
+            lines.append(f"  {result:<6} {what:<40} {types:<16} "
                          f"{_bytes(moved):>10} moved {flops:>12,} FLOPs")
         from passes.memory import peak_bytes
         lines.append(f"  total: {_bytes(total_bytes)} moved, {total_flops:,} FLOPs")

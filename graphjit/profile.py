@@ -80,15 +80,17 @@ def node_values(graph, inputs) -> dict:
         env[v] = graph.constants[v] if v.role == "const" else np.asarray(next(args))
     with np.errstate(all="ignore"):
         for n in graph.nodes:
-            env[n.out] = np.asarray(n.op.impl(*[env[v] for v in n.inputs], **n.attrs)).astype(
-                n.out.dtype.np, copy=False)
+            results = n.op.impl(*[env[v] for v in n.inputs], **n.attrs)
+            for v, r in zip(n.outs, results if len(n.outs) > 1 else (results,)):
+                env[v] = np.asarray(r).astype(v.dtype.np, copy=False)
     return env
 
 
 def _one_node_program(node):
     g = Graph(f"profile_{node.op.name}")
     ins = [g.add_input(v.type, f"in{i}", "arg") for i, v in enumerate(node.inputs)]
-    g.outputs = [g.add_node(node.op, ins, node.attrs, node.out.type)]
+    outs = g.add_node(node.op, ins, node.attrs, node.out_type)
+    g.outputs = outs if isinstance(outs, list) else [outs]
     return compile_graph(g)
 
 
@@ -112,7 +114,7 @@ def profile_graph(graph, inputs, repeats: int = 25) -> list:
         program = _one_node_program(n)
         args = [env[v] for v in n.inputs]
         seconds = max(_median_time(lambda: program(args), repeats) - overhead, 0.0)
-        flops, moved = n.op.cost(n.out.type, *[v.type for v in n.inputs], **n.attrs)
+        flops, moved = n.op.cost(n.out_type, *[v.type for v in n.inputs], **n.attrs)
         rows.append((n, seconds, flops, moved))
     return rows, env
 
@@ -129,7 +131,7 @@ def format_profile(graph, rows, limits) -> list:
     total = 0.0
     for n, seconds, flops, moved in rows:
         total += seconds
-        what = f"%{names[n.out]} {kernel_label(n)}"[:34]
+        what = f"%{names[n.outs[0]]} {kernel_label(n)}"[:34]
         if seconds < RESOLUTION:
             lines.append(f"  {what:<34} {seconds * 1e6:>8.1f}us   (too small to time against "
                          "the call overhead)")

@@ -72,10 +72,11 @@ def cse(graph):
         n.inputs = [mapping.get(v, v) for v in n.inputs]
         key = node_key(n, order)
         if key in seen:
-            mapping[n.out] = seen[key]
+            mapping.update(zip(n.outs, seen[key].outs))
             continue
-        seen[key] = n.out
-        order[n.out] = len(order)
+        seen[key] = n
+        for v in n.outs:
+            order[v] = len(order)
         kept.append(n)
     merged = len(graph.nodes) - len(kept)
     graph.nodes = kept

@@ -16,7 +16,7 @@ def live_values(graph) -> set:
     for target, value in graph.updates:
         live.update((target, value))
     for n in reversed(graph.nodes):
-        if n.out in live:
+        if any(v in live for v in n.outs):
             live.update(n.inputs)
     return live
 
@@ -25,7 +25,7 @@ def live_values(graph) -> set:
 def dce(graph):
     live = live_values(graph)
     removed = len(graph.nodes)
-    graph.nodes = [n for n in graph.nodes if n.out in live]
+    graph.nodes = [n for n in graph.nodes if any(v in live for v in n.outs)]
     removed -= len(graph.nodes)
     dead_consts = [v for v in graph.inputs if v.role == "const" and v not in live]
     if dead_consts:

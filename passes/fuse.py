@@ -1,198 +1,325 @@
-"""Elementwise fusion: a chain or tree of elementwise nodes becomes one ``fused`` node, one loop.
+"""Loop fusion: groups of elementwise nodes and reductions over one loop domain become one
+``fused`` node, one loop nest, with as many results as the group's values needed outside.
 
-    %0 = mul(%a, %a) : f32[4M]                %2 = fused(%a, %b, body='t0 = mul(i0, i0);
-    %1 = mul(%0, %a) : f32[4M]        ->            t1 = mul(t0, i0); t2 = mul(t1, i1)') : f32[4M]
-    %2 = mul(%1, %b) : f32[4M]
+    %0 = pow_scalar(%a, exponent=3) : f32[4M]      %0, %1 = fused(%a, %b, body='
+    %1 = mul(%0, %three) : f32[4M]                   t0 = pow_scalar(i0, exponent=3); ...;
+    %2 = mul(%b, %b) : f32[4M]                 ->    t4 = sum(t3, dims=[0], keepdim=false);
+    %3 = sub(%1, %2) : f32[4M]                       return t3, t4') : f32[4M], f32[]
+    %4 = sum(%3, dims=[0], keepdim=false) : f32[]
 
-Groups grow from a root (visited last to first) into its producers. A producer joins when
-- it is elementwise with a scalar expression (see [Fused nodes] in graphjit/ir/fused.py),
-- every reader of its value is already in the group, and the value is no graph output or
-  update: nothing outside needs it, so it needs no buffer of its own, and
-- its shape is the root's (or it is 0-d): every member runs once per output element, so
-  fusion never recomputes work unboundedly. Inputs of the group may broadcast.
-A small expression (``MAX_COPIED_NODES``) read by a few loops (``MAX_COPIES``) is instead
-copied into each of them, a bounded recomputation that saves its buffer.
-Such a group is convex by construction: every member but the root is read only inside the
-group, so a path that leaves the group can only start at the root, and cannot come back to
-a member (members are ancestors of the root). ``check_convex`` verifies that with networkx
-in tests. ``full`` constants a member reads are copied into its body (a literal costs
-nothing to recompute); the original node stays for its other readers, and DCE drops it
-when none is left.
+Fusion is greedy over program order: each candidate node (an elementwise op with a scalar
+expression, or a ``sum``/``amax``/``amin``) starts as a group of its own and is merged
+- vertically with the groups of the nodes it reads, and
+- horizontally with the groups of earlier nodes that read one of its domain-sized inputs
+  (the sibling gradients of an elementwise chain read the same saved values),
+when the merged group is legal (``_merge_problem``):
+- at most ``MAX_MEMBERS`` nodes;
+- one loop domain: every reduction reads the same shape and reduces the same dims; every
+  other member has that shape, the reduced shape (a per-row value such as ``1 / sum``) or is
+  0-d, so no member is computed more than a bounded number of times per domain element;
+- a layout the code generator handles (``reduction_layout``): the reduced dims are the
+  innermost ones ("inner": a row at a time, per-row values available to later passes over
+  the row, at most ``MAX_PHASES`` such passes) or the outermost ones ("outer": results
+  accumulated across rows; nothing in the group may read them but per-row epilogue steps);
+- convex: no path between two members of the merged group through anything outside it, in
+  the graph where the other groups are already contracted (so the fused graph stays
+  acyclic). Reachability is kept as bitsets of node indices and updated on every merge.
+Values of a group that are read outside it, or are graph outputs or updates, become the
+fused node's results. ``full`` constants a member reads are copied into its body (a literal
+costs nothing to recompute). ``check_convex`` re-verifies a group with networkx in tests.
 
-Not yet: several outputs per loop (horizontal fusion of sibling gradients), reductions with
-their elementwise producers and consumers, GEMM epilogues.
+A graph may name ``fusion_split`` inputs (the forward/backward split of a compiled model
+function): nodes that depend on them never share a group with nodes that do not.
+
+Not here: matrix-multiply epilogues (see passes/epilogue.py).
 """
 from __future__ import annotations
 
+import heapq
+
 import networkx as nx
 
-from graphjit.ir.fused import FUSED, format_body
+from graphjit.ir.fused import (FUSED, REDUCTIONS, fusable_step, format_body, kept_shapes,
+                               reduction_layout, shape_size, step_phases)
 from graphjit.ir.graph import Node
 from graphjit.ir.printer import value_names
+from graphjit.shapes import numel
 
 from .manager import graph_pass
 from .rewrite import replace_uses
 
-
-def fusable(node) -> bool:
-    return node.op.kind == "elementwise" and node.op.scalar is not None
+# The most nodes one loop holds: Numba's compile time grows faster than linearly with a
+# function's size (its liveness analysis), and a loop with dozens of live values spills
+# registers anyway. Real groups (an optimizer update, an activation's forward and backward)
+# are far smaller; the cap stops horizontal fusion from gluing a whole graph together.
+MAX_MEMBERS = 32
+# Passes over one row that a fused "inner" reduction group may need (softmax: max, then
+# exp-and-sum, then the division; layer norm: mean, variance, normalise).
+MAX_PHASES = 3
 
 
 def _is_constant(node) -> bool:
     return node is not None and node.op.name == "full" and not node.inputs
 
 
-# Bounded recomputation: a small elementwise expression read by several loops (SGD's
-# ``g + weight_decay * p``, read by the momentum update and Nesterov's step) is copied into
-# each of them instead of getting a buffer of its own: a few extra flops per element cost far
-# less than writing and reading the buffer, and a step then allocates nothing parameter-sized.
-MAX_COPIED_NODES = 3
-MAX_COPIES = 4
-# Only arithmetic a few instructions long is copied; exp, log, tanh and friends are not.
-CHEAP_OPS = frozenset({"add", "sub", "mul", "neg", "cast", "abs", "relu", "maximum", "minimum",
-                       "where", "clamp", "sign", "eq", "ne", "lt", "le", "gt", "ge",
-                       "logical_and", "logical_or", "logical_not", "leaky_relu"})
+def fusable(node) -> bool:
+    if len(node.outs) != 1 or _is_constant(node) or not fusable_step(node.op):
+        return False
+    if node.op.name in REDUCTIONS:
+        return bool(node.attrs["dims"]) and numel(node.inputs[0].shape) > 0
+    return True
 
 
-def _cheap(n, users) -> bool:
-    return (fusable(n) and not _is_constant(n) and n.op.name in CHEAP_OPS
-            and len(users[n.out]) <= MAX_COPIES)
+class _Group:
+    __slots__ = ("members", "mask", "domain", "dims")
+
+    def __init__(self, node, bit):
+        self.members = [node]
+        self.mask = bit
+        if node.op.name in REDUCTIONS:
+            self.domain = tuple(node.inputs[0].shape)
+            self.dims = tuple(sorted(node.attrs["dims"]))
+        else:
+            self.domain = tuple(node.out.shape)
+            self.dims = None
 
 
-def _copyable(p, users, shape, taken):
-    """The nodes to copy into a loop of ``shape`` to recompute ``p`` there: ``p`` and, up to
-    MAX_COPIED_NODES in all, the cheap producers it reads; or None if ``p`` is not cheap."""
-    if not _cheap(p, users):
+def _merge_problem(a, b, position) -> str | None:
+    """Why groups ``a`` and ``b`` cannot be one loop (None: they can)."""
+    if len(a.members) + len(b.members) > MAX_MEMBERS:
+        return f"the loop would hold more than {MAX_MEMBERS} nodes"
+    dims = a.dims if a.dims is not None else b.dims
+    if a.dims is not None and b.dims is not None:
+        if a.domain != b.domain or a.dims != b.dims:
+            return (f"the groups reduce different things ({list(a.domain)} over {list(a.dims)} "
+                    f"vs {list(b.domain)} over {list(b.dims)})")
+        domain = a.domain
+    elif dims is not None:
+        domain = a.domain if a.dims is not None else b.domain
+    else:
+        domain = max(a.domain, b.domain, key=shape_size)
+    allowed = {(), domain} | (set(kept_shapes(domain, dims)) if dims is not None else set())
+    for m in a.members + b.members:
+        shape = tuple(m.inputs[0].shape) if m.op.name in REDUCTIONS else tuple(m.out.shape)
+        if shape not in allowed:
+            return (f"shape {list(shape)} is not the loop's {list(domain)}: fusing would "
+                    "compute it more than once per element")
+    if dims is None:
         return None
-    sub, frontier = [p], [p]
-    while frontier and len(sub) < MAX_COPIED_NODES:
-        n = frontier.pop(0)
-        for v in n.inputs:
-            q = v.node
-            if q is None or q in sub or q in taken or not _cheap(q, users):
-                continue
-            if tuple(v.shape) not in ((), shape) or len(sub) >= MAX_COPIED_NODES:
-                continue
-            sub.append(q)
-            frontier.append(q)
-    return set(sub)
-
-
-def find_groups(graph, refused=None, copies=None) -> list:
-    """The groups to fuse: lists of member nodes in program order, the root last. With a
-    list ``refused``, append ``(producer node, root node, reason)`` for every elementwise
-    producer that was left out of a group, for the dump tool's report; with a dict
-    ``copies``, record ``root -> nodes recomputed inside its loop`` (see MAX_COPIED_NODES)."""
-    users = graph.users()
-    pinned = set(graph.outputs) | {v for _, v in graph.updates}
-    taken = set()
-    needed = set()  # values copied loops read: they must keep their nodes
-    groups = []
-    order = {n: i for i, n in enumerate(graph.nodes)}
-    for root in reversed(graph.nodes):
-        if root in taken or not fusable(root) or _is_constant(root):
-            continue
-        members, copied = {root}, set()
-        shape = tuple(root.out.shape)
-        frontier = [root]
-        while frontier:
-            m = frontier.pop()
-            for v in m.inputs:
-                p = v.node
-                if p is None or p in members or p in copied or p in taken or not fusable(p) \
-                        or _is_constant(p):
-                    continue
-                if v in pinned or v in needed or tuple(v.shape) not in ((), shape):
-                    continue
-                # (A producer refused because p was not in yet is one of p's inputs, so it
-                # is looked at again when p leaves the frontier.)
-                if all(u in members for u in users[v]):
-                    members.add(p)
-                    frontier.append(p)
-                elif copies is not None:
-                    sub = _copyable(p, users, shape, taken)
-                    if sub is not None:
-                        copied |= sub
-        copied -= members  # a producer copied early may have joined as a member after
-        inside = members | copied
-        constants = {v.node for m in inside for v in m.inputs if _is_constant(v.node)}
-        if refused is not None:
-            refused.extend(_refusals(members, root, users, pinned, taken | copied, needed))
-        if len(inside) + len(constants) < 2:
-            continue
-        taken.update(members)
-        for n in copied:
-            needed.update(v for v in n.inputs if v.node not in inside)
-        if copies is not None:
-            copies[root] = copied
-        groups.append(sorted(members | constants, key=order.__getitem__))
-    return groups
-
-
-def _refusals(members, root, users, pinned, taken, needed):
-    for m in members:
-        for v in m.inputs:
-            p = v.node
-            if p is None or p in members or p in taken or not fusable(p) or _is_constant(p):
-                continue
-            if v in pinned:
-                why = "it is a graph output or an update, so it needs its own buffer"
-            elif v in needed:
-                why = "a loop that recomputes an expression over it reads it, so it keeps its node"
-            elif tuple(v.shape) not in ((), tuple(root.out.shape)):
-                why = (f"its shape {list(v.shape)} is not the loop's {list(root.out.shape)}: "
-                       "fusing it would compute it more than once per element")
-            else:
-                outside = next(u for u in users[v] if u not in members)
-                why = f"it is also read outside the group (by a {outside.op.name} node)"
-            yield p, root, why
-
-
-def _fused_node(members, root):
-    """The fused node computing ``members`` (program order, ``root`` last)."""
-    inputs, names = [], {}
-    steps = []
+    layout = reduction_layout(domain, dims)
+    if layout is None:
+        return f"reducing dims {list(dims)} of {list(domain)} is neither innermost nor outermost"
+    members = sorted(a.members + b.members, key=position.__getitem__)
     inside = {m.out for m in members}
-    for k, m in enumerate(members):
+    keep, nokeep = kept_shapes(domain, dims)
+    if layout == "outer":
+        # Results accumulate across rows, so they are complete only at the end.
+        if any(v in inside and v.node.op.name in REDUCTIONS for m in members for v in m.inputs):
+            return "an outer reduction's result would be read inside its own loop"
+        if any(tuple(m.out.shape) not in ((), domain) for m in members
+               if m.op.name not in REDUCTIONS):
+            return "a per-column step in an outer reduction's loop would run once per row"
+        return None
+    for m in members:
+        if tuple(m.out.shape) == domain and nokeep not in ((), keep) and any(
+                v in inside and tuple(v.shape) == nokeep for v in m.inputs):
+            return (f"a step over {list(domain)} broadcasts a reduced {list(nokeep)} value "
+                    "along other dims than the reduced ones")
+    phases = step_phases(members, domain)
+    if max(phases.values(), default=0) >= MAX_PHASES:
+        return f"the row would need more than {MAX_PHASES} passes"
+    return None
+
+
+def find_groups(graph, refused=None) -> list:
+    """The groups to fuse: lists of member nodes in program order. With a list ``refused``,
+    append ``(producer node, consumer node, reason)`` for every fusable producer that was
+    left out of its consumer's loop, for the dump tool's report."""
+    nodes = graph.nodes
+    position = {n: i for i, n in enumerate(nodes)}
+    split = _split_dependent(graph)
+    # Reachability between nodes as bitsets over node positions, kept for the graph in
+    # which every group is contracted to one vertex.
+    anc = [0] * len(nodes)
+    for i, n in enumerate(nodes):
+        for v in n.inputs:
+            if v.node is not None:
+                j = position[v.node]
+                anc[i] |= anc[j] | (1 << j)
+    desc = [0] * len(nodes)
+    for i in range(len(nodes) - 1, -1, -1):
+        for v in nodes[i].inputs:
+            if v.node is not None:
+                j = position[v.node]
+                desc[j] |= desc[i] | (1 << i)
+    group = {}          # node -> its _Group
+    reach = {}          # group -> [ancestors mask, descendants mask] (outside the group)
+    problems = {}       # (producer, consumer) -> why they were not merged
+    users = graph.users()
+
+    def merge(a, b):
+        if a is b:
+            return None
+        if (a.members[0] in split) != (b.members[0] in split):
+            return "one is forward work and the other backward work of a split program"
+        anc_a, desc_a = reach[a]
+        anc_b, desc_b = reach[b]
+        both = a.mask | b.mask
+        if (desc_a & anc_b) & ~both or (desc_b & anc_a) & ~both:
+            return "a path between them leaves the group (fusing would make a cycle)"
+        why = _merge_problem(a, b, position)
+        if why is not None:
+            return why
+        m_anc, m_desc = (anc_a | anc_b) & ~both, (desc_a | desc_b) & ~both
+        a.members += b.members
+        a.mask = both
+        if b.dims is not None:
+            a.domain, a.dims = b.domain, b.dims
+        elif a.dims is None:
+            a.domain = max(a.domain, b.domain, key=shape_size)
+        for n in b.members:
+            group[n] = a
+        del reach[b]
+        reach[a] = [m_anc, m_desc]
+        for g, (g_anc, g_desc) in reach.items():
+            if g is not a:
+                if g_anc & both:
+                    reach[g][0] = (g_anc | m_anc | both) & ~g.mask
+                if g_desc & both:
+                    reach[g][1] = (g_desc | m_desc | both) & ~g.mask
+        return None
+
+    for i, n in enumerate(nodes):
+        if not fusable(n):
+            continue
+        g = group[n] = _Group(n, 1 << i)
+        reach[g] = [anc[i], desc[i]]
+        for v in n.inputs:
+            p = v.node
+            if p in group:
+                why = merge(group[p], group[n])
+                if why is not None:
+                    problems.setdefault((p, n), why)
+        for v in n.inputs:
+            if numel(v.shape) <= 1 or _is_constant(v.node):
+                continue
+            for u in users[v]:
+                if u is not n and u in group and position[u] < i:
+                    merge(group[u], group[n])
+
+    groups = []
+    for g in {id(g): g for g in group.values()}.values():
+        members = sorted(g.members, key=position.__getitem__)
+        constants = {v.node for m in members for v in m.inputs if _is_constant(v.node)}
+        if len(members) + len(constants) < 2:
+            continue
+        groups.append(members)
+    if refused is not None:
+        for (p, n), why in problems.items():
+            if group[p] is not group[n]:
+                refused.append((p, n, why))
+    return sorted(groups, key=lambda g: position[g[-1]])
+
+
+def _split_dependent(graph) -> set:
+    """The nodes that depend on the graph's ``fusion_split`` inputs."""
+    split = set(graph.fusion_split)
+    dependent = set()
+    for n in graph.nodes:
+        if any(v in split for v in n.inputs):
+            split.update(n.outs)
+            dependent.add(n)
+    return dependent
+
+
+def _fused_node(members, users, pinned):
+    """The fused node computing ``members`` (program order); returns it and the member
+    values it returns, in the order of its results."""
+    inputs, names, steps, results = [], {}, [], []
+    inside = {m.out for m in members}
+    member_set = set(members)
+    constants = {}
+    for m in members:
         operands = []
         for v in m.inputs:
             if v in inside:
                 operands.append(names[v])
+            elif _is_constant(v.node):
+                if v not in constants:
+                    constants[v] = f"t{len(steps)}"
+                    steps.append((v.node.op.name, [], v.node.attrs))
+                operands.append(constants[v])
             else:
                 if v not in inputs:
                     inputs.append(v)
                 operands.append(f"i{inputs.index(v)}")
+        names[m.out] = f"t{len(steps)}"
         steps.append((m.op.name, operands, m.attrs))
-        names[m.out] = f"t{k}"
-    return Node(FUSED, inputs, {"body": format_body(steps)}, root.out.type, root.source)
+        if m.out in pinned or any(u not in member_set for u in users[m.out]):
+            results.append(m.out)
+    indices = [int(names[v][1:]) for v in results]
+    types = [v.type for v in results]
+    node = Node(FUSED, inputs, {"body": format_body(steps, indices)},
+                types[0] if len(types) == 1 else types, members[-1].source)
+    return node, results
 
 
 @graph_pass("fuse")
 def fuse(graph):
-    refused, copies = [], {}
+    refused = []
     names = value_names(graph)
-    groups = find_groups(graph, refused, copies)
-    order = {n: i for i, n in enumerate(graph.nodes)}
-    by_root = {g[-1]: sorted(set(g) | copies[g[-1]], key=order.__getitem__) for g in groups}
-    absorbed = {m for g in groups for m in g[:-1] if not _is_constant(m)}
-    nodes, mapping = [], {}
-    for n in graph.nodes:
-        if n in absorbed:
-            continue
-        if n in by_root:
-            fused = _fused_node(by_root[n], n)
-            mapping[n.out] = fused.out
-            n = fused
-        nodes.append(n)
-    graph.nodes = nodes
+    groups = find_groups(graph, refused)
+    users = graph.users()
+    pinned = set(graph.outputs) | {v for _, v in graph.updates}
+    position = {n: i for i, n in enumerate(graph.nodes)}
+    replacement, mapping = {}, {}
+    for members in groups:
+        node, results = _fused_node(members, users, pinned)
+        mapping.update(zip(results, node.outs))
+        for m in members:
+            replacement[m] = node
+    graph.nodes = _schedule(graph.nodes, replacement, position)
     replace_uses(graph, mapping)
     fuse.last_stats = {
         "groups": len(groups), "nodes_fused": sum(len(g) for g in groups),
-        "nodes_copied": sum(len(c) for c in copies.values()),
+        "multi_result": sum(1 for g in groups if len({id(replacement[m]) for m in g}) == 1
+                            and len(replacement[g[0]].outs) > 1),
         # Value names are those of the graph fuse was given (the stage before it).
         "refused": [(f"%{names[p.out]} = {p.op.name}", f"%{names[r.out]}", why)
                     for p, r, why in refused]}
     return graph
+
+
+def _schedule(nodes, replacement, position):
+    """The nodes with every group replaced by its fused node, in a topological order that
+    keeps the original order where it can (each vertex ordered by its first member)."""
+    vertex = {n: replacement.get(n, n) for n in nodes}
+    first = {}
+    for n in nodes:
+        first.setdefault(vertex[n], position[n])
+    preds = {v: set() for v in first}
+    for n in nodes:
+        for inp in n.inputs:
+            if inp.node is not None and vertex[inp.node] is not vertex[n]:
+                preds[vertex[n]].add(vertex[inp.node])
+    succs = {v: [] for v in first}
+    for v, ps in preds.items():
+        for p in ps:
+            succs[p].append(v)
+    waiting = {v: len(ps) for v, ps in preds.items()}
+    heap = [(first[v], id(v), v) for v, k in waiting.items() if k == 0]
+    heapq.heapify(heap)
+    order = []
+    while heap:
+        _, _, v = heapq.heappop(heap)
+        order.append(v)
+        for s in succs[v]:
+            waiting[s] -= 1
+            if waiting[s] == 0:
+                heapq.heappush(heap, (first[s], id(s), s))
+    if len(order) != len(first):
+        raise AssertionError("fusion made a cycle: a group was not convex")
+    return order
 
 
 def check_convex(graph, members) -> bool:

@@ -19,7 +19,8 @@ def buffer_owner(graph) -> dict:
     """Each value -> the value whose buffer holds it (itself, or what a reshape views)."""
     owner = {v: v for v in graph.inputs}
     for n in graph.nodes:
-        owner[n.out] = owner[n.inputs[0]] if n.op.name in ALIASING_OPS else n.out
+        for v in n.outs:
+            owner[v] = owner[n.inputs[0]] if n.op.name in ALIASING_OPS else v
     return owner
 
 
@@ -29,8 +30,9 @@ def live_ranges(graph) -> dict:
     owner = buffer_owner(graph)
     ranges = {}
     for i, n in enumerate(graph.nodes):
-        if owner[n.out] is n.out:
-            ranges[n.out] = [i, i]
+        for v in n.outs:
+            if owner[v] is v:
+                ranges[v] = [i, i]
         for v in n.inputs:
             o = owner[v]
             if o in ranges:
@@ -49,10 +51,10 @@ def peak_bytes(graph) -> int:
     live = peak = 0
     frees: dict = {}
     for i in range(len(graph.nodes)):
-        n = graph.nodes[i]
-        if n.out in ranges:
-            live += size[n.out]
-            frees.setdefault(ranges[n.out][1], []).append(n.out)
+        for v in graph.nodes[i].outs:
+            if v in ranges:
+                live += size[v]
+                frees.setdefault(ranges[v][1], []).append(v)
         peak = max(peak, live)
         for v in frees.pop(i, ()):
             live -= size[v]

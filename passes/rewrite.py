@@ -101,6 +101,9 @@ def _sweep(graph, by_op, anywhere, counts: Counter) -> int:
     for n in graph.nodes:
         n.inputs = [resolve(mapping, v) for v in n.inputs]
         replacement = None
+        if len(n.outs) != 1:
+            kept.append(n)  # multi-result (fused) nodes: no rule rewrites them
+            continue
         for rule in by_op.get(n.op.name, []) + anywhere:
             result = rule.fn(n)
             if result is None:

@@ -53,13 +53,9 @@ def test_steady_state_update_is_in_place_and_allocates_nothing_parameter_sized(n
     smallest = min(int(np.prod(s)) for s in SHAPES)
     sizes = [int(n) for n in re.findall(r"np\.(?:empty|zeros|full)\((\d+)", program.source)]
     big = sorted(n for n in sizes if n >= smallest)
-    if name == "Adadelta":
-        # Its delta feeds two updates (acc_delta and the parameter) and costs a sqrt and a
-        # division, too much to recompute: one temporary per parameter until several
-        # outputs can share one loop (multi-output fusion).
-        assert big == sorted(int(np.prod(s)) for s in SHAPES if int(np.prod(s)) >= smallest)
-    else:
-        assert not big, sizes  # only scalars are allocated
+    # Only scalars are allocated: every state update is a result of its parameter's loop
+    # (Adadelta's delta feeds two updates and is computed once, in one multi-result loop).
+    assert not big, sizes
 
 
 def test_data_pointers_stay_put_across_steps():

@@ -1,18 +1,26 @@
-"""The ``fused`` op: one loop computing a group of elementwise nodes (made by passes/fuse).
+"""The ``fused`` op: one loop nest computing a group of nodes (made by passes/fuse).
 
 # NOTE: [Fused nodes]
 A fused node's inputs are the values its group reads from outside; its one attribute,
-``body``, is the group as a line of SSA steps over those inputs (``i0, i1, ...``), the last
-step being the node's result:
+``body``, is the group as a line of SSA steps over those inputs (``i0, i1, ...``). The
+results are the steps named by a final ``return`` (the last step when there is none):
 
     %7 = fused(%x, %b, body='t0 = add(i0, i1); t1 = relu(t0); t2 = mul(t1, t1)') : f32[64,32]
+    %8, %9 = fused(%a, %b, body='t0 = mul(i0, i0); t1 = sub(t0, i1); t2 = sum(t1, dims=[0],
+             keepdim=false); return t1, t2') : f32[4096], f32[]
 
-Each step names a registered elementwise op with its attributes, printed as the IR printer
-prints attributes, so the text round-trips through the parser like every other node and the
+Each step names a registered op with its attributes, printed as the IR printer prints
+attributes, so the text round-trips through the parser like every other node and the
 verifier re-infers the body's types with each op's own ``infer``. The body is a string, not a
-Graph object, so the node stays hashable for CSE and printable on one line. Every step
-runs over the output's loop domain (passes/fuse only groups nodes of the output's shape;
-inputs may broadcast), so no value is computed more than once per output element.
+Graph object, so the node stays hashable for CSE and printable on one line.
+
+Steps are elementwise ops (with a scalar expression) or the reductions ``sum``, ``amax``,
+``amin``. The group's loop domain is the shape every reduction reads (all of a body's
+reductions read that shape and reduce the same dims), or the largest step shape when there
+is no reduction. Every elementwise step has the domain's shape or, after a reduction, the
+reduced shape (a per-row value such as ``1 / sum``), or is 0-d; so no value is computed more
+than a bounded number of times per domain element (see [Fused loops] in
+graphjit/backend/cpu/fused.py for how steps that read a reduction run after it).
 """
 from __future__ import annotations
 
@@ -28,40 +36,65 @@ from .parser import IRParseError, _Tokens, parse_call
 from .printer import format_attr
 
 
-def format_body(steps) -> str:
-    """``steps``: ``[(op name, [operand names], attrs)]``, operand names ``i<k>``/``t<k>``."""
+REDUCTIONS = ("sum", "amax", "amin")
+
+
+def fusable_step(op) -> bool:
+    """Whether ``op`` may be a step of a fused body."""
+    return (op.kind == "elementwise" and op.scalar is not None) or op.name in REDUCTIONS
+
+
+def format_body(steps, results=None) -> str:
+    """``steps``: ``[(op name, [operand names], attrs)]``, operand names ``i<k>``/``t<k>``;
+    ``results``: the indices of the steps the node returns (default: the last one)."""
     parts = []
     for k, (op_name, operands, attrs) in enumerate(steps):
         args = list(operands) + [f"{a}={format_attr(attrs[a])}" for a in sorted(attrs)]
         parts.append(f"t{k} = {op_name}({', '.join(args)})")
+    if results is not None and list(results) != [len(steps) - 1]:
+        parts.append("return " + ", ".join(f"t{k}" for k in results))
     return "; ".join(parts)
 
 
 @functools.lru_cache(maxsize=4096)
 def _parse_steps(body: str) -> tuple:
-    """The steps of ``body`` as ``((op, operand names, attrs), ...)`` (attrs as sorted items)."""
+    """``(steps, results)``: the steps of ``body`` as ``((op, operand names, attrs), ...)``
+    (attrs as sorted items) and the returned step names."""
     steps = []
-    for k, text in enumerate(part.strip() for part in body.split(";")):
+    parts = [part.strip() for part in body.split(";")]
+    results = None
+    if parts and parts[-1].startswith("return"):
+        results = tuple(name.strip() for name in parts.pop()[len("return"):].split(","))
+    for k, text in enumerate(parts):
         toks = _Tokens(text, k + 1)
         name = toks.next()[1]
         if name != f"t{k}":
             raise IRParseError(f"fused body step {k + 1}: expected t{k}, got {name!r}")
         toks.expect("=")
         op, operands, attrs = parse_call(toks, f"fused body step {k + 1}")
-        if op.kind != "elementwise" or op.scalar is None:
-            raise IRParseError(f"fused body step {k + 1}: {op.name} is not an elementwise op "
-                               "with a scalar expression")
+        if not fusable_step(op):
+            raise IRParseError(f"fused body step {k + 1}: {op.name} is neither an elementwise "
+                               "op with a scalar expression nor a sum/amax/amin reduction")
         if not toks.done():
             raise IRParseError(f"fused body step {k + 1}: unexpected text after the call")
         steps.append((op, tuple(operands), tuple(sorted(attrs.items()))))
-    return tuple(steps)
+    if not steps:
+        raise IRParseError("a fused body has no steps")
+    if results is None:
+        results = (f"t{len(steps) - 1}",)
+    for name in results:
+        if not (name.startswith("t") and name[1:].isdigit() and int(name[1:]) < len(steps)):
+            raise IRParseError(f"fused body returns {name!r}, which is not one of its steps "
+                               f"t0..t{len(steps) - 1}")
+    return tuple(steps), results
 
 
 def body_graph(body: str, input_types) -> Graph:
     """The body as a Graph over inputs ``i0..``: one node per step, types inferred."""
     g = Graph("fused_body")
     env = {f"i{j}": g.add_input(t, f"i{j}", "arg") for j, t in enumerate(input_types)}
-    for k, (op, operands, attrs) in enumerate(_parse_steps(body)):
+    steps, results = _parse_steps(body)
+    for k, (op, operands, attrs) in enumerate(steps):
         try:
             args = [env[name] for name in operands]
         except KeyError as e:
@@ -70,18 +103,89 @@ def body_graph(body: str, input_types) -> Graph:
         attrs = dict(attrs)
         out_type = op.infer(*[v.type for v in args], **attrs)
         env[f"t{k}"] = g.add_node(op, args, attrs, out_type)
-    g.outputs = [env[f"t{len(g.nodes) - 1}"]]
+    g.outputs = [env[name] for name in results]
     return g
 
 
-def _infer(*input_types, body: str) -> TensorType:
+def reduced_dims(body) -> tuple | None:
+    """The dims the body's reductions reduce (one tuple for all), or None without any."""
+    dims = {tuple(sorted(n.attrs["dims"])) for n in body.nodes if n.op.name in REDUCTIONS}
+    if len(dims) > 1:
+        raise ShapeError(f"fused body reduces different dims {sorted(dims)}; one body reduces "
+                         "one set of dims", op="fused")
+    return dims.pop() if dims else None
+
+
+def domain(body) -> tuple:
+    """The loop domain of a body graph (see [Fused nodes])."""
+    reads = {tuple(n.inputs[0].shape) for n in body.nodes if n.op.name in REDUCTIONS}
+    if len(reads) > 1:
+        raise ShapeError(f"fused body reductions read different shapes {sorted(reads)}",
+                         op="fused")
+    if reads:
+        return reads.pop()
+    return max((tuple(n.out.shape) for n in body.nodes), key=shape_size)
+
+
+def shape_size(shape) -> tuple:
+    """Sort key of loop domains: more elements, then more dims (``[1]`` over ``[]``)."""
+    return numel(shape), len(shape)
+
+
+def kept_shapes(shape, dims) -> tuple:
+    """The shapes of ``shape`` reduced over ``dims``: with and without keepdim."""
+    keep = tuple(1 if d in dims else n for d, n in enumerate(shape))
+    return keep, tuple(n for d, n in enumerate(shape) if d not in dims)
+
+
+def reduction_layout(domain, dims) -> str | None:
+    """``"inner"`` when the reduced dims (ignoring size-1 dims) are the innermost ones of
+    ``domain``, ``"outer"`` when they are the outermost ones, else None (not fusable)."""
+    flags = [d in dims for d, n in enumerate(domain) if n != 1]
+    if not any(flags):
+        return "inner"  # only size-1 dims reduced: a copy
+    first = flags.index(True)
+    if all(flags[first:]):
+        return "inner"
+    last = len(flags) - 1 - flags[::-1].index(True)
+    if first == 0 and all(flags[:last + 1]):
+        return "outer"
+    return None
+
+
+def step_phases(nodes, domain) -> dict:
+    """Node -> the pass over a row it runs in, for the nodes of a group or body in program
+    order: a reduction's result is complete at the end of its pass, so a step over the
+    whole domain that reads it (directly or through per-row steps) runs in a later pass.
+    Per-row steps get the pass before which they can be computed."""
+    domain = tuple(domain)
+    inside = {n.out: n for n in nodes}
+    phase, ready = {}, {}
+    for n in nodes:
+        p = 0
+        for v in n.inputs:
+            if v in inside:
+                row_level = tuple(v.shape) != domain or v.node.op.name in REDUCTIONS
+                p = max(p, ready[v] if row_level else phase[v.node])
+        phase[n] = p
+        ready[n.out] = p + 1 if n.op.name in REDUCTIONS else p
+    return phase
+
+
+def _infer(*input_types, body: str):
     g = body_graph(body, input_types)
-    out = g.outputs[0].type
+    dom = domain(g)
+    dims = reduced_dims(g)
+    if dims is not None and reduction_layout(dom, dims) is None:
+        raise ShapeError(f"fused body reduces dims {list(dims)} of {list(dom)}: only the "
+                         "innermost or the outermost dims can be reduced in a loop", op="fused")
+    allowed = {(), dom} | (set(kept_shapes(dom, dims)) if dims is not None else set())
     for n in g.nodes:
-        if tuple(n.out.shape) not in ((), tuple(out.shape)) and n.op.name != "full":
-            raise ShapeError(f"fused body step {n.out.shape} does not run over the output's "
-                             f"domain {tuple(out.shape)}", op="fused")
-    return out
+        if tuple(n.out.shape) not in allowed:
+            raise ShapeError(f"fused body step {n.op.name} : {n.out.type} runs neither over the "
+                             f"body's domain {list(dom)} nor over its reduced shape", op="fused")
+    types = [v.type for v in g.outputs]
+    return types[0] if len(types) == 1 else types
 
 
 def _impl(*arrays, body: str):
@@ -90,7 +194,8 @@ def _impl(*arrays, body: str):
     for n in g.nodes:
         env[n.out] = np.asarray(n.op.impl(*[env[v] for v in n.inputs], **n.attrs)).astype(
             n.out.dtype.np, copy=False)
-    return env[g.outputs[0]]
+    results = [env[v] for v in g.outputs]
+    return results[0] if len(results) == 1 else tuple(results)
 
 
 def _dtype_of(a):
@@ -102,7 +207,8 @@ def _cost(out, *inputs, body: str):
     g = body_graph(body, inputs)
     flops = sum(n.op.cost(n.out.type, *[v.type for v in n.inputs], **n.attrs)[0] for n in g.nodes)
     moved = sum(numel(t.shape) * t.dtype.itemsize for t in inputs)
-    return flops, moved + numel(out.shape) * out.dtype.itemsize
+    outs = out if isinstance(out, list) else [out]
+    return flops, moved + sum(numel(t.shape) * t.dtype.itemsize for t in outs)
 
 
 FUSED = registry.register(registry.OpDef(

@@ -41,19 +41,40 @@ class Value:
 
 
 class Node:
-    """``out = op(*inputs, **attrs)``; ``source`` is the user's file:line that created it."""
-    __slots__ = ("op", "inputs", "attrs", "out", "source")
+    """``out = op(*inputs, **attrs)``; ``source`` is the user's file:line that created it.
 
-    def __init__(self, op, inputs, attrs, out_type: TensorType, source: str | None = None):
+    A node has one result, ``out``, except a ``fused`` node that computes several values in
+    one loop (see [Fused nodes] in fused.py): it is made with a list of types and its results
+    are ``outs`` (``out`` then raises, so code that assumes one result fails loudly). Every
+    node has ``outs``; code that handles all nodes iterates it.
+    """
+    __slots__ = ("op", "inputs", "attrs", "outs", "source")
+
+    def __init__(self, op, inputs, attrs, out_type, source: str | None = None):
         self.op = op
         self.inputs = list(inputs)
         self.attrs = dict(attrs)
-        self.out = Value(out_type, node=self)
+        types = out_type if isinstance(out_type, list) else [out_type]
+        self.outs = [Value(t, node=self) for t in types]
         self.source = source
+
+    @property
+    def out(self) -> Value:
+        if len(self.outs) != 1:
+            raise AttributeError(f"a {self.op.name} node with {len(self.outs)} results has no "
+                                 "single .out; use .outs")
+        return self.outs[0]
+
+    @property
+    def out_type(self):
+        """The result's type, or the list of result types of a multi-result node (what
+        ``Node(...)`` and ``OpDef.infer``/``cost`` take and give)."""
+        return self.outs[0].type if len(self.outs) == 1 else [v.type for v in self.outs]
 
     def __repr__(self) -> str:
         args = ", ".join(f"%{v.name}" for v in self.inputs)
-        return f"<Node %{self.out.name} = {self.op.name}({args})>"
+        outs = ", ".join(f"%{v.name}" for v in self.outs)
+        return f"<Node {outs} = {self.op.name}({args})>"
 
 
 @dataclass(eq=False)
@@ -65,6 +86,9 @@ class Graph:
     updates: list = field(default_factory=list)  # [(input Value, new Value)]
     # Data of the inputs whose role is "const" (non-uniform constants met while tracing).
     constants: dict = field(default_factory=dict)
+    # Inputs whose dependents passes/fuse keeps apart from the rest (the seeds of a forward/
+    # backward split: the two halves run as separate programs).
+    fusion_split: list = field(default_factory=list)
 
     def add_input(self, type: TensorType, name: str, role: str = "arg") -> Value:
         if role not in ROLES:
@@ -80,16 +104,19 @@ class Graph:
         self.constants[v] = array
         return v
 
-    def add_node(self, op, inputs, attrs, out_type: TensorType, source=None) -> Value:
+    def add_node(self, op, inputs, attrs, out_type, source=None):
+        """Append a node; returns its result, or the list of them when ``out_type`` is a
+        list (a multi-result node)."""
         node = Node(op, inputs, attrs, out_type, source)
         self.nodes.append(node)
-        return node.out
+        return list(node.outs) if isinstance(out_type, list) else node.out
 
     def users(self) -> dict:
         """Map each value to the list of nodes that read it."""
         users = {v: [] for v in self.inputs}
         for n in self.nodes:
-            users.setdefault(n.out, [])
+            for v in n.outs:
+                users.setdefault(v, [])
             for v in n.inputs:
                 users.setdefault(v, []).append(n)
         return users

@@ -26,6 +26,9 @@ def run_graph(graph, inputs):
             env[v] = arr
     with np.errstate(all="ignore"):
         for n in graph.nodes:
-            out = np.asarray(n.op.impl(*[env[v] for v in n.inputs], **n.attrs))
-            env[n.out] = out.astype(n.out.dtype.np, copy=False)
+            results = n.op.impl(*[env[v] for v in n.inputs], **n.attrs)
+            if len(n.outs) == 1:
+                results = (results,)
+            for v, out in zip(n.outs, results):
+                env[v] = np.asarray(out).astype(v.dtype.np, copy=False)
     return [env[v] for v in graph.outputs], [env[v] for _, v in graph.updates]

@@ -181,9 +181,16 @@ def parse_graph(text: str) -> Graph:
             continue
         if kind != "val":
             raise IRParseError(f"line {line_no}: expected a node, return, update or '}}', got {first!r}")
-        out_name = first[1:]
-        if out_name in env:
-            raise IRParseError(f"line {line_no}: %{out_name} is defined twice (the IR is SSA)")
+        out_names = [first[1:]]
+        while toks.peek()[1] == ",":
+            toks.next()
+            kind, more = toks.next()
+            if kind != "val":
+                raise IRParseError(f"line {line_no}: expected a result name (%name), got {more!r}")
+            out_names.append(more[1:])
+        for out_name in out_names:
+            if out_name in env or out_names.count(out_name) > 1:
+                raise IRParseError(f"line {line_no}: %{out_name} is defined twice (the IR is SSA)")
         toks.expect("=")
         op, operands, attrs = parse_call(toks, f"line {line_no}")
         bad = [t for t in operands if not t.startswith("%")]
@@ -192,6 +199,14 @@ def parse_graph(text: str) -> Graph:
                                f"{bad[0]!r}")
         inputs = [value(t, line_no) for t in operands]
         toks.expect(":")
-        out_type = _parse_type(toks)
-        env[out_name] = graph.add_node(op, inputs, attrs, out_type)
+        out_types = [_parse_type(toks)]
+        while toks.peek()[1] == ",":
+            toks.next()
+            out_types.append(_parse_type(toks))
+        if len(out_types) != len(out_names):
+            raise IRParseError(f"line {line_no}: {len(out_names)} results but {len(out_types)} "
+                               "types")
+        outs = graph.add_node(op, inputs, attrs, out_types if len(out_types) > 1 else out_types[0])
+        for out_name, v in zip(out_names, outs if len(out_types) > 1 else [outs]):
+            env[out_name] = v
     return graph

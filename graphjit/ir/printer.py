@@ -7,7 +7,8 @@
       update %w <- %1
     }
 
-Inputs keep their names; node results are numbered in program order, so printing is
+Inputs keep their names; node results are numbered in program order (a node with several
+results, a multi-output ``fused`` node, prints ``%3, %4 = fused(...) : f32[8], f32[]``), so printing is
 deterministic and two stages of a pipeline diff line by line. Attributes are printed in
 sorted order as literals: ints, floats (``inf``, ``nan``), ``true``/``false``/``none``,
 quoted strings, dtype short names (``f32``) and ``[...]`` for tuples.
@@ -46,15 +47,20 @@ def value_names(graph) -> dict:
     names = {}
     for v in graph.inputs:
         names[v] = v.name
-    for i, n in enumerate(graph.nodes):
-        names[n.out] = str(i)
+    count = 0
+    for n in graph.nodes:
+        for v in n.outs:
+            names[v] = str(count)
+            count += 1
     return names
 
 
 def format_node(node, names) -> str:
     args = [f"%{names[v]}" for v in node.inputs]
     args += [f"{k}={format_attr(node.attrs[k])}" for k in sorted(node.attrs)]
-    return f"%{names[node.out]} = {node.op.name}({', '.join(args)}) : {node.out.type}"
+    outs = ", ".join(f"%{names[v]}" for v in node.outs)
+    types = ", ".join(str(v.type) for v in node.outs)
+    return f"{outs} = {node.op.name}({', '.join(args)}) : {types}"
 
 
 def print_graph(graph, *, sources: bool = False) -> str:

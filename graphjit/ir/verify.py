@@ -37,17 +37,22 @@ def verify(graph) -> None:
                 raise IRVerifyError(f"node {i} ({n.op.name}) reads input {j} before it is defined\n"
                                     + _window(graph, i) if v in value_names(graph) else
                                     f"node {i} ({n.op.name}) reads a value that is not in the graph")
-        if n.out in defined or n.out.node is not n:
+        if any(v in defined or v.node is not n for v in n.outs):
             raise IRVerifyError(f"node {i} ({n.op.name}) redefines a value\n" + _window(graph, i))
         try:
             expected = n.op.infer(*[v.type for v in n.inputs], **n.attrs)
         except GraphjitError as e:
             raise IRVerifyError(f"node {i} ({n.op.name}) is ill-typed: {e.bare_message}\n"
                                 + _window(graph, i)) from None
-        if tuple(expected.shape) != tuple(n.out.type.shape) or expected.dtype is not n.out.type.dtype:
-            raise IRVerifyError(f"node {i} ({n.op.name}) is typed {n.out.type} but its op infers "
-                                f"{expected}\n" + _window(graph, i))
-        defined.add(n.out)
+        expected = expected if isinstance(expected, list) else [expected]
+        typed = [v.type for v in n.outs]
+        if len(expected) != len(typed) or any(
+                tuple(e.shape) != tuple(t.shape) or e.dtype is not t.dtype
+                for e, t in zip(expected, typed)):
+            raise IRVerifyError(f"node {i} ({n.op.name}) is typed "
+                                f"{', '.join(map(str, typed))} but its op infers "
+                                f"{', '.join(map(str, expected))}\n" + _window(graph, i))
+        defined.update(n.outs)
     for v in graph.outputs:
         if v not in defined:
             raise IRVerifyError("an output is not defined in the graph")

@@ -572,6 +572,8 @@ def _lower_forward_backward(cf, tracer, result, out_tensors, differentiable, bui
             grad_values.append(total)
     graph.outputs = graph.outputs + grad_values
     stats = []
+    # Fusion must not put forward and backward work in one node: they run as two programs.
+    graph.fusion_split = list(seeds)
     joint, snapshots = run_pipeline(graph, verify=cf.verify, stats=stats)
 
     seed_set = set(seeds)
@@ -579,7 +581,7 @@ def _lower_forward_backward(cf, tracer, result, out_tensors, differentiable, bui
     fw_nodes, bw_nodes = [], []
     for n in joint.nodes:
         if any(v in depends for v in n.inputs):
-            depends.add(n.out)
+            depends.update(n.outs)
             bw_nodes.append(n)
         else:
             fw_nodes.append(n)
@@ -603,8 +605,8 @@ def _lower_forward_backward(cf, tracer, result, out_tensors, differentiable, bui
     for j, sv in enumerate(seeds):
         remap[sv] = backward.add_input(sv.type, sv.name, "arg")
     for n in bw_nodes:
-        remap[n.out] = backward.add_node(n.op, [remap[v] for v in n.inputs], n.attrs, n.out.type,
-                                         n.source)
+        outs = backward.add_node(n.op, [remap[v] for v in n.inputs], n.attrs, n.out_type, n.source)
+        remap.update(zip(n.outs, outs if isinstance(outs, list) else [outs]))
     backward.outputs = [remap[v] for v in grads_out]
     fw_program = build(forward, name=forward.name)
     entry = _ForwardBackwardEntry(tracer, result, fw_program, forward, snapshots)

@@ -353,8 +353,10 @@ def test_elementwise_matches_reference(elementwise, rng):
 
 def test_fused_elementwise_matches_the_unfused_reference(fused_elementwise, rng):
     built, before, program = fused_elementwise
-    n_fused = sum(n.op.name == "fused" for n in built.graph.nodes)
-    assert n_fused >= len(built.graph.outputs)  # every chain became (part of) a fused node
+    # The chains became (parts of) fused nodes; chains reading the same inputs share one,
+    # up to the size cap of a loop (passes/fuse.MAX_MEMBERS).
+    assert len(built.graph.nodes) < len(before.nodes) / 2
+    assert sum(len(n.outs) > 1 for n in built.graph.nodes) >= 1
     for _ in range(2):
         check_program(program, before, built.inputs(rng))
 
@@ -526,5 +528,6 @@ def test_every_node_of_the_test_graphs_has_a_cost():
     for built in (elementwise_graph(F32), reduce_linalg_shape_graph(), index_graph(),
                   fused_elementwise_graph(F32)[0]):
         for n in built.graph.nodes:
-            flops, moved = n.op.cost(n.out.type, *[v.type for v in n.inputs], **n.attrs)
-            assert flops >= 0 and moved >= numel(n.out.shape) * n.out.dtype.itemsize, n.op.name
+            flops, moved = n.op.cost(n.out_type, *[v.type for v in n.inputs], **n.attrs)
+            written = sum(numel(v.shape) * v.dtype.itemsize for v in n.outs)
+            assert flops >= 0 and moved >= written, n.op.name

@@ -98,9 +98,8 @@ def test_the_pipeline_order():
     assert [name for name, _ in snapshots] == ["trace"] + order
     assert print_graph(g) == textwrap.dedent("""
         graph f(%x: f64[3] {param}) {
-          %0 = exp(%x) : f64[3]
-          %1 = sum(%0, dims=[0], keepdim=false) : f64[]
-          return %1
+          %0 = fused(%x, body='t0 = exp(i0); t1 = sum(t0, dims=[0], keepdim=false)') : f64[]
+          return %0
         }""").strip()
     g, snapshots = pipeline.run_pipeline(parse_graph(TEXT), passes=[identity])
     assert [name for name, _ in snapshots] == ["trace", "identity"]

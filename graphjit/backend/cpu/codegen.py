@@ -65,11 +65,13 @@ class GeneratedModule:
 
 
 class _Kernel:
-    def __init__(self, name, body, n_params, has_out=True):
+    def __init__(self, name, body, n_params, out_params):
         self.name = name
         self.body = body
         self.n_params = n_params
-        self.has_out = has_out  # False: it writes one of its inputs (an in-place update)
+        # Output parameter names; a result computed in place is written through the input
+        # parameter it reads, and has none.
+        self.out_params = out_params
         self.ir_lines = []
 
 
@@ -93,21 +95,30 @@ def _buffer_owners(graph, names) -> dict:
     for node in graph.nodes:
         k = KernelWriter(node, "scratch", names)
         emitter_for(node.op)(node, k)
-        owner[node.out] = owner[node.inputs[k.alias_of]] if k.alias_of is not None else node.out
+        for v in node.outs:
+            owner[v] = owner[node.inputs[k.alias_of]] if k.alias_of is not None else v
     return owner
 
 
+def _has_reduction(node) -> bool:
+    if node.op.name != "fused":
+        return False
+    from ...ir.fused import REDUCTIONS
+    return any(f"= {r}(" in node.attrs["body"] for r in REDUCTIONS)
+
+
 def inplace_updates(graph, owner) -> dict:
-    """``{node: target input}`` for the updates whose new value can be computed straight
+    """``{value: target input}`` for the updates whose new value can be computed straight
     into the target's own buffer.
 
     # NOTE: [In-place updates]
     ``update %p <- %u`` may be computed in place when ``%u`` is made by an elementwise or
     fused node ``n`` of ``%p``'s shape and dtype (its loop reads every buffer of ``%p``'s
-    shape at the index it writes, so each element is read before it is overwritten), no
+    shape at the index it writes, so each element is read before it is overwritten; a fused
+    node with a reduction reads rows more than once, so it does not qualify), no
     node after ``n`` reads ``%p``'s old value, no other result is ``%p``'s old value, and no
     node after ``n`` can raise (index bounds checks): a program that fails has then written
-    nothing in place. Optimizer updates (``p``, ``exp_avg``, ``momentum_buffer``...) are all
+    nothing in place. A multi-result fused node may compute several updates in place. Optimizer updates (``p``, ``exp_avg``, ``momentum_buffer``...) are all
     of this form, so a step allocates nothing proportional to the parameters for them.
     """
     position = {n: i for i, n in enumerate(graph.nodes)}
@@ -118,6 +129,8 @@ def inplace_updates(graph, owner) -> dict:
         if n is None or not n.inputs or owner[value] is not value or target.role == "const":
             continue
         if not (n.op.name == "fused" or (n.op.kind == "elementwise" and n.op.name != "detach")):
+            continue
+        if _has_reduction(n):
             continue
         if tuple(value.shape) != tuple(target.shape) or value.dtype is not target.dtype:
             continue
@@ -130,9 +143,9 @@ def inplace_updates(graph, owner) -> dict:
             continue
         if any(owner[r] is target for r in results):
             continue
-        if n in found:
+        if value in found or target in found.values():
             continue  # one value updating two inputs: only one can hold it in place
-        found[n] = target
+        found[value] = target
     return found
 
 
@@ -159,45 +172,51 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
         # An update computed in place that reads its target writes through that same
         # parameter: LLVM's runtime check that the output does not overlap an input would
         # fail (they are one buffer) and send the loop down its scalar path.
-        writes_input = None
-        if node in in_place:
-            writes_input = next((j for j, v in enumerate(node.inputs)
-                                 if buf.get(v) == buf[in_place[node]]), None)
-            if writes_input is not None:
-                k.out = k.ins[writes_input]
+        writes_input = []
+        for j, v in enumerate(node.outs):
+            w = None
+            if v in in_place:
+                w = next((m for m, x in enumerate(node.inputs) if buf.get(x) == buf[in_place[v]]),
+                         None)
+                if w is not None:
+                    k.outs[j] = k.ins[w]
+            writes_input.append(w)
         emitter_for(node.op)(node, k)
+        driver.line(f"# {k.ir_line}")
         if k.alias_of is not None:
             src = node.inputs[k.alias_of]
             buf[node.out], owner[node.out] = buf[src], owner[src]
-            driver.line(f"# {k.ir_line}")
             driver.line(f"#   (no kernel: the buffer of {buf[src]} as is)")
             continue
-        n, dtype = numel(node.out.shape), np_type(node.out.dtype)
-        driver.line(f"# {k.ir_line}")
-        if node in in_place:
-            var = buf[in_place[node]]
-            buf[node.out], owner[node.out] = var, node.out
-            driver.line(f"#   (computed in place: the buffer of {var}, see [In-place updates])")
-        else:
-            var = namer.fresh(f"v{i}")
-            buf[node.out], owner[node.out] = var, node.out
+        out_vars = []
+        for v in node.outs:
+            n, dtype = numel(v.shape), np_type(v.dtype)
+            if v in in_place:
+                var = buf[in_place[v]]
+                driver.line(f"#   (%{names[v]} computed in place: the buffer of {var}, "
+                            "see [In-place updates])")
+            else:
+                var = namer.fresh(f"v{names[v]}")
+                if k.fill_value is not None:
+                    driver.line(f"{var} = np.full({n}, {k.fill_value}, {dtype})")
+                else:
+                    driver.line(f"{var} = np.{'zeros' if k.zero_output else 'empty'}({n}, {dtype})")
+            buf[v], owner[v] = var, v
+            out_vars.append(var)
         if k.fill_value is not None:
-            driver.line(f"{var} = np.full({n}, {k.fill_value}, {dtype})")
             continue
-        if node not in in_place:
-            driver.line(f"{var} = np.{'zeros' if k.zero_output else 'empty'}({n}, {dtype})")
-        key = (len(node.inputs), k.body, writes_input)
+        out_params = [name for name, w in zip(k.outs, writes_input) if w is None]
+        key = (len(node.inputs), k.body, tuple(writes_input), tuple(out_params))
         kernel = by_body.get(key)
         if kernel is None:
-            kernel = by_body[key] = _Kernel(k.name, k.body, len(node.inputs),
-                                            has_out=writes_input is None)
+            kernel = by_body[key] = _Kernel(k.name, k.body, len(node.inputs), out_params)
             kernels.append(kernel)
         kernel.ir_lines.append(k.ir_line)
-        call_args = [buf[v] for v in node.inputs] + ([var] if kernel.has_out else [])
+        call_args = [buf[v] for v in node.inputs] + [var for var, w in zip(out_vars, writes_input)
+                                                     if w is None]
         driver.line(f"{kernel.name}({', '.join(call_args)})")
 
-    results = list(graph.outputs) + [v for t, v in graph.updates
-                                     if in_place.get(v.node) is not t]
+    results = list(graph.outputs) + [v for t, v in graph.updates if in_place.get(v) is not t]
     # A result in an input's buffer (an input returned as is, or a reshape of one) is copied:
     # the caller may write updates into input buffers, and must not alias them by surprise.
     returned = [f"{buf[v]}.copy()" if owner[v].node is None else buf[v] for v in results]
@@ -216,6 +235,8 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
     out.line("import numpy as np")
     out.line("from numba import njit")
     out.line()
+    out.line("from graphjit.backend.cpu.accumulate import add as acc_add")
+    out.line()
     out.line(f"kernel = njit({KERNEL_FLAGS})")
     for kernel in kernels:
         out.line()
@@ -224,7 +245,7 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
         for also in kernel.ir_lines[1:]:
             out.line(f"#   also runs {also}")
         out.line("@kernel")
-        args = [f"in{j}" for j in range(kernel.n_params)] + (["out"] if kernel.has_out else [])
+        args = [f"in{j}" for j in range(kernel.n_params)] + kernel.out_params
         out.line(f"def {kernel.name}({', '.join(args)}):")
         out.lines_from(kernel.body.rstrip("\n"))
     out.line()
@@ -235,7 +256,7 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
     module = GeneratedModule(out.text(), driver_name, params, results)
     # Update position -> index of its target among the inputs, for updates done in place.
     module.in_place = {j: params.index(t) for j, (t, v) in enumerate(graph.updates)
-                       if in_place.get(v.node) is t}
+                       if in_place.get(v) is t}
     return module
 
 

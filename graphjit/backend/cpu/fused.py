@@ -1,63 +1,299 @@
-"""Fused elementwise nodes: one loop nest, every step of the body inlined into it.
+"""Fused nodes: one loop nest computing every step of the body, results stored once.
 
+# NOTE: [Fused loops]
 For ``fused(%x: f32[4,5], %b: f32[5], body='t0 = add(i0, i1); t1 = relu(t0)')``:
 
     for i0 in range(4):
         for i1 in range(5):
             x0 = in0[i0 * 5 + i1]
             x1 = in1[i1]
-            t0 = (x0 + x1)
-            t1 = max(t0, np.float32(0.0))
-            out[i0 * 5 + i1] = t1
+            t0 = np.float32((x0 + x1))
+            t1 = np.float32(max(t0, np.float32(0.0)))
+            out0[i0 * 5 + i1] = t1
 
 Each step is its op's own ``OpDef.scalar`` expression (the text the generic elementwise
 emitter uses), typed by the dtype that step computes in; intermediate values live in
-registers, so the group reads its inputs and writes its output once.
+registers, so the group reads its inputs and writes its results once.
+
+Every value of the body is indexed by the loop domain (see [Fused nodes] in
+graphjit/ir/fused.py) through strides: an input or a step of another shape is read by
+NumPy broadcasting into the shape of the step that reads it, a reduced value by dropping
+the reduced dims. Values are computed at the coarsest loop level they vary at:
+- invariant (0-d inputs, an optimizer's bias corrections): once, before the loops, since
+  LLVM does not hoist libm calls such as ``pow``;
+- per row: a reduction's result and the steps over the reduced shape (``1 / sum``);
+- per element: the rest.
+With an "inner" reduction (the reduced dims are the innermost), the kernel walks the rows;
+for each row, pass ``p`` over the row's elements runs the element steps of phase ``p``
+(``step_phases``) and accumulates the reductions of that phase, and the per-row steps that
+read them run before pass ``p + 1``. Softmax is three passes over a row held in cache:
+max; exp and sum; divide (the exp is recomputed rather than stored). Element steps of an
+earlier phase that a later one reads are recomputed in it. Sums accumulate float32 in
+float64, through ``accumulate.add`` whose addition may be reassociated, so LLVM vectorises
+the accumulation; nothing else in the kernel is. With an "outer" reduction (the reduced dims
+are the outermost: a bias gradient), the results are accumulated in their output buffers,
+row after row, a loop that vectorises along the kept dims.
 """
 from __future__ import annotations
 
-from ...ir.fused import body_graph
+import contextlib
+
+from ...ir.fused import (REDUCTIONS, body_graph, domain, kept_shapes, reduced_dims,
+                         reduction_layout, step_phases)
 from ...shapes import numel
 from .elementwise import scalar_expression
 from .kernel import emits
-from .loops import affine, broadcast_strides, c_strides, coalesce, loop_nest, np_type
+from .loops import affine, broadcast_strides, c_strides, loop_nest, np_type
+from .reduce import accumulate_statements, identity
+
+INV, ROW, ELEM = 0, 1, 2
+
+
+def _domain_strides(shape, read_as, dom, dims) -> tuple:
+    """Strides over the domain dims of a value of ``shape`` read by a step of shape
+    ``read_as`` (NumPy broadcasting), the step's element being a domain index mapped to
+    ``read_as``: the identity for the domain's shape, dropping reduced dims otherwise."""
+    bs = broadcast_strides(shape, read_as)
+    if tuple(read_as) == tuple(dom) or dims is None:
+        lead = len(dom) - len(read_as)
+        return (0,) * lead + bs
+    keep, nokeep = kept_shapes(dom, dims)
+    if tuple(read_as) == keep:
+        return bs
+    if tuple(read_as) == nokeep:
+        it = iter(bs)
+        return tuple(0 if d in dims else next(it) for d in range(len(dom)))
+    assert tuple(read_as) == (), read_as
+    return (0,) * len(dom)
+
+
+def _split(dom, dims, layout):
+    """The domain's dims as (row dims, element dims), size-1 dims included."""
+    if dims is None:
+        return list(range(len(dom))), []
+    if layout == "inner":
+        return [d for d in range(len(dom)) if d not in dims], list(dims)
+    return list(dims), [d for d in range(len(dom)) if d not in dims]
+
+
+class _Kernel:
+    """The body of one fused kernel: its steps, where each is computed and stored."""
+
+    def __init__(self, node, k):
+        self.k = k
+        self.body = body = body_graph(node.attrs["body"], [v.type for v in node.inputs])
+        self.dom = tuple(domain(body))
+        self.dims = reduced_dims(body)
+        self.layout = reduction_layout(self.dom, self.dims) if self.dims is not None else None
+        self.row_dims, self.elem_dims = _split(self.dom, self.dims, self.layout)
+        self.index = {s: j for j, s in enumerate(body.nodes)}
+        self.input_index = {v: i for i, v in enumerate(body.inputs)}
+        self.outs_of = {}
+        for v, out in zip(body.outputs, k.outs):
+            self.outs_of.setdefault(v, []).append(out)
+        self.names = {}           # step value -> variable holding it in the current scope
+        self.scopes = [{}]        # (input index, strides) -> loaded variable, per loop level
+        self.var = {}             # domain dim -> loop variable (or None for a size-1 dim)
+
+    # ---- indexing ---------------------------------------------------------------------------
+
+    def strides(self, v, read_as):
+        return _domain_strides(v.shape, read_as, self.dom, self.dims)
+
+    def offset(self, strides) -> str:
+        return affine(0, [(self.var.get(d), st) for d, st in enumerate(strides) if st])
+
+    def store_strides(self, v):
+        if tuple(v.shape) == self.dom:
+            return c_strides(self.dom)
+        return _domain_strides(v.shape, v.shape, self.dom, self.dims)
+
+    # ---- emitting ---------------------------------------------------------------------------
+
+    def operand(self, v, read_as) -> str:
+        """The variable holding ``v`` as read by a step of shape ``read_as``."""
+        if v.node is not None:
+            return self.names[v]
+        key = (self.input_index[v], self.strides(v, read_as))
+        for scope in self.scopes:
+            if key in scope:
+                return scope[key]
+        var = self.k.fresh(f"x{key[0]}")
+        self.k.line(f"{var} = {self.k.ins[key[0]]}[{self.offset(key[1])}]")
+        self.scopes[-1][key] = var
+        return var
+
+    def compute(self, step) -> None:
+        var = self.k.fresh(f"t{self.index[step]}")
+        expr = scalar_expression(step, [self.operand(v, step.out.shape) for v in step.inputs])
+        if step.out.dtype.is_floating_point:
+            # What storing the step's buffer did before fusion: e.g. Numba's math.exp of a
+            # float32 is a float64, which the next step must see rounded to float32.
+            expr = f"{np_type(step.out.dtype)}({expr})"
+        self.k.line(f"{var} = {expr}")
+        self.names[step.out] = var
+
+    def store(self, v) -> None:
+        for out in self.outs_of.get(v, ()):
+            self.k.line(f"{out}[{self.offset(self.store_strides(v))}] = {self.names[v]}")
+
+    @contextlib.contextmanager
+    def loops(self, dims, hint):
+        self.scopes.append({})
+        with loop_nest(self.k, [self.dom[d] for d in dims], hint=hint) as idx:
+            self.var.update(zip(dims, idx))
+            yield
+        self.scopes.pop()
+
+
+def _levels(kern) -> dict:
+    """Step -> INV (computed once), ROW (once per row) or ELEM (per element)."""
+    level = {}
+    for s in kern.body.nodes:
+        if s.op.name in REDUCTIONS:
+            level[s] = ROW
+            continue
+        lv = INV
+        for v in s.inputs:
+            if v.node is not None:
+                lv = max(lv, level[v.node])
+            elif any(kern.strides(v, s.out.shape)):
+                lv = max(lv, ROW)
+        if lv > INV and kern.elem_dims and tuple(s.out.shape) == kern.dom:
+            lv = ELEM
+        level[s] = lv
+    return level
 
 
 @emits("fused")
 def emit_fused(node, k) -> None:
-    out_shape = node.out.shape
-    if numel(out_shape) == 0:
+    kern = _Kernel(node, k)
+    if numel(kern.dom) == 0:
         return
-    body = body_graph(node.attrs["body"], [v.type for v in node.inputs])
-    strides = [broadcast_strides(v.shape, out_shape) for v in node.inputs]
-    shape, strides = coalesce(out_shape, strides + [c_strides(out_shape)])
-    *in_strides, out_strides = strides
-    names = {v: k.fresh(f"x{i}") for i, v in enumerate(body.inputs)}
-    hoisted = [i for i, st in enumerate(in_strides) if not any(st)]
-    for i in hoisted:
-        k.line(f"{names[body.inputs[i]]} = {k.ins[i]}[0]")
-    # Steps that read only one-element inputs (an optimizer's bias corrections, lr * ...)
-    # are computed once, before the loops: LLVM does not hoist libm calls such as pow.
-    invariant = {body.inputs[i] for i in hoisted}
-    for j, step in enumerate(body.nodes):
-        if all(v in invariant for v in step.inputs):
-            _emit_step(k, step, j, names)
-            invariant.add(step.out)
-    with loop_nest(k, shape) as idx:
-        for i, st in enumerate(in_strides):
-            if i not in hoisted:
-                k.line(f"{names[body.inputs[i]]} = {k.ins[i]}[{affine(0, zip(idx, st))}]")
-        for j, step in enumerate(body.nodes):
-            if step.out not in invariant:
-                _emit_step(k, step, j, names)
-        k.line(f"{k.out}[{affine(0, zip(idx, out_strides))}] = {names[body.outputs[0]]}")
+    if kern.layout == "outer":
+        _emit_outer(kern)
+    else:
+        _emit_inner(kern)
 
 
-def _emit_step(k, step, j, names) -> None:
-    names[step.out] = k.fresh(f"t{j}")
-    expr = scalar_expression(step, [names[v] for v in step.inputs])
-    if step.out.dtype.is_floating_point:
-        # What storing the step's buffer did before fusion: e.g. Numba's math.exp of a
-        # float32 is a float64, which the next step must see rounded to float32.
-        expr = f"{np_type(step.out.dtype)}({expr})"
-    k.line(f"{names[step.out]} = {expr}")
+def _preload_invariants(kern) -> None:
+    """Load every one-element input before anything is stored: a result computed in place
+    into such an input's buffer (a step counter) must not be read back after its store."""
+    for s in kern.body.nodes:
+        read_as = kern.dom if s.op.name in REDUCTIONS else s.out.shape
+        for v in s.inputs:
+            if v.node is None and not any(kern.strides(v, read_as)):
+                kern.operand(v, read_as)
+
+
+def _emit_inner(kern) -> None:
+    k, body, dom = kern.k, kern.body, kern.dom
+    _preload_invariants(kern)
+    level = _levels(kern)
+    phase = step_phases(body.nodes, dom)
+    steps = body.nodes
+    on_domain = [s for s in steps if tuple(s.out.shape) == dom and s.op.name not in REDUCTIONS]
+    for s in steps:
+        if level[s] == INV:
+            kern.compute(s)
+    for s in steps:
+        if level[s] == INV and tuple(s.out.shape) != dom and not _row_sized(kern, s):
+            kern.store(s.out)
+    n_passes = 1 + max([phase[s] for s in steps if level[s] == ELEM or s.op.name in REDUCTIONS],
+                       default=0)
+    done = {s for s in steps if level[s] == INV}
+    with kern.loops(kern.row_dims, "i"):
+        def row_steps(before_pass):
+            for s in steps:
+                if s not in done and level[s] == ROW and s.op.name not in REDUCTIONS \
+                        and phase[s] <= before_pass:
+                    kern.compute(s)
+                    done.add(s)
+            # Per-row results, and with no element loop every result, once they exist.
+            for s in steps:
+                if s in done and s not in stored and (not kern.elem_dims or _row_sized(kern, s)):
+                    kern.store(s.out)
+                    stored.add(s)
+
+        stored = {s for s in done if not _row_sized(kern, s) and tuple(s.out.shape) != dom}
+        row_steps(0)
+        if not kern.elem_dims:
+            return
+        for p in range(n_passes):
+            reductions = [s for s in steps if s.op.name in REDUCTIONS and phase[s] == p]
+            need, stack = set(), [s for s in steps if level[s] == ELEM and phase[s] == p]
+            stack += [r.inputs[0].node for r in reductions]
+            while stack:  # element steps this pass reads: recomputed when of an earlier pass
+                s = stack.pop()
+                if s is None or s in need or level[s] != ELEM:
+                    continue
+                need.add(s)
+                stack.extend(v.node for v in s.inputs)
+            to_store = [s for s in on_domain if s not in stored and
+                        ((level[s] == ELEM and phase[s] == p) or (level[s] < ELEM and s in done))]
+            if not need and not reductions and not to_store:
+                continue
+            accs = {}
+            for r in reductions:
+                accs[r] = k.fresh(f"acc{kern.index[r]}")
+                k.line(f"{accs[r]} = {identity(r.op.name, r.inputs[0].dtype, True)}")
+            outer_names = dict(kern.names)
+            with kern.loops(kern.elem_dims, "j"):
+                for s in steps:
+                    if s in need:
+                        kern.compute(s)
+                for s in to_store:
+                    kern.store(s.out)
+                    stored.add(s)
+                for r in reductions:
+                    value = kern.operand(r.inputs[0], dom)
+                    for stmt in accumulate_statements(r.op.name, accs[r], value, r.inputs[0].dtype):
+                        k.line(stmt)
+            kern.names = outer_names
+            for r in reductions:
+                var = k.fresh(f"t{kern.index[r]}")
+                cast = np_type(r.out.dtype) if r.out.dtype.is_floating_point else ""
+                k.line(f"{var} = {cast}({accs[r]})")
+                kern.names[r.out] = var
+                done.add(r)
+            row_steps(p + 1)
+
+
+def _row_sized(kern, s) -> bool:
+    """Whether ``s`` has the reduced shape (is stored once per row)."""
+    if kern.dims is None:
+        return False
+    return tuple(s.out.shape) in kept_shapes(kern.dom, kern.dims) and tuple(s.out.shape) != kern.dom
+
+
+def _emit_outer(kern) -> None:
+    """Reduced dims outermost: results accumulate in their buffers, row after row."""
+    k, body, dom = kern.k, kern.body, kern.dom
+    kept_n = numel([dom[d] for d in kern.elem_dims])
+    for r in body.nodes:
+        if r.op.name in REDUCTIONS:
+            for out in kern.outs_of.get(r.out, ()):
+                with loop_nest(k, (kept_n,), hint="o") as (o,):
+                    k.line(f"{out}[{affine(0, [(o, 1)])}] = "
+                           f"{identity(r.op.name, r.inputs[0].dtype, False)}")
+    _preload_invariants(kern)
+    level = _levels(kern)
+    for s in body.nodes:
+        if level[s] == INV and s.op.name not in REDUCTIONS:
+            kern.compute(s)
+            if tuple(s.out.shape) != dom:
+                kern.store(s.out)
+    with kern.loops(kern.row_dims + kern.elem_dims, "i"):
+        for s in body.nodes:
+            if s.op.name in REDUCTIONS:
+                value = kern.operand(s.inputs[0], dom)
+                for out in kern.outs_of.get(s.out, ()):
+                    target = f"{out}[{kern.offset(kern.store_strides(s.out))}]"
+                    for stmt in accumulate_statements(s.op.name, target, value,
+                                                      s.inputs[0].dtype, in_buffer=True):
+                        k.line(stmt)
+                continue
+            if level[s] != INV:
+                kern.compute(s)
+            if tuple(s.out.shape) == dom:
+                kern.store(s.out)

@@ -20,7 +20,7 @@ from ..source import Namer, SourceWriter
 EMITTERS: dict = {}
 
 # Names the generated module defines at top level; kernel locals must not shadow them.
-MODULE_GLOBALS = ("math", "np", "numba", "njit", "kernel")
+MODULE_GLOBALS = ("math", "np", "numba", "njit", "kernel", "acc_add")
 
 
 def emits(*op_names):
@@ -42,12 +42,21 @@ class KernelWriter:
         self.name = name
         self.ir_line = format_node(node, names)
         self.ins = [f"in{i}" for i in range(len(node.inputs))]
-        self.out = "out"
+        # One output parameter, ``out``; a node with several results has ``out0, out1...``.
+        self.outs = ["out"] if len(node.outs) == 1 else [f"out{j}" for j in range(len(node.outs))]
         self.code = SourceWriter(indent=1)
         self.alias_of: int | None = None   # output is input i's buffer (no kernel)
         self.fill_value = None              # driver fills the output with this literal (no kernel)
         self.zero_output = False            # driver zeroes the output before the kernel runs
-        self._names = Namer(list(MODULE_GLOBALS) + self.ins + [self.out])
+        self._names = Namer(list(MODULE_GLOBALS) + self.ins + self.outs)
+
+    @property
+    def out(self) -> str:
+        return self.outs[0]
+
+    @out.setter
+    def out(self, name: str) -> None:
+        self.outs[0] = name
 
     # ---- writing the body -------------------------------------------------------------------
 

@@ -39,6 +39,27 @@ def _combine(op_name, target, value) -> list:
     return [f"if {value} {cmp} {target} or {value} != {value}:", f"    {target} = {value}"]
 
 
+def accumulate_statements(op_name, target, value, in_dtype, in_buffer=False) -> list:
+    """Statements folding ``value`` into the accumulator ``target`` inside a fused loop.
+
+    A float sum in a scalar accumulator goes through ``acc_add`` (backend/cpu/accumulate.py), an addition LLVM
+    may reassociate, so the loop vectorises (NumPy's pairwise sum reorders too); a sum into
+    a buffer (``in_buffer``: one accumulator per kept element) needs no reordering to
+    vectorise. amax/amin: see ``_combine``.
+    """
+    if op_name == "sum" and in_dtype.is_floating_point and not in_buffer:
+        return [f"{target} = acc_add({target}, {value})"]
+    if op_name == "sum" and in_buffer:
+        return [f"{target} = {target} + {value}"]
+    return _combine(op_name, target, value)
+
+
+def identity(op_name, in_dtype, accumulate: bool) -> str:
+    """The accumulator's start value; ``accumulate``: a scalar accumulator (float32 sums
+    accumulate in float64)."""
+    return _identity(op_name, in_dtype, accumulate)
+
+
 def _identity(op_name, in_dtype, accumulate: bool) -> str:
     if op_name == "sum":
         if not in_dtype.is_floating_point:
