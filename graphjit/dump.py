@@ -3,7 +3,7 @@
 Turn it on with ``graphjit dump SCRIPT.py`` (see ``graphjit.cli``) or ``GRAPHJIT_DUMP=DIR``.
 Each traced signature of each compiled function gets a folder ``DIR/<function>_<trace>/``:
 
-    00_trace.txt 01_autodiff.txt ... 06_dce.txt   the IR after tracing and after each pass
+    00_trace.txt 01_autodiff.txt ... 07_dce.txt   the IR after tracing and after each pass
     07_forward.txt 08_backward.txt                 a compiled forward's two programs
     kernels.py (or kernels_forward.py, kernels_backward.py)   the generated Numba modules
     graph.dot / graph.svg (forward.*, backward.*)  the final graph, drawn
@@ -197,10 +197,15 @@ def to_dot(graph, parts) -> str:
                 lines.append(f"  {step_ids[res]} -> {rid} [arrowhead=none];")
             continue
         attrs = ", ".join(f"{k}={format_attr(n.attrs[k])}" for k in sorted(n.attrs))
-        label = f"%{names[n.out]} = {n.op.name}" + (f"({attrs})" if attrs else "") + f"\n{n.out.type}"
+        results = ", ".join(f"%{names[v]}" for v in n.outs)
+        types = ", ".join(str(v.type) for v in n.outs)
+        label = f"{results} = {n.op.name}" + (f"({attrs})" if attrs else "") + f"\n{types}"
         lines.append(f"  {vid} [shape=box, style=filled, fillcolor={_q(colour)}, label={_q(label)}];")
         for v in n.inputs:
             lines.append(f"  {_q(names[v])} -> {vid};")
+        for v in n.outs[1:]:  # further results of the node: points fed by its box
+            lines.append(f"  {_q(names[v])} [shape=point, width=0.05];")
+            lines.append(f"  {vid} -> {_q(names[v])} [arrowhead=none];")
     for j, v in enumerate(graph.outputs):
         lines.append(f"  {_q(f'return{j}')} [shape=plaintext, label={_q(f'return {j}')}];")
         lines.append(f"  {_q(names[v])} -> {_q(f'return{j}')};")
@@ -243,10 +248,22 @@ def _bytes(n: float) -> str:
 
 
 def kernel_label(node) -> str:
-    """``matmul``, or ``fused[add, relu]`` for a fused node."""
+    """``matmul``, ``fused[add, relu]`` for a fused node, ``gemm[a.T @ b; add, relu]`` for a
+    product with its transposes and epilogue."""
+    from .ir.fused import body_graph
+    if node.op.name == "gemm":
+        a = "a.T" if node.attrs["trans_a"] else "a"
+        b = "b.T" if node.attrs["trans_b"] else "b"
+        steps = ""
+        if node.attrs["epilogue"]:
+            from .ir.gemm import product_type
+            p = product_type(node.inputs[0].type, node.inputs[1].type, node.attrs["trans_a"],
+                             node.attrs["trans_b"])
+            body = body_graph(node.attrs["epilogue"], [p] + [v.type for v in node.inputs[2:]])
+            steps = "; " + ", ".join(s.op.name for s in body.nodes if s.op.name != "full")
+        return f"gemm[{a} @ {b}{steps}]"
     if node.op.name != "fused":
         return node.op.name
-    from .ir.fused import body_graph
     body = body_graph(node.attrs["body"], [v.type for v in node.inputs])
     return "fused[" + ", ".join(s.op.name for s in body.nodes) + "]"
 

@@ -8,8 +8,11 @@
 - ``cse`` after simplify, which makes more nodes look alike (folded constants).
 - ``dce``: it removes what the passes above left without readers, including the
   gradient work no output needs, before fusion looks at who reads what.
-- ``fuse`` on the clean graph: elementwise groups become single loops; the ``dce`` after
-  it drops the ``full`` constants that were copied into fused bodies and have no reader left.
+- ``fuse`` on the clean graph: elementwise groups become single loops;
+- ``gemm`` after it: transposes fold into matrix products, and a fused group that only
+  post-processes a product becomes its epilogue (so it needs the groups already formed);
+- the last ``dce`` drops the ``full`` constants copied into fused bodies and the permutes
+  folded into products, now without readers.
 """
 from __future__ import annotations
 
@@ -17,10 +20,11 @@ from .autodiff import autodiff
 from .cse import cse
 from .dce import dce
 from .fuse import fuse
+from .gemm import gemm
 from .manager import PassManager
 from .simplify import simplify
 
-DEFAULT = [autodiff, simplify, cse, dce, fuse, dce]
+DEFAULT = [autodiff, simplify, cse, dce, fuse, gemm, dce]
 
 
 def run_pipeline(graph, verify: bool = False, passes=None, stats=None):

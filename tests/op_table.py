@@ -153,6 +153,8 @@ NOT_EAGER = {
             "raises by design (covered by the autodiff pass tests)",
     "fused": "made by passes/fuse from other ops' nodes, never called by user code (covered by "
              "tests/passes/test_fuse.py and every compiled test)",
+    "gemm": "made by passes/gemm from matmul, permute and elementwise nodes, never called by "
+            "user code (covered by tests/passes/test_gemm.py and tests/backend/test_cpu.py)",
 }
 
 

@@ -72,13 +72,13 @@ def test_one_folder_per_function_and_signature_with_every_file(dumped):
     out, r = dumped
     # step: the one-shot first step and the steady state; forward: one signature.
     assert sorted(os.listdir(out)) == ["forward_1", "step_1", "step_2"]
-    stages = ["00_trace", "01_autodiff", "02_simplify", "03_cse", "04_dce", "05_fuse", "06_dce"]
+    stages = ["00_trace", "01_autodiff", "02_simplify", "03_cse", "04_dce", "05_fuse", "06_gemm", "07_dce"]
     for name in ("step_1", "step_2"):
         files = set(os.listdir(out / name))
         assert {f"{s}.txt" for s in stages} <= files
         assert {"kernels.py", "graph.dot", "graph.json", "report.txt"} <= files
     files = set(os.listdir(out / "forward_1"))
-    assert {"07_forward.txt", "08_backward.txt", "kernels_forward.py", "kernels_backward.py",
+    assert {"08_forward.txt", "09_backward.txt", "kernels_forward.py", "kernels_backward.py",
             "forward.dot", "backward.dot", "forward.json", "backward.json"} <= files
     assert "compiled function step, trace 2" in r.stdout  # --report prints the reports
 
@@ -128,7 +128,7 @@ def test_dot_is_valid_and_draws_fused_groups_as_clusters(dumped):
 def test_json_describes_the_final_graph(dumped):
     out, _ = dumped
     data = json.loads((out / "step_2" / "graph.json").read_text())
-    final = parse_graph((out / "step_2" / "06_dce.txt").read_text())
+    final = parse_graph((out / "step_2" / "07_dce.txt").read_text())
     assert len(data["nodes"]) == len(final.nodes)
     assert [i["name"] for i in data["inputs"]] == [v.name for v in final.inputs]
     assert {n["part"] for n in data["nodes"]} == {"forward", "backward", "optimizer"}
@@ -215,7 +215,7 @@ def test_lower_gives_stage_text_without_running_the_step():
         return loss
 
     lowered = step.lower(gj.ones(4, 3, dtype=gj.float64))
-    assert lowered.stages == ["trace", "autodiff", "simplify", "cse", "dce", "fuse", "dce"]
+    assert lowered.stages == ["trace", "autodiff", "simplify", "cse", "dce", "fuse", "gemm", "dce"]
     assert "grad(" in lowered.as_text("trace") and "grad(" not in lowered.as_text("autodiff")
     assert "fused(" in lowered.as_text("fuse") and lowered.as_text() == lowered.as_text("dce")
     assert lowered.as_text("dce#1") != lowered.as_text("dce")
@@ -251,11 +251,11 @@ def test_profile_times_every_kernel_against_the_machines_limits(tmp_path):
     text = (tmp_path / "o" / "step_2" / "report.txt").read_text()
     section = text.split("profile of the program step:")[1]
     assert f"{limits['bandwidth_gbs']:.1f} GB/s copy bandwidth" in section
-    final = parse_graph((tmp_path / "o" / "step_2" / "06_dce.txt").read_text())
+    final = parse_graph((tmp_path / "o" / "step_2" / "07_dce.txt").read_text())
     kernels = [n for n in final.nodes if n.op.name not in ("reshape", "detach")]
     rows = re.findall(r"^  %\d+ .*\d+\.\dus", section, re.M)
     assert len(rows) == len(kernels)
-    assert re.search(r"matmul\s+\d+\.\dus\s+\d+\.\d+\s+\d+\.\d%", section)  # rates where timed
+    assert re.search(r"(?:matmul|gemm\[[^\n]*?)\s+\d+\.\dus\s+\d+\.\d+\s+\d+\.\d%", section)  # rates where timed
     backward = (tmp_path / "o" / "forward_1" / "report.txt").read_text()
     assert "profile of the backward program forward_backward:" in backward
 

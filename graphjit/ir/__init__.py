@@ -5,4 +5,4 @@ from .printer import print_graph  # noqa: F401
 from .verify import IRVerifyError, verify  # noqa: F401
 from .builder import GraphBuilder  # noqa: F401
 from .interpret import run_graph  # noqa: F401
-from . import fused  # noqa: F401  (registers the fused op)
+from . import fused, gemm  # noqa: F401  (register the fused and gemm ops)

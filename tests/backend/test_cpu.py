@@ -286,6 +286,31 @@ def fused_elementwise_graph(dtype):
     return Built(g, built.domains), before
 
 
+def gemm_graph():
+    """Linear-layer products, forward and backward, run through fuse and gemm: transposes
+    folded into the products, bias + ReLU and the ReLU mask + bias-gradient sum as
+    epilogues. Returns (Built, the graph before the passes)."""
+    from passes.dce import dce
+    from passes.fuse import fuse
+    from passes.gemm import gemm
+
+    specs = [("x", (6, 8), F32, "real"), ("w", (5, 8), F32, "real"), ("b", (5,), F32, "real"),
+             ("g", (6, 5), F32, "real"), ("xd", (4, 3), F64, "real"), ("wd", (3, 2), F64, "real")]
+
+    def body(x, w, b, g, xd, wd):
+        h = api.relu(api.add(api.matmul(x, api.transpose(w, 0, 1)), b))
+        gz = api.where(api.gt(x, 0.0), api.matmul(g, w), 0.0)            # [6,8]
+        gw = api.transpose(api.matmul(api.transpose(g, 0, 1), x), 0, 1)  # (g.T x).T: [8,5]
+        return [h, gz, api.sum(gz, 0), gw, api.tanh(api.matmul(xd, wd)),
+                api.matmul(api.transpose(wd, 0, 1), api.transpose(xd, 0, 1))]
+
+    built = build("gemms", specs, body)
+    before = copy_graph(built.graph)
+    dce(gemm(fuse(built.graph)))
+    verify(built.graph)
+    return built, before
+
+
 def copy_graph(g):
     from graphjit.ir import print_graph
     copy = parse_graph(print_graph(g))
@@ -328,9 +353,21 @@ def test_every_op_has_an_emitter():
 def test_the_test_graphs_cover_every_op():
     used = set()
     for built in (elementwise_graph(F32), reduce_linalg_shape_graph(), index_graph(),
-                  fused_elementwise_graph(F32)[0]):
+                  fused_elementwise_graph(F32)[0], gemm_graph()[0]):
         used |= {n.op.name for n in built.graph.nodes}
     assert set(all_ops()) - used == {"grad"}
+
+
+def test_products_fold_transposes_and_take_epilogues_and_match_the_reference(rng):
+    built, before = gemm_graph()
+    ops = [n.op.name for n in built.graph.nodes]
+    assert "permute" not in ops and "matmul" not in ops, ops
+    epilogues = [n.attrs["epilogue"] for n in built.graph.nodes if n.op.name == "gemm"]
+    assert any("relu" in e for e in epilogues)                 # bias + ReLU
+    assert any("sum(" in e and "where(" in e for e in epilogues)  # mask + bias gradient
+    program = compile_graph(built.graph)
+    for _ in range(2):
+        check_program(program, before, built.inputs(rng))
 
 
 def test_grad_request_is_rejected_with_a_clear_error():

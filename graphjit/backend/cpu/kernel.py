@@ -14,6 +14,8 @@ ops with a ``scalar`` expression share one generic emitter (``elementwise.py``).
 """
 from __future__ import annotations
 
+import copy
+
 from ...ir.printer import format_node
 from ..source import Namer, SourceWriter
 
@@ -73,6 +75,13 @@ class KernelWriter:
     def release(self, name: str) -> None:
         """Let a later loop reuse ``name`` (its loop has ended)."""
         self._names.release(name)
+
+    def view(self, node, ins) -> "KernelWriter":
+        """A writer for ``node`` whose inputs are the variables ``ins``, writing into this
+        kernel's body, names and outputs (an epilogue emitted inside a GEMM kernel)."""
+        sub = copy.copy(self)
+        sub.node, sub.ins = node, list(ins)
+        return sub
 
     # ---- no kernel needed -------------------------------------------------------------------
 

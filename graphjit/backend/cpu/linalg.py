@@ -64,3 +64,34 @@ def _emit_loops(node, k, m, kk, n, batch) -> None:
                 ib = affine(0, list(zip(idx, sb)) + [(p, n), (j, 1)])
                 k.line(f"{acc} += {k.ins[0]}[{ia}] * {k.ins[1]}[{ib}]")
             k.line(f"{k.out}[{affine(0, list(zip(idx, so)) + [(i, n), (j, 1)])}] = {acc}")
+
+
+@emits("gemm")
+def emit_gemm(node, k) -> None:
+    """``np.dot`` on (transposed) views, then the epilogue over the product in place: see
+    [GEMM nodes] in graphjit/ir/gemm.py."""
+    from ...ir.fused import FUSED
+    from ...ir.gemm import epilogue_graph, product_type
+    from ...ir.graph import Node, Value
+    from .fused import emit_fused
+
+    a, b, *extras = node.inputs
+    ta, tb, epilogue = node.attrs["trans_a"], node.attrs["trans_b"], node.attrs["epilogue"]
+    p = product_type(a.type, b.type, ta, tb)
+    m, n = p.shape
+    kk = a.shape[0] if ta else a.shape[1]
+    if numel(p.shape) == 0:
+        return
+    target = k.out if not epilogue else k.outs[next(
+        j for j, v in enumerate(epilogue_graph(epilogue, p, [v.type for v in extras]).outputs)
+        if v.type == p)]
+    if kk == 0:
+        with loop_nest(k, (m * n,)) as (i,):
+            k.line(f"{target}[{affine(0, [(i, 1)])}] = 0")
+    else:
+        a_view = f"{k.ins[0]}.reshape(({kk}, {m})).T" if ta else f"{k.ins[0]}.reshape(({m}, {kk}))"
+        b_view = f"{k.ins[1]}.reshape(({n}, {kk})).T" if tb else f"{k.ins[1]}.reshape(({kk}, {n}))"
+        k.line(f"np.dot({a_view}, {b_view}, {target}.reshape(({m}, {n})))")
+    if epilogue:
+        body_node = Node(FUSED, [Value(p)] + list(extras), {"body": epilogue}, node.out_type)
+        emit_fused(body_node, k.view(body_node, [target] + k.ins[2:]))

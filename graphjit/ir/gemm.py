@@ -1,0 +1,86 @@
+"""The ``gemm`` op: a 2-D matrix product with its operands' transposes folded in and an
+optional elementwise epilogue (made by passes/gemm after fusion).
+
+# NOTE: [GEMM nodes]
+    %5 = gemm(%x, %w, %b, epilogue='t0 = add(i0, i1); t1 = relu(t0)', trans_a=false,
+              trans_b=true) : f32[256,512]
+
+computes ``P = op(a) @ op(b)`` (``op`` transposes when ``trans_a``/``trans_b``), then, with an
+``epilogue``, the fused body (see [Fused nodes] in fused.py) over inputs ``i0 = P`` and
+``i1, i2...`` = the node's inputs after ``a`` and ``b``; the node's results are the body's.
+The BLAS call reads a transposed operand in place (a transpose of a C-contiguous matrix
+is Fortran-contiguous, which BLAS takes as a flag), so no ``permute`` is materialised, and
+the epilogue runs over the product while it is still in cache, writing its results once
+instead of storing ``P`` and reading it back in another kernel. An epilogue has no inner
+reductions (it may sum over the rows, a bias gradient), and one of its results has ``P``'s
+type: the code generator computes ``P`` into that result's buffer.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..ops import registry
+from ..shapes import TensorType, numel
+from .fused import _impl as fused_impl
+from .fused import body_graph, domain, reduced_dims, reduction_layout
+
+
+def product_type(a: TensorType, b: TensorType, trans_a: bool, trans_b: bool) -> TensorType:
+    if a.ndim != 2 or b.ndim != 2:
+        raise ShapeError(f"needs 2-D operands, got {list(a.shape)} and {list(b.shape)}",
+                         op="gemm")
+    m, k = a.shape[::-1] if trans_a else a.shape
+    k2, n = b.shape[::-1] if trans_b else b.shape
+    if k != k2 or a.dtype is not b.dtype:
+        raise ShapeError(f"cannot multiply {a.dtype.short}{list(a.shape)}{'.T' * trans_a} and "
+                         f"{b.dtype.short}{list(b.shape)}{'.T' * trans_b}", op="gemm")
+    return TensorType((m, n), a.dtype)
+
+
+def epilogue_graph(epilogue: str, product: TensorType, extras):
+    """The epilogue body as a Graph over (product, extras...), checked to be legal."""
+    body = body_graph(epilogue, [product] + list(extras))
+    if tuple(domain(body)) != tuple(product.shape):
+        raise ShapeError(f"epilogue runs over {list(domain(body))}, not over the product "
+                         f"{list(product.shape)}", op="gemm")
+    dims = reduced_dims(body)
+    if dims is not None and reduction_layout(product.shape, dims) != "outer":
+        raise ShapeError("an epilogue may only reduce over the rows (an outer reduction)",
+                         op="gemm")
+    if not any(v.type == product for v in body.outputs):
+        raise ShapeError(f"no epilogue result has the product's type {product}", op="gemm")
+    return body
+
+
+def _infer(a, b, *extras, trans_a, trans_b, epilogue):
+    p = product_type(a, b, trans_a, trans_b)
+    if not epilogue:
+        if extras:
+            raise ShapeError("extra inputs without an epilogue", op="gemm")
+        return p
+    types = [v.type for v in epilogue_graph(epilogue, p, extras).outputs]
+    return types[0] if len(types) == 1 else types
+
+
+def _impl(a, b, *extras, trans_a, trans_b, epilogue):
+    p = np.matmul(a.T if trans_a else a, b.T if trans_b else b)
+    return fused_impl(p, *extras, body=epilogue) if epilogue else p
+
+
+def _cost(out, a, b, *extras, trans_a, trans_b, epilogue):
+    p = product_type(a, b, trans_a, trans_b)
+    flops = 2 * numel(p.shape) * (a.shape[0] if trans_a else a.shape[1])
+    outs = out if isinstance(out, list) else [out]
+    moved = sum(numel(t.shape) * t.dtype.itemsize for t in [a, b, *extras, *outs])
+    if epilogue:
+        body = epilogue_graph(epilogue, p, extras)
+        flops += sum(n.op.cost(n.out.type, *[v.type for v in n.inputs], **n.attrs)[0]
+                     for n in body.nodes)
+    return flops, moved
+
+
+GEMM = registry.register(registry.OpDef(
+    name="gemm", kind="matmul", infer=_infer, impl=_impl, vjp=None, cost=_cost,
+    no_grad_reason="gemm nodes are made by passes/gemm after autodiff has derived every "
+                   "gradient"))
