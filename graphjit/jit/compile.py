@@ -307,10 +307,11 @@ def _collect_outputs(tree, acc):
 class CompiledFunction:
     """What ``graphjit.compile(fn)`` returns: call it like ``fn``."""
 
-    def __init__(self, fn, *, verify: bool = False):
+    def __init__(self, fn, *, verify: bool = False, fastmath: bool = False):
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.verify = verify
+        self.fastmath = fastmath
         self._cache: dict = {}
         self._history: list[str] = []
         # Traces before a recompile warning; graphjit's own helpers (clipping over any
@@ -408,7 +409,7 @@ class CompiledFunction:
 
         from ..backend.cpu import compile_graph
         # Updates go straight into the tensors' buffers where legal ([In-place updates]).
-        build = build or functools.partial(compile_graph, inplace=True)
+        build = build or functools.partial(compile_graph, inplace=True, fastmath=self.fastmath)
         graph = tracer.graph
         _mark_state_roles(tracer)
         out_tensors = _collect_outputs(result, [])
@@ -469,11 +470,15 @@ def _mark_state_roles(tracer):
             s.value.role = "state"
 
 
-def compile(fn=None, *, verify: bool = False):  # noqa: A001 - graphjit.compile
-    """Compile ``fn`` into a static graph program (``@graphjit.compile`` or ``compile(fn)``)."""
+def compile(fn=None, *, verify: bool = False, fastmath: bool = False):  # noqa: A001
+    """Compile ``fn`` into a static graph program (``@graphjit.compile`` or ``compile(fn)``).
+
+    ``verify``: run the IR verifier after every pass. ``fastmath``: let LLVM reassociate
+    float arithmetic in the generated kernels (faster reductions and polynomial code, results
+    no longer bit-comparable with eager mode; off by default)."""
     if fn is None:
-        return lambda f: CompiledFunction(f, verify=verify)
-    return CompiledFunction(fn, verify=verify)
+        return lambda f: CompiledFunction(f, verify=verify, fastmath=fastmath)
+    return CompiledFunction(fn, verify=verify, fastmath=fastmath)
 
 
 # ---- a compiled forward with a compiled backward ------------------------------------------------
@@ -610,6 +615,7 @@ def _lower_forward_backward(cf, tracer, result, out_tensors, differentiable, bui
     backward.outputs = [remap[v] for v in grads_out]
     fw_program = build(forward, name=forward.name)
     entry = _ForwardBackwardEntry(tracer, result, fw_program, forward, snapshots)
+    entry.fastmath = cf.fastmath
     entry.pass_stats = stats
     # What the forward saves for the backward (the dump tool's report lists them).
     entry.residuals = [v for v in residuals if v.role != "const"]
@@ -636,6 +642,7 @@ def _lower_forward_backward(cf, tracer, result, out_tensors, differentiable, bui
 
 class _ForwardBackwardEntry(_Entry):
     _bw_program = None
+    fastmath = False
 
     @property
     def bw_program(self):
@@ -643,7 +650,8 @@ class _ForwardBackwardEntry(_Entry):
         differentiated pays no Numba time for it."""
         if self._bw_program is None:
             from ..backend.cpu import compile_graph
-            self._bw_program = compile_graph(self.backward_graph, name=self.backward_graph.name)
+            self._bw_program = compile_graph(self.backward_graph, name=self.backward_graph.name,
+                                             fastmath=self.fastmath)
         return self._bw_program
 
     def run(self, flat_args):

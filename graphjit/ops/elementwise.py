@@ -392,8 +392,17 @@ def _vjp_pow_scalar(g, out, x, exponent):
 
 
 def _pow_scalar_scalar(x, exponent):
+    # Small integer powers as products: ``x ** 3.0`` is a libm pow call per element (about
+    # 20 ns, and no vectorisation), ``x * x * x`` three multiplies. The products round up
+    # to twice instead of once, within 2 ulp of NumPy's power.
+    if exponent == 1:
+        return f"({x})"
     if exponent == 2:
         return f"({x} * {x})"
+    if exponent == 3:
+        return f"({x} * {x} * {x})"
+    if exponent == 4:
+        return f"(({x} * {x}) * ({x} * {x}))"
     return f"({x} ** {exponent!r})"
 
 

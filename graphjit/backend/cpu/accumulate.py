@@ -9,6 +9,6 @@ elementwise work still matches eager mode exactly; only the order of a sum chang
 from numba import njit
 
 
-@njit(fastmath={"reassoc"}, no_cpython_wrapper=True, no_cfunc_wrapper=True, cache=True)
+@njit(fastmath={"reassoc"}, no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def add(acc, value):
     return acc + value

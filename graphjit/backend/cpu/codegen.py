@@ -42,6 +42,10 @@ from .loops import np_type
 # (each costs compile time). error_model="numpy": x / 0 gives inf, not an exception, and
 # float loops vectorise.
 KERNEL_FLAGS = 'error_model="numpy", no_cpython_wrapper=True, no_cfunc_wrapper=True'
+# Opt-in (``graphjit.compile(fn, fastmath=True)``): LLVM may reassociate and contract float
+# arithmetic and assume no NaN/inf, so results can differ from eager mode in the last bits
+# (or more, with NaN/inf in the data). Off by default: compiled programs match eager.
+FASTMATH_FLAG = ", fastmath=True"
 DRIVER_FLAGS = 'error_model="numpy", cache=True'
 
 
@@ -65,8 +69,9 @@ class GeneratedModule:
 
 
 class _Kernel:
-    def __init__(self, name, body, n_params, out_params):
+    def __init__(self, name, body, n_params, out_params, parallel=False):
         self.name = name
+        self.parallel = parallel  # compiled with parallel=True (a prange loop)
         self.body = body
         self.n_params = n_params
         # Output parameter names; a result computed in place is written through the input
@@ -149,10 +154,12 @@ def inplace_updates(graph, owner) -> dict:
     return found
 
 
-def generate(graph, name: str | None = None, inplace: bool = False) -> GeneratedModule:
+def generate(graph, name: str | None = None, inplace: bool = False,
+             fastmath: bool = False) -> GeneratedModule:
     """The source of the module that runs ``graph`` (no file is written, nothing compiled).
     With ``inplace``, updates are computed in their targets' buffers where legal (see
-    [In-place updates]); the driver then does not return them."""
+    [In-place updates]); the driver then does not return them. ``fastmath``: see
+    FASTMATH_FLAG."""
     _check_graph(graph)
     names = value_names(graph)
     namer = Namer(MODULE_GLOBALS)
@@ -209,7 +216,8 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
         key = (len(node.inputs), k.body, tuple(writes_input), tuple(out_params))
         kernel = by_body.get(key)
         if kernel is None:
-            kernel = by_body[key] = _Kernel(k.name, k.body, len(node.inputs), out_params)
+            kernel = by_body[key] = _Kernel(k.name, k.body, len(node.inputs), out_params,
+                                            parallel=k.parallel)
             kernels.append(kernel)
         kernel.ir_lines.append(k.ir_line)
         call_args = [buf[v] for v in node.inputs] + [var for var, w in zip(out_vars, writes_input)
@@ -233,18 +241,21 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
     out.line("import math")
     out.line()
     out.line("import numpy as np")
-    out.line("from numba import njit")
+    out.line("from numba import njit, prange")
     out.line()
     out.line("from graphjit.backend.cpu.accumulate import add as acc_add")
     out.line()
-    out.line(f"kernel = njit({KERNEL_FLAGS})")
+    flags = KERNEL_FLAGS + (FASTMATH_FLAG if fastmath else "")
+    out.line(f"kernel = njit({flags})")
+    if any(kernel.parallel for kernel in kernels):
+        out.line(f"parallel_kernel = njit(parallel=True, {flags})")
     for kernel in kernels:
         out.line()
         out.line()
         out.line(f"# {kernel.ir_lines[0]}")
         for also in kernel.ir_lines[1:]:
             out.line(f"#   also runs {also}")
-        out.line("@kernel")
+        out.line("@parallel_kernel" if kernel.parallel else "@kernel")
         args = [f"in{j}" for j in range(kernel.n_params)] + kernel.out_params
         out.line(f"def {kernel.name}({', '.join(args)}):")
         out.lines_from(kernel.body.rstrip("\n"))
@@ -342,7 +353,8 @@ def _signature(params):
     return tuple(types.Array(from_dtype(v.dtype.np), 1, "C") for v in params)
 
 
-def compile_graph(graph, name: str | None = None, inplace: bool = False) -> CompiledProgram:
+def compile_graph(graph, name: str | None = None, inplace: bool = False,
+                  fastmath: bool = False) -> CompiledProgram:
     """Generate, write, import and compile the CPU program of ``graph``.
 
     The module is written to the on-disk cache (see [Generated modules on disk] in
@@ -351,7 +363,7 @@ def compile_graph(graph, name: str | None = None, inplace: bool = False) -> Comp
     """
     name = name or graph.name
     start = time.perf_counter()
-    generated = generate(graph, name, inplace=inplace)
+    generated = generate(graph, name, inplace=inplace, fastmath=fastmath)
     path = write_module(generated.source, name, "cpu")
     module = import_module(path)
     driver = getattr(module, generated.driver_name)

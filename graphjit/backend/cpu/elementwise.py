@@ -18,7 +18,8 @@ import ast
 
 from ...shapes import numel
 from .kernel import emits
-from .loops import affine, broadcast_strides, c_strides, coalesce, literal, loop_nest
+from .loops import (affine, broadcast_strides, c_strides, coalesce, literal, loop_nest,
+                    parallel_min_elements)
 
 
 class _TypedLiterals(ast.NodeTransformer):
@@ -88,7 +89,7 @@ def emit_elementwise(node, k) -> None:
     hoisted = [i for i, st in enumerate(in_strides) if not any(st)]
     for i in hoisted:
         k.line(f"{operands[i]} = {k.ins[i]}[0]")
-    with loop_nest(k, shape) as idx:
+    with loop_nest(k, shape, parallel=numel(out_shape) >= parallel_min_elements()) as idx:
         for i, st in enumerate(in_strides):
             if i not in hoisted:
                 k.line(f"{operands[i]} = {k.ins[i]}[{affine(0, zip(idx, st))}]")

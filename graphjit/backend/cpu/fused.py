@@ -43,7 +43,7 @@ from ...ir.fused import (REDUCTIONS, body_graph, domain, kept_shapes, reduced_di
 from ...shapes import numel
 from .elementwise import scalar_expression
 from .kernel import emits
-from .loops import affine, broadcast_strides, c_strides, loop_nest, np_type
+from .loops import affine, broadcast_strides, c_strides, loop_nest, np_type, parallel_min_elements
 from .reduce import accumulate_statements, identity
 
 INV, ROW, ELEM = 0, 1, 2
@@ -138,9 +138,9 @@ class _Kernel:
             self.k.line(f"{out}[{self.offset(self.store_strides(v))}] = {self.names[v]}")
 
     @contextlib.contextmanager
-    def loops(self, dims, hint):
+    def loops(self, dims, hint, parallel=False):
         self.scopes.append({})
-        with loop_nest(self.k, [self.dom[d] for d in dims], hint=hint) as idx:
+        with loop_nest(self.k, [self.dom[d] for d in dims], hint=hint, parallel=parallel) as idx:
             self.var.update(zip(dims, idx))
             yield
         self.scopes.pop()
@@ -202,7 +202,10 @@ def _emit_inner(kern) -> None:
     n_passes = 1 + max([phase[s] for s in steps if level[s] == ELEM or s.op.name in REDUCTIONS],
                        default=0)
     done = {s for s in steps if level[s] == INV}
-    with kern.loops(kern.row_dims, "i"):
+    # Rows write disjoint elements and keep their accumulators to themselves.
+    rows = numel([dom[d] for d in kern.row_dims])
+    parallel = rows > 1 and numel(dom) >= parallel_min_elements()
+    with kern.loops(kern.row_dims, "i", parallel=parallel):
         def row_steps(before_pass):
             for s in steps:
                 if s not in done and level[s] == ROW and s.op.name not in REDUCTIONS \

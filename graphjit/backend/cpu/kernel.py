@@ -22,7 +22,8 @@ from ..source import Namer, SourceWriter
 EMITTERS: dict = {}
 
 # Names the generated module defines at top level; kernel locals must not shadow them.
-MODULE_GLOBALS = ("math", "np", "numba", "njit", "kernel", "acc_add")
+MODULE_GLOBALS = ("math", "np", "numba", "njit", "prange", "kernel", "parallel_kernel",
+                  "acc_add")
 
 
 def emits(*op_names):
@@ -50,6 +51,7 @@ class KernelWriter:
         self.alias_of: int | None = None   # output is input i's buffer (no kernel)
         self.fill_value = None              # driver fills the output with this literal (no kernel)
         self.zero_output = False            # driver zeroes the output before the kernel runs
+        self.parallel = False               # its outer loop is a prange (see [Parallel loops])
         self._names = Namer(list(MODULE_GLOBALS) + self.ins + self.outs)
 
     @property
