@@ -145,22 +145,35 @@ def _cmd_cache(args) -> int:
     import os
     import shutil
 
-    from graphjit.backend.source import cache_dir
+    from graphjit.backend.source import cache_dir, numba_cache_folder
     root = cache_dir()
+    # Numba's files of the generated modules: in __pycache__ next to them, so under root,
+    # unless NUMBA_CACHE_DIR puts them elsewhere ([Generated modules on disk]).
+    outside = []
+    for entry in sorted(os.listdir(root)):
+        folder = os.path.join(root, entry)
+        if os.path.isdir(folder) and entry != "__pycache__":
+            numba_folder = numba_cache_folder(folder)
+            if not os.path.abspath(numba_folder).startswith(os.path.abspath(root) + os.sep) \
+                    and os.path.isdir(numba_folder):
+                outside.append(numba_folder)
     files = []
-    for folder, _, names in os.walk(root):
-        files += [os.path.join(folder, n) for n in names]
+    for top in [root] + outside:
+        for folder, _, names in os.walk(top):
+            files += [os.path.join(folder, n) for n in names]
     if args.action == "info":
         size = sum(os.path.getsize(f) for f in files if os.path.exists(f))
         modules = [f for f in files if f.endswith(".py")]
         print(f"graphjit compile cache: {root}")
+        for folder in outside:
+            print(f"  Numba's cache files (NUMBA_CACHE_DIR): {folder}")
         print(f"  {len(modules)} generated modules, {len(files) - len(modules)} Numba cache "
               f"files, {size / 2**20:.1f} MiB (set GRAPHJIT_CACHE_DIR to move it)")
         return 0
-    for entry in os.listdir(root):
-        path = os.path.join(root, entry)
-        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-    print(f"graphjit compile cache: removed {len(files)} files from {root}")
+    for path in [os.path.join(root, entry) for entry in os.listdir(root)] + outside:
+        shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+    print(f"graphjit compile cache: removed {len(files)} files from {root}"
+          + "".join(f" and {folder}" for folder in outside))
     return 0
 
 

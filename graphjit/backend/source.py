@@ -4,21 +4,49 @@
 A generated module is written to ``<cache>/<subdir>/<stem>_<hash>.py``, where ``hash`` is
 the SHA-256 of its text, and imported from there. So tracebacks and Numba's errors point at
 real lines of a file one can open, and ``numba.njit(cache=True)`` works: Numba keys its
-on-disk cache on the file's path and timestamp, and a file with a given name is only ever
-written once (same name = same text), so a new process that generates the same text finds
-Numba's cache still valid and skips compilation. ``<cache>`` is ``$GRAPHJIT_CACHE_DIR`` or
-``<tempdir>/graphjit``.
+on-disk cache on the file's path and a hash of its contents, and a file with a given name
+only ever holds one text, so a new process that generates the same text finds Numba's cache
+valid and loads the compiled driver instead of compiling it (``driver.stats.cache_hits``).
+The module's name holds the folder's hash too (see ``import_module``), so a cache folder
+moved elsewhere is compiled again.
+
+``<cache>`` is ``$GRAPHJIT_CACHE_DIR``, else the user's cache folder:
+``$XDG_CACHE_HOME/graphjit``, else ``~/.cache/graphjit`` (``~/Library/Caches/graphjit`` on
+macOS, ``%LOCALAPPDATA%\\graphjit`` on Windows). A folder that cannot be used (no write
+permission, a file in its place) gives one warning and ``<tempdir>/graphjit-<uid>`` instead.
+Numba keeps its files (a ``.nbi`` index and ``.nbc`` data per function) in ``__pycache__``
+next to the module, so inside ``<cache>`` too, unless ``NUMBA_CACHE_DIR`` sends them
+elsewhere (``numba_cache_folder``). ``graphjit cache info|clear`` shows and empties both.
+
+The cache is shared between processes and never trusted:
+
+- A module is written to a temporary file and renamed into place (Numba writes its files the
+  same way), so two processes compiling the same graph at once both see one whole file with
+  the text its name promises, never half of one.
+- A module file whose bytes are not that text (truncated, garbled, binary, unreadable) is
+  rewritten before the import, and the text executed is the one just checked (no ``.pyc``
+  is written or read: a garbled one would fail the import).
+- Numba trusts its own files: a garbled or truncated index or data file makes it raise from
+  the unpickler, and a flipped byte inside the pickled machine code, still a valid pickle,
+  crashes the process (segfault, LLVM assertion) or the call. So the Numba files of a
+  generated module carry a SHA-256 of their contents (``_checked_cache_file``), and any
+  entry that fails the check or fails to load is deleted and its function compiled again;
+  a failure to save is ignored (the next process compiles again).
 """
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import importlib.util
+import io
 import keyword
 import os
+import pickle
 import re
 import sys
 import tempfile
+import warnings
 
 
 class SourceWriter:
@@ -87,42 +115,314 @@ class Namer:
         return name
 
 
+# ---- the cache folder -----------------------------------------------------------------------
+
+def default_cache_root() -> str:
+    """``<cache>`` as configured ([Generated modules on disk]); ``cache_dir`` checks it."""
+    configured = os.environ.get("GRAPHJIT_CACHE_DIR")
+    if configured:
+        return os.path.abspath(os.path.expanduser(configured))
+    home = os.path.expanduser("~")
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):  # the XDG spec: a relative value is to be ignored
+        base = xdg
+    elif sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or os.path.join(home, "AppData", "Local")
+    elif sys.platform == "darwin":
+        base = os.path.join(home, "Library", "Caches")
+    else:
+        base = os.path.join(home, ".cache")
+    return os.path.join(base, "graphjit")
+
+
+def _fallback_root() -> str:
+    # Per user: a shared <tempdir>/graphjit made by another user would not be writable.
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    return os.path.join(tempfile.gettempdir(), "graphjit" if uid is None else f"graphjit-{uid}")
+
+
+def _numba_cache_root() -> str | None:
+    """Numba's ``NUMBA_CACHE_DIR``, if set (Numba's parsed config once it is imported)."""
+    config = sys.modules.get("numba.core.config")
+    if config is not None:
+        return getattr(config, "CACHE_DIR", None) or None
+    return os.environ.get("NUMBA_CACHE_DIR") or None
+
+
+def numba_cache_folder(folder: str) -> str:
+    """Where Numba keeps the cache files of functions defined in modules in ``folder``
+    (numba.core.caching: ``__pycache__`` next to them, or under ``NUMBA_CACHE_DIR``)."""
+    root = _numba_cache_root()
+    if not root:
+        return os.path.join(folder, "__pycache__")
+    folder = os.path.abspath(folder)
+    return os.path.join(root, os.path.basename(folder) + "_"
+                        + hashlib.sha1(folder.encode()).hexdigest())
+
+
+def _unusable(folder: str, numba: bool):
+    """None if ``folder`` exists (made if needed) and takes new files, else the OSError;
+    with ``numba``, the same of the ``__pycache__`` Numba will write into."""
+    try:
+        for path in [folder] + ([os.path.join(folder, "__pycache__")]
+                                if numba and not _numba_cache_root() else []):
+            if not os.path.isabs(path):  # no home folder: "~" stayed "~"
+                raise OSError(f"not an absolute path: {path}")
+            os.makedirs(path, exist_ok=True)
+            tempfile.TemporaryFile(dir=path).close()
+    except OSError as e:
+        return e
+    return None
+
+
+_IN_USE: dict = {}   # (configured root, subdir, Numba's cache root) -> the folder in use
+_WARNED: set = set()
+
+
+def _folder(subdir: str, numba: bool = False) -> str:
+    root = default_cache_root()
+    key = (root, subdir, numba and _numba_cache_root())
+    folder = _IN_USE.get(key)
+    if folder is not None and os.path.isdir(folder):
+        return folder
+    wanted = os.path.join(root, subdir) if subdir else root
+    error = _unusable(wanted, numba)
+    folder = wanted
+    if error is not None:
+        fallback_root = _fallback_root()
+        folder = os.path.join(fallback_root, subdir) if subdir else fallback_root
+        if folder == wanted or _unusable(folder, numba) is not None:
+            try:
+                folder = tempfile.mkdtemp(prefix="graphjit-")  # this process only
+            except OSError as e:
+                from ..errors import GraphjitError
+                raise GraphjitError(f"graphjit: no usable folder for the compile cache "
+                                    f"({wanted}: {error}; {tempfile.gettempdir()}: {e}); "
+                                    "set GRAPHJIT_CACHE_DIR to a writable folder") from e
+            if subdir:
+                folder = os.path.join(folder, subdir)
+                os.makedirs(folder, exist_ok=True)
+        if wanted not in _WARNED:
+            _WARNED.add(wanted)
+            warnings.warn(f"graphjit: cannot use the compile cache folder {wanted} ({error}); "
+                          f"using {folder} instead (set GRAPHJIT_CACHE_DIR to choose another)",
+                          RuntimeWarning, stacklevel=3)
+    _IN_USE[key] = folder
+    return folder
+
+
 def cache_dir(subdir: str = "") -> str:
-    root = os.environ.get("GRAPHJIT_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "graphjit")
-    path = os.path.join(root, subdir) if subdir else root
-    os.makedirs(path, exist_ok=True)
-    return path
+    """The folder ``<cache>/<subdir>`` (made if needed), or the fallback in the temporary
+    folder when that cannot be written ([Generated modules on disk])."""
+    return _folder(subdir)
+
+
+# ---- generated modules ----------------------------------------------------------------------
+
+def _read_bytes(path: str):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+# Module text checked by write_module, executed by import_module (so what runs is what was
+# checked, even if the file changed in between).
+_CHECKED: dict = {}
 
 
 def write_module(source: str, stem: str, subdir: str) -> str:
     """Write ``source`` to a content-hash named file (once) and return its path."""
-    digest = hashlib.sha256(source.encode()).hexdigest()[:20]
-    path = os.path.join(cache_dir(subdir), f"{identifier(stem)}_{digest}.py")
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            if f.read() == source:
-                # Rewriting would change the timestamp and invalidate Numba's cache.
-                return path
-    # Write then rename, so a concurrent reader never sees half a file.
-    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=os.path.dirname(path))
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(source)
-    os.replace(tmp, path)
+    data = source.encode("utf-8")
+    digest = hashlib.sha256(data).hexdigest()[:20]
+    folder = _folder(subdir, numba=True)
+    path = os.path.join(folder, f"{identifier(stem)}_{digest}.py")
+    # Rewriting the same text would be harmless (Numba checks the contents) but pointless.
+    if _read_bytes(path) != data:
+        # Missing, or not the text its name promises: a truncated or garbled file.
+        # Write then rename, so a concurrent reader never sees half a file.
+        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if _read_bytes(path) != data:  # (unless another process put the same text there)
+                raise
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    _CHECKED[path] = source
     return path
 
 
 def import_module(path: str):
-    """Import the module at ``path`` (once per process; later calls return the same module)."""
-    name = "_graphjit_gen_" + os.path.splitext(os.path.basename(path))[0]
+    """Import the module at ``path`` (once per process; later calls return the same module).
+
+    The module's name holds its text's hash and its folder's: Numba names the compiled
+    functions after the module, and two compiles of one text in one process (two cache
+    folders, each with its own Numba cache) under one name clash (seen: the second
+    driver's calls failing with SystemError). So a cache folder moved elsewhere is
+    compiled again: its cached code finds its module by the old name (a miss, not an
+    error: see _guarded_load)."""
+    folder = hashlib.sha256(os.path.dirname(os.path.abspath(path)).encode()).hexdigest()[:8]
+    name = f"_graphjit_gen_{os.path.splitext(os.path.basename(path))[0]}_{folder}"
+    source = _CHECKED.pop(path, None)
     module = sys.modules.get(name)
     if module is not None and getattr(module, "__file__", None) == path:
         return module
+    if source is None:
+        with open(path, "rb") as f:
+            source = f.read()
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    code = compile(source, path, "exec", dont_inherit=True)
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        exec(code, module.__dict__)
     except BaseException:
         del sys.modules[name]
         raise
+    _guard_numba_caches(module, path)
     return module
+
+
+# ---- Numba's cache files --------------------------------------------------------------------
+
+_SEAL = b"graphjit-sha256\n"
+
+
+class CorruptCacheFile(ValueError):
+    """A Numba cache file whose checksum does not match its contents."""
+
+
+def _seal(payload: bytes) -> bytes:
+    return _SEAL + hashlib.sha256(payload).digest() + payload
+
+
+def _unseal(blob: bytes, path: str) -> bytes:
+    n = len(_SEAL)
+    payload = blob[n + 32:]
+    if blob[:n] != _SEAL or hashlib.sha256(payload).digest() != blob[n:n + 32]:
+        raise CorruptCacheFile(f"{path}: truncated or corrupted (checksum mismatch)")
+    return payload
+
+
+_CHECKED_CLASS = []
+# What _checked_cache_file relies on in numba.core.caching.IndexDataCacheFile.
+_FILE_ATTRS = ("_index_path", "_source_stamp", "_version", "_dump", "_data_path",
+               "_open_for_write", "_load_index", "_save_index", "_load_data", "_save_data")
+
+
+def _checked_cache_file():
+    """Numba's IndexDataCacheFile with every file written as ``_seal(contents)`` and checked
+    before anything in it is unpickled. Same logic as Numba's own methods otherwise: a file
+    of another Numba version or for another source text is a miss, not an error."""
+    if _CHECKED_CLASS:
+        return _CHECKED_CLASS[0]
+    from numba.core.caching import IndexDataCacheFile
+
+    class CheckedCacheFile(IndexDataCacheFile):
+        def _save_index(self, overloads):
+            out = io.BytesIO()
+            pickle.dump(self._version, out, protocol=-1)
+            out.write(self._dump((self._source_stamp, overloads)))
+            with self._open_for_write(self._index_path) as f:
+                f.write(_seal(out.getvalue()))
+
+        def _load_index(self):
+            try:
+                with open(self._index_path, "rb") as f:
+                    blob = f.read()
+            except FileNotFoundError:
+                return {}
+            payload = io.BytesIO(_unseal(blob, self._index_path))
+            if pickle.load(payload) != self._version:
+                return {}
+            stamp, overloads = pickle.loads(payload.read())
+            return overloads if stamp == self._source_stamp else {}
+
+        def _save_data(self, name, data):
+            with self._open_for_write(self._data_path(name)) as f:
+                f.write(_seal(self._dump(data)))
+
+        def _load_data(self, name):
+            path = self._data_path(name)
+            with open(path, "rb") as f:
+                blob = f.read()
+            return pickle.loads(_unseal(blob, path))
+
+    _CHECKED_CLASS.append(CheckedCacheFile)
+    return CheckedCacheFile
+
+
+def _discard(cache) -> None:
+    """Delete the index and data files of one function's Numba cache."""
+    index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+    if not index or not index.endswith(".nbi"):
+        return
+    for path in [index] + glob.glob(glob.escape(index[:-len(".nbi")]) + ".*.nbc"):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _guard_numba_caches(module, path: str) -> None:
+    """Make the disk caches of the module's Numba functions (its own, and the helpers it
+    imports) unable to crash a compile: a failing load deletes the entry and is a miss, a
+    failing save is skipped. The module's own functions' files are checksummed too."""
+    if "numba" not in sys.modules:
+        return
+    try:
+        from numba.core.caching import Cache, IndexDataCacheFile
+        from numba.core.dispatcher import Dispatcher
+    except ImportError:
+        return
+    for value in list(vars(module).values()):
+        if not isinstance(value, Dispatcher):
+            continue
+        cache = getattr(value, "_cache", None)
+        if not isinstance(cache, Cache) or getattr(cache, "_graphjit_guarded", False):
+            continue
+        cache._graphjit_guarded = True
+        file = getattr(cache, "_cache_file", None)
+        code = getattr(getattr(value, "py_func", None), "__code__", None)
+        if (code is not None and os.path.abspath(code.co_filename) == os.path.abspath(path)
+                and type(file) is IndexDataCacheFile
+                and all(hasattr(file, a) for a in _FILE_ATTRS)):
+            file.__class__ = _checked_cache_file()
+        cache.load_overload = _guarded_load(cache, cache.load_overload)
+        cache.save_overload = _guarded_save(cache, cache.save_overload)
+
+
+def _guarded_load(cache, load):
+    def load_overload(sig, target_context):
+        try:
+            return load(sig, target_context)
+        except Exception:
+            # Garbled, truncated, checksum mismatch, or machine code LLVM refuses: rebuild.
+            _discard(cache)
+            return None
+    return load_overload
+
+
+def _guarded_save(cache, save):
+    def save_overload(sig, data):
+        try:
+            save(sig, data)
+            return
+        except Exception:
+            _discard(cache)  # an unreadable index fails every save: start it afresh
+        try:
+            save(sig, data)
+        except Exception as e:
+            where = getattr(cache, "cache_path", "?")
+            if where not in _WARNED:
+                _WARNED.add(where)
+                warnings.warn(f"graphjit: could not save Numba's compile cache in {where} "
+                              f"({type(e).__name__}: {e}); the next process compiles again",
+                              RuntimeWarning, stacklevel=2)
+    return save_overload
