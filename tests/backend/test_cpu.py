@@ -118,6 +118,7 @@ def run_generated_as_python(graph, inputs):
     args = [np.ascontiguousarray(graph.constants[v] if v.role == "const" else next(given))
             for v in generated.params]
     args = [a.reshape(-1) for a in args]
+    args += [np.empty(n, dt.np) for n, dt in generated.result_buffers + generated.slots]
     results = namespace[generated.driver_name](*args)
     return [r.reshape(v.shape) for r, v in zip(results, generated.results)]
 
@@ -568,3 +569,31 @@ def test_every_node_of_the_test_graphs_has_a_cost():
             flops, moved = n.op.cost(n.out_type, *[v.type for v in n.inputs], **n.attrs)
             written = sum(numel(v.shape) * v.dtype.itemsize for v in n.outs)
             assert flops >= 0 and moved >= written, n.op.name
+
+
+def test_results_the_caller_holds_are_never_overwritten_and_free_ones_are_reused(rng):
+    g = parse_graph("""graph f(%x: f32[64] {arg}) {
+      %0 = exp(%x) : f32[64]
+      %1 = neg(%0) : f32[64]
+      %2 = sin(%1) : f32[64]
+      %3 = matmul(%1, %1) : f32[]
+      return %2, %3
+    }""".replace("matmul(%1, %1) : f32[]", "sum(%1, dims=[0], keepdim=false) : f32[]"))
+    program = compile_graph(g)
+    assert "np.empty" not in program.source and "np.zeros" not in program.source
+    x1, x2 = rng.normal(size=64).astype(np.float32), rng.normal(size=64).astype(np.float32)
+    (a1, s1), _ = program([x1])
+    kept = a1.copy()
+    (a2, _), _ = program([x2])
+    np.testing.assert_array_equal(a1, kept)  # still held: a fresh array for the second call
+    assert not np.shares_memory(a1, a2)
+    view = a2[3:]
+    del a2
+    (a3, _), _ = program([x1])
+    assert not np.shares_memory(a3, view)    # a view of it is alive: not reused either
+    np.testing.assert_allclose(a3, np.sin(-np.exp(x1)), rtol=1e-5, atol=1e-6)
+    address = a3.__array_interface__["data"][0]
+    del a3
+    (a4, _), _ = program([x2])
+    assert a4.__array_interface__["data"][0] == address  # let go of: reused
+    np.testing.assert_allclose(a4, np.sin(-np.exp(x2)), rtol=1e-5, atol=1e-6)

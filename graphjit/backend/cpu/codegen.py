@@ -27,7 +27,11 @@ from __future__ import annotations
 
 import time
 
+import sys
+import threading
+
 import numpy as np
+from passes.memory import plan_buffers
 
 from ...errors import DTypeError, GraphjitError, ShapeError
 from ...ir.printer import format_node, print_graph, value_names
@@ -46,6 +50,8 @@ KERNEL_FLAGS = 'error_model="numpy", no_cpython_wrapper=True, no_cfunc_wrapper=T
 # arithmetic and assume no NaN/inf, so results can differ from eager mode in the last bits
 # (or more, with NaN/inf in the data). Off by default: compiled programs match eager.
 FASTMATH_FLAG = ", fastmath=True"
+# Result arrays a program keeps for reuse, per result (see CompiledProgram).
+POOLED_RESULTS = 2
 DRIVER_FLAGS = 'error_model="numpy", cache=True'
 
 
@@ -170,7 +176,21 @@ def generate(graph, name: str | None = None, inplace: bool = False,
         buf[v] = namer.fresh(v.name)
         owner[v] = v
     params = list(graph.inputs)
-    in_place = inplace_updates(graph, _buffer_owners(graph, names)) if inplace else {}
+    owners = _buffer_owners(graph, names)
+    in_place = inplace_updates(graph, owners) if inplace else {}
+    # Buffers come from the caller (see [Buffer plan] in passes/memory.py): one per result
+    # a node computes, from the program's result pool, then the workspace slots the
+    # temporaries share.
+    results = list(graph.outputs) + [v for t, v in graph.updates if in_place.get(v) is not t]
+    result_buffers = []
+    for v in results:
+        if owners[v].node is not None and owners[v] not in result_buffers:
+            result_buffers.append(owners[v])
+    temps = [v for n in graph.nodes for v in n.outs
+             if owners[v] is v and v not in result_buffers and v not in in_place]
+    slot_of, slots = plan_buffers(graph, temps, owners)
+    result_params = {v: namer.fresh(f"r{j}") for j, v in enumerate(result_buffers)}
+    slot_params = [namer.fresh(f"w{j}") for j in range(len(slots))]
 
     kernels, by_body = [], {}
     driver = SourceWriter(indent=1)
@@ -203,11 +223,17 @@ def generate(graph, name: str | None = None, inplace: bool = False,
                 driver.line(f"#   (%{names[v]} computed in place: the buffer of {var}, "
                             "see [In-place updates])")
             else:
-                var = namer.fresh(f"v{names[v]}")
-                if k.fill_value is not None:
-                    driver.line(f"{var} = np.full({n}, {k.fill_value}, {dtype})")
+                if v in result_params:
+                    var = result_params[v]
                 else:
-                    driver.line(f"{var} = np.{'zeros' if k.zero_output else 'empty'}({n}, {dtype})")
+                    var = namer.fresh(f"v{names[v]}")
+                    slot = slot_of[v]
+                    whole = slots[slot][1] == n
+                    driver.line(f"{var} = {slot_params[slot]}{'' if whole else f'[:{n}]'}")
+                if k.fill_value is not None:
+                    driver.line(f"{var}[:] = {k.fill_value}")
+                elif k.zero_output:
+                    driver.line(f"{var}[:] = 0")
             buf[v], owner[v] = var, v
             out_vars.append(var)
         if k.fill_value is not None:
@@ -224,7 +250,6 @@ def generate(graph, name: str | None = None, inplace: bool = False,
                                                      if w is None]
         driver.line(f"{kernel.name}({', '.join(call_args)})")
 
-    results = list(graph.outputs) + [v for t, v in graph.updates if in_place.get(v) is not t]
     # A result in an input's buffer (an input returned as is, or a reshape of one) is copied:
     # the caller may write updates into input buffers, and must not alias them by surprise.
     returned = [f"{buf[v]}.copy()" if owner[v].node is None else buf[v] for v in results]
@@ -262,9 +287,13 @@ def generate(graph, name: str | None = None, inplace: bool = False,
     out.line()
     out.line()
     out.line(f"@njit({DRIVER_FLAGS})")
-    out.line(f"def {driver_name}({', '.join(buf[v] for v in params)}):")
+    driver_params = ([buf[v] for v in params] + [result_params[v] for v in result_buffers]
+                     + slot_params)
+    out.line(f"def {driver_name}({', '.join(driver_params)}):")
     out.lines_from("\n".join(driver.lines))
     module = GeneratedModule(out.text(), driver_name, params, results)
+    module.result_buffers = [(numel(v.shape), v.dtype) for v in result_buffers]
+    module.slots = [(n, dtype) for dtype, n in slots]
     # Update position -> index of its target among the inputs, for updates done in place.
     module.in_place = {j: params.index(t) for j, (t, v) in enumerate(graph.updates)
                        if in_place.get(v) is t}
@@ -281,6 +310,15 @@ class CompiledProgram:
     updates may be computed into the target input's array (see [In-place updates]), and
     the update returned is then that array. ``source`` is the generated module's text,
     ``path`` its file.
+
+    The program owns the buffers its driver computes into ([Buffer plan] in
+    passes/memory.py): the workspace of its temporaries, allocated on the first call and
+    reused by every later one, and a pool of result arrays: a result array comes back to
+    the pool, and is written again by the next call, only once nothing outside the
+    program refers to it (its reference count says so, views included), so a caller never
+    sees an array it holds change. Fresh pages cost more than the kernels (two 16 MiB
+    results allocated per call made a 3 ms loop take 33 ms on the development VM). Calls
+    on one program are serialised by a lock, since they share the workspace.
     """
 
     def __init__(self, graph, name, generated, path, driver, compile_seconds):
@@ -299,6 +337,40 @@ class CompiledProgram:
         self._n_out = len(graph.outputs)
         self._update_shapes = [tuple(v.shape) for _, v in graph.updates]
         self._in_place = generated.in_place  # update position -> driver argument position
+        self._result_types = [(n, dtype.np) for n, dtype in generated.result_buffers]
+        self._slot_types = [(n, dtype.np) for n, dtype in generated.slots]
+        self._pool = [None] * len(self._result_types)
+        self._workspace = None
+        self._lock = threading.Lock()
+
+    @property
+    def workspace_bytes(self) -> int:
+        """Bytes of the workspace the temporaries share (allocated on the first call)."""
+        return sum(n * np.dtype(dt).itemsize for n, dt in self._slot_types)
+
+    def _buffers(self) -> list:
+        if self._workspace is None:
+            self._workspace = [np.empty(n, dt) for n, dt in self._slot_types]
+        buffers = []
+        for j, (n, dt) in enumerate(self._result_types):
+            pool = self._pool[j]
+            if pool is None:
+                pool = self._pool[j] = []
+            found = None
+            for k in range(len(pool)):
+                # 2 references: the pool's list and getrefcount's argument; any more are
+                # the caller's (the array, or a view of it, is still alive).
+                if sys.getrefcount(pool[k]) == 2:
+                    found = pool[k]
+                    break
+            if found is None:
+                # Two arrays per result cover a training loop, where the caller lets go of
+                # the previous step's array (``.grad`` replaced) only after this call.
+                found = np.empty(n, dt)
+                pool.insert(0, found)
+                del pool[POOLED_RESULTS:]
+            buffers.append(found)
+        return buffers + self._workspace
 
     def __call__(self, inputs):
         inputs = list(inputs)
@@ -323,7 +395,8 @@ class CompiledProgram:
                                  f"{arr.dtype}{list(arr.shape)}")
             flags = arr.flags
             args.append(arr.reshape(-1) if flags.c_contiguous and flags.writeable else _flat(arr))
-        results = iter(self._driver(*args))
+        with self._lock:
+            results = iter(self._driver(*args, *self._buffers()))
         outputs = [next(results).reshape(s) for s in self._shapes[:self._n_out]]
         updates = []
         for j, shape in enumerate(self._update_shapes):
@@ -350,7 +423,7 @@ def _flat(arr: np.ndarray) -> np.ndarray:
 
 def _signature(params):
     from numba import from_dtype, types
-    return tuple(types.Array(from_dtype(v.dtype.np), 1, "C") for v in params)
+    return tuple(types.Array(from_dtype(np.dtype(dt)), 1, "C") for dt in params)
 
 
 def compile_graph(graph, name: str | None = None, inplace: bool = False,
@@ -368,7 +441,9 @@ def compile_graph(graph, name: str | None = None, inplace: bool = False,
     module = import_module(path)
     driver = getattr(module, generated.driver_name)
     try:
-        driver.compile(_signature(generated.params))
+        driver.compile(_signature([v.dtype.np for v in generated.params]
+                                  + [dt.np for _, dt in generated.result_buffers]
+                                  + [dt.np for _, dt in generated.slots]))
     except Exception as e:
         raise GraphjitError(f"Numba could not compile the program generated for graph {name!r} "
                             f"({path}): {type(e).__name__}: {e}") from e
