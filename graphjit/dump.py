@@ -294,10 +294,17 @@ def report(cf, entry) -> str:
             lines.append(f"  {result:<6} {what:<40} {types:<16} "
                          f"{_bytes(moved):>10} moved {flops:>12,} FLOPs")
         from passes.memory import peak_bytes
+
+        from .backend.cpu import generate
         lines.append(f"  total: {_bytes(total_bytes)} moved, {total_flops:,} FLOPs")
+        generated = generate(graph, graph.name, inplace=True)
+        workspace = sum(n * dt.itemsize for n, dt in generated.slots)
+        results = sum(n * dt.itemsize for n, dt in generated.result_buffers)
         lines.append(f"  peak buffer memory: {_bytes(peak_bytes(graph))} (each buffer freed "
-                     f"after its last use; {_bytes(buffers)} if all were held; no buffer "
-                     "reuse yet)")
+                     f"after its last use; {_bytes(buffers)} if all were held)")
+        lines.append(f"  buffer plan: {_bytes(workspace)} of workspace in {len(generated.slots)} "
+                     "slots shared by the temporaries (allocated once, reused every call), "
+                     f"{_bytes(results)} of results (pooled), updates in place where legal")
     if entry.residuals:
         lines += ["", "saved by the compiled forward for its backward:"]
         for v in entry.residuals:

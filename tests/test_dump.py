@@ -140,6 +140,7 @@ def test_report_lists_kernels_saved_values_frozen_inputs_refusals_and_history(du
     step = (out / "step_2" / "report.txt").read_text()
     assert re.search(r"fuse\s+\d+", step) and "fused[" in step and "FLOPs" in step
     assert re.search(r"peak buffer memory: [\d.]+ (B|KiB) \(each buffer freed", step)
+    assert re.search(r"buffer plan: [\d.]+ (B|KiB) of workspace in \d+ slots", step)
     assert "model.0.bias: frozen (requires_grad=False)" in step
     assert "not fused into the loop of" in step
     assert "trace 2: the previous trace created optimizer state" in step
