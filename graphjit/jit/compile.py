@@ -399,7 +399,8 @@ class CompiledFunction:
         tracer, result = trace(self.fn, args, kwargs, list(flat), names,
                                _scan_names(self.fn, args, kwargs), self.__name__)
         try:
-            entry = self._lower(tracer, result, build=_generate_only)
+            entry = self._lower(tracer, result,
+                                build=functools.partial(_generate_only, fastmath=self.fastmath))
         finally:
             tracer.rollback()
         return Lowered(entry)
@@ -483,10 +484,11 @@ def compile(fn=None, *, verify: bool = False, fastmath: bool = False):  # noqa: 
 
 # ---- a compiled forward with a compiled backward ------------------------------------------------
 
-def _generate_only(graph, name=None):
+def _generate_only(graph, name=None, fastmath=False):
     """A stand-in for ``compile_graph`` when lowering: the generated module's text only."""
     from ..backend.cpu import generate
-    return _Generated(graph, generate(graph, name or graph.name, inplace=True).source)
+    return _Generated(graph, generate(graph, name or graph.name, inplace=True,
+                                      fastmath=fastmath).source)
 
 
 class _Generated:
@@ -531,7 +533,7 @@ class Lowered:
         from ..backend.cpu import generate
         e = self.entry
         if program == "backward":
-            return generate(e.backward_graph).source
+            return generate(e.backward_graph, fastmath=getattr(e, "fastmath", False)).source
         return e.program.source
 
 

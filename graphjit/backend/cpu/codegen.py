@@ -25,10 +25,9 @@ in program order, so running the program is one native call; the Python wrapper
 """
 from __future__ import annotations
 
-import time
-
 import sys
 import threading
+import time
 
 import numpy as np
 from passes.memory import plan_buffers
@@ -37,7 +36,7 @@ from ...errors import DTypeError, GraphjitError, ShapeError
 from ...ir.printer import format_node, print_graph, value_names
 from ...shapes import numel
 from ..source import Namer, SourceWriter, identifier, import_module, write_module
-from . import creation, fused, index, linalg, reduce, shape  # noqa: F401  (register emitters)
+from . import creation, fused, index, linalg, reduce, shape, vmath  # noqa: F401  (emitters)
 from .elementwise import emit_elementwise, emits_generic
 from .kernel import EMITTERS, MODULE_GLOBALS, KernelWriter
 from .loops import np_type
@@ -46,10 +45,13 @@ from .loops import np_type
 # (each costs compile time). error_model="numpy": x / 0 gives inf, not an exception, and
 # float loops vectorise.
 KERNEL_FLAGS = 'error_model="numpy", no_cpython_wrapper=True, no_cfunc_wrapper=True'
-# Opt-in (``graphjit.compile(fn, fastmath=True)``): LLVM may reassociate and contract float
-# arithmetic and assume no NaN/inf, so results can differ from eager mode in the last bits
-# (or more, with NaN/inf in the data). Off by default: compiled programs match eager.
-FASTMATH_FLAG = ", fastmath=True"
+# Opt-in (``graphjit.compile(fn, fastmath=True)``): LLVM may contract a * b + c into one
+# fused multiply-add, use reciprocals and ignore the sign of zero, so results can differ
+# from eager mode in the last bits. Off by default: compiled programs match eager. Not
+# included: "reassoc" (sums already reassociate through accumulate.add, and it would undo
+# the range reductions of backend/cpu/vmath.py: exp of a sum was off by 800 with it), and
+# "nnan"/"ninf" (NaN and inf must still propagate).
+FASTMATH_FLAG = ', fastmath={"contract", "arcp", "nsz", "afn"}'
 # Result arrays a program keeps for reuse, per result (see CompiledProgram).
 POOLED_RESULTS = 2
 DRIVER_FLAGS = 'error_model="numpy", cache=True'
@@ -269,6 +271,7 @@ def generate(graph, name: str | None = None, inplace: bool = False,
     out.line("from numba import njit, prange")
     out.line()
     out.line("from graphjit.backend.cpu.accumulate import add as acc_add")
+    out.line(vmath.IMPORT_LINE)
     out.line()
     flags = KERNEL_FLAGS + (FASTMATH_FLAG if fastmath else "")
     out.line(f"kernel = njit({flags})")

@@ -18,6 +18,7 @@ import ast
 
 from ...shapes import numel
 from .kernel import emits
+from .vmath import vectorised_call
 from .loops import (affine, broadcast_strides, c_strides, coalesce, literal, loop_nest,
                     parallel_min_elements)
 
@@ -28,6 +29,7 @@ class _TypedLiterals(ast.NodeTransformer):
     Numba types a bare ``0.5`` as float64, which would turn float32 arithmetic into
     float64 (slower, and not what NumPy computes); ``np.float32(0.5)`` keeps it float32.
     ``inf``/``nan`` (how ``repr`` prints them in attributes) become ``np.inf``/``np.nan``.
+    ``math.exp``/``log``/``log1p``/``tanh``/``erf`` become vmath's versions for the dtype.
     """
 
     def __init__(self, dtype):
@@ -42,6 +44,18 @@ class _TypedLiterals(ast.NodeTransformer):
         if self.dtype.name == "bool":
             return node
         return self._typed(node.value)
+
+    def visit_Call(self, node):
+        # math.exp(x) and friends: libm calls that stop LLVM vectorising the loop; the
+        # kernels call graphjit's own vectorisable versions of the op's dtype instead
+        # (backend/cpu/vmath.py, within 1 ulp).
+        self.generic_visit(node)
+        f = node.func
+        if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "math":
+            name = vectorised_call(f"math.{f.attr}", self.dtype.name)
+            if name is not None:
+                node.func = ast.Name(id=name, ctx=ast.Load())
+        return node
 
     def visit_Name(self, node):
         if node.id in ("inf", "nan") and self.dtype.name != "bool":

@@ -18,12 +18,13 @@ import copy
 
 from ...ir.printer import format_node
 from ..source import Namer, SourceWriter
+from . import vmath
 
 EMITTERS: dict = {}
 
 # Names the generated module defines at top level; kernel locals must not shadow them.
 MODULE_GLOBALS = ("math", "np", "numba", "njit", "prange", "kernel", "parallel_kernel",
-                  "acc_add")
+                  "acc_add") + vmath.NAMES
 
 
 def emits(*op_names):
