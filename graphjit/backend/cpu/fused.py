@@ -94,6 +94,7 @@ class _Kernel:
         self.names = {}           # step value -> variable holding it in the current scope
         self.scopes = [{}]        # (input index, strides) -> loaded variable, per loop level
         self.var = {}             # domain dim -> loop variable (or None for a size-1 dim)
+        self._used = None         # stride vectors of every load and store (see _runs)
 
     # ---- indexing ---------------------------------------------------------------------------
 
@@ -137,11 +138,42 @@ class _Kernel:
         for out in self.outs_of.get(v, ()):
             self.k.line(f"{out}[{self.offset(self.store_strides(v))}] = {self.names[v]}")
 
+    def _strides_used(self) -> list:
+        """Every stride vector the kernel indexes with (loads and stores)."""
+        used = []
+        for s in self.body.nodes:
+            read_as = self.dom if s.op.name in REDUCTIONS else s.out.shape
+            used += [self.strides(v, read_as) for v in s.inputs if v.node is None]
+        used += [self.store_strides(v) for v in self.outs_of]
+        return used
+
+    def _runs(self, dims) -> list:
+        """``dims`` (neighbours in the domain) as runs that one loop can walk: size-1 dims
+        dropped, and a dim merged into the next when every buffer the kernel touches walks
+        the two as one (``stride[d] == stride[d+1] * size[d+1]``), so ``[256,10]`` with all
+        operands contiguous is one loop of 2560, long enough to vectorise."""
+        if self._used is None:
+            self._used = self._strides_used()
+        runs = []
+        for d in dims:
+            if self.dom[d] == 1:
+                continue
+            if runs and all(st[runs[-1][-1]] == st[d] * self.dom[d] for st in self._used):
+                runs[-1].append(d)
+            else:
+                runs.append([d])
+        return runs
+
     @contextlib.contextmanager
     def loops(self, dims, hint, parallel=False):
         self.scopes.append({})
-        with loop_nest(self.k, [self.dom[d] for d in dims], hint=hint, parallel=parallel) as idx:
-            self.var.update(zip(dims, idx))
+        runs = self._runs(dims)
+        with loop_nest(self.k, [numel([self.dom[d] for d in run]) for run in runs], hint=hint,
+                       parallel=parallel) as idx:
+            for d in dims:
+                self.var[d] = None
+            for run, var in zip(runs, idx):
+                self.var[run[-1]] = var  # the run's innermost stride, times the merged index
             yield
         self.scopes.pop()
 
