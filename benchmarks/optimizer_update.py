@@ -13,34 +13,11 @@ resident memory grows over 100 compiled steps (the update must not allocate per 
 from __future__ import annotations
 
 import argparse
-import os
-import resource
-import time
 
 import numpy as np
 
 import graphjit as gj
-
-
-def median_seconds(fn, repeats):
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-def copy_bandwidth(n):
-    src, dst = np.ones(n, np.float32), np.empty(n, np.float32)
-    return 2 * n * 4 / median_seconds(lambda: np.copyto(dst, src), 10) / 1e9
-
-
-def rss_mib():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+from common import copy_bandwidth, median_seconds, rss_mib
 
 
 def graphjit_step(n, make, fused):
@@ -53,10 +30,21 @@ def graphjit_step(n, make, fused):
     return opt.step, opt
 
 
-def numpy_adam(n, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
-    rng = np.random.default_rng(0)
-    p = rng.standard_normal(n, dtype=np.float32)
-    g = rng.standard_normal(n, dtype=np.float32) * 1e-3
+def _param_and_grad(n, p, g):
+    if p is None:
+        rng = np.random.default_rng(0)
+        p = rng.standard_normal(n, dtype=np.float32)
+        g = rng.standard_normal(n, dtype=np.float32) * 1e-3
+    return p, g
+
+
+def numpy_adam(n, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, p=None, g=None):
+    """An Adam step written with NumPy in-place ufuncs; updates ``p`` (and its state) in place.
+
+    ``p`` and ``g`` default to seeded random arrays of ``n`` values; the returned step
+    function has ``state``: a dict of ``p``, ``m`` and ``v``.
+    """
+    p, g = _param_and_grad(n, p, g)
     m, v, tmp = np.zeros_like(p), np.zeros_like(p), np.empty_like(p)
     t = [0]
 
@@ -75,10 +63,12 @@ def numpy_adam(n, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
         np.divide(m, tmp, out=tmp)
         np.multiply(tmp, np.float32(lr / (1 - b1 ** t[0])), out=tmp)
         np.subtract(p, tmp, out=p)
+    step.state = {"p": p, "m": m, "v": v}
     return step
 
 
-def numba_adam(n, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
+def numba_adam(n, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, p=None, g=None):
+    """The same step as one hand-written Numba loop (same arguments as ``numpy_adam``)."""
     import numba
 
     @numba.njit(error_model="numpy", fastmath=False)
@@ -88,16 +78,15 @@ def numba_adam(n, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8):
             v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
             p[i] -= lr * (m[i] / c1) / (np.sqrt(v[i] / c2) + eps)
 
-    rng = np.random.default_rng(0)
-    p = rng.standard_normal(n, dtype=np.float32)
-    g = rng.standard_normal(n, dtype=np.float32) * 1e-3
+    p, g = _param_and_grad(n, p, g)
     m, v = np.zeros_like(p), np.zeros_like(p)
     t = [0]
 
     def step():
         t[0] += 1
         kernel(p, g, m, v, np.float32(1 - b1 ** t[0]), np.float32(1 - b2 ** t[0]))
-    step()
+    kernel(p.copy(), g, m.copy(), v.copy(), np.float32(1.0), np.float32(1.0))  # compile
+    step.state = {"p": p, "m": m, "v": v}
     return step
 
 

@@ -112,3 +112,35 @@ def test_deepcopy_and_pickle_of_a_compiled_optimizer():
     for clone in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
         assert clone.fused and clone._compiled_update is None
         assert len(clone.state) == len(params)
+
+
+def test_inside_a_compiled_step_the_update_shares_the_loop_of_the_gradients_last_use():
+    """A parameter whose gradient is elementwise work: the gradient, the moment updates and
+    the loss are one loop; the numbers are eager's over several steps."""
+    def make():
+        gj.manual_seed(3)
+        w = gj.nn.Parameter(gj.randn(16, 8, dtype=gj.float64))
+        return w, gj.optim.Adam([w], lr=0.05)
+
+    x = gj.randn(16, 8, dtype=gj.float64)
+
+    def step(w, opt):
+        opt.zero_grad()
+        loss = ((x * w).tanh() ** 2).sum()
+        loss.backward()
+        opt.step()
+        return loss
+
+    w, opt = make()
+    compiled = gj.compile(lambda: step(w, opt))
+    losses = [compiled().item() for _ in range(4)]
+    (graph,) = compiled.graphs()
+    grad = next(v for t, v in graph.updates if t.role == "grad")
+    exp_avg = next(v for t, v in graph.updates if t.name.endswith("exp_avg"))
+    grad_node = grad.node
+    assert grad_node.op.name == "fused" and exp_avg.node is grad_node
+    assert any(v is graph.outputs[0] for v in grad_node.outs)  # the loss too
+    w_e, opt_e = make()
+    eager = [step(w_e, opt_e).item() for _ in range(4)]
+    np.testing.assert_allclose(losses, eager, rtol=1e-10)
+    np.testing.assert_allclose(w.detach().numpy(), w_e.detach().numpy(), rtol=1e-10)

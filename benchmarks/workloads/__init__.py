@@ -1,0 +1,5 @@
+"""The workloads of ``benchmarks/suite.py``, in order (W1 ... W6)."""
+from . import mlp, w1_poly, w4_gelu_layernorm, w5_rnn, w6_adam
+
+WORKLOADS = {w.key: w for w in (w1_poly.WORKLOAD, mlp.W2, mlp.W3, w4_gelu_layernorm.WORKLOAD,
+                                w5_rnn.WORKLOAD, w6_adam.WORKLOAD)}
