@@ -37,11 +37,15 @@ from .printer import format_attr
 
 
 REDUCTIONS = ("sum", "amax", "amin")
+# Shape ops a loop computes by indexing alone: ``expand`` (NumPy broadcasting) is a
+# zero-stride read of its input, never a buffer of its own.
+INDEXING_STEPS = ("expand",)
 
 
 def fusable_step(op) -> bool:
     """Whether ``op`` may be a step of a fused body."""
-    return (op.kind == "elementwise" and op.scalar is not None) or op.name in REDUCTIONS
+    return ((op.kind == "elementwise" and op.scalar is not None) or op.name in REDUCTIONS
+            or op.name in INDEXING_STEPS)
 
 
 def format_body(steps, results=None) -> str:
@@ -74,7 +78,8 @@ def _parse_steps(body: str) -> tuple:
         op, operands, attrs = parse_call(toks, f"fused body step {k + 1}")
         if not fusable_step(op):
             raise IRParseError(f"fused body step {k + 1}: {op.name} is neither an elementwise "
-                               "op with a scalar expression nor a sum/amax/amin reduction")
+                               "op with a scalar expression, a sum/amax/amin reduction nor "
+                               "an expand")
         if not toks.done():
             raise IRParseError(f"fused body step {k + 1}: unexpected text after the call")
         steps.append((op, tuple(operands), tuple(sorted(attrs.items()))))

@@ -181,7 +181,8 @@ REDUCE = (lambda a: api.sum(a, 0),                       # outer: [3,4] -> [4]
 
 
 def random_graph(rng, n_nodes=14):
-    """A random DAG of elementwise and reduction nodes over [3,4], [3,1], [4] and [] values."""
+    """A random DAG of elementwise, reduction and expand nodes over [3,4], [3,1], [4] and []
+    values."""
     g = Graph("rand")
     x = g.add_input(TensorType((3, 4), dtypes.float64), "x", "arg")
     y = g.add_input(TensorType((4,), dtypes.float64), "y", "arg")
@@ -197,6 +198,8 @@ def random_graph(rng, n_nodes=14):
                 values.append(getattr(api, BINARY[rng.integers(len(BINARY))])(a, b))
             elif a.shape == (3, 4):
                 values.append(REDUCE[rng.integers(len(REDUCE))](a))
+            elif rng.integers(2):
+                values.append(api.expand(a, (3, 4)))  # a zero-stride read when fused
             else:
                 values.append(api.mul(a, 0.5))
     outs = [values[i] for i in rng.choice(np.arange(2, len(values)), size=3, replace=False)]

@@ -126,7 +126,12 @@ class _Kernel:
 
     def compute(self, step) -> None:
         var = self.k.fresh(f"t{self.index[step]}")
-        expr = scalar_expression(step, [self.operand(v, step.out.shape) for v in step.inputs])
+        operands = [self.operand(v, step.out.shape) for v in step.inputs]
+        if step.op.name == "expand":
+            # Its input read by broadcasting into the step's shape: the operand itself.
+            self.names[step.out] = operands[0]
+            return
+        expr = scalar_expression(step, operands)
         if step.out.dtype.is_floating_point:
             # What storing the step's buffer did before fusion: e.g. Numba's math.exp of a
             # float32 is a float64, which the next step must see rounded to float32.
