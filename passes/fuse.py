@@ -40,7 +40,8 @@ import heapq
 import networkx as nx
 
 from graphjit.ir.fused import (FUSED, REDUCTIONS, fusable_step, format_body, kept_shapes,
-                               reduction_layout, shape_size, step_phases)
+                               reduction_layout, shape_size, split_dim_sets, step_phases)
+from graphjit.errors import ShapeError
 from graphjit.ir.graph import Node
 from graphjit.ir.printer import value_names
 from graphjit.shapes import numel
@@ -52,10 +53,10 @@ from .rewrite import replace_uses
 # function's size (its liveness analysis), and a loop with dozens of live values spills
 # registers anyway. Real groups (an optimizer update, an activation's forward and backward)
 # are far smaller; the cap stops horizontal fusion from gluing a whole graph together.
-MAX_MEMBERS = 32
+MAX_MEMBERS = 64
 # Passes over one row that a fused "inner" reduction group may need (softmax: max, then
 # exp-and-sum, then the division; layer norm: mean, variance, normalise).
-MAX_PHASES = 3
+MAX_PHASES = 4
 
 
 def _is_constant(node) -> bool:
@@ -71,34 +72,40 @@ def fusable(node) -> bool:
 
 
 class _Group:
-    __slots__ = ("members", "mask", "domain", "dims")
+    __slots__ = ("members", "mask", "domain", "dimsets")
 
     def __init__(self, node, bit):
         self.members = [node]
         self.mask = bit
         if node.op.name in REDUCTIONS:
             self.domain = tuple(node.inputs[0].shape)
-            self.dims = tuple(sorted(node.attrs["dims"]))
+            self.dimsets = {tuple(sorted(node.attrs["dims"]))}
         else:
             self.domain = tuple(node.out.shape)
-            self.dims = None
+            self.dimsets = set()
 
 
 def _merge_problem(a, b, position) -> str | None:
     """Why groups ``a`` and ``b`` cannot be one loop (None: they can)."""
     if len(a.members) + len(b.members) > MAX_MEMBERS:
         return f"the loop would hold more than {MAX_MEMBERS} nodes"
-    dims = a.dims if a.dims is not None else b.dims
-    if a.dims is not None and b.dims is not None:
-        if a.domain != b.domain or a.dims != b.dims:
-            return (f"the groups reduce different things ({list(a.domain)} over {list(a.dims)} "
-                    f"vs {list(b.domain)} over {list(b.dims)})")
+    if a.dimsets and b.dimsets:
+        if a.domain != b.domain:
+            return (f"the groups reduce different shapes ({list(a.domain)} and "
+                    f"{list(b.domain)})")
         domain = a.domain
-    elif dims is not None:
-        domain = a.domain if a.dims is not None else b.domain
+    elif a.dimsets or b.dimsets:
+        domain = a.domain if a.dimsets else b.domain
     else:
         domain = max(a.domain, b.domain, key=shape_size)
+    try:
+        dims, cols = split_dim_sets(domain, a.dimsets | b.dimsets)
+    except ShapeError:
+        return (f"the groups reduce different dims of {list(domain)} "
+                f"({sorted(a.dimsets | b.dimsets)})")
     allowed = {(), domain} | (set(kept_shapes(domain, dims)) if dims is not None else set())
+    if cols is not None:
+        allowed |= set(kept_shapes(domain, cols))
     for m in a.members + b.members:
         shape = tuple(m.inputs[0].shape) if m.op.name in REDUCTIONS else tuple(m.out.shape)
         if shape not in allowed:
@@ -112,6 +119,14 @@ def _merge_problem(a, b, position) -> str | None:
     members = sorted(a.members + b.members, key=position.__getitem__)
     inside = {m.out for m in members}
     keep, nokeep = kept_shapes(domain, dims)
+    if cols is not None and any(
+            v in inside and v.node.op.name in REDUCTIONS
+            and tuple(sorted(v.node.attrs["dims"])) == cols for m in members for v in m.inputs):
+        return "a column sum's result would be read inside its own loop"
+    if cols is not None and any(tuple(m.out.shape) in kept_shapes(domain, cols)
+                                and tuple(m.out.shape) not in ((), domain)
+                                for m in members if m.op.name not in REDUCTIONS):
+        return "a per-column step beside row reductions would run once per row"
     if layout == "outer":
         # Results accumulate across rows, so they are complete only at the end.
         if any(v in inside and v.node.op.name in REDUCTIONS for m in members for v in m.inputs):
@@ -173,10 +188,11 @@ def find_groups(graph, refused=None) -> list:
         m_anc, m_desc = (anc_a | anc_b) & ~both, (desc_a | desc_b) & ~both
         a.members += b.members
         a.mask = both
-        if b.dims is not None:
-            a.domain, a.dims = b.domain, b.dims
-        elif a.dims is None:
+        if b.dimsets:
+            a.domain = b.domain
+        elif not a.dimsets:
             a.domain = max(a.domain, b.domain, key=shape_size)
+        a.dimsets |= b.dimsets
         for n in b.members:
             group[n] = a
         del reach[b]

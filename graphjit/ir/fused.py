@@ -112,13 +112,35 @@ def body_graph(body: str, input_types) -> Graph:
     return g
 
 
+def _dim_sets(body) -> set:
+    return {tuple(sorted(n.attrs["dims"])) for n in body.nodes if n.op.name in REDUCTIONS}
+
+
+def split_dim_sets(shape, sets):
+    """``(row dims, column dims)`` of a loop over ``shape`` whose reductions reduce the dim
+    tuples ``sets``: one set is the row reduction (or the only, outer, one); a second set is
+    allowed when the first reduces the innermost dims and the second exactly the others
+    (column sums across rows, a bias gradient beside a layer norm). Raises otherwise."""
+    sets = sorted(sets)
+    if len(sets) <= 1:
+        return (sets[0] if sets else None), None
+    real = [d for d, n in enumerate(shape) if n != 1]
+    for inner, cols in (sets, sets[::-1]):
+        if reduction_layout(shape, inner) == "inner" and any(shape[d] != 1 for d in inner) \
+                and {d for d in cols if shape[d] != 1} == set(real) - set(inner):
+            return inner, cols
+    raise ShapeError(f"fused body reduces dims {sets} of {list(shape)}: one body reduces one "
+                     "set of dims, or the innermost dims and all the others", op="fused")
+
+
 def reduced_dims(body) -> tuple | None:
-    """The dims the body's reductions reduce (one tuple for all), or None without any."""
-    dims = {tuple(sorted(n.attrs["dims"])) for n in body.nodes if n.op.name in REDUCTIONS}
-    if len(dims) > 1:
-        raise ShapeError(f"fused body reduces different dims {sorted(dims)}; one body reduces "
-                         "one set of dims", op="fused")
-    return dims.pop() if dims else None
+    """The dims the body's row reductions reduce (or its only reductions), or None."""
+    return split_dim_sets(domain(body), _dim_sets(body))[0]
+
+
+def column_dims(body) -> tuple | None:
+    """The dims of the body's column reductions (see ``split_dim_sets``), or None."""
+    return split_dim_sets(domain(body), _dim_sets(body))[1]
 
 
 def domain(body) -> tuple:
@@ -185,6 +207,14 @@ def _infer(*input_types, body: str):
         raise ShapeError(f"fused body reduces dims {list(dims)} of {list(dom)}: only the "
                          "innermost or the outermost dims can be reduced in a loop", op="fused")
     allowed = {(), dom} | (set(kept_shapes(dom, dims)) if dims is not None else set())
+    cols = column_dims(g)
+    if cols is not None:
+        allowed |= set(kept_shapes(dom, cols))
+        read = {v for n in g.nodes for v in n.inputs}
+        if any(n.op.name in REDUCTIONS and tuple(sorted(n.attrs["dims"])) == cols
+               and n.out in read for n in g.nodes):
+            raise ShapeError("a column reduction's result is read inside its own loop (it is "
+                             "complete only after the last row)", op="fused")
     for n in g.nodes:
         if tuple(n.out.shape) not in allowed:
             raise ShapeError(f"fused body step {n.op.name} : {n.out.type} runs neither over the "

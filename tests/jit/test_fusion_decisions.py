@@ -80,3 +80,34 @@ def test_fastmath_is_opt_in_and_stays_close():
     assert "fastmath" not in plain.lower(x).kernel_source()
     assert "fastmath={" in fast.lower(x).kernel_source()
     np.testing.assert_allclose(fast(x).item(), plain(x).item(), rtol=1e-12)
+
+
+def test_layer_norm_backward_sums_its_affine_gradients_in_the_row_kernel():
+    rng = np.random.default_rng(1)
+    x = gj.tensor(rng.normal(size=(64, 32)))
+    t = gj.tensor(rng.normal(size=(64, 32)))
+    w = gj.tensor(rng.normal(size=32), requires_grad=True)
+    b = gj.tensor(rng.normal(size=32), requires_grad=True)
+
+    def step(x, t, w, b):
+        w.grad = None
+        b.grad = None
+        h = F.gelu(x * w + b, approximate="tanh")
+        mu = h.mean(-1, keepdim=True)
+        y = (h - mu) * gj.rsqrt(h.var(-1, keepdim=True, unbiased=False) + 1e-5)
+        loss = (y * t).mean()
+        loss.backward()
+        return loss, w.grad, b.grad
+
+    compiled = gj.compile(step)
+    g = final_graph(compiled, x, t, w, b)
+    grads = [v for target, v in g.updates if target.role == "grad"]
+    node = grads[0].node
+    if node.op.name == "reshape":
+        node = node.inputs[0].node
+    body = node.attrs["body"]
+    assert node.op.name == "fused" and "dims=[1]" in body and "dims=[0]" in body  # rows and columns
+    got = [v.detach().numpy() for v in compiled(x, t, w, b)]
+    want = [v.detach().numpy() for v in step(x, t, w, b)]
+    for a, e in zip(got, want):
+        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)

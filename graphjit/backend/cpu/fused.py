@@ -38,8 +38,8 @@ from __future__ import annotations
 
 import contextlib
 
-from ...ir.fused import (REDUCTIONS, body_graph, domain, kept_shapes, reduced_dims,
-                         reduction_layout, step_phases)
+from ...ir.fused import (REDUCTIONS, body_graph, column_dims, domain, kept_shapes,
+                         reduced_dims, reduction_layout, step_phases)
 from ...shapes import numel
 from .elementwise import scalar_expression
 from .kernel import emits
@@ -84,6 +84,7 @@ class _Kernel:
         self.body = body = body_graph(node.attrs["body"], [v.type for v in node.inputs])
         self.dom = tuple(domain(body))
         self.dims = reduced_dims(body)
+        self.cols = column_dims(body)  # column sums beside row reductions (or None)
         self.layout = reduction_layout(self.dom, self.dims) if self.dims is not None else None
         self.row_dims, self.elem_dims = _split(self.dom, self.dims, self.layout)
         self.index = {s: j for j, s in enumerate(body.nodes)}
@@ -104,9 +105,16 @@ class _Kernel:
     def offset(self, strides) -> str:
         return affine(0, [(self.var.get(d), st) for d, st in enumerate(strides) if st])
 
+    def is_column(self, step) -> bool:
+        """A column reduction: summed across the rows into its result buffer."""
+        return (self.cols is not None and step.op.name in REDUCTIONS
+                and tuple(sorted(step.attrs["dims"])) == self.cols)
+
     def store_strides(self, v):
         if tuple(v.shape) == self.dom:
             return c_strides(self.dom)
+        if v.node is not None and self.is_column(v.node):
+            return _domain_strides(v.shape, v.shape, self.dom, self.cols)
         return _domain_strides(v.shape, v.shape, self.dom, self.dims)
 
     # ---- emitting ---------------------------------------------------------------------------
@@ -239,9 +247,17 @@ def _emit_inner(kern) -> None:
     n_passes = 1 + max([phase[s] for s in steps if level[s] == ELEM or s.op.name in REDUCTIONS],
                        default=0)
     done = {s for s in steps if level[s] == INV}
-    # Rows write disjoint elements and keep their accumulators to themselves.
+    # Column sums accumulate in their result buffers across rows (starting from the identity).
+    columns = [s for s in steps if kern.is_column(s)]
+    for r in columns:
+        for out in kern.outs_of.get(r.out, ()):
+            with loop_nest(k, (numel(r.out.shape),), hint="o") as (o,):
+                k.line(f"{out}[{affine(0, [(o, 1)])}] = "
+                       f"{identity(r.op.name, r.inputs[0].dtype, False)}")
+    # Rows write disjoint elements and keep their accumulators to themselves (not so with
+    # column sums: every row adds into them).
     rows = numel([dom[d] for d in kern.row_dims])
-    parallel = rows > 1 and numel(dom) >= parallel_min_elements()
+    parallel = rows > 1 and numel(dom) >= parallel_min_elements() and not columns
     with kern.loops(kern.row_dims, "i", parallel=parallel):
         def row_steps(before_pass):
             for s in steps:
@@ -260,9 +276,11 @@ def _emit_inner(kern) -> None:
         if not kern.elem_dims:
             return
         for p in range(n_passes):
-            reductions = [s for s in steps if s.op.name in REDUCTIONS and phase[s] == p]
+            reductions = [s for s in steps if s.op.name in REDUCTIONS and phase[s] == p
+                          and not kern.is_column(s)]
+            col_sums = [s for s in columns if phase[s] == p]
             need, stack = set(), [s for s in steps if level[s] == ELEM and phase[s] == p]
-            stack += [r.inputs[0].node for r in reductions]
+            stack += [r.inputs[0].node for r in reductions + col_sums]
             while stack:  # element steps this pass reads: recomputed when of an earlier pass
                 s = stack.pop()
                 if s is None or s in need or level[s] != ELEM:
@@ -271,7 +289,7 @@ def _emit_inner(kern) -> None:
                 stack.extend(v.node for v in s.inputs)
             to_store = [s for s in on_domain if s not in stored and
                         ((level[s] == ELEM and phase[s] == p) or (level[s] < ELEM and s in done))]
-            if not need and not reductions and not to_store:
+            if not need and not reductions and not to_store and not col_sums:
                 continue
             accs = {}
             for r in reductions:
@@ -289,6 +307,13 @@ def _emit_inner(kern) -> None:
                     value = kern.operand(r.inputs[0], dom)
                     for stmt in accumulate_statements(r.op.name, accs[r], value, r.inputs[0].dtype):
                         k.line(stmt)
+                for r in col_sums:
+                    value = kern.operand(r.inputs[0], dom)
+                    for out in kern.outs_of.get(r.out, ()):
+                        target = f"{out}[{kern.offset(kern.store_strides(r.out))}]"
+                        for stmt in accumulate_statements(r.op.name, target, value,
+                                                          r.inputs[0].dtype, in_buffer=True):
+                            k.line(stmt)
             kern.names = outer_names
             for r in reductions:
                 var = k.fresh(f"t{kern.index[r]}")
