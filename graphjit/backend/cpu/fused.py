@@ -258,6 +258,42 @@ def _emit_inner(kern) -> None:
     # column sums: every row adds into them).
     rows = numel([dom[d] for d in kern.row_dims])
     parallel = rows > 1 and numel(dom) >= parallel_min_elements() and not columns
+
+    def needed(p, saved_first):
+        """Element steps pass ``p`` computes: those of its phase and what they read,
+        recomputed when of an earlier pass unless kept in a row scratch array."""
+        reds = [s for s in steps if s.op.name in REDUCTIONS and phase[s] == p]
+        need, stack = set(), [s for s in steps if level[s] == ELEM and phase[s] == p]
+        stack += [r.inputs[0].node for r in reds]
+        while stack:
+            s = stack.pop()
+            if s is None or s in need or level[s] != ELEM:
+                continue
+            need.add(s)
+            if saved_first.get(s, p) < p:
+                continue  # loaded from its scratch row
+            stack.extend(v.node for v in s.inputs)
+        return need
+
+    # An expensive element step that several passes read (gelu's tanh before a layer
+    # norm's three passes) is kept in a scratch array of one row instead of recomputed,
+    # when the rows run one after another (one scratch row serves them all).
+    saved_first = {}
+    row_len = numel([dom[d] for d in kern.elem_dims])
+    if not parallel and 0 < row_len <= SCRATCH_MAX_ELEMENTS:
+        uses = {}
+        for p in range(n_passes):
+            for s in needed(p, {}):
+                uses.setdefault(s, []).append(p)
+        saved_first = {s: ps[0] for s, ps in uses.items()
+                       if len(ps) > 1 and s.op.name not in CHEAP_TO_RECOMPUTE}
+    scratch = {}
+    for s in steps:
+        if s in saved_first:
+            scratch[s] = k.fresh(f"row{kern.index[s]}")
+            k.line(f"{scratch[s]} = np.empty({row_len}, {np_type(s.out.dtype)})")
+    row_off = tuple(0 if d not in kern.elem_dims else st for d, st in enumerate(
+        _elem_strides(dom, kern.elem_dims)))
     with kern.loops(kern.row_dims, "i", parallel=parallel):
         def row_steps(before_pass):
             for s in steps:
@@ -279,14 +315,7 @@ def _emit_inner(kern) -> None:
             reductions = [s for s in steps if s.op.name in REDUCTIONS and phase[s] == p
                           and not kern.is_column(s)]
             col_sums = [s for s in columns if phase[s] == p]
-            need, stack = set(), [s for s in steps if level[s] == ELEM and phase[s] == p]
-            stack += [r.inputs[0].node for r in reductions + col_sums]
-            while stack:  # element steps this pass reads: recomputed when of an earlier pass
-                s = stack.pop()
-                if s is None or s in need or level[s] != ELEM:
-                    continue
-                need.add(s)
-                stack.extend(v.node for v in s.inputs)
+            need = needed(p, saved_first)
             to_store = [s for s in on_domain if s not in stored and
                         ((level[s] == ELEM and phase[s] == p) or (level[s] < ELEM and s in done))]
             if not need and not reductions and not to_store and not col_sums:
@@ -298,8 +327,16 @@ def _emit_inner(kern) -> None:
             outer_names = dict(kern.names)
             with kern.loops(kern.elem_dims, "j"):
                 for s in steps:
-                    if s in need:
-                        kern.compute(s)
+                    if s not in need:
+                        continue
+                    if saved_first.get(s, p) < p:
+                        var = k.fresh(f"t{kern.index[s]}")
+                        k.line(f"{var} = {scratch[s]}[{kern.offset(row_off)}]")
+                        kern.names[s.out] = var
+                        continue
+                    kern.compute(s)
+                    if s in saved_first:
+                        k.line(f"{scratch[s]}[{kern.offset(row_off)}] = {kern.names[s.out]}")
                 for s in to_store:
                     kern.store(s.out)
                     stored.add(s)
@@ -322,6 +359,21 @@ def _emit_inner(kern) -> None:
                 kern.names[r.out] = var
                 done.add(r)
             row_steps(p + 1)
+
+
+# Elements of the row scratch arrays (see _emit_inner): 64 KiB of float32 per saved step.
+SCRATCH_MAX_ELEMENTS = 16384
+# Steps recomputed in later passes rather than kept in a scratch row.
+CHEAP_TO_RECOMPUTE = frozenset({"add", "sub", "mul", "neg", "cast", "expand", "abs", "relu",
+                                "maximum", "minimum", "where", "eq", "ne", "lt", "le", "gt",
+                                "ge", "full"})
+
+
+def _elem_strides(dom, elem_dims) -> tuple:
+    """C-order strides of a row (the element dims) as a vector over the domain's dims."""
+    inner = c_strides([dom[d] for d in elem_dims])
+    by_dim = dict(zip(elem_dims, inner))
+    return tuple(by_dim.get(d, 0) for d in range(len(dom)))
 
 
 def _row_sized(kern, s) -> bool:
