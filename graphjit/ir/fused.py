@@ -14,10 +14,11 @@ attributes, so the text round-trips through the parser like every other node and
 verifier re-infers the body's types with each op's own ``infer``. The body is a string, not a
 Graph object, so the node stays hashable for CSE and printable on one line.
 
-Steps are elementwise ops (with a scalar expression) or the reductions ``sum``, ``amax``,
-``amin``. The group's loop domain is the shape every reduction reads (all of a body's
-reductions read that shape and reduce the same dims), or the largest step shape when there
-is no reduction. Every elementwise step has the domain's shape or, after a reduction, the
+Steps are elementwise ops (with a scalar expression), ``expand`` (a broadcasting read) or
+the reductions ``sum``, ``amax``, ``amin``. The group's loop domain is the shape every
+reduction reads, or the largest step shape when there is no reduction. A body's reductions
+reduce one set of dims, or two (``split_dim_sets``): the innermost dims (row reductions)
+and all the others (column sums, whose results nothing in the body reads). Every elementwise step has the domain's shape or, after a reduction, the
 reduced shape (a per-row value such as ``1 / sum``), or is 0-d; so no value is computed more
 than a bounded number of times per domain element (see [Fused loops] in
 graphjit/backend/cpu/fused.py for how steps that read a reduction run after it).

@@ -28,7 +28,11 @@ for each row, pass ``p`` over the row's elements runs the element steps of phase
 (``step_phases``) and accumulates the reductions of that phase, and the per-row steps that
 read them run before pass ``p + 1``. Softmax is three passes over a row held in cache:
 max; exp and sum; divide (the exp is recomputed rather than stored). Element steps of an
-earlier phase that a later one reads are recomputed in it. Sums accumulate float32 in
+earlier phase that a later one reads are recomputed in it, or, when cheap arithmetic would
+not redo them and the rows run one after another, kept in a scratch array of one row
+(allocated once per kernel call). Column sums (the other dims of a row-reduced body: a
+layer norm's affine gradients) accumulate in their result buffers, row after row, and then
+the rows run serially. Sums accumulate float32 in
 float64, through ``accumulate.add`` whose addition may be reassociated, so LLVM vectorises
 the accumulation; nothing else in the kernel is. With an "outer" reduction (the reduced dims
 are the outermost: a bias gradient), the results are accumulated in their output buffers,
