@@ -76,8 +76,9 @@ def affine(base: int, terms) -> str:
 # development VM for a fused elementwise loop (float32, ``python benchmarks/suite.py``
 # reports the same effect per workload): 4K elements 1.3 us serial vs 2.6 us parallel,
 # 64K 11.7 vs 8.5 us, 1M 172 vs 87 us, 4M 1.97 vs 1.13 ms. A parallel kernel costs about
-# 0.2 s more to compile. Only loops whose iterations write disjoint elements are parallel
-# (elementwise work, and the rows of a fused row-wise reduction). ``GRAPHJIT_PARALLEL_MIN``
+# 0.2 s more to compile. Only elementwise loops are parallel: a prange whose body holds
+# another loop (the rows of a fused row-wise reduction) measured slower than serial (see
+# _emit_inner in fused.py). ``GRAPHJIT_PARALLEL_MIN``
 # overrides the threshold (``0`` disables parallel loops).
 def parallel_min_elements() -> int:
     import os
