@@ -11,8 +11,8 @@ import time
 import numpy as np
 
 
-def median_seconds(fn, repeats, warmup=2):
-    """Median wall time of ``fn()`` over ``repeats`` calls, after ``warmup`` untimed calls."""
+def call_times(fn, repeats, warmup):
+    """Wall times of ``repeats`` calls of ``fn()``, after ``warmup`` untimed calls."""
     for _ in range(warmup):
         fn()
     times = []
@@ -20,7 +20,12 @@ def median_seconds(fn, repeats, warmup=2):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return times
+
+
+def median_seconds(fn, repeats, warmup=2):
+    """Median wall time of ``fn()`` over ``repeats`` calls, after ``warmup`` untimed calls."""
+    return float(np.median(call_times(fn, repeats, warmup)))
 
 
 def warm_up(fn, warmup):
@@ -67,12 +72,7 @@ def time_interleaved(fns, estimates, *, budget_s, min_repeats, max_repeats, roun
 
 def best_and_median(fn, repeats):
     """(fastest, median) wall time of ``fn()`` over ``repeats`` calls after one untimed call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
+    times = call_times(fn, repeats, warmup=1)
     return float(np.min(times)), float(np.median(times))
 
 

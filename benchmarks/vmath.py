@@ -21,6 +21,7 @@ import numba
 import numpy as np
 from scipy import special
 
+from common import median_seconds
 from graphjit.backend.cpu import vmath
 
 FUNCTIONS = {  # name: (math function, NumPy function, input range)
@@ -38,17 +39,6 @@ def make_loop(fn):
         for i in range(x.size):
             out[i] = fn(x[i])
     return loop
-
-
-def median_seconds(fn, repeats, warmup=3):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 _PACKED = re.compile(r"\bv(?:fn?m(?:add|sub)\d+|mul|add|sub|div)p[sd]\s+[^\n]*%[yz]mm")

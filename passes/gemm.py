@@ -19,9 +19,9 @@ which removes the permutes left without readers.
 """
 from __future__ import annotations
 
-from graphjit.ir.fused import FUSED, REDUCTIONS, _parse_steps, format_body, reduced_dims
-from graphjit.ir.fused import body_graph, domain, reduction_layout
-from graphjit.ir.gemm import GEMM
+from graphjit.errors import ShapeError
+from graphjit.ir.fused import FUSED, REDUCTIONS, _parse_steps, format_body
+from graphjit.ir.gemm import GEMM, epilogue_graph
 from graphjit.ir.graph import Node
 
 from .manager import graph_pass
@@ -66,13 +66,9 @@ def _epilogue_body(reader, product):
         body = format_body([(reader.op.name, operands, reader.attrs)])
     else:
         return None
-    g = body_graph(body, [product.type] + [v.type for v in extras])
-    if tuple(domain(g)) != tuple(product.shape):
-        return None
-    dims = reduced_dims(g)
-    if dims is not None and reduction_layout(product.shape, dims) != "outer":
-        return None
-    if not any(v.type == product.type for v in g.outputs):
+    try:  # the gemm op's own legality rule (see [GEMM nodes])
+        epilogue_graph(body, product.type, [v.type for v in extras])
+    except ShapeError:
         return None
     return body, extras
 

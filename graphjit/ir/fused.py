@@ -95,6 +95,11 @@ def _parse_steps(body: str) -> tuple:
     return tuple(steps), results
 
 
+def has_reduction(body: str) -> bool:
+    """Whether a fused body holds a reduction step."""
+    return any(op.name in REDUCTIONS for op, _, _ in _parse_steps(body)[0])
+
+
 def body_graph(body: str, input_types) -> Graph:
     """The body as a Graph over inputs ``i0..``: one node per step, types inferred."""
     g = Graph("fused_body")

@@ -33,6 +33,7 @@ import numpy as np
 from passes.memory import plan_buffers
 
 from ...errors import DTypeError, GraphjitError, ShapeError
+from ...ir.fused import has_reduction
 from ...ir.printer import format_node, print_graph, value_names
 from ...shapes import numel
 from ..source import Namer, SourceWriter, identifier, import_module, write_module
@@ -113,13 +114,6 @@ def _buffer_owners(graph, names) -> dict:
     return owner
 
 
-def _has_reduction(node) -> bool:
-    if node.op.name != "fused":
-        return False
-    from ...ir.fused import REDUCTIONS
-    return any(f"= {r}(" in node.attrs["body"] for r in REDUCTIONS)
-
-
 def inplace_updates(graph, owner) -> dict:
     """``{value: target input}`` for the updates whose new value can be computed straight
     into the target's own buffer.
@@ -143,7 +137,7 @@ def inplace_updates(graph, owner) -> dict:
             continue
         if not (n.op.name == "fused" or (n.op.kind == "elementwise" and n.op.name != "detach")):
             continue
-        if _has_reduction(n):
+        if n.op.name == "fused" and has_reduction(n.attrs["body"]):
             continue
         if tuple(value.shape) != tuple(target.shape) or value.dtype is not target.dtype:
             continue

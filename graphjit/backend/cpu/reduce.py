@@ -57,10 +57,6 @@ def accumulate_statements(op_name, target, value, in_dtype, in_buffer=False) -> 
 def identity(op_name, in_dtype, accumulate: bool) -> str:
     """The accumulator's start value; ``accumulate``: a scalar accumulator (float32 sums
     accumulate in float64)."""
-    return _identity(op_name, in_dtype, accumulate)
-
-
-def _identity(op_name, in_dtype, accumulate: bool) -> str:
     if op_name == "sum":
         if not in_dtype.is_floating_point:
             return "0"
@@ -89,13 +85,13 @@ def emit_reduce(node, k) -> None:
     init_out = outer_reduced or not inner_reduced
     if init_out:
         with loop_nest(k, (numel(node.out.shape),)) as (o,):
-            k.line(f"{k.out}[{affine(0, [(o, 1)])}] = {_identity(op_name, x.dtype, False)}")
+            k.line(f"{k.out}[{affine(0, [(o, 1)])}] = {identity(op_name, x.dtype, False)}")
     v = k.fresh("v")
     if inner_reduced:
         acc = k.fresh("acc")
         with loop_nest(k, sizes[:-1]) as idx:
             target = f"{k.out}[{affine(0, zip(idx, out_strides))}]"
-            k.line(f"{acc} = {_identity(op_name, x.dtype, True)}")
+            k.line(f"{acc} = {identity(op_name, x.dtype, True)}")
             terms = list(zip(idx, in_strides))
             with loop_nest(k, sizes[-1:], hint="r") as (r,):
                 k.line(f"{v} = {k.ins[0]}[{affine(0, terms + [(r, 1)])}]")
