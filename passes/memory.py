@@ -13,7 +13,7 @@ the value's node (a kernel never writes a buffer it is reading), of its dtype, b
 by size (a slot grows to its largest holder). The CPU backend allocates the slots once per
 program and passes them to every call, so a step allocates no temporaries at all; results
 come from a pool that reuses last call's array when the caller has let go of it (see
-CompiledProgram in backend/cpu/codegen.py). In-place updates (codegen's
+CompiledProgram in backend/cpu/program.py). In-place updates (codegen's
 ``inplace_updates``) need no buffer of their own.
 """
 from __future__ import annotations
