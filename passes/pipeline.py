@@ -2,7 +2,10 @@
 
 - ``autodiff`` first: it expands the ``grad`` requests, and every later pass then sees the
   forward and backward graphs together (CSE shares work between them).
-- ``simplify`` after autodiff: its ``detach(x) -> x`` rule is only valid once gradients
+- ``decompose`` after autodiff (whose VJP rules take composite ops such as gelu whole):
+  composite ops become the primitives they are made of, so CSE can share their parts with
+  the backward graph (gelu's tanh is then computed once, not once per direction);
+- ``simplify`` after decompose: its ``detach(x) -> x`` rule is only valid once gradients
   are derived; it also cleans up what the VJP rules emit (``x * 1``, reshape chains,
   constant arithmetic on ``full`` nodes).
 - ``cse`` after simplify, which makes more nodes look alike (folded constants).
@@ -19,12 +22,13 @@ from __future__ import annotations
 from .autodiff import autodiff
 from .cse import cse
 from .dce import dce
+from .decompose import decompose
 from .fuse import fuse
 from .gemm import gemm
 from .manager import PassManager
 from .simplify import simplify
 
-DEFAULT = [autodiff, simplify, cse, dce, fuse, gemm, dce]
+DEFAULT = [autodiff, decompose, simplify, cse, dce, fuse, gemm, dce]
 
 
 def run_pipeline(graph, verify: bool = False, passes=None, stats=None):

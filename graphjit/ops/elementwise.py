@@ -45,13 +45,14 @@ def _binary_types(op, a: TensorType, b: TensorType) -> tuple:
 # ---- registration helpers ------------------------------------------------------------------
 
 def _unary(name, impl, vjp, saves, scalar, *, floating=True, numeric=True, no_grad_reason=None,
-           out_dtype=None):
+           out_dtype=None, decompose=None):
     def infer(x: TensorType, **attrs) -> TensorType:
         _require(name, x, floating=floating, numeric=numeric)
         return TensorType(x.shape, out_dtype or x.dtype)
     infer.__qualname__ = f"infer_{name}"
     return register(OpDef(name=name, kind="elementwise", infer=infer, impl=impl, vjp=vjp,
-                          saves=saves, scalar=scalar, no_grad_reason=no_grad_reason))
+                          saves=saves, scalar=scalar, no_grad_reason=no_grad_reason,
+                          decompose=decompose))
 
 
 def _binary(name, impl, vjp, saves, scalar, *, out_dtype=None, numeric=True, boolean=False,
@@ -194,35 +195,54 @@ _unary("leaky_relu", _leaky_relu, _vjp_leaky_relu, (0,),
        lambda x, negative_slope: f"({x} if {x} > 0 else {x} * {negative_slope!r})")
 
 
+# GELU in the same operation order everywhere: the eager NumPy impl, the scalar expression
+# and the decomposition into primitives (``OpDef.decompose``, used by passes/decompose) all
+# compute (x * 0.5) * (tanh(inner) + 1) with inner = (x + ((x * x) * x) * C) * K (or
+# erf(x * (1 / sqrt 2))), and the VJP builds that same ``inner``: after decomposition, CSE
+# makes the forward's tanh (erf) and the backward's one value, computed once.
+
 def _gelu(x, approximate):
     t = x.dtype.type
     if approximate == "tanh":
-        inner = t(_GELU_K) * (x + t(_GELU_C) * x * x * x)
-        return t(0.5) * x * (t(1.0) + np.tanh(inner))
-    return t(0.5) * x * (t(1.0) + special.erf(x / t(_SQRT_2)))
+        inner = (x + x * x * x * t(_GELU_C)) * t(_GELU_K)
+        return x * t(0.5) * (np.tanh(inner) + t(1.0))
+    return x * t(0.5) * (special.erf(x * t(1.0 / _SQRT_2)) + t(1.0))
+
+
+def _gelu_tanh_inner(x):
+    return api.mul(api.add(x, api.mul(api.mul(api.mul(x, x), x), _GELU_C)), _GELU_K)
+
+
+def _gelu_erf_arg(x):
+    return api.mul(x, 1.0 / _SQRT_2)
+
+
+def _decompose_gelu(x, approximate):
+    f = api.tanh(_gelu_tanh_inner(x)) if approximate == "tanh" else api.erf(_gelu_erf_arg(x))
+    return api.mul(api.mul(x, 0.5), api.add(f, 1.0))
 
 
 def _vjp_gelu(g, out, x, approximate):
     if approximate == "tanh":
         x2 = api.mul(x, x)
-        inner = api.mul(api.add(x, api.mul(api.mul(x2, x), _GELU_C)), _GELU_K)
-        t = api.tanh(inner)
+        t = api.tanh(_gelu_tanh_inner(x))
         dinner = api.mul(api.add(api.mul(x2, 3.0 * _GELU_C), 1.0), _GELU_K)
         left = api.mul(api.add(t, 1.0), 0.5)
         right = api.mul(api.mul(api.mul(x, 0.5), api.sub(1.0, api.mul(t, t))), dinner)
         return (api.mul(g, api.add(left, right)),)
-    cdf = api.mul(api.add(api.erf(api.mul(x, 1.0 / _SQRT_2)), 1.0), 0.5)
+    cdf = api.mul(api.add(api.erf(_gelu_erf_arg(x)), 1.0), 0.5)
     pdf = api.mul(api.exp(api.mul(api.mul(x, x), -0.5)), _INV_SQRT_2PI)
     return (api.mul(g, api.add(cdf, api.mul(x, pdf))),)
 
 
 def _gelu_scalar(x, approximate):
     if approximate == "tanh":
-        return (f"(0.5 * {x} * (1.0 + math.tanh({_GELU_K!r} * ({x} + {_GELU_C!r} * {x} * {x} * {x}))))")
-    return f"(0.5 * {x} * (1.0 + math.erf({x} * {1.0 / _SQRT_2!r})))"
+        inner = f"(({x} + {x} * {x} * {x} * {_GELU_C!r}) * {_GELU_K!r})"
+        return f"({x} * 0.5 * (math.tanh({inner}) + 1.0))"
+    return f"({x} * 0.5 * (math.erf({x} * {1.0 / _SQRT_2!r}) + 1.0))"
 
 
-_unary("gelu", _gelu, _vjp_gelu, (0,), _gelu_scalar)
+_unary("gelu", _gelu, _vjp_gelu, (0,), _gelu_scalar, decompose=_decompose_gelu)
 
 
 def _silu(x):
@@ -234,7 +254,12 @@ def _vjp_silu(g, out, x):
     return (api.mul(g, api.mul(s, api.add(api.mul(x, api.sub(1.0, s)), 1.0))),)
 
 
-_unary("silu", _silu, _vjp_silu, (0,), lambda x: f"({x} / (1.0 + math.exp(-{x})))")
+def _decompose_silu(x):
+    return api.mul(x, api.sigmoid(x))  # the VJP's sigmoid(x): one value after CSE
+
+
+_unary("silu", _silu, _vjp_silu, (0,), lambda x: f"({x} / (1.0 + math.exp(-{x})))",
+       decompose=_decompose_silu)
 
 
 def _softplus(x, beta, threshold):

@@ -58,6 +58,11 @@ class OpDef:
     view: bool = False
     # Ops with a variable number of inputs (cat, index) say so; infer checks the count.
     variadic: bool = False
+    # For a composite op (gelu, silu): ``decompose(*inputs, **attrs)`` rebuilds its value
+    # from simpler ops through ``graphjit.ops.api`` (like a VJP rule), so that the compiler
+    # (passes/decompose) can share its parts with the backward graph. It must compute what
+    # ``impl`` computes, in the same order of operations.
+    decompose: Callable | None = None
     source: str = field(default="")
 
     def __repr__(self) -> str:
