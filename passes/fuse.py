@@ -19,7 +19,8 @@ when the merged group is legal (``_merge_problem``):
   0-d, so no member is computed more than a bounded number of times per domain element;
 - a layout the code generator handles (``reduction_layout``): the reduced dims are the
   innermost ones ("inner": a row at a time, per-row values available to later passes over
-  the row, at most ``MAX_PHASES`` such passes) or the outermost ones ("outer": results
+  the row, at most ``MAX_PHASES`` such passes; beside them column sums and a total may
+  accumulate across the rows) or the outermost ones ("outer": results
   accumulated across rows; nothing in the group may read them but per-row epilogue steps);
 - convex: no path between two members of the merged group through anything outside it, in
   the graph where the other groups are already contracted (so the fused graph stays
@@ -99,13 +100,14 @@ def _merge_problem(a, b, position) -> str | None:
     else:
         domain = max(a.domain, b.domain, key=shape_size)
     try:
-        dims, cols = split_dim_sets(domain, a.dimsets | b.dimsets)
+        dims, cols, total = split_dim_sets(domain, a.dimsets | b.dimsets)
     except ShapeError:
         return (f"the groups reduce different dims of {list(domain)} "
                 f"({sorted(a.dimsets | b.dimsets)})")
     allowed = {(), domain} | (set(kept_shapes(domain, dims)) if dims is not None else set())
-    if cols is not None:
-        allowed |= set(kept_shapes(domain, cols))
+    for across in (cols, total):
+        if across is not None:
+            allowed |= set(kept_shapes(domain, across))
     for m in a.members + b.members:
         shape = tuple(m.inputs[0].shape) if m.op.name in REDUCTIONS else tuple(m.out.shape)
         if shape not in allowed:
@@ -119,10 +121,12 @@ def _merge_problem(a, b, position) -> str | None:
     members = sorted(a.members + b.members, key=position.__getitem__)
     inside = {m.out for m in members}
     keep, nokeep = kept_shapes(domain, dims)
-    if cols is not None and any(
-            v in inside and v.node.op.name in REDUCTIONS
-            and tuple(sorted(v.node.attrs["dims"])) == cols for m in members for v in m.inputs):
-        return "a column sum's result would be read inside its own loop"
+    for across, what in ((cols, "column sum"), (total, "total")):
+        if across is not None and any(
+                v in inside and v.node.op.name in REDUCTIONS
+                and tuple(sorted(v.node.attrs["dims"])) == across
+                for m in members for v in m.inputs):
+            return f"a {what}'s result would be read inside its own loop"
     if cols is not None and any(tuple(m.out.shape) in kept_shapes(domain, cols)
                                 and tuple(m.out.shape) not in ((), domain)
                                 for m in members if m.op.name not in REDUCTIONS):

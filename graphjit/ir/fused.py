@@ -17,8 +17,9 @@ Graph object, so the node stays hashable for CSE and printable on one line.
 Steps are elementwise ops (with a scalar expression), ``expand`` (a broadcasting read) or
 the reductions ``sum``, ``amax``, ``amin``. The group's loop domain is the shape every
 reduction reads, or the largest step shape when there is no reduction. A body's reductions
-reduce one set of dims, or two (``split_dim_sets``): the innermost dims (row reductions)
-and all the others (column sums, whose results nothing in the body reads). Every elementwise step has the domain's shape or, after a reduction, the
+reduce one set of dims, or beside row reductions over the innermost dims
+(``split_dim_sets``) also all the other dims (column sums) and (or) all dims (a total),
+both accumulated across the rows, so nothing in the body reads their results. Every elementwise step has the domain's shape or, after a reduction, the
 reduced shape (a per-row value such as ``1 / sum``), or is 0-d; so no value is computed more
 than a bounded number of times per domain element (see [Fused loops] in
 graphjit/backend/cpu/fused.py for how steps that read a reduction run after it).
@@ -122,21 +123,41 @@ def _dim_sets(body) -> set:
     return {tuple(sorted(n.attrs["dims"])) for n in body.nodes if n.op.name in REDUCTIONS}
 
 
+def is_total(shape, dims) -> bool:
+    """Whether ``dims`` reduce every dim of ``shape`` (size-1 dims aside): one value."""
+    return all(d in dims for d, n in enumerate(shape) if n != 1)
+
+
 def split_dim_sets(shape, sets):
-    """``(row dims, column dims)`` of a loop over ``shape`` whose reductions reduce the dim
-    tuples ``sets``: one set is the row reduction (or the only, outer, one); a second set is
-    allowed when the first reduces the innermost dims and the second exactly the others
-    (column sums across rows, a bias gradient beside a layer norm). Raises otherwise."""
+    """``(row dims, column dims, total dims)`` of a loop over ``shape`` whose reductions
+    reduce the dim tuples ``sets``. One set is the row reduction (or the only, outer, one);
+    beside row reductions over the innermost dims, the loop may also accumulate across the
+    rows: column sums over exactly the other dims (a bias gradient beside a layer norm)
+    and one total over every dim (a mean loss of a layer norm's output). Raises otherwise."""
     sets = sorted(sets)
-    if len(sets) <= 1:
-        return (sets[0] if sets else None), None
+    totals = [d for d in sets if is_total(shape, d)]
+    others = [d for d in sets if not is_total(shape, d)]
+    if not others and len(totals) <= 1:
+        return (totals[0] if totals else None), None, None
+    if len(totals) > 1:
+        raise ShapeError(f"fused body reduces all of {list(shape)} in two ways {totals}",
+                         op="fused")
+    total = totals[0] if totals else None
+    if len(others) == 1:
+        if total is not None and reduction_layout(shape, others[0]) != "inner":
+            raise ShapeError(f"fused body reduces dims {others[0]} of {list(shape)} and all of "
+                             "them: a total beside row reductions needs innermost rows",
+                             op="fused")
+        return others[0], None, total
     real = [d for d, n in enumerate(shape) if n != 1]
-    for inner, cols in (sets, sets[::-1]):
-        if reduction_layout(shape, inner) == "inner" and any(shape[d] != 1 for d in inner) \
-                and {d for d in cols if shape[d] != 1} == set(real) - set(inner):
-            return inner, cols
+    if len(others) == 2:
+        for inner, cols in (others, others[::-1]):
+            if reduction_layout(shape, inner) == "inner" and any(shape[d] != 1 for d in inner) \
+                    and {d for d in cols if shape[d] != 1} == set(real) - set(inner):
+                return inner, cols, total
     raise ShapeError(f"fused body reduces dims {sets} of {list(shape)}: one body reduces one "
-                     "set of dims, or the innermost dims and all the others", op="fused")
+                     "set of dims, or the innermost dims and (or) all the others and (or) all "
+                     "dims", op="fused")
 
 
 def reduced_dims(body) -> tuple | None:
@@ -147,6 +168,11 @@ def reduced_dims(body) -> tuple | None:
 def column_dims(body) -> tuple | None:
     """The dims of the body's column reductions (see ``split_dim_sets``), or None."""
     return split_dim_sets(domain(body), _dim_sets(body))[1]
+
+
+def total_dims(body) -> tuple | None:
+    """The dims of the body's total beside row reductions (see ``split_dim_sets``), or None."""
+    return split_dim_sets(domain(body), _dim_sets(body))[2]
 
 
 def domain(body) -> tuple:
@@ -213,13 +239,14 @@ def _infer(*input_types, body: str):
         raise ShapeError(f"fused body reduces dims {list(dims)} of {list(dom)}: only the "
                          "innermost or the outermost dims can be reduced in a loop", op="fused")
     allowed = {(), dom} | (set(kept_shapes(dom, dims)) if dims is not None else set())
-    cols = column_dims(g)
-    if cols is not None:
-        allowed |= set(kept_shapes(dom, cols))
-        read = {v for n in g.nodes for v in n.inputs}
-        if any(n.op.name in REDUCTIONS and tuple(sorted(n.attrs["dims"])) == cols
+    read = {v for n in g.nodes for v in n.inputs}
+    for across, what in ((column_dims(g), "column reduction"), (total_dims(g), "total")):
+        if across is None:
+            continue
+        allowed |= set(kept_shapes(dom, across))
+        if any(n.op.name in REDUCTIONS and tuple(sorted(n.attrs["dims"])) == across
                and n.out in read for n in g.nodes):
-            raise ShapeError("a column reduction's result is read inside its own loop (it is "
+            raise ShapeError(f"a {what}'s result is read inside its own loop (it is "
                              "complete only after the last row)", op="fused")
     for n in g.nodes:
         if tuple(n.out.shape) not in allowed:

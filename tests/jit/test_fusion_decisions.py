@@ -111,3 +111,87 @@ def test_layer_norm_backward_sums_its_affine_gradients_in_the_row_kernel():
     want = [v.detach().numpy() for v in step(x, t, w, b)]
     for a, e in zip(got, want):
         np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+
+
+def _layer_norm(h, eps=1e-5):
+    mu = h.mean(-1, keepdim=True)
+    return (h - mu) * gj.rsqrt(h.var(-1, unbiased=False, keepdim=True) + eps)
+
+
+def _w4_step(x, t, w, b):
+    w.grad = None
+    b.grad = None
+    loss = (_layer_norm(F.gelu(x * w + b, approximate="tanh")) * t).mean()
+    loss.backward()
+    return loss, w.grad, b.grad
+
+
+def _w4_inputs(dtype, rows=24, cols=40, seed=3):
+    rng = np.random.default_rng(seed)
+    x, t = (gj.tensor(rng.normal(size=(rows, cols)).astype(dtype)) for _ in range(2))
+    w = gj.tensor((1 + 0.1 * rng.normal(size=cols)).astype(dtype), requires_grad=True)
+    b = gj.tensor((0.1 * rng.normal(size=cols)).astype(dtype), requires_grad=True)
+    return x, t, w, b
+
+
+def test_gelu_layer_norm_mean_loss_is_one_row_kernel_with_one_tanh():
+    """W4 of the benchmarks: forward and backward of mean(layer_norm(gelu(x w + b)) t).
+    gelu is decomposed (passes/decompose), so its forward and backward share one tanh;
+    the layer norm's row reductions, the w/b gradients' column sums and the loss's total
+    are one loop over the rows; only the division of the total by N is left outside."""
+    x, t, w, b = _w4_inputs(np.float32)
+    compiled = gj.compile(_w4_step)
+    g = final_graph(compiled, x, t, w, b)
+    fused = [n for n in g.nodes if n.op.name == "fused"]
+    big = [n for n in fused if any(tuple(v.shape) == (24, 40) for v in n.inputs)]
+    assert len(big) == 1, g
+    assert all(all(v.type.ndim == 0 for v in n.outs) for n in fused if n is not big[0]), g
+    text = " ".join(n.attrs["body"] for n in fused)
+    assert text.count("tanh(") == 1 and "gelu(" not in text, text
+    assert len(big[0].outs) == 3  # the total and the two column sums
+    loss, gw, gb = compiled(x, t, w, b)
+    eager = _w4_step(x, t, w, b)
+    np.testing.assert_allclose(loss.item(), eager[0].item(), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(gw.numpy(), eager[1].numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(gb.numpy(), eager[2].numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_gelu_layer_norm_mean_loss_gradients_match_float64_finite_differences():
+    x, t, w, b = _w4_inputs(np.float64, rows=6, cols=8, seed=5)
+    compiled = gj.compile(_w4_step)
+    loss, gw, gb = compiled(x, t, w, b)
+
+    def f(wv, bv):
+        with gj.no_grad():
+            h = F.gelu(x * gj.tensor(wv) + gj.tensor(bv), approximate="tanh")
+            return (_layer_norm(h) * t).mean().item()
+
+    w0, b0 = w.detach().numpy().copy(), b.detach().numpy().copy()
+    eps = 1e-6
+    for j in range(8):
+        e = np.zeros(8)
+        e[j] = eps
+        np.testing.assert_allclose(gw.numpy()[j], (f(w0 + e, b0) - f(w0 - e, b0)) / (2 * eps),
+                                   rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(gb.numpy()[j], (f(w0, b0 + e) - f(w0, b0 - e)) / (2 * eps),
+                                   rtol=1e-6, atol=1e-9)
+    assert abs(loss.item() - f(w0, b0)) < 1e-12
+
+
+def test_silu_and_exact_gelu_share_their_transcendental_with_the_backward():
+    x = gj.tensor(np.random.default_rng(1).normal(size=(16, 8)), requires_grad=True)
+    for act, name in ((F.silu, "sigmoid("), (lambda h: F.gelu(h), "erf(")):
+        def step(x):
+            x.grad = None
+            y = act(x * 1.5).sum()
+            y.backward()
+            return y, x.grad
+
+        compiled = gj.compile(step)
+        g = final_graph(compiled, x)
+        text = " ".join(n.attrs.get("body", "") for n in g.nodes)
+        assert text.count(name) == 1, text
+        y, gx = compiled(x)
+        ey, egx = step(x)
+        np.testing.assert_allclose(y.item(), ey.item(), rtol=1e-12)
+        np.testing.assert_allclose(gx.numpy(), egx.numpy(), rtol=1e-10, atol=1e-12)

@@ -280,3 +280,50 @@ def test_an_optimizer_update_with_two_states_is_one_loop_with_two_results():
       update %b <- %0
       update %p <- %1
     }""")
+
+
+@pytest.mark.parametrize("total", ["sum", "amax", "amin"])
+def test_a_total_beside_row_reductions_and_column_sums_is_one_loop(total):
+    """A softmax over rows, its column sums and a total of its output (a mean loss): one
+    loop, the total accumulated across the rows; compiled, against the interpreter."""
+    from graphjit.backend.cpu.codegen import compile_graph
+    before = f"""
+    graph f(%x: f32[6,10] {{arg}}, %y: f32[6,10] {{arg}}) {{
+      %0 = amax(%x, dims=[1], keepdim=true) : f32[6,1]
+      %1 = sub(%x, %0) : f32[6,10]
+      %2 = exp(%1) : f32[6,10]
+      %3 = sum(%2, dims=[1], keepdim=true) : f32[6,1]
+      %4 = div(%2, %3) : f32[6,10]
+      %5 = mul(%4, %y) : f32[6,10]
+      %6 = {total}(%5, dims=[0, 1], keepdim=false) : f32[]
+      %7 = sum(%4, dims=[0], keepdim=false) : f32[10]
+      return %6, %7
+    }}"""
+    fused = dce.run(fuse.run(parse_graph(text(before))))
+    assert [n.op.name for n in fused.nodes] == ["fused"], print_graph(fused)
+    program = compile_graph(fused)
+    rng = np.random.default_rng(7)
+    for _ in range(2):
+        inputs = [rng.normal(size=(6, 10)).astype(np.float32) * 3,
+                  rng.normal(size=(6, 10)).astype(np.float32)]
+        expected, _ = run_graph(parse_graph(text(before)), inputs)
+        got, _ = program(inputs)
+        for a, b in zip(got, expected):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_total_read_inside_its_own_loop_stays_out():
+    out = run_fuse("""
+    graph f(%x: f32[6,10] {arg}) {
+      %0 = sum(%x, dims=[1], keepdim=true) : f32[6,1]
+      %1 = sub(%x, %0) : f32[6,10]
+      %2 = sum(%1, dims=[0, 1], keepdim=false) : f32[]
+      %3 = mul(%1, %2) : f32[6,10]
+      return %3
+    }""")
+    assert out == text("""
+    graph f(%x: f32[6,10] {arg}) {
+      %0, %1 = fused(%x, body='t0 = sum(i0, dims=[1], keepdim=true); t1 = sub(i0, t0); t2 = sum(t1, dims=[0, 1], keepdim=false); return t1, t2') : f32[6,10], f32[]
+      %2 = mul(%0, %1) : f32[6,10]
+      return %2
+    }""")

@@ -31,8 +31,9 @@ max; exp and sum; divide (the exp is recomputed rather than stored). Element ste
 earlier phase that a later one reads are recomputed in it, or, when cheap arithmetic would
 not redo them and the rows run one after another, kept in a scratch array of one row
 (allocated once per kernel call). Column sums (the other dims of a row-reduced body: a
-layer norm's affine gradients) accumulate in their result buffers, row after row, and then
-the rows run serially. Sums accumulate float32 in
+layer norm's affine gradients) accumulate in their result buffers, row after row, and a
+total (every dim reduced: a mean loss) adds each row's part, summed like a row reduction,
+to one accumulator; with either, the rows run serially. Sums accumulate float32 in
 float64, through ``accumulate.add`` whose addition may be reassociated, so LLVM vectorises
 the accumulation; nothing else in the kernel is. With an "outer" reduction (the reduced dims
 are the outermost: a bias gradient), the results are accumulated in their output buffers,
@@ -43,12 +44,12 @@ from __future__ import annotations
 import contextlib
 
 from ...ir.fused import (REDUCTIONS, body_graph, column_dims, domain, kept_shapes,
-                         reduced_dims, reduction_layout, step_phases)
+                         reduced_dims, reduction_layout, step_phases, total_dims)
 from ...shapes import numel
 from .elementwise import scalar_expression
 from .kernel import emits
 from .loops import affine, broadcast_strides, c_strides, loop_nest, np_type, parallel_min_elements
-from .reduce import accumulate_statements, identity
+from .reduce import accumulate_statements, combine, identity
 
 INV, ROW, ELEM = 0, 1, 2
 
@@ -89,6 +90,7 @@ class _Kernel:
         self.dom = tuple(domain(body))
         self.dims = reduced_dims(body)
         self.cols = column_dims(body)  # column sums beside row reductions (or None)
+        self.total = total_dims(body)  # a total beside row reductions (or None)
         self.layout = reduction_layout(self.dom, self.dims) if self.dims is not None else None
         self.row_dims, self.elem_dims = _split(self.dom, self.dims, self.layout)
         self.index = {s: j for j, s in enumerate(body.nodes)}
@@ -113,6 +115,11 @@ class _Kernel:
         """A column reduction: summed across the rows into its result buffer."""
         return (self.cols is not None and step.op.name in REDUCTIONS
                 and tuple(sorted(step.attrs["dims"])) == self.cols)
+
+    def is_total(self, step) -> bool:
+        """A total beside row reductions: each row's part added to one accumulator."""
+        return (self.total is not None and step.op.name in REDUCTIONS
+                and tuple(sorted(step.attrs["dims"])) == self.total)
 
     def store_strides(self, v):
         if tuple(v.shape) == self.dom:
@@ -254,12 +261,17 @@ def _emit_inner(kern) -> None:
     # Column sums accumulate in their result buffers across rows (starting from the identity).
     columns = [s for s in steps if kern.is_column(s)]
     _init_result_accumulators(kern, columns)
+    # A total (every dim reduced, beside row reductions) sums each row's part, accumulated
+    # like a row reduction, into one accumulator across the rows.
+    totals = {s: k.fresh(f"total{kern.index[s]}") for s in steps if kern.is_total(s)}
+    for r, var in totals.items():
+        k.line(f"{var} = {identity(r.op.name, r.inputs[0].dtype, True)}")
     # Only a loop with no inner loop runs in parallel: a prange over rows with loops inside
     # was slower than the serial kernel here (softmax of [4096,1024]: 12.2 vs 10.2 ms; a
     # chunked full sum 4.9 vs 1.7 ms; Numba's parfor keeps the inner loops from vectorising).
     rows = numel([dom[d] for d in kern.row_dims])
     parallel = (rows > 1 and numel(dom) >= parallel_min_elements() and not columns
-                and not kern.elem_dims)
+                and not totals and not kern.elem_dims)
 
     def needed(p, saved_first):
         """Element steps pass ``p`` computes: those of its phase and what they read,
@@ -355,12 +367,20 @@ def _emit_inner(kern) -> None:
                             k.line(stmt)
             kern.names = outer_names
             for r in reductions:
+                if r in totals:
+                    for stmt in combine(r.op.name, totals[r], accs[r]):
+                        k.line(stmt)
+                    continue
                 var = k.fresh(f"t{kern.index[r]}")
                 cast = np_type(r.out.dtype) if r.out.dtype.is_floating_point else ""
                 k.line(f"{var} = {cast}({accs[r]})")
                 kern.names[r.out] = var
                 done.add(r)
             row_steps(p + 1)
+    for r, var in totals.items():
+        cast = np_type(r.out.dtype) if r.out.dtype.is_floating_point else ""
+        for out in kern.outs_of.get(r.out, ()):
+            k.line(f"{out}[0] = {cast}({var})")
 
 
 # Elements of the row scratch arrays (see _emit_inner): 64 KiB of float32 per saved step.

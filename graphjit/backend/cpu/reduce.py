@@ -30,7 +30,7 @@ def _groups(shape, dims):
     return groups
 
 
-def _combine(op_name, target, value) -> list:
+def combine(op_name, target, value) -> list:
     """Statements folding ``value`` into ``target``. amax/amin propagate NaN like NumPy:
     once the accumulator is NaN no comparison is true, so it stays NaN."""
     if op_name == "sum":
@@ -45,13 +45,13 @@ def accumulate_statements(op_name, target, value, in_dtype, in_buffer=False) -> 
     A float sum in a scalar accumulator goes through ``acc_add`` (backend/cpu/accumulate.py), an addition LLVM
     may reassociate, so the loop vectorises (NumPy's pairwise sum reorders too); a sum into
     a buffer (``in_buffer``: one accumulator per kept element) needs no reordering to
-    vectorise. amax/amin: see ``_combine``.
+    vectorise. amax/amin: see ``combine``.
     """
     if op_name == "sum" and in_dtype.is_floating_point and not in_buffer:
         return [f"{target} = acc_add({target}, {value})"]
     if op_name == "sum" and in_buffer:
         return [f"{target} = {target} + {value}"]
-    return _combine(op_name, target, value)
+    return combine(op_name, target, value)
 
 
 def identity(op_name, in_dtype, accumulate: bool) -> str:
@@ -95,17 +95,17 @@ def emit_reduce(node, k) -> None:
             terms = list(zip(idx, in_strides))
             with loop_nest(k, sizes[-1:], hint="r") as (r,):
                 k.line(f"{v} = {k.ins[0]}[{affine(0, terms + [(r, 1)])}]")
-                for stmt in _combine(op_name, acc, v):
+                for stmt in combine(op_name, acc, v):
                     k.line(stmt)
             if outer_reduced:
-                for stmt in _combine(op_name, target, acc):
+                for stmt in combine(op_name, target, acc):
                     k.line(stmt)
             else:
                 k.line(f"{target} = {acc}")
     else:
         with loop_nest(k, sizes) as idx:
             k.line(f"{v} = {k.ins[0]}[{affine(0, zip(idx, in_strides))}]")
-            for stmt in _combine(op_name, f"{k.out}[{affine(0, zip(idx, out_strides))}]", v):
+            for stmt in combine(op_name, f"{k.out}[{affine(0, zip(idx, out_strides))}]", v):
                 k.line(stmt)
 
 
