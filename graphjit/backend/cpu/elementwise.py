@@ -106,8 +106,8 @@ def emit_elementwise(node, k) -> None:
     with loop_nest(k, shape, parallel=numel(out_shape) >= parallel_min_elements()) as idx:
         for i, st in enumerate(in_strides):
             if i not in hoisted:
-                k.line(f"{operands[i]} = {k.ins[i]}[{affine(0, zip(idx, st))}]")
-        k.line(f"{k.out}[{affine(0, zip(idx, out_strides))}] = {expr}")
+                k.line(f"{operands[i]} = {k.ins[i]}[{k.at(affine(0, zip(idx, st)))}]")
+        k.line(f"{k.out}[{k.at(affine(0, zip(idx, out_strides)))}] = {expr}")
 
 
 @emits("detach")

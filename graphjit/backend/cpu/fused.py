@@ -29,12 +29,14 @@ for each row, pass ``p`` over the row's elements runs the element steps of phase
 read them run before pass ``p + 1``. Softmax is three passes over a row held in cache:
 max; exp and sum; divide (the exp is recomputed rather than stored). Element steps of an
 earlier phase that a later one reads are recomputed in it, or, when cheap arithmetic would
-not redo them and the rows run one after another, kept in a scratch array of one row
-(allocated once per kernel call). Column sums (the other dims of a row-reduced body: a
+not redo them, kept in a scratch array of one row per chunk of rows (allocated once per
+kernel call). Column sums (the other dims of a row-reduced body: a
 layer norm's affine gradients) accumulate in their result buffers, row after row, and a
 total (every dim reduced: a mean loss) adds each row's part, summed like a row reduction,
-to one accumulator; with either, the rows run serially. Sums accumulate float32 in
-float64, through ``accumulate.add`` whose addition may be reassociated, so LLVM vectorises
+to one accumulator. Above the parallel threshold the rows run in chunks (see [Parallel
+loops] in loops.py): column sums then accumulate per chunk and totals per row, combined
+in order after the loop; a body of one long row runs each of its passes in chunks. Sums
+accumulate float32 in float64, through ``accumulate.add`` whose addition may be reassociated, so LLVM vectorises
 the accumulation; nothing else in the kernel is. With an "outer" reduction (the reduced dims
 are the outermost: a bias gradient), the results are accumulated in their output buffers,
 row after row, a loop that vectorises along the kept dims.
@@ -48,7 +50,8 @@ from ...ir.fused import (REDUCTIONS, body_graph, column_dims, domain, kept_shape
 from ...shapes import numel
 from .elementwise import scalar_expression
 from .kernel import emits
-from .loops import affine, broadcast_strides, c_strides, loop_nest, np_type, parallel_min_elements
+from .loops import (affine, broadcast_strides, c_strides, loop_nest, np_type, parallel_chunks,
+                    parallel_min_elements)
 from .reduce import accumulate_statements, combine, identity
 
 INV, ROW, ELEM = 0, 1, 2
@@ -108,8 +111,11 @@ class _Kernel:
     def strides(self, v, read_as):
         return _domain_strides(v.shape, read_as, self.dom, self.dims)
 
-    def offset(self, strides) -> str:
-        return affine(0, [(self.var.get(d), st) for d, st in enumerate(strides) if st])
+    def offset(self, strides, extra=()) -> str:
+        """The index of an element: a stride vector over the domain's loop variables, plus
+        ``extra`` (variable, stride) terms (a chunk's slice of a partial buffer)."""
+        terms = [(self.var.get(d), st) for d, st in enumerate(strides) if st]
+        return self.k.at(affine(0, terms + list(extra)))
 
     def is_column(self, step) -> bool:
         """A column reduction: summed across the rows into its result buffer."""
@@ -189,11 +195,11 @@ class _Kernel:
         return runs
 
     @contextlib.contextmanager
-    def loops(self, dims, hint, parallel=False):
+    def loops(self, dims, hint, parallel=False, chunk_start=None, chunk_end=None):
         self.scopes.append({})
         runs = self._runs(dims)
         with loop_nest(self.k, [numel([self.dom[d] for d in run]) for run in runs], hint=hint,
-                       parallel=parallel) as idx:
+                       parallel=parallel, chunk_start=chunk_start, chunk_end=chunk_end) as idx:
             for d in dims:
                 self.var[d] = None
             for run, var in zip(runs, idx):
@@ -261,17 +267,34 @@ def _emit_inner(kern) -> None:
     # Column sums accumulate in their result buffers across rows (starting from the identity).
     columns = [s for s in steps if kern.is_column(s)]
     _init_result_accumulators(kern, columns)
+    # Rows run in parallel chunks above the threshold (see [Parallel loops] in loops.py).
+    # Whatever accumulates across rows is then kept per chunk (column sums, scratch rows)
+    # or per row (totals) and combined in chunk order after the loop, so the result does
+    # not depend on the number of threads.
+    rows = numel([dom[d] for d in kern.row_dims])
+    parallel = rows > 1 and numel(dom) >= parallel_min_elements()
+    # One long row (a full sum over every element): each pass over it runs in parallel
+    # chunks instead, the chunks' partial reductions combined in chunk order after it.
+    split_row = rows == 1 and bool(kern.elem_dims) and numel(dom) >= parallel_min_elements()
+    chunks = (parallel_chunks(numel([dom[d] for d in kern._runs(kern.row_dims)[0]]))
+              if parallel else 1)
     # A total (every dim reduced, beside row reductions) sums each row's part, accumulated
-    # like a row reduction, into one accumulator across the rows.
+    # like a row reduction, into one accumulator across the rows (serial), or into one
+    # element per row, added up after the loop (parallel).
     totals = {s: k.fresh(f"total{kern.index[s]}") for s in steps if kern.is_total(s)}
     for r, var in totals.items():
-        k.line(f"{var} = {identity(r.op.name, r.inputs[0].dtype, True)}")
-    # Only a loop with no inner loop runs in parallel: a prange over rows with loops inside
-    # was slower than the serial kernel here (softmax of [4096,1024]: 12.2 vs 10.2 ms; a
-    # chunked full sum 4.9 vs 1.7 ms; Numba's parfor keeps the inner loops from vectorising).
-    rows = numel([dom[d] for d in kern.row_dims])
-    parallel = (rows > 1 and numel(dom) >= parallel_min_elements() and not columns
-                and not totals and not kern.elem_dims)
+        if parallel:
+            k.line(f"{var} = np.empty({rows}, {_acc_type(r)})")
+        else:
+            k.line(f"{var} = {identity(r.op.name, r.inputs[0].dtype, True)}")
+    partial = {}
+    if parallel:
+        for r in columns:
+            n = numel(r.out.shape)
+            partial[r] = k.fresh(f"part{kern.index[r]}")
+            k.line(f"{partial[r]} = np.empty({chunks * n}, {np_type(r.out.dtype)})")
+            with loop_nest(k, (chunks * n,), hint="o") as (o,):
+                k.line(f"{partial[r]}[{o}] = {identity(r.op.name, r.inputs[0].dtype, False)}")
 
     def needed(p, saved_first):
         """Element steps pass ``p`` computes: those of its phase and what they read,
@@ -290,11 +313,11 @@ def _emit_inner(kern) -> None:
         return need
 
     # An expensive element step that several passes read (gelu's tanh before a layer
-    # norm's three passes) is kept in a scratch array of one row instead of recomputed,
-    # when the rows run one after another (one scratch row serves them all).
+    # norm's three passes) is kept in a scratch array of one row (per chunk) instead of
+    # recomputed.
     saved_first = {}
     row_len = numel([dom[d] for d in kern.elem_dims])
-    if not parallel and 0 < row_len <= SCRATCH_MAX_ELEMENTS:
+    if 0 < row_len <= SCRATCH_MAX_ELEMENTS:
         uses = {}
         for p in range(n_passes):
             for s in needed(p, {}):
@@ -305,9 +328,13 @@ def _emit_inner(kern) -> None:
     for s in steps:
         if s in saved_first:
             scratch[s] = k.fresh(f"row{kern.index[s]}")
-            k.line(f"{scratch[s]} = np.empty({row_len}, {np_type(s.out.dtype)})")
+            k.line(f"{scratch[s]} = np.empty({chunks * row_len}, {np_type(s.out.dtype)})")
     row_off = tuple(0 if d not in kern.elem_dims else st for d, st in enumerate(
         _elem_strides(dom, kern.elem_dims)))
+
+    def in_chunk(stride):
+        """Terms selecting the running chunk's part of a per-chunk buffer."""
+        return [(k.chunk, stride)] if parallel else []
     with kern.loops(kern.row_dims, "i", parallel=parallel):
         def row_steps(before_pass):
             for s in steps:
@@ -334,23 +361,35 @@ def _emit_inner(kern) -> None:
                         ((level[s] == ELEM and phase[s] == p) or (level[s] < ELEM and s in done))]
             if not need and not reductions and not to_store and not col_sums:
                 continue
-            accs = {}
+            accs, parts = {}, {}
             for r in reductions:
                 accs[r] = k.fresh(f"acc{kern.index[r]}")
-                k.line(f"{accs[r]} = {identity(r.op.name, r.inputs[0].dtype, True)}")
+                start = f"{accs[r]} = {identity(r.op.name, r.inputs[0].dtype, True)}"
+                if split_row:
+                    parts[r] = k.fresh(f"part{kern.index[r]}")
+                    n_parts = parallel_chunks(numel([dom[d] for d in kern._runs(kern.elem_dims)[0]]))
+                    k.line(f"{parts[r]} = np.empty({n_parts}, {_acc_type(r)})")
+                else:
+                    k.line(start)
             outer_names = dict(kern.names)
-            with kern.loops(kern.elem_dims, "j"):
+            chunk_start = (lambda c: [f"{accs[r]} = {identity(r.op.name, r.inputs[0].dtype, True)}"
+                                      for r in reductions]) if split_row else None
+            chunk_end = (lambda c: [f"{parts[r]}[{c}] = {accs[r]}" for r in reductions]) \
+                if split_row else None
+            with kern.loops(kern.elem_dims, "j", parallel=split_row, chunk_start=chunk_start,
+                            chunk_end=chunk_end):
                 for s in steps:
                     if s not in need:
                         continue
                     if saved_first.get(s, p) < p:
                         var = k.fresh(f"t{kern.index[s]}")
-                        k.line(f"{var} = {scratch[s]}[{kern.offset(row_off)}]")
+                        k.line(f"{var} = {scratch[s]}[{kern.offset(row_off, in_chunk(row_len))}]")
                         kern.names[s.out] = var
                         continue
                     kern.compute(s)
                     if s in saved_first:
-                        k.line(f"{scratch[s]}[{kern.offset(row_off)}] = {kern.names[s.out]}")
+                        k.line(f"{scratch[s]}[{kern.offset(row_off, in_chunk(row_len))}] = "
+                               f"{kern.names[s.out]}")
                 for s in to_store:
                     kern.store(s.out)
                     stored.add(s)
@@ -360,13 +399,25 @@ def _emit_inner(kern) -> None:
                         k.line(stmt)
                 for r in col_sums:
                     value = kern.operand(r.inputs[0], dom)
-                    for out in kern.outs_of.get(r.out, ()):
-                        target = f"{out}[{kern.offset(kern.store_strides(r.out))}]"
+                    at = kern.store_strides(r.out)
+                    targets = ([f"{partial[r]}[{kern.offset(at, in_chunk(numel(r.out.shape)))}]"]
+                               if parallel else
+                               [f"{out}[{kern.offset(at)}]" for out in kern.outs_of.get(r.out, ())])
+                    for target in targets:
                         for stmt in accumulate_statements(r.op.name, target, value,
                                                           r.inputs[0].dtype, in_buffer=True):
                             k.line(stmt)
             kern.names = outer_names
+            for r, part in parts.items():  # the chunks' parts, in chunk order
+                k.line(f"{accs[r]} = {identity(r.op.name, r.inputs[0].dtype, True)}")
+                with loop_nest(k, (n_parts,), hint="c") as (c,):
+                    for stmt in combine(r.op.name, accs[r], f"{part}[{c}]"):
+                        k.line(stmt)
             for r in reductions:
+                if r in totals and parallel:
+                    k.line(f"{totals[r]}[{kern.offset(_elem_strides(dom, kern.row_dims))}] = "
+                           f"{accs[r]}")
+                    continue
                 if r in totals:
                     for stmt in combine(r.op.name, totals[r], accs[r]):
                         k.line(stmt)
@@ -377,10 +428,32 @@ def _emit_inner(kern) -> None:
                 kern.names[r.out] = var
                 done.add(r)
             row_steps(p + 1)
+    for r, part in partial.items():  # the chunks' column sums, in chunk order
+        n = numel(r.out.shape)
+        for out in kern.outs_of.get(r.out, ()):
+            with loop_nest(k, (n,), hint="o") as (o,):
+                with loop_nest(k, (chunks,), hint="c") as (c,):
+                    for stmt in combine(r.op.name, f"{out}[{o}]", f"{part}[{affine(0, [(c, n), (o, 1)])}]"):
+                        k.line(stmt)
     for r, var in totals.items():
+        if parallel:  # the rows' parts, in row order
+            acc = k.fresh(f"acc{kern.index[r]}")
+            k.line(f"{acc} = {identity(r.op.name, r.inputs[0].dtype, True)}")
+            with loop_nest(k, (rows,), hint="o") as (o,):
+                for stmt in combine(r.op.name, acc, f"{var}[{o}]"):
+                    k.line(stmt)
+            var = acc
         cast = np_type(r.out.dtype) if r.out.dtype.is_floating_point else ""
         for out in kern.outs_of.get(r.out, ()):
             k.line(f"{out}[0] = {cast}({var})")
+
+
+def _acc_type(r) -> str:
+    """The type of a reduction's scalar accumulator (float32 sums accumulate in float64)."""
+    dtype = r.inputs[0].dtype
+    if r.op.name == "sum":
+        return "np.float64" if dtype.is_floating_point else "np.int64"
+    return np_type(dtype)
 
 
 # Elements of the row scratch arrays (see _emit_inner): 64 KiB of float32 per saved step.

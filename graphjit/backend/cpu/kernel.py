@@ -53,6 +53,7 @@ class KernelWriter:
         self.fill_value = None              # driver fills the output with this literal (no kernel)
         self.zero_output = False            # driver zeroes the output before the kernel runs
         self.parallel = False               # its outer loop is a prange (see [Parallel loops])
+        self.chunk = None                   # the prange's chunk variable
         self._names = Namer(list(MODULE_GLOBALS) + self.ins + self.outs)
 
     @property
@@ -74,6 +75,12 @@ class KernelWriter:
     def fresh(self, hint: str) -> str:
         """A local variable name unused so far in this kernel."""
         return self._names.fresh(hint)
+
+    def at(self, index: str) -> str:
+        """``index`` (an element offset) as written in ``buf[...]``: unsigned in a parallel
+        kernel, where Numba's check for negative indices would keep loops from vectorising
+        (see [Parallel loops] in loops.py)."""
+        return f"np.uint64({index})" if self.parallel and not index.isdigit() else index
 
     def release(self, name: str) -> None:
         """Let a later loop reuse ``name`` (its loop has ended)."""
