@@ -5,7 +5,8 @@ Each traced signature of each compiled function gets a folder ``DIR/<function>_<
 
     00_trace.txt 01_autodiff.txt ... 08_dce.txt   the IR after tracing and after each pass
     09_forward.txt 10_backward.txt                 a compiled forward's two programs
-    kernels.py (or kernels_forward.py, kernels_backward.py)   the generated Numba modules
+    kernels.py (or kernels_forward.py, kernels_backward.py)   the generated program, as one
+                                                   module: its driver and its kernels
     graph.dot / graph.svg (forward.*, backward.*)  the final graph, drawn
     graph.json (forward.json, backward.json)       the final graph, machine-readable
     report.txt                                     sizes, kernels, costs, saved values, ...

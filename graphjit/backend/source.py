@@ -32,6 +32,11 @@ The cache is shared between processes and never trusted:
   generated module carry a SHA-256 of their contents (``_checked_cache_file``), and any
   entry that fails the check or fails to load is deleted and its function compiled again;
   a failure to save is ignored (the next process compiles again).
+
+A program's kernels live in modules of their own, shared by every program that runs them
+(see [Kernel modules] in backend/cpu/codegen.py): they are written, imported and checked
+by the same functions (``write_module``, ``import_module``, the checks above), and the
+program module imports them with ``import_sibling``.
 """
 from __future__ import annotations
 
@@ -232,12 +237,17 @@ def _read_bytes(path: str):
 _CHECKED: dict = {}
 
 
+def module_file_name(source: str, stem: str) -> str:
+    """The name of the file ``write_module(source, stem, ...)`` writes: ``<stem>_<hash>.py``."""
+    digest = hashlib.sha256(source.encode("utf-8")).hexdigest()[:20]
+    return f"{identifier(stem)}_{digest}.py"
+
+
 def write_module(source: str, stem: str, subdir: str) -> str:
     """Write ``source`` to a content-hash named file (once) and return its path."""
     data = source.encode("utf-8")
-    digest = hashlib.sha256(data).hexdigest()[:20]
     folder = _folder(subdir, numba=True)
-    path = os.path.join(folder, f"{identifier(stem)}_{digest}.py")
+    path = os.path.join(folder, module_file_name(source, stem))
     # Rewriting the same text would be harmless (Numba checks the contents) but pointless.
     if _read_bytes(path) != data:
         # Missing, or not the text its name promises: a truncated or garbled file.
@@ -289,6 +299,14 @@ def import_module(path: str):
         raise
     _guard_numba_caches(module, path)
     return module
+
+
+def import_sibling(module_file: str, file_name: str):
+    """The generated module ``file_name`` of the folder of the generated module at
+    ``module_file``, imported with ``import_module``: how a program module imports its kernel
+    modules (see [Kernel modules] in backend/cpu/codegen.py). Whoever compiles the program
+    writes them first, so this finds them imported already (or at least checked)."""
+    return import_module(os.path.join(os.path.dirname(os.path.abspath(module_file)), file_name))
 
 
 # ---- Numba's cache files --------------------------------------------------------------------
@@ -401,12 +419,32 @@ def _guard_numba_caches(module, path: str) -> None:
 def _guarded_load(cache, load):
     def load_overload(sig, target_context):
         try:
-            return load(sig, target_context)
+            compiled = load(sig, target_context)
         except Exception:
             # Garbled, truncated, checksum mismatch, or machine code LLVM refuses: rebuild.
             _discard(cache)
             return None
+        _keep_reload_hooks(compiled)
+        return compiled
     return load_overload
+
+
+def _keep_reload_hooks(compiled) -> None:
+    """Give a function loaded from Numba's cache its reload hooks back.
+
+    A compiled function's code library lists what must run before its code does when it is
+    loaded from the cache (for a parallel kernel: start Numba's thread pool), and a function
+    that links the library, as a driver links its kernels, inherits the list, so its own
+    cache entry runs them too. A library loaded from the cache has an empty list (Numba
+    0.68 runs the hooks once and keeps them only on the compile result), so a driver
+    compiled against a *cached* parallel kernel was saved without them, and the next
+    process that loaded that driver crashed in the thread pool it had not started
+    (segfault; tests/backend/test_kernel_sharing.py). Put back, they are inherited as if
+    the kernel had just been compiled."""
+    hooks = getattr(compiled, "reload_init", None)
+    library_hooks = getattr(getattr(compiled, "library", None), "_reload_init", None)
+    if hooks and isinstance(library_hooks, set):
+        library_hooks.update(hooks)
 
 
 def _guarded_save(cache, save):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from graphjit import dtypes
+from graphjit.backend import source
 from graphjit.backend.cpu import compile_graph, emitter_for, generate
 from graphjit.errors import GraphjitError
 from graphjit.ir import Graph, GraphBuilder, parse_graph, run_graph, verify
@@ -506,8 +507,16 @@ def test_source_is_a_numba_module_on_disk(reductions):
     src = program.source
     assert "@njit(" in src and "@kernel" in src and "def k0_sum(" in src
     assert "run_graph" not in src and ".impl" not in src
+    # What runs: the program module at program.path, importing each kernel from its own
+    # module ([Kernel modules] in codegen.py); ``source`` shows their texts as one module.
+    generated = generate(built.graph)
     with open(program.path, encoding="utf-8") as f:
-        assert f.read() == src
+        assert f.read() == generated.module_source
+    for text in generated.kernel_sources:
+        name = source.module_file_name(text, "kernel")
+        with open(os.path.join(os.path.dirname(program.path), name), encoding="utf-8") as f:
+            assert f.read() == text
+        assert f"# {name}\n" in src and text.split("):\n", 1)[1] in src
     # Each kernel is introduced by the IR line it implements.
     names = value_names(built.graph)
     assert f"# {format_node(built.graph.nodes[0], names)}\n@kernel\ndef k0_sum(" in src

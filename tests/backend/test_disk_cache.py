@@ -113,8 +113,12 @@ def test_first_process_compiles_into_the_cache_folder(seeded):
     assert all("fused" in ops for ops in result["ops"])  # forward and backward both fused
     cpu = os.path.join(seeded.folder, "cpu")
     assert all(os.path.dirname(p) == cpu for p in result["paths"])
-    # Numba's index and data file per driver, next to the modules, inside the cache folder.
-    assert len(_numba_files(seeded.pristine)) == 4
+    # Each program module imports its one kernel from a module of its own ([Kernel modules]
+    # in backend/cpu/codegen.py), next to it.
+    assert len([n for n in os.listdir(cpu) if n.startswith("kernel_")]) == 2
+    # Numba's index and data file per driver and per kernel, next to the modules, inside
+    # the cache folder.
+    assert len(_numba_files(seeded.pristine)) == 8
 
 
 def test_a_new_process_loads_the_compiled_program_from_the_cache(seeded, tmp_path):
@@ -216,7 +220,7 @@ def test_two_processes_compiling_into_one_empty_folder_at_once(tmp_path):
     # What they left is a whole, valid cache: a third process compiles nothing.
     third, _ = _run(tmp_path, folder)
     assert third["ok"] and third["hits"] == [1, 1]
-    assert len(_numba_files(folder)) == 4
+    assert len(_numba_files(folder)) == 8  # two drivers, two kernels
     leftovers = [n for n in os.listdir(folder / "cpu") + _numba_files(folder) if "tmp" in n]
     assert not leftovers
 
@@ -250,7 +254,7 @@ def test_numba_cache_dir_is_respected(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "CACHE_DIR", str(numba_dir))
     numba_folder = source.numba_cache_folder(str(folder / "cpu"))
     assert numba_folder.startswith(str(numba_dir))
-    assert len([n for n in os.listdir(numba_folder) if n.endswith(".nbi")]) == 2
+    assert len([n for n in os.listdir(numba_folder) if n.endswith(".nbi")]) == 4  # + 2 kernels
 
 
 def test_cache_info_and_clear(seeded, tmp_path, monkeypatch, capsys):
@@ -260,7 +264,8 @@ def test_cache_info_and_clear(seeded, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
     assert cli.main(["cache", "info"]) == 0
     out = capsys.readouterr().out
-    assert str(copy) in out and "2 generated modules, 4 Numba cache files" in out
+    # Two program modules and their two kernel modules.
+    assert str(copy) in out and "4 generated modules, 8 Numba cache files" in out
     assert cli.main(["cache", "clear"]) == 0
     assert os.listdir(copy) == []
 

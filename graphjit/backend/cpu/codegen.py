@@ -1,30 +1,39 @@
-"""Graph -> one generated Python module: ``@njit`` kernels and one driver; ``compile_graph``.
+"""Graph -> generated Python modules: ``@njit`` kernels and one driver; ``compile_graph``.
 
-The module for ``graph f(%x: f32[2,3] {arg}) { %0 = exp(%x) ... }`` reads:
+For ``graph f(%x: f32[2,3] {arg}) { %0 = exp(%x) ... }`` the program module reads:
+
+    from graphjit.backend.source import import_sibling
 
     # %0 = exp(%x) : f32[2,3]
-    @kernel
-    def k0_exp(in0, out):
-        for i0 in range(6):
-            x0 = in0[i0]
-            out[i0] = math.exp(x0)
+    k0_exp = import_sibling(__file__, "kernel_5c1e0f8a2b9d7c3e4f6a.py").k
+
 
     @njit(error_model="numpy", cache=True)
-    def run_f(x):
+    def run_f(x, r0):
         # %0 = exp(%x) : f32[2,3]
-        v0 = np.empty(6, np.float32)
-        k0_exp(x, v0)
-        return (v0,)
+        k0_exp(x, r0)
+        return (r0,)
 
-One kernel per node, named ``k<node>_<op>`` after the IR value it computes; nodes whose
-kernels would be identical (same op, shapes and attributes) share the first one, which
-keeps Numba's compile time down. The driver allocates every buffer and calls the kernels
+and the kernel module it imports, ``kernel_5c1e0f8a2b9d7c3e4f6a.py`` (the hash of its text):
+
+    @njit(error_model="numpy", no_cpython_wrapper=True, no_cfunc_wrapper=True, cache=True)
+    def k(in0, out):
+        for i0 in range(6):
+            x0 = in0[i0]
+            out[i0] = exp_f32(x0)
+
+One kernel per node, named ``k<node>_<op>`` in the program after the IR value it computes;
+nodes whose kernels would be identical share the first one, and so do programs: each kernel
+is a module of its own, compiled once per process and cached by Numba across processes
+(see [Kernel modules]). The driver takes every buffer from the caller and calls the kernels
 in program order, so running the program is one native call; the Python wrapper
-(``CompiledProgram``) only checks the inputs and reshapes the flat results (see
-[Flat buffers] in kernel.py).
+(``CompiledProgram``) only checks the inputs and reshapes the flat results (see [Flat
+buffers] in kernel.py). ``generate(graph).source`` is the whole program as one module, the
+kernels written out in it, for reading (``graphjit dump``'s ``kernels.py``).
 """
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -34,7 +43,8 @@ from ...errors import GraphjitError
 from ...ir.fused import has_reduction
 from ...ir.printer import format_node, print_graph, value_names
 from ...shapes import numel
-from ..source import Namer, SourceWriter, identifier, import_module, write_module
+from ..source import (Namer, SourceWriter, identifier, import_module, module_file_name,
+                      write_module)
 from . import creation, fused, index, linalg, reduce, shape, vmath  # noqa: F401  (emitters)
 from .elementwise import emit_elementwise, emits_generic
 from .kernel import EMITTERS, MODULE_GLOBALS, KernelWriter
@@ -42,9 +52,9 @@ from .loops import np_type
 from .program import CompiledProgram
 
 # Kernels are only called from the driver, so they need no CPython or cfunc wrapper
-# (each costs compile time). error_model="numpy": x / 0 gives inf, not an exception, and
-# float loops vectorise.
-KERNEL_FLAGS = 'error_model="numpy", no_cpython_wrapper=True, no_cfunc_wrapper=True'
+# (each costs compile time); Numba caches them all the same (see [Kernel modules]).
+# error_model="numpy": x / 0 gives inf, not an exception, and float loops vectorise.
+KERNEL_FLAGS = 'error_model="numpy", no_cpython_wrapper=True, no_cfunc_wrapper=True, cache=True'
 # Opt-in (``graphjit.compile(fn, fastmath=True)``): LLVM may contract a * b + c into one
 # fused multiply-add, use reciprocals and ignore the sign of zero, so results can differ
 # from eager mode in the last bits. Off by default: compiled programs match eager. Not
@@ -53,6 +63,15 @@ KERNEL_FLAGS = 'error_model="numpy", no_cpython_wrapper=True, no_cfunc_wrapper=T
 # "nnan"/"ninf" (NaN and inf must still propagate).
 FASTMATH_FLAG = ', fastmath={"contract", "arcp", "nsz", "afn"}'
 DRIVER_FLAGS = 'error_model="numpy", cache=True'
+# A kernel module's file is ``kernel_<hash>.py``; the kernel in it is ``k``.
+KERNEL_STEM = "kernel"
+KERNEL_FUNCTION = "k"
+
+
+def kernel_flags(parallel: bool, fastmath: bool) -> str:
+    """The arguments of a kernel's ``njit``."""
+    return (("parallel=True, " if parallel else "") + KERNEL_FLAGS
+            + (FASTMATH_FLAG if fastmath else ""))
 
 
 def emitter_for(op):
@@ -65,25 +84,109 @@ def emitter_for(op):
 
 
 class GeneratedModule:
-    """The text of a program's module and how its driver is called."""
+    """The texts of a program's modules and how its driver is called."""
 
-    def __init__(self, source, driver_name, params, results):
-        self.source = source
+    def __init__(self, source, driver_name, params, results, module_source, kernel_sources):
+        self.source = source                  # the whole program as one module, to read
+        self.module_source = module_source    # the program module: kernel imports, driver
+        self.kernel_sources = kernel_sources  # the kernel modules it imports, in its order
         self.driver_name = driver_name
         self.params = params      # graph inputs in driver-argument order (= graph order)
         self.results = results    # values returned by the driver: outputs, then updates
 
 
 class _Kernel:
-    def __init__(self, name, body, n_params, out_params, parallel=False):
-        self.name = name
+    def __init__(self, name, params, body, parallel, module_source):
+        self.name = name          # in the program: the first node's ``k<node>_<op>``
         self.parallel = parallel  # compiled with parallel=True (a prange loop)
+        # Input parameters ``in0, in1...``, then the output ones; a result computed in place
+        # is written through the input parameter it reads, and has none.
+        self.params = params
         self.body = body
-        self.n_params = n_params
-        # Output parameter names; a result computed in place is written through the input
-        # parameter it reads, and has none.
-        self.out_params = out_params
+        self.module_source = module_source  # its kernel module's text ([Kernel modules])
+        self.file_name = module_file_name(module_source, KERNEL_STEM)
         self.ir_lines = []
+
+
+# NOTE: [Kernel modules]
+# A program is a program module (its driver) and one kernel module per distinct kernel,
+# side by side in <cache>/cpu ([Generated modules on disk] in backend/source.py):
+#
+#     <graph>_<hash>.py   comments and the graph's IR, then per kernel
+#                         ``k3_fused = import_sibling(__file__, "kernel_<hash>.py").k``
+#                         under the IR lines it runs, then ``@njit(cache=True) def run_<graph>``
+#     kernel_<hash>.py    the imports its body uses, ``@njit(<flags>) def k(in0, ..., out)``
+#
+# Why: Numba compiles a function once per dispatcher, and a dispatcher belongs to the module
+# that defines it; defined in the program's module, a kernel was compiled again by every
+# program that has it (trace 1 and 2 of a step, the forward and backward programs of a
+# compiled forward, two functions with the same elementwise chain). In a module of its own,
+# named by the hash of its text, the kernel is one dispatcher per process: a second program
+# importing it finds the module imported and the dispatcher compiled for its signature
+# (every buffer is a writeable 1-D C array: CompiledProgram makes read-only and strided
+# inputs so, and workspace slices ``w0[:n]`` stay C arrays), and with ``cache=True`` a new
+# process loads the kernel from Numba's cache instead of compiling it
+# (tests/backend/test_kernel_sharing.py).
+#
+# The hash is that of the kernel module's whole text: its parameters and body, the imports
+# the body uses and the njit flags (error_model, fastmath when asked for, parallel), all that
+# decides the compiled code, and nothing of the program (value names, IR lines: those stay in
+# the program module as comments). The program module's text names its kernel modules' files,
+# so its own hash covers theirs: the driver's cache entry, which holds its kernels' code
+# linked in, is only ever used with the kernels it was compiled with. A driver loaded from
+# Numba's cache needs no kernel compiled or loaded: only the kernel modules imported.
+#
+# Numba caches these wrapper-less functions like any other (numba 0.68); a cached parallel
+# kernel needed one fix, see _keep_reload_hooks in backend/source.py. ``generate(...).source``
+# is the program written as one module, for reading (the dump's kernels.py, tests): the same
+# driver, with each kernel's text in place of its import, under the name of its file.
+#
+# Measured (2-core development VM, fresh caches, benchmarks/suite.py's compile probe): W3's
+# second trace (SGD's steady state, 10 of its 14 kernels the first trace's) compiles in
+# 1.4-1.8 s instead of 2.6-3.1 s; W2 gains nothing (its two traces are one program text, so
+# one module already), and caching every kernel costs it about 0.15 s (5 ms a kernel, Numba
+# saving and looking up its entry) of a 6.5-8 s cold compile.
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+
+
+def _imports(code: str, extra=()) -> list:
+    """The import lines (groups separated by a blank line) for the names ``code`` uses, so a
+    module imports only those; ``extra``: further lines of graphjit's group. (Generated
+    code never shadows these names: they are in kernel.MODULE_GLOBALS.)"""
+    used = set(_IDENTIFIER.findall(code))
+    numba = ["njit"] + (["prange"] if "prange" in used else [])
+    ours = list(extra)
+    if "acc_add" in used:
+        ours.append("from graphjit.backend.cpu.accumulate import add as acc_add")
+    helpers = [name for name in vmath.NAMES if name in used]
+    if helpers:
+        ours.append(f"from graphjit.backend.cpu.vmath import {', '.join(helpers)}")
+    groups = [["import math"] if "math" in used else [],
+              (["import numpy as np"] if "np" in used else [])
+              + [f"from numba import {', '.join(numba)}"],
+              ours]
+    lines = []
+    for group in groups:
+        if group:
+            lines += ([""] if lines else []) + group
+    return lines
+
+
+def _kernel_module(params, body, flags) -> str:
+    code = f"def {KERNEL_FUNCTION}({', '.join(params)}):\n{body.rstrip()}\n"
+    out = SourceWriter()
+    out.line("# Generated by graphjit.backend.cpu: one kernel, imported by every program that runs")
+    out.line("# it ([Kernel modules] in graphjit/backend/cpu/codegen.py). Do not edit: the file")
+    out.line("# name is the hash of its text (graphjit/backend/source.py).")
+    for line in _imports(code):
+        out.line(line)
+    out.line()
+    out.line()
+    out.line(f"@njit({flags})")
+    out.lines_from(code)
+    return out.text()
 
 
 def _check_graph(graph) -> None:
@@ -185,7 +288,7 @@ def generate(graph, name: str | None = None, inplace: bool = False,
     result_params = {v: namer.fresh(f"r{j}") for j, v in enumerate(result_buffers)}
     slot_params = [namer.fresh(f"w{j}") for j in range(len(slots))]
 
-    kernels, by_body = [], {}
+    kernels, by_text = [], {}
     driver = SourceWriter(indent=1)
     for i, node in enumerate(graph.nodes):
         k = KernelWriter(node, kernel_names[i], names)
@@ -231,12 +334,11 @@ def generate(graph, name: str | None = None, inplace: bool = False,
             out_vars.append(var)
         if k.fill_value is not None:
             continue
-        out_params = [name for name, w in zip(k.outs, writes_input) if w is None]
-        key = (len(node.inputs), k.body, tuple(writes_input), tuple(out_params))
-        kernel = by_body.get(key)
+        kernel_params = k.ins + [name for name, w in zip(k.outs, writes_input) if w is None]
+        text = _kernel_module(kernel_params, k.body, kernel_flags(k.parallel, fastmath))
+        kernel = by_text.get(text)  # identical kernels are one (see [Kernel modules])
         if kernel is None:
-            kernel = by_body[key] = _Kernel(k.name, k.body, len(node.inputs), out_params,
-                                            parallel=k.parallel)
+            kernel = by_text[text] = _Kernel(k.name, kernel_params, k.body, k.parallel, text)
             kernels.append(kernel)
         kernel.ir_lines.append(k.ir_line)
         call_args = [buf[v] for v in node.inputs] + [var for var, w in zip(out_vars, writes_input)
@@ -250,42 +352,71 @@ def generate(graph, name: str | None = None, inplace: bool = False,
         returned = ["0"]  # a program whose only effects are in-place updates
     driver.line(f"return ({', '.join(returned)}{',' if len(returned) == 1 else ''})")
 
-    out = SourceWriter()
-    out.line(f"# Generated by graphjit.backend.cpu from graph {graph.name!r}. Do not edit:")
-    out.line("# the file name is the hash of its text (graphjit/backend/source.py).")
-    out.line("#")
-    for text in print_graph(graph).splitlines():
-        out.line(f"#   {text}")
-    out.line("import math")
-    out.line()
-    out.line("import numpy as np")
-    out.line("from numba import njit, prange")
-    out.line()
-    out.line("from graphjit.backend.cpu.accumulate import add as acc_add")
-    out.line(vmath.IMPORT_LINE)
-    out.line()
-    flags = KERNEL_FLAGS + (FASTMATH_FLAG if fastmath else "")
-    out.line(f"kernel = njit({flags})")
-    if any(kernel.parallel for kernel in kernels):
-        out.line(f"parallel_kernel = njit(parallel=True, {flags})")
-    for kernel in kernels:
-        out.line()
-        out.line()
+    driver_params = ([buf[v] for v in params] + [result_params[v] for v in result_buffers]
+                     + slot_params)
+    driver_code = [f"@njit({DRIVER_FLAGS})", f"def {driver_name}({', '.join(driver_params)}):"]
+    driver_code += driver.lines
+    graph_text = [f"#   {text}" for text in print_graph(graph).splitlines()]
+
+    def kernel_comment(out, kernel):
         out.line(f"# {kernel.ir_lines[0]}")
         for also in kernel.ir_lines[1:]:
             out.line(f"#   also runs {also}")
+
+    # The program module ([Kernel modules]): its kernels imported, and the driver.
+    imports = [f'{kernel.name} = import_sibling(__file__, "{kernel.file_name}").{KERNEL_FUNCTION}'
+               for kernel in kernels]
+    out = SourceWriter()
+    out.line(f"# Generated by graphjit.backend.cpu from graph {graph.name!r}. Do not edit:")
+    out.line("# the file name is the hash of its text (graphjit/backend/source.py). Each kernel")
+    out.line("# is in a module of its own ([Kernel modules] in graphjit/backend/cpu/codegen.py).")
+    out.line("#")
+    for line in graph_text:
+        out.line(line)
+    for line in _imports("\n".join(imports + driver_code),
+                         ["from graphjit.backend.source import import_sibling"] if kernels else []):
+        out.line(line)
+    for kernel, line in zip(kernels, imports):
+        out.line()
+        kernel_comment(out, kernel)
+        out.line(line)
+    out.line()
+    out.line()
+    out.lines_from("\n".join(driver_code))
+    module_source = out.text()
+
+    # The same program as one module, to read: each kernel written out under its file's name.
+    definitions = []
+    for kernel in kernels:
+        definitions.append(f"def {kernel.name}({', '.join(kernel.params)}):")
+        definitions += kernel.body.rstrip("\n").splitlines()
+    out = SourceWriter()
+    out.line(f"# Generated by graphjit.backend.cpu from graph {graph.name!r}: the program as one")
+    out.line("# module, to read. What runs is this driver in a module that imports each kernel")
+    out.line("# from a module of its own, the file named above the kernel ([Kernel modules] in")
+    out.line("# graphjit/backend/cpu/codegen.py).")
+    out.line("#")
+    for line in graph_text:
+        out.line(line)
+    for line in _imports("\n".join(definitions + driver_code)):
+        out.line(line)
+    out.line()
+    out.line(f"kernel = njit({kernel_flags(False, fastmath)})")
+    if any(kernel.parallel for kernel in kernels):
+        out.line(f"parallel_kernel = njit({kernel_flags(True, fastmath)})")
+    for kernel in kernels:
+        out.line()
+        out.line()
+        out.line(f"# {kernel.file_name}")
+        kernel_comment(out, kernel)
         out.line("@parallel_kernel" if kernel.parallel else "@kernel")
-        args = [f"in{j}" for j in range(kernel.n_params)] + kernel.out_params
-        out.line(f"def {kernel.name}({', '.join(args)}):")
+        out.line(f"def {kernel.name}({', '.join(kernel.params)}):")
         out.lines_from(kernel.body.rstrip("\n"))
     out.line()
     out.line()
-    out.line(f"@njit({DRIVER_FLAGS})")
-    driver_params = ([buf[v] for v in params] + [result_params[v] for v in result_buffers]
-                     + slot_params)
-    out.line(f"def {driver_name}({', '.join(driver_params)}):")
-    out.lines_from("\n".join(driver.lines))
-    module = GeneratedModule(out.text(), driver_name, params, results)
+    out.lines_from("\n".join(driver_code))
+    module = GeneratedModule(out.text(), driver_name, params, results, module_source,
+                             [kernel.module_source for kernel in kernels])
     module.result_buffers = [(numel(v.shape), v.dtype) for v in result_buffers]
     module.slots = [(n, dtype) for dtype, n in slots]
     # Update position -> index of its target among the inputs, for updates done in place.
@@ -303,14 +434,18 @@ def compile_graph(graph, name: str | None = None, inplace: bool = False,
                   fastmath: bool = False) -> CompiledProgram:
     """Generate, write, import and compile the CPU program of ``graph``.
 
-    The module is written to the on-disk cache (see [Generated modules on disk] in
+    The modules are written to the on-disk cache (see [Generated modules on disk] in
     backend/source.py); Numba's own cache makes a second compile of the same graph, in
-    this process or a new one, skip code generation in LLVM.
+    this process or a new one, skip code generation in LLVM, and a kernel another program
+    compiled already is not compiled again (see [Kernel modules]).
     """
     name = name or graph.name
     start = time.perf_counter()
     generated = generate(graph, name, inplace=inplace, fastmath=fastmath)
-    path = write_module(generated.source, name, "cpu")
+    # The kernel modules first: the program module imports them from their files.
+    for text in generated.kernel_sources:
+        import_module(write_module(text, KERNEL_STEM, "cpu"))
+    path = write_module(generated.module_source, name, "cpu")
     module = import_module(path)
     driver = getattr(module, generated.driver_name)
     try:
