@@ -185,3 +185,37 @@ def test_a_new_process_loads_a_shared_kernel_from_the_cache_and_rebuilds_a_corru
     (data,) = glob.glob(os.path.join(numba_folder, f"{stem}.*.nbc"))
     with open(data, "rb") as f:
         source._unseal(f.read(), data)  # a whole, checked entry again
+
+
+def test_one_update_kernel_serves_every_size():
+    """[Flat trip counts] in backend/cpu/fused.py: the same flat update over buffers of
+    different sizes (an optimizer's per-parameter update) is one kernel, its trip count
+    read from the buffer; a loop with index arithmetic (broadcasting) keeps its constants."""
+    from passes.dce import dce
+    from passes.fuse import fuse
+    text = """
+    graph sizes(%p: f32[10] {param}, %g: f32[10] {grad}, %q: f32[3,7] {param}, %h: f32[3,7] {grad}, %lr: f32[] {hyper}, %b: f32[7] {arg}) {
+      %0 = mul(%g, %lr) : f32[10]
+      %1 = sub(%p, %0) : f32[10]
+      %2 = mul(%h, %lr) : f32[3,7]
+      %3 = sub(%q, %2) : f32[3,7]
+      %4 = add(%q, %b) : f32[3,7]
+      %5 = tanh(%4) : f32[3,7]
+      return %5
+      update %p <- %1
+      update %q <- %3
+    }"""
+    graph = dce.run(fuse.run(parse_graph(text)))
+    generated = generate(graph)
+    updates = [t for t in generated.kernel_sources if "len(" in t]
+    assert len(updates) == 1, generated.source
+    broadcast = [t for t in generated.kernel_sources if "tanh" in t]
+    assert len(broadcast) == 1 and "len(" not in broadcast[0] and "range(3)" in broadcast[0]
+    program = compile_graph(graph)
+    rng = np.random.default_rng(5)
+    inputs = [rng.normal(size=s).astype(np.float32) for s in ((10,), (10,), (3, 7), (3, 7))]
+    inputs += [np.float32(0.1), rng.normal(size=7).astype(np.float32)]
+    expected = run_graph(parse_graph(text), inputs)
+    got = program(inputs)
+    for a, b in zip(got[0] + got[1], expected[0] + expected[1]):
+        assert_close(a, b, rtol=1e-6, atol=1e-7)

@@ -194,11 +194,34 @@ class _Kernel:
                 runs.append([d])
         return runs
 
+    def flat_length(self) -> str | None:
+        """For a body with no reduction whose every buffer is either one element or walked
+        contiguously over the whole domain (an optimizer update, an activation and its
+        gradient): the length of such a buffer, as source text, else None. See [Flat trip
+        counts]."""
+        if self.dims is not None:
+            return None
+        full = c_strides(self.dom)
+        if not all(st == full or not any(st) for st in self._strides_used()):
+            return None
+        for v, outs in self.outs_of.items():
+            if tuple(v.shape) == self.dom:
+                return f"len({outs[0]})"
+        for v, name in zip(self.body.inputs, self.k.ins):
+            if tuple(v.shape) == self.dom:
+                return f"len({name})"
+        return None
+
     @contextlib.contextmanager
     def loops(self, dims, hint, parallel=False, chunk_start=None, chunk_end=None):
         self.scopes.append({})
         runs = self._runs(dims)
-        with loop_nest(self.k, [numel([self.dom[d] for d in run]) for run in runs], hint=hint,
+        sizes = [numel([self.dom[d] for d in run]) for run in runs]
+        flat = self.flat_length()
+        if flat is not None and len(runs) == 1 and sorted(runs[0]) == sorted(
+                d for d in range(len(self.dom)) if self.dom[d] != 1):
+            sizes = [flat]
+        with loop_nest(self.k, sizes, hint=hint,
                        parallel=parallel, chunk_start=chunk_start, chunk_end=chunk_end) as idx:
             for d in dims:
                 self.var[d] = None
@@ -455,6 +478,16 @@ def _acc_type(r) -> str:
         return "np.float64" if dtype.is_floating_point else "np.int64"
     return np_type(dtype)
 
+
+# NOTE: [Flat trip counts]
+# Shapes are constants in the generated index arithmetic, with one exception: a fused loop
+# with no reduction whose buffers are all either one element or contiguous over the whole
+# domain (one flat loop, no index arithmetic beyond ``i``) takes its trip count from a
+# buffer, ``for i0 in range(len(out0))``. Its text then no longer depends on the size, so
+# the optimizer update of every parameter (and the activation of every layer) that
+# computes the same expression is one kernel, compiled once ([Kernel modules] in
+# codegen.py): the W2 MLP's six Adam updates were five kernels of ~0.3 s of Numba compile
+# each, now two (serial and parallel). A flat loop vectorises without a constant trip count.
 
 # Elements of the row scratch arrays (see _emit_inner): 64 KiB of float32 per saved step.
 SCRATCH_MAX_ELEMENTS = 16384

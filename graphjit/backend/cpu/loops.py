@@ -119,7 +119,7 @@ def loop_nest(k, shape, hint: str = "i", parallel: bool = False, chunk_start=Non
     start and the end of each chunk (a chunk's partial sums)."""
     names = []
     with contextlib.ExitStack() as stack:
-        for n in shape:
+        for n in shape:  # an int, or a length as source text (see [Flat trip counts])
             if n == 1:
                 names.append(None)
                 continue
@@ -128,7 +128,7 @@ def loop_nest(k, shape, hint: str = "i", parallel: bool = False, chunk_start=Non
             names.append(var)
             if parallel and first:
                 k.parallel = True
-                chunks = parallel_chunks(n)
+                chunks = parallel_chunks(n) if isinstance(n, int) else PARALLEL_CHUNKS
                 k.chunk = k.fresh("c")
                 stack.enter_context(k.block(f"for {k.chunk} in prange({chunks}):"))
                 for text in (chunk_start(k.chunk) if chunk_start else ()):
