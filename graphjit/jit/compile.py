@@ -2,21 +2,25 @@
 
 A call flattens its arguments, looks for a cached program whose guards hold (argument
 shapes/dtypes/requires_grad, grad mode, the lifted tensors' shapes and flags, whether each
-``.grad`` the function looked at exists, optimizer options), and runs it; otherwise it
-traces the function again (``explain()`` says what changed). Running a program is one
-call into generated code, then the write-back of the graph's updates into the tensors'
-buffers, done only after the program succeeded, so a failing call changes nothing.
+``.grad`` the function looked at exists, the ``training`` flag of the modules it reaches,
+optimizer options, parameters and state), and runs it; otherwise it traces the function
+again (``explain()`` says what changed). Running a program is one call into generated
+code, then the write-back of the graph's updates into the tensors' buffers, done only
+after the program succeeded, so a failing call changes nothing. A call like the previous
+one takes a planned path that does the same checks cheaply ([Steady-state calls]).
 """
 from __future__ import annotations
 
 import functools
 import inspect
+import operator
 import warnings
 
 import numpy as np
 
 from .. import autograd
 from ..errors import GraphjitError
+from ..shapes import numel
 from ..tensor import Tensor
 from .trace import TracerTensor, _is_number, check_hyper_guard, trace
 
@@ -66,10 +70,8 @@ def _describe_sig_change(old, new, names) -> list[str]:
 
 # ---- names for lifted tensors -------------------------------------------------------------------
 
-def _scan_names(fn, args, kwargs) -> dict:
-    """Readable names (``model.0.weight``) for tensors reachable from the function."""
-    from ..nn import Module
-    from ..optim import Optimizer
+def _reachable(fn, args, kwargs) -> dict:
+    """The objects the function names: its globals and closure cells, ``self``, arguments."""
     found = {}
     target = getattr(fn, "__func__", fn)
     if getattr(fn, "__self__", None) is not None:
@@ -90,6 +92,26 @@ def _scan_names(fn, args, kwargs) -> dict:
         found.update(bound.arguments)
     except (TypeError, ValueError):
         pass
+    return found
+
+
+def _reachable_modules(found) -> list:
+    """``(name, module)`` for every module reachable from the objects in ``found``."""
+    from ..nn import Module
+    out, seen = [], set()
+    for base, obj in found.items():
+        if isinstance(obj, Module):
+            for n, m in obj.named_modules():
+                if id(m) not in seen:
+                    seen.add(id(m))
+                    out.append((f"{base}.{n}" if n else base, m))
+    return out
+
+
+def _scan_names(found) -> dict:
+    """Readable names (``model.0.weight``) for tensors reachable from the function."""
+    from ..nn import Module
+    from ..optim import Optimizer
     names = {}
     for base, obj in found.items():
         if isinstance(obj, Module):
@@ -134,16 +156,113 @@ def _opt_option(value, is_input: bool):
 
 def _opt_snapshot(opt, state=None, hyper_groups=()):
     """What a program assumed of ``opt``: its options (by value, except those that are runtime
-    inputs: the groups in ``hyper_groups`` went through ``hyper_group``), and which tensors
-    its state held."""
-    groups = []
+    inputs: the groups in ``hyper_groups`` went through ``hyper_group``), the parameters of
+    each group, and which tensors its state held (``(param, key, tensor)``); parameters and
+    tensors are compared by identity (so they are held here: an id is never reused)."""
+    groups, params = [], []
     for i, g in enumerate(opt.param_groups):
         groups.append(tuple(sorted((k, _opt_option(v, i in hyper_groups))
                                    for k, v in g.items() if k != "params")))
+        params.append(tuple(g.get("params", ())))
     state = opt.state if state is None else state
-    state_ids = tuple((id(p), k, id(v)) for p, st in state.items()
-                      for k, v in sorted(st.items()) if isinstance(v, Tensor))
-    return tuple(groups), state_ids
+    tensors = tuple((p, k, v) for p, st in state.items()
+                    for k, v in sorted(st.items()) if isinstance(v, Tensor))
+    return tuple(groups), params, tensors
+
+
+def _same_objects(a, b) -> bool:
+    """Whether two sequences hold the same objects (``is``; ``==`` on tensors is an op)."""
+    return len(a) == len(b) and all(map(operator.is_, a, b))
+
+
+def _snapshot_changes(opt, snap, now) -> list[str]:
+    if now[0] != snap[0]:
+        return [f"optimizer {type(opt).__name__} options changed: {snap[0]} -> {now[0]}"]
+    if len(now[1]) != len(snap[1]) or not all(map(_same_objects, now[1], snap[1])):
+        return [f"optimizer {type(opt).__name__}: the parameters of a param group changed"]
+    if len(now[2]) != len(snap[2]) or not all(
+            p is q and k == j and v is w for (p, k, v), (q, j, w) in zip(now[2], snap[2])):
+        return [f"optimizer {type(opt).__name__} state tensors were replaced"]
+    return []
+
+
+def _immutable(value) -> bool:
+    if isinstance(value, tuple):
+        return all(map(_immutable, value))
+    return isinstance(value, (int, float, complex, str, bytes, type(None)))
+
+
+class _OptimizerGuard:
+    """What one program assumed of one optimizer: its snapshot and the decisions taken on
+    its hyper-parameters ([Hyper-parameters] in trace.py).
+
+    # NOTE: [Optimizer guards]
+    The full check builds the snapshot again (sorted options, reprs, every state tensor)
+    and replays the hyper-parameter decisions: tens of microseconds, more with more
+    parameters. The optimizer's containers count their own changes ([Optimizer change
+    counts] in graphjit/optim/optimizer.py), so after a full check passed ``holds`` keeps
+    the counts and the containers it saw, and while ``param_groups`` and ``state`` are the
+    same objects with the same counts, nothing the snapshot or a decision reads can
+    differ. A number replaced by a number (``opt.param_groups[0]["lr"] = 0.01``, an LR
+    scheduler) changes only ``values``: the option is a runtime input, so only the
+    decisions are replayed (``momentum`` set to 0 fails one and traces again). The counts
+    are used only when ``_change_counter`` vouches for every container and every option
+    value is immutable (numbers, strings, None, tuples of those): a list or tensor option
+    could change in place, uncounted, so then every call makes the full check.
+    """
+    __slots__ = ("opt", "snapshot", "viewed", "all_viewed", "hyper_guards", "seen")
+
+    def __init__(self, opt, snapshot, viewed, hyper_guards):
+        self.opt = opt
+        self.snapshot = snapshot
+        self.viewed = viewed
+        # Every group's numbers are runtime inputs (a number for a number leaves the snapshot).
+        self.all_viewed = viewed == set(range(len(opt.param_groups)))
+        self.hyper_guards = hyper_guards  # (slot, decision, operand, result), no repeats
+        self.seen = None  # (changes, structure count, values count, param_groups, state)
+
+    def _decision_failures(self, flat_args) -> list[str]:
+        bad = []
+        for s, what, other, expected in self.hyper_guards:
+            value = s.resolve(flat_args)
+            if not check_hyper_guard(value, what, other, expected):
+                test = "its value" if what in ("bool", "value") else f"{what} {other!r}"
+                bad.append(f"optimizer option {s.name}: {value!r} decides {test} "
+                           f"differently than the traced value did")
+        return bad
+
+    def failures(self, flat_args, with_decisions=True) -> list[str]:
+        bad = _snapshot_changes(self.opt, self.snapshot,
+                                _opt_snapshot(self.opt, hyper_groups=self.viewed))
+        if bad or not with_decisions:
+            return bad
+        return self._decision_failures(flat_args)
+
+    def holds(self, flat_args) -> bool:
+        opt = self.opt
+        seen = self.seen
+        if seen is not None:
+            changes, structure, values, groups, state = seen
+            if (changes.structure == structure and opt.param_groups is groups
+                    and opt.state is state):
+                if changes.values == values:
+                    return True
+                if self.all_viewed:
+                    values = changes.values
+                    if self._decision_failures(flat_args):
+                        return False
+                    self.seen = (changes, structure, values, groups, state)
+                    return True
+        counter = getattr(opt, "_change_counter", None)
+        changes = counter() if counter is not None else None
+        if changes is not None:  # read before the check: a change during it is not missed
+            seen = (changes, changes.structure, changes.values, opt.param_groups, opt.state)
+        if self.failures(flat_args):
+            return False
+        if changes is not None and all(_immutable(v) for g in opt.param_groups
+                                       for k, v in g.items() if k != "params"):
+            self.seen = seen
+        return True
 
 
 def _created_state(tracer):
@@ -167,6 +286,33 @@ def _created_state(tracer):
     return created
 
 
+# NOTE: [Steady-state calls]
+# A training step calls the same program thousands of times with the same tensors, so the
+# per-call Python work is planned once per program and kept to what can change:
+# - ``CompiledFunction`` remembers the program of its last call and, for plain positional
+#   tensor arguments, compares each argument's type, shape, NumPy dtype, requires_grad and
+#   leafness directly (what ``_key`` would put in the cache key) instead of building the key.
+# - ``guards_hold`` checks the same facts as ``guard_failures`` (which words the reasons
+#   for ``explain()``) without formatting anything; the optimizer part is [Optimizer guards].
+# - The input arrays: each slot's current array (a tensor's ``_data``, a ``.grad``'s, a
+#   NumPy array, an option's value) is compared by identity with the previous call's. The
+#   same objects as last time mean the same driver arguments: the list of flat views built
+#   then is passed again, through ``program.run_trusted`` ([Trusted program calls] in
+#   backend/cpu/program.py). A new object goes through ``program.flat_input``, which checks
+#   its dtype and shape and returns a flat view, or a copy for a non-contiguous or read-only
+#   array; a copy (and a ``.grad`` still to be created) is never reused, since the tensor
+#   may change before the next call. A flat view stays right for as long as we hold it: it
+#   keeps the buffer alive (NumPy refuses to resize an array that has views), and its own
+#   dtype, shape and flags are ours; a change to the tensor itself (a new ``_data``, or
+#   its shape or dtype set in place) is a new object or a failing guard. (So the previous
+#   call's arrays, a batch included, stay alive until the next call replaces them.)
+# - Updates computed in place went into the tensor's buffer through its flat view (nothing
+#   to copy); others are copied into the flat view, or into the tensor when its input was a
+#   copy. The program's ``update_plan`` says which is which, so nothing is compared.
+
+_FRESH = object()  # in the kept sources: an input made for one call only (never `is` anything)
+
+
 class _Entry:
     """One traced and compiled program with what it assumed."""
 
@@ -182,11 +328,23 @@ class _Entry:
                 self.slot_meta[i] = (tuple(t.shape), t.dtype, t._requires_grad)
         self.grad_seen = list(tracer.grad_seen.values())
         self.optimizers = []
+        hyper_guards = list(dict.fromkeys(  # the same decision taken again is one guard
+            (s, what, other, expected) for s, what, other, expected in tracer.hyper_guards))
         for opt in tracer.optimizers:
             viewed = {i for (o, i) in tracer._hyper_views if o == id(opt)}
             snapshot = _opt_snapshot(opt, tracer.optimizer_states[id(opt)], viewed)
-            self.optimizers.append((opt, snapshot, viewed))
-        self.hyper_guards = list(tracer.hyper_guards)
+            self.optimizers.append(_OptimizerGuard(
+                opt, snapshot, viewed, [g for g in hyper_guards if g[0].owner[0] is opt]))
+        self.hyper_guards = hyper_guards
+        # What guards_hold compares, per slot kind ([Steady-state calls]).
+        self._tensor_checks = [(s.tensor, tuple(s.tensor.shape), s.tensor._data.dtype,
+                                s.tensor._requires_grad) for s in self.slots if s.kind == "tensor"]
+        self._array_checks = [(s.tensor, tuple(s.value.shape), s.value.dtype.np)
+                              for s in self.slots if s.kind == "array"]
+        self._grad_owners = [owner for owner, _ in self.grad_seen]
+        self._grad_absent = [not existed for _, existed in self.grad_seen]
+        self._plan = None  # built by the first run (a lowered entry never runs)
+        self.modules, self.module_names, self.training = [], [], []  # set by _compile
         self.one_shot = False      # see [Optimizer state created while tracing]
         self.new_state = []        # (opt, param, key, index into the program's outputs)
         self.freed = set()         # output positions whose graph backward() used up
@@ -196,6 +354,27 @@ class _Entry:
         self.update_slots = [tracer_slot_index(self.slots, target) for target, _ in graph.updates]
         self.output_tree = result
         self.graph_outputs = []  # the traced output values, by position in graph.outputs
+
+    # ---- guards ---------------------------------------------------------------------------
+
+    def guards_hold(self, flat_args) -> bool:
+        """Whether this program is right for the current situation (``guard_failures``
+        would be empty), checked without words; see [Steady-state calls]."""
+        for t, shape, dtype, requires_grad in self._tensor_checks:
+            d = t._data
+            if d.shape != shape or d.dtype != dtype or t._requires_grad != requires_grad:
+                return False
+        for a, shape, dtype in self._array_checks:
+            if a.shape != shape or a.dtype != dtype:
+                return False
+        if self._grad_owners and [o._grad is None for o in self._grad_owners] != self._grad_absent:
+            return False
+        if self.modules and [m.training for m in self.modules] != self.training:
+            return False
+        for guard in self.optimizers:
+            if not guard.holds(flat_args):
+                return False
+        return True
 
     def guard_failures(self, flat_args) -> list[str]:
         bad = []
@@ -215,20 +394,17 @@ class _Entry:
                             "a tensor")
                 bad.append(f"{name}.grad: {'exists' if existed else 'None'} -> "
                            f"{'None' if existed else 'exists'}")
-        for opt, snap, viewed in self.optimizers:
-            now = _opt_snapshot(opt, hyper_groups=viewed)
-            if now[0] != snap[0]:
-                bad.append(f"optimizer {type(opt).__name__} options changed: {snap[0]} -> {now[0]}")
-            elif now[1] != snap[1]:
-                bad.append(f"optimizer {type(opt).__name__} state tensors were replaced")
+        for name, m, was in zip(self.module_names, self.modules, self.training):
+            if m.training != was:
+                bad.append(f"module {name}: training {was} -> {m.training}")
+        for guard in self.optimizers:
+            bad += guard.failures(flat_args, with_decisions=False)
         if not bad:
-            for s, what, other, expected in self.hyper_guards:
-                value = s.resolve(flat_args)
-                if not check_hyper_guard(value, what, other, expected):
-                    test = "its value" if what in ("bool", "value") else f"{what} {other!r}"
-                    bad.append(f"optimizer option {s.name}: {value!r} decides {test} "
-                               f"differently than the traced value did")
+            for guard in self.optimizers:
+                bad += guard._decision_failures(flat_args)
         return bad
+
+    # ---- running --------------------------------------------------------------------------
 
     def make_output(self, i, arr):
         t = Tensor._wrap(np.array(arr, copy=True))
@@ -236,6 +412,19 @@ class _Entry:
             t._grad_fn = _UsedUp()
             t._requires_grad = True
         return t
+
+    def finish(self, outputs):
+        """The function's result, with the program's outputs in place of traced tensors."""
+        tree = self.output_tree
+        if isinstance(tree, TracerTensor):
+            i = self._single_output
+            if i is None:
+                i = self._single_output = next(i for i, v in enumerate(self.graph_outputs)
+                                               if v is tree._value)
+            return self.make_output(i, outputs[i])
+        return _rebuild(tree, outputs, self.graph_outputs, self.make_output)
+
+    _single_output = None
 
     def input_arrays(self, tensors) -> list:
         """The program's input arrays, from each slot's current tensor (``resolve``)."""
@@ -251,22 +440,112 @@ class _Entry:
                 arrays.append(t._data)
         return arrays
 
-    def run(self, flat_args):
-        tensors = [s.resolve(flat_args) for s in self.slots]
-        outputs, updates = self.program(self.input_arrays(tensors))
-        # Write back only now: a failing program leaves every tensor as it was.
-        for i, arr in zip(self.update_slots, updates):
-            t = tensors[i]
-            if t is None:
-                s = self.slots[i]
-                s.owner._grad = Tensor._wrap(np.array(arr, copy=True))
+    def _build_plan(self):
+        kinds = ("arg", "tensor", "grad", "array", "hyper")
+        by_kind = {kind: [i for i, s in enumerate(self.slots) if s.kind == kind] for kind in kinds}
+        p = _RunPlan()
+        p.arg_index = [self.slots[i].index for i in by_kind["arg"]]
+        p.tensors = [self.slots[i].tensor for i in by_kind["tensor"]]
+        p.grad_owners = [self.slots[i].owner for i in by_kind["grad"]]
+        p.arrays = [self.slots[i].tensor for i in by_kind["array"]]
+        p.hypers = [self.slots[i].owner for i in by_kind["hyper"]]
+        # Sources are gathered kind by kind; `order` maps their positions to slot positions.
+        p.order = [i for kind in kinds for i in by_kind[kind]]
+        p.kept = ([_FRESH] * len(self.slots), [None] * len(self.slots), [True] * len(self.slots))
+        plan = self.program.update_plan
+        p.updates = []
+        for j, i in enumerate(self.update_slots):
+            s = self.slots[i]
+            where, k = plan[j]
+            if where == "input" and k != i:
+                raise GraphjitError(f"program {self.program.name}: update {j} of %{s.name} is "
+                                    "computed in place into another input")
+            ref = s.index if s.kind == "arg" else s.owner if s.kind == "grad" else s.tensor
+            p.updates.append((i, s.kind, ref, where == "input", k, tuple(s.value.shape)))
+        # Without copies: updates written in place into a fixed tensor need only its
+        # version bumped; the others need their target found at each call.
+        p.fixed_in_place = [u[2] for u in p.updates if u[3] and u[1] == "tensor"]
+        p.other_updates = [u for u in p.updates if not (u[3] and u[1] == "tensor")]
+        return p
+
+    def _driver_args(self, flat_args):
+        """The program's flat input arrays for this call, and which are copies (see
+        [Steady-state calls])."""
+        p = self._plan
+        # (A comprehension costs a call even when empty: only the kinds there are.)
+        sources = [flat_args[i]._data for i in p.arg_index]
+        if p.tensors:
+            sources += [t._data for t in p.tensors]
+        if p.grad_owners:
+            sources += [None if g is None else g._data for g in [o._grad for o in p.grad_owners]]
+        if p.arrays:
+            sources += p.arrays
+        if p.hypers:
+            sources += [opt.param_groups[index][key] if element is None
+                        else opt.param_groups[index][key][element]
+                        for opt, index, key, element in p.hypers]
+        kept_sources, kept_args, kept_copied = p.kept
+        if all(map(operator.is_, sources, kept_sources)):
+            return kept_args, kept_copied
+        # Sources are in `p.order` (kind by kind), driver arguments in slot order.
+        kept_sources, driver_args, copied = list(kept_sources), list(kept_args), list(kept_copied)
+        program = self.program
+        for q, (src, i) in enumerate(zip(sources, p.order)):
+            if src is kept_sources[q]:
+                continue
+            s = self.slots[i]
+            if s.kind == "hyper":
+                flat, fresh = np.array(src, dtype=np.float64).reshape(1), False
+            elif src is None:  # a .grad this program creates (eager semantics: first backward)
+                flat, fresh = np.zeros(numel(s.value.shape), s.value.dtype.np), True
             else:
-                if not np.shares_memory(t._data, arr):  # else: updated in place already
-                    np.copyto(t._data, arr)
-                t._version.bump()
-        for opt, p, k, i in self.new_state:
-            opt.state[p][k] = Tensor._wrap(np.array(outputs[i], copy=True))
+                flat, fresh = program.flat_input(i, src)
+            driver_args[i], copied[i] = flat, fresh
+            kept_sources[q] = _FRESH if fresh else src
+        p.kept = (kept_sources, driver_args, copied)
+        return driver_args, copied
+
+    def run(self, flat_args):
+        if self._plan is None:
+            self._plan = self._build_plan()
+        p = self._plan
+        driver_args, copied = self._driver_args(flat_args)
+        results = self.program.run_trusted(driver_args)
+        outputs = [r.reshape(shape) for r, shape in zip(results, self.program.output_shapes)]
+        # Write back only now: a failing program leaves every tensor as it was.
+        if not any(copied):
+            for t in p.fixed_in_place:
+                t._version.value += 1
+            updates = p.other_updates
+        else:
+            updates = p.updates
+        for i, kind, ref, in_place, k, shape in updates:
+            t = flat_args[ref] if kind == "arg" else ref._grad if kind == "grad" else ref
+            if t is None:  # the .grad this program computed
+                ref._grad = Tensor._wrap(np.array(
+                    (driver_args[i] if in_place else results[k]).reshape(shape), copy=True))
+                continue
+            if not in_place:
+                if copied[i]:
+                    np.copyto(t._data, results[k].reshape(shape))
+                else:  # into the flat view of t's array
+                    driver_args[i][...] = results[k]
+            elif copied[i]:  # computed into a copy of the tensor's array
+                np.copyto(t._data, driver_args[i].reshape(shape))
+            t._version.value += 1
+        for opt, param, key, i in self.new_state:
+            opt.state[param][key] = Tensor._wrap(np.array(outputs[i], copy=True))
         return outputs
+
+
+class _RunPlan:
+    """Per program: where each slot's array comes from and where each update goes.
+
+    ``kept``: the previous call's sources (in ``order``: kind by kind), driver arguments and
+    which of those are copies (both in slot order); see [Steady-state calls]. ``updates``:
+    ``(slot, kind, tensor / owner / argument index, in place, result index, shape)``."""
+    __slots__ = ("arg_index", "tensors", "grad_owners", "arrays", "hypers", "order", "kept",
+                 "updates", "fixed_in_place", "other_updates")
 
 
 def tracer_slot_index(slots, value) -> int:
@@ -304,6 +583,12 @@ def _collect_outputs(tree, acc):
     return acc
 
 
+# In a shortcut check (CompiledFunction._remember): a non-tensor argument, compared as the
+# key compares it, by value (Python scalars) or by identity (modules, optimizers, ...).
+_BY_VALUE = object()
+_BY_IDENTITY = object()
+
+
 class CompiledFunction:
     """What ``graphjit.compile(fn)`` returns: call it like ``fn``."""
 
@@ -319,6 +604,9 @@ class CompiledFunction:
         self.warn_after = RECOMPILE_WARN_LIMIT
         self._last_sig = None
         self._ran_once = False  # the latest program was one-shot (see _created_state)
+        # (entry, argument checks, grad mode, positions of the tensor arguments or None for
+        # all of them): the shortcut of [Steady-state calls]
+        self._last_call = None
 
     def __get__(self, obj, objtype=None):
         # Decorating a method: bind like a function would.
@@ -331,14 +619,36 @@ class CompiledFunction:
         return (tree, sig, autograd.is_grad_enabled()), leaves, sig
 
     def __call__(self, *args, **kwargs):
+        last = self._last_call
+        if last is not None and not kwargs:
+            # [Steady-state calls]: the arguments of the previous call's signature, checked
+            # as _key would see them, then the program's own guards.
+            entry, checks, grad_mode, tensor_at = last
+            if len(args) == len(checks) and autograd.is_grad_enabled() == grad_mode:
+                for a, check in zip(args, checks):
+                    if type(a) is not check[0]:
+                        break
+                    how = check[1]
+                    if how is _BY_VALUE or how is _BY_IDENTITY:
+                        if a is not check[2] and (how is _BY_IDENTITY or a != check[2]):
+                            break
+                        continue
+                    d = a._data
+                    if (d.shape != check[1] or d.dtype != check[2]
+                            or a._requires_grad != check[3] or (a._grad_fn is None) != check[4]):
+                        break
+                else:
+                    # The flat arguments are the tensors (what "arg" slots index).
+                    flat = args if tensor_at is None else [args[i] for i in tensor_at]
+                    if entry.guards_hold(flat):
+                        return entry.finish(entry.run(flat))
         key, flat, sig = self._key(args, kwargs)
         entries = self._cache.setdefault(key, [])
-        reasons = None
         for entry in entries:
-            failures = entry.guard_failures(flat)
-            if not failures:
-                return self._finish(entry, entry.run(flat))
-            reasons = failures
+            if entry.guards_hold(flat):
+                self._remember(entry, args, kwargs, key)
+                return entry.finish(entry.run(flat))
+        reasons = (entries[-1].guard_failures(flat) or None) if entries else None
         entry, tracer = self._compile(args, kwargs, flat, sig, key, reasons)
         try:
             outputs = entry.run(flat)
@@ -348,10 +658,32 @@ class CompiledFunction:
         self._ran_once = entry.one_shot
         if not entry.one_shot:
             entries.append(entry)
-        return self._finish(entry, outputs)
+            self._remember(entry, args, kwargs, key)
+        return entry.finish(outputs)
 
-    def _finish(self, entry, outputs):
-        return _rebuild(entry.output_tree, outputs, entry.graph_outputs, entry.make_output)
+    def _remember(self, entry, args, kwargs, key):
+        """Keep ``entry`` for the next call's shortcut when the arguments are positional
+        tensors, Python scalars or objects (no containers to flatten): their checks are then
+        what _key would compare, grad mode aside."""
+        self._last_call = None
+        if kwargs:
+            return
+        checks = []
+        for a in args:
+            if isinstance(a, Tensor):
+                if isinstance(a, TracerTensor):
+                    return
+                checks.append((type(a), a._data.shape, a._data.dtype, a._requires_grad,
+                               a._grad_fn is None))
+            elif isinstance(a, (bool, int, float, str, type(None))):
+                checks.append((type(a), _BY_VALUE, a))
+            elif isinstance(a, (tuple, list, dict)):
+                return  # flattened into the key: not worth comparing by hand
+            else:
+                checks.append((type(a), _BY_IDENTITY, a))  # modules, optimizers...
+        tensor_at = [i for i, a in enumerate(args) if isinstance(a, Tensor)]
+        self._last_call = (entry, tuple(checks), key[2],
+                           None if len(tensor_at) == len(args) else tensor_at)
 
     def _compile(self, args, kwargs, flat, sig, key, reasons):
         names = _arg_names(self.fn, args, kwargs, len(flat))
@@ -376,14 +708,21 @@ class CompiledFunction:
                           f"the latest because: {'; '.join(why)}. See .explain()",
                           GraphjitWarning, stacklevel=3)
         flat_args = list(flat)
-        tracer, result = trace(self.fn, args, kwargs, flat_args, names,
-                               _scan_names(self.fn, args, kwargs), self.__name__)
+        found = _reachable(self.fn, args, kwargs)
+        # Python code may branch on `module.training`: the flags at the call are assumed.
+        modules = _reachable_modules(found)
+        training = [m.training for _, m in modules]
+        tracer, result = trace(self.fn, args, kwargs, flat_args, names, _scan_names(found),
+                               self.__name__)
         try:
             entry = self._lower(tracer, result)
         except BaseException:
             tracer.rollback()
             raise
         entry.trace_number = len(self._history)
+        entry.modules = [m for _, m in modules]
+        entry.module_names = [n for n, _ in modules]
+        entry.training = training
         from .. import dump
         if dump.active():
             dump.write_entry(self, entry, flat_args)
@@ -397,7 +736,7 @@ class CompiledFunction:
         key, flat, sig = self._key(args, kwargs)
         names = _arg_names(self.fn, args, kwargs, len(flat))
         tracer, result = trace(self.fn, args, kwargs, list(flat), names,
-                               _scan_names(self.fn, args, kwargs), self.__name__)
+                               _scan_names(_reachable(self.fn, args, kwargs)), self.__name__)
         try:
             entry = self._lower(tracer, result,
                                 build=functools.partial(_generate_only, fastmath=self.fastmath))

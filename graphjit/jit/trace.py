@@ -378,7 +378,9 @@ class Tracer:
             # if this trace fails (see rollback).
             before = {p: dict(st) for p, st in opt.state.items()}
             self.optimizer_states[id(opt)] = before
-            self._undo.append(("opt", opt, before))
+            # The per-parameter dicts themselves are put back (with their contents): they
+            # are the optimizer's own containers ([Optimizer change counts]).
+            self._undo.append(("opt", opt, [(p, st, before[p]) for p, st in opt.state.items()]))
 
     def hyper_group(self, opt, index: int, group: dict) -> dict:
         """``group`` with its numeric options replaced by hyper-parameter inputs."""
@@ -422,7 +424,10 @@ class Tracer:
                 obj._grad = old
             else:
                 obj.state.clear()
-                obj.state.update(old)
+                for p, st, content in old:
+                    st.clear()
+                    st.update(content)
+                    obj.state[p] = st
         self._undo.clear()
 
     def note_grad_read(self, owner: Tensor) -> None:

@@ -73,6 +73,216 @@ def _clone_value(value: Any, dtype=None) -> Any:
     return copy.deepcopy(value)
 
 
+# NOTE: [Optimizer change counts]
+# A compiled training step must notice any change to what it assumed of an optimizer (its
+# options, the parameters of each group, which state tensors it holds), and it checks that
+# at every call (graphjit/jit/compile.py, [Optimizer guards]). Comparing all of it costs
+# microseconds per parameter, so the containers an optimizer is made of count their own
+# changes instead: ``param_groups`` (a list), each group (a dict, ``ParamGroup``), each
+# group's ``params`` (a list), ``state`` (a defaultdict) and each parameter's state (a
+# dict) are subclasses whose every mutating method bumps the optimizer's ``_Changes``,
+# shared by all of them. They are the ordinary containers otherwise (same methods, ``==``,
+# ``isinstance``), and copies or pickles of them are plain ones. ``_Changes.values`` counts
+# the replacement of a numeric option by another number (``param_groups[0]["lr"] = 0.01``,
+# what an LR scheduler does: a runtime input, which needs only the decisions taken on it
+# re-checked); every other change, the replacement of an option by a value of another kind
+# included, counts in ``structure``. A container that is not ours, or is another
+# optimizer's (``opt.param_groups = [...]``, ``opt.state[p] = {...}``, a plain dict appended
+# to the groups), is kept as given: ``_change_counter`` then answers None and the guards
+# compare everything on every call, as they must.
+
+class _Changes:
+    """How often an optimizer's param groups and state changed (see [Optimizer change counts])."""
+    __slots__ = ("structure", "values")
+
+    def __init__(self):
+        self.structure = 0
+        self.values = 0
+
+
+def _is_number(value) -> bool:
+    # An option read as a runtime input (as in graphjit/jit/trace.py): int or float, not bool.
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _same_kind_of_number(old, new) -> bool:
+    """Whether replacing option ``old`` by ``new`` keeps it a runtime input of the same form:
+    a number for a number, a tuple of as many numbers for a tuple of numbers."""
+    if _is_number(old):
+        return _is_number(new)
+    return (isinstance(old, tuple) and isinstance(new, tuple) and len(old) == len(new) > 0
+            and all(map(_is_number, old)) and all(map(_is_number, new)))
+
+
+class _TrackedDict(dict):
+    """A dict that counts its changes in an optimizer's ``_Changes``."""
+    __slots__ = ("_changes",)
+
+    def __init__(self, changes, *args, **kwargs):
+        dict.__init__(self, *args, **kwargs)
+        self._changes = changes
+
+    def __reduce_ex__(self, protocol):
+        return (dict, (dict(self),))  # copies and pickles are plain dicts
+
+    def __setitem__(self, key, value):
+        dict.__setitem__(self, key, value)
+        self._changes.structure += 1
+
+    def __delitem__(self, key):
+        dict.__delitem__(self, key)
+        self._changes.structure += 1
+
+    def __ior__(self, other):
+        dict.update(self, other)
+        self._changes.structure += 1
+        return self
+
+    def clear(self):
+        dict.clear(self)
+        self._changes.structure += 1
+
+    def pop(self, *args):
+        self._changes.structure += 1
+        return dict.pop(self, *args)
+
+    def popitem(self):
+        self._changes.structure += 1
+        return dict.popitem(self)
+
+    def setdefault(self, key, default=None):
+        self._changes.structure += 1
+        return dict.setdefault(self, key, default)
+
+    def update(self, *args, **kwargs):
+        dict.update(self, *args, **kwargs)
+        self._changes.structure += 1
+
+
+class ParamGroup(_TrackedDict):
+    """One of ``Optimizer.param_groups``: a dict of the group's options and ``"params"``."""
+    __slots__ = ()
+
+    def __setitem__(self, key, value):
+        old = dict.get(self, key, _MISSING)
+        dict.__setitem__(self, key, value)
+        if old is not _MISSING and _same_kind_of_number(old, value):
+            self._changes.values += 1
+        else:
+            self._changes.structure += 1
+
+
+_MISSING = object()
+
+
+class _TrackedList(list):
+    """A list that counts its changes in an optimizer's ``_Changes``."""
+    __slots__ = ("_changes",)
+
+    def __init__(self, changes, items=()):
+        list.__init__(self, items)
+        self._changes = changes
+
+    def __reduce_ex__(self, protocol):
+        return (list, (list(self),))
+
+    def __setitem__(self, index, value):
+        list.__setitem__(self, index, value)
+        self._changes.structure += 1
+
+    def __delitem__(self, index):
+        list.__delitem__(self, index)
+        self._changes.structure += 1
+
+    def __iadd__(self, other):
+        list.extend(self, other)
+        self._changes.structure += 1
+        return self
+
+    def __imul__(self, n):
+        list.__imul__(self, n)
+        self._changes.structure += 1
+        return self
+
+
+def _counting(name):
+    method = getattr(list, name)
+
+    def counted(self, *args, **kwargs):
+        self._changes.structure += 1
+        return method(self, *args, **kwargs)
+    counted.__name__ = name
+    return counted
+
+
+for _name in ("append", "extend", "insert", "pop", "remove", "clear", "sort", "reverse"):
+    setattr(_TrackedList, _name, _counting(_name))
+
+
+class _State(defaultdict):
+    """``Optimizer.state``: per parameter its state dict, made on first access, as a
+    ``defaultdict(dict)`` would; changes are counted in the optimizer's ``_Changes``."""
+    __slots__ = ("_changes",)
+
+    def __init__(self, changes, items=()):
+        defaultdict.__init__(self, dict, items)
+        self._changes = changes
+
+    def __reduce_ex__(self, protocol):
+        return (_plain_state, (dict(self),))
+
+    def __repr__(self):
+        return f"defaultdict(<class 'dict'>, {dict.__repr__(self)})"
+
+    def copy(self):  # defaultdict's own copies would be _State objects without a counter
+        return defaultdict(dict, self)
+
+    __copy__ = copy
+
+    def __or__(self, other):
+        if not isinstance(other, dict):
+            return NotImplemented
+        new = defaultdict(dict, self)
+        new.update(other)
+        return new
+
+    def __ror__(self, other):
+        if not isinstance(other, dict):
+            return NotImplemented
+        new = defaultdict(dict, other)
+        new.update(self)
+        return new
+
+    def __missing__(self, key):
+        value = _TrackedDict(self._changes)
+        dict.__setitem__(self, key, value)
+        self._changes.structure += 1
+        return value
+
+    __setitem__ = _TrackedDict.__setitem__
+    __delitem__ = _TrackedDict.__delitem__
+    __ior__ = _TrackedDict.__ior__
+    clear = _TrackedDict.clear
+    pop = _TrackedDict.pop
+    popitem = _TrackedDict.popitem
+    setdefault = _TrackedDict.setdefault
+    update = _TrackedDict.update
+
+
+def _plain_state(items):
+    return defaultdict(dict, items)
+
+
+def _tracked_groups(changes, groups):
+    return _TrackedList(changes, [
+        ParamGroup(changes, {k: (_TrackedList(changes, v) if k == "params" else v)
+                             for k, v in g.items()}) for g in groups])
+
+
+def _tracked_state(changes, state):
+    return _State(changes, {p: _TrackedDict(changes, st) for p, st in state.items()})
+
+
 class Optimizer:
     """Base class of all graphjit optimizers.
 
@@ -93,8 +303,9 @@ class Optimizer:
         self.fused = True if fused is None else bool(fused)
         self._compiled_update = None
         self.defaults = dict(defaults)
-        self.state: Dict[Any, Dict[str, Any]] = defaultdict(dict)
-        self.param_groups: List[Dict[str, Any]] = []
+        self._changes = _Changes()  # see [Optimizer change counts]
+        self.state: Dict[Any, Dict[str, Any]] = _State(self._changes)
+        self.param_groups: List[Dict[str, Any]] = _TrackedList(self._changes)
 
         if _is_tensor(params) or isinstance(params, dict):
             raise TypeError(
@@ -129,7 +340,7 @@ class Optimizer:
             )
         if "params" not in param_group:
             raise ValueError('param_group must have a "params" entry')
-        group = dict(param_group)
+        group = ParamGroup(self._changes, param_group)
         params = group["params"]
         if _is_tensor(params):
             params = [params]
@@ -141,6 +352,7 @@ class Optimizer:
             )
         else:
             params = list(params)
+        params = _TrackedList(self._changes, params)
 
         seen = set()
         for p in params:
@@ -347,8 +559,9 @@ class Optimizer:
             ng["params"] = g["params"]
             new_groups.append(ng)
 
-        self.state = new_state
-        self.param_groups = new_groups
+        self.state = _tracked_state(self._changes, new_state)
+        self.param_groups = _tracked_groups(self._changes, new_groups)
+        self._changes.structure += 1
 
     # --------------------------------------------------------------- misc
     def __getstate__(self):
@@ -363,6 +576,34 @@ class Optimizer:
         self.__dict__.update(state)
         self.__dict__.setdefault("fused", True)
         self._compiled_update = None  # compiled for the old object's tensors
+        groups = self.param_groups
+        if isinstance(groups, _TrackedList):
+            # A shallow copy shares the containers, so it shares their counter too.
+            self._changes = groups._changes
+        else:  # a deep copy or an unpickled optimizer: plain containers
+            self._changes = _Changes()
+            self.param_groups = _tracked_groups(self._changes, groups)
+            self.state = _tracked_state(self._changes, self.state)
+
+    def _change_counter(self):
+        """The ``_Changes`` that every change to ``param_groups`` and ``state`` bumps, or
+        None when one of their containers is not this optimizer's own (see [Optimizer
+        change counts]): then nothing counts all changes. O(parameters); the guards ask
+        only after a full check, and keep the answer while the counts stay put."""
+        changes = getattr(self, "_changes", None)
+
+        def ours(container, kind):
+            return type(container) is kind and container._changes is changes
+        if changes is None or not ours(self.param_groups, _TrackedList) \
+                or not ours(self.state, _State):
+            return None
+        for group in self.param_groups:
+            if not ours(group, ParamGroup) or not ours(group.get("params"), _TrackedList):
+                return None
+        for entry in self.state.values():
+            if not ours(entry, _TrackedDict):
+                return None
+        return changes
 
     def __repr__(self) -> str:
         lines = [self.__class__.__name__ + " ("]

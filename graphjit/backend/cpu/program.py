@@ -5,6 +5,7 @@ runs on every call: the input checks, the result pool and the workspace.
 """
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 
@@ -44,20 +45,36 @@ class CompiledProgram:
         self.path = path
         self.compile_seconds = compile_seconds
         self._driver = driver
-        # Per driver argument: the const's flat data, or None and the input's expected type.
-        self._slots = [(_flat(np.asarray(graph.constants[v], dtype=v.dtype.np)), v, None, None)
-                       if v.role == "const" else (None, v, v.dtype.np, tuple(v.shape))
-                       for v in generated.params]
+        # Inputs (non-const graph inputs) in driver-argument order; the consts' flat data
+        # with their driver-argument positions (see run_trusted).
         self._args = [v for v in generated.params if v.role != "const"]
-        self._shapes = [tuple(v.shape) for v in generated.results]
+        self._arg_types = [(v.dtype.np, tuple(v.shape)) for v in self._args]
+        self._const_at = [(j, _flat(np.asarray(graph.constants[v], dtype=v.dtype.np)))
+                          for j, v in enumerate(generated.params) if v.role == "const"]
         self._n_out = len(graph.outputs)
+        self.output_shapes = [tuple(v.shape) for v in generated.results[:self._n_out]]
         self._update_shapes = [tuple(v.shape) for _, v in graph.updates]
         self._in_place = generated.in_place  # update position -> driver argument position
         self._result_types = [(n, dtype.np) for n, dtype in generated.result_buffers]
         self._slot_types = [(n, dtype.np) for n, dtype in generated.slots]
         self._pool = [None] * len(self._result_types)
         self._workspace = None
+        self._last_buffers = None  # the list of the previous call's buffers (see _buffers)
+        self._n_results = len(self._result_types)
+        self._free = [3] * self._n_results
         self._lock = threading.Lock()
+        # Per update: ("input", k), written in place into input k (counted among the
+        # non-const inputs), or ("result", k), the driver's result k.
+        input_index = {j: k for k, j in enumerate(j for j, v in enumerate(generated.params)
+                                                  if v.role != "const")}
+        self.update_plan = []
+        k = self._n_out
+        for j in range(len(self._update_shapes)):
+            if j in self._in_place:
+                self.update_plan.append(("input", input_index[self._in_place[j]]))
+            else:
+                self.update_plan.append(("result", k))
+                k += 1
 
     @property
     def workspace_bytes(self) -> int:
@@ -65,6 +82,13 @@ class CompiledProgram:
         return sum(n * np.dtype(dt).itemsize for n, dt in self._slot_types)
 
     def _buffers(self) -> list:
+        last = self._last_buffers
+        if last is not None:
+            # The previous call's buffers again when no result array is referenced outside:
+            # 3 references each, the pool's list, `last` and getrefcount's argument.
+            if list(map(sys.getrefcount, itertools.islice(last, self._n_results))) == self._free:
+                return last
+            self._last_buffers = last = None  # let go before the pool counts references
         if self._workspace is None:
             self._workspace = [np.empty(n, dt) for n, dt in self._slot_types]
         buffers = []
@@ -86,7 +110,30 @@ class CompiledProgram:
                 pool.insert(0, found)
                 del pool[POOLED_RESULTS:]
             buffers.append(found)
-        return buffers + self._workspace
+        buffers += self._workspace
+        self._last_buffers = buffers
+        return buffers
+
+    def flat_input(self, i: int, arr):
+        """Input ``i`` (counted among the non-const inputs) checked against its graph type:
+        ``(flat, copied)``, ``flat`` a writeable 1-D C-contiguous array of its elements (a
+        view of ``arr`` where possible, else a copy: ``copied``). Raises DTypeError /
+        ShapeError naming the input, as a call does."""
+        dtype, shape = self._arg_types[i]
+        if type(arr) is not np.ndarray:
+            arr = np.asarray(arr)
+        if arr.dtype != dtype or arr.shape != shape:
+            raise self._input_error(i, arr)
+        flags = arr.flags
+        if flags.c_contiguous and flags.writeable:
+            return arr.reshape(-1), False
+        return _flat(arr), True
+
+    def _input_error(self, i, arr):
+        v = self._args[i]
+        error = DTypeError if arr.dtype != v.dtype.np else ShapeError
+        return error(f"program {self.name}: input %{v.name} expects {v.type}, got "
+                     f"{arr.dtype}{list(arr.shape)}")
 
     def __call__(self, inputs):
         inputs = list(inputs)
@@ -94,32 +141,41 @@ class CompiledProgram:
             wanted = ", ".join(f"%{v.name}: {v.type}" for v in self._args)
             raise ShapeError(f"program {self.name} takes {len(self._args)} inputs ({wanted}), "
                              f"got {len(inputs)}")
-        given = iter(inputs)
         args = []
-        for const, v, dtype, shape in self._slots:
-            if const is not None:
-                args.append(const)
-                continue
-            arr = next(given)
+        for i, (arr, (dtype, shape)) in enumerate(zip(inputs, self._arg_types)):
+            # What flat_input does, inline (this runs for every input of every call).
             if type(arr) is not np.ndarray:
                 arr = np.asarray(arr)
-            if arr.dtype != dtype:
-                raise DTypeError(f"program {self.name}: input %{v.name} expects {v.type}, got "
-                                 f"{arr.dtype}{list(arr.shape)}")
-            if arr.shape != shape:
-                raise ShapeError(f"program {self.name}: input %{v.name} expects {v.type}, got "
-                                 f"{arr.dtype}{list(arr.shape)}")
+            if arr.dtype != dtype or arr.shape != shape:
+                raise self._input_error(i, arr)
             flags = arr.flags
             args.append(arr.reshape(-1) if flags.c_contiguous and flags.writeable else _flat(arr))
-        with self._lock:
-            results = iter(self._driver(*args, *self._buffers()))
-        outputs = [next(results).reshape(s) for s in self._shapes[:self._n_out]]
-        updates = []
-        for j, shape in enumerate(self._update_shapes):
-            # An update done in place is the (flat view of the) input array it was written to.
-            source = args[self._in_place[j]] if j in self._in_place else next(results)
-            updates.append(source.reshape(shape))
+        results = self.run_trusted(args)
+        outputs = [r.reshape(s) for r, s in zip(results, self.output_shapes)]
+        if not self.update_plan:
+            return outputs, []
+        updates = [(args[k] if where == "input" else results[k]).reshape(shape)
+                   for (where, k), shape in zip(self.update_plan, self._update_shapes)]
         return outputs, updates
+
+    def run_trusted(self, args):
+        """Run the driver on ``args`` as they are: the flat results, in the driver's order
+        (``output_shapes`` says how many are outputs; ``update_plan`` where each update is).
+
+        NOTE: [Trusted program calls] Only for callers that built ``args`` themselves, as
+        the jit runtime does (graphjit/jit/compile.py, [Steady-state calls]): one array per
+        non-const input, each a writeable 1-D C-contiguous array of the input's dtype and
+        number of elements, e.g. from ``flat_input``. Nothing is checked here: a wrong
+        array is not an error message but a recompile by Numba (another layout or dtype)
+        or, for a short array, reads and writes past its end. ``program(inputs)`` checks
+        every input and is what everything else calls.
+        """
+        if self._const_at:
+            args = list(args)
+            for j, const in self._const_at:
+                args.insert(j, const)
+        with self._lock:
+            return self._driver(*args, *self._buffers())
 
     def __repr__(self) -> str:
         return f"<CompiledProgram {self.name} at {self.path}>"
