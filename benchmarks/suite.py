@@ -116,7 +116,10 @@ def _emit(obj):
 def run_child(child_args, env=None, timeout=900):
     """Run this script with ``child_args`` in a fresh process; its marked result, or an error."""
     try:
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), *child_args],
+        # The child must run with the parent's --threads: without it, it would set up its
+        # libraries with the default (1 thread), whatever the parent was asked for.
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), *child_args,
+                               "--threads", str(_THREADS)],
                               env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s"}
