@@ -219,3 +219,18 @@ def test_one_update_kernel_serves_every_size():
     got = program(inputs)
     for a, b in zip(got[0] + got[1], expected[0] + expected[1]):
         assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_a_kernel_using_the_helpers_names_their_version(monkeypatch):
+    """Numba compiles vmath/accumulate into each kernel's cache entry, so editing them must
+    give kernels new files (and so new cache entries), not reuse stale code."""
+    from graphjit.backend.cpu import codegen
+    graph = parse_graph("graph h(%x: f32[8] {arg}) {\n  %0 = exp(%x) : f32[8]\n  return %0\n}")
+    before = generate(graph).kernel_sources
+    assert len(before) == 1 and f"# helpers (vmath.py, accumulate.py): {codegen._helpers_hash()}" \
+        in before[0]
+    monkeypatch.setattr(codegen._helpers_hash, "value", "0" * 16)
+    after = generate(graph).kernel_sources
+    assert source.module_file_name(after[0], "kernel") != source.module_file_name(before[0], "kernel")
+    plain = parse_graph("graph n(%x: f32[8] {arg}) {\n  %0 = neg(%x) : f32[8]\n  return %0\n}")
+    assert "helpers" not in generate(plain).kernel_sources[0]
