@@ -114,6 +114,29 @@ def _same_kind_of_number(old, new) -> bool:
             and all(map(_is_number, old)) and all(map(_is_number, new)))
 
 
+def _counting(base, *names):
+    """Class decorator: each of ``base``'s mutating methods ``names``, counted in the
+    instance's ``_changes`` (before the call: a failed change only costs a full check)."""
+    def wrap(cls):
+        for name in names:
+            method = getattr(base, name)
+
+            def counted(self, *args, _method=method, **kwargs):
+                self._changes.structure += 1
+                return _method(self, *args, **kwargs)
+            counted.__name__ = name
+            setattr(cls, name, counted)
+        return cls
+    return wrap
+
+
+_DICT_MUTATORS = ("__setitem__", "__delitem__", "__ior__", "clear", "pop", "popitem",
+                  "setdefault", "update")
+_LIST_MUTATORS = ("__setitem__", "__delitem__", "__iadd__", "__imul__", "append", "extend",
+                  "insert", "pop", "remove", "clear", "sort", "reverse")
+
+
+@_counting(dict, *_DICT_MUTATORS)
 class _TrackedDict(dict):
     """A dict that counts its changes in an optimizer's ``_Changes``."""
     __slots__ = ("_changes",)
@@ -124,39 +147,6 @@ class _TrackedDict(dict):
 
     def __reduce_ex__(self, protocol):
         return (dict, (dict(self),))  # copies and pickles are plain dicts
-
-    def __setitem__(self, key, value):
-        dict.__setitem__(self, key, value)
-        self._changes.structure += 1
-
-    def __delitem__(self, key):
-        dict.__delitem__(self, key)
-        self._changes.structure += 1
-
-    def __ior__(self, other):
-        dict.update(self, other)
-        self._changes.structure += 1
-        return self
-
-    def clear(self):
-        dict.clear(self)
-        self._changes.structure += 1
-
-    def pop(self, *args):
-        self._changes.structure += 1
-        return dict.pop(self, *args)
-
-    def popitem(self):
-        self._changes.structure += 1
-        return dict.popitem(self)
-
-    def setdefault(self, key, default=None):
-        self._changes.structure += 1
-        return dict.setdefault(self, key, default)
-
-    def update(self, *args, **kwargs):
-        dict.update(self, *args, **kwargs)
-        self._changes.structure += 1
 
 
 class ParamGroup(_TrackedDict):
@@ -175,6 +165,7 @@ class ParamGroup(_TrackedDict):
 _MISSING = object()
 
 
+@_counting(list, *_LIST_MUTATORS)
 class _TrackedList(list):
     """A list that counts its changes in an optimizer's ``_Changes``."""
     __slots__ = ("_changes",)
@@ -186,39 +177,8 @@ class _TrackedList(list):
     def __reduce_ex__(self, protocol):
         return (list, (list(self),))
 
-    def __setitem__(self, index, value):
-        list.__setitem__(self, index, value)
-        self._changes.structure += 1
 
-    def __delitem__(self, index):
-        list.__delitem__(self, index)
-        self._changes.structure += 1
-
-    def __iadd__(self, other):
-        list.extend(self, other)
-        self._changes.structure += 1
-        return self
-
-    def __imul__(self, n):
-        list.__imul__(self, n)
-        self._changes.structure += 1
-        return self
-
-
-def _counting(name):
-    method = getattr(list, name)
-
-    def counted(self, *args, **kwargs):
-        self._changes.structure += 1
-        return method(self, *args, **kwargs)
-    counted.__name__ = name
-    return counted
-
-
-for _name in ("append", "extend", "insert", "pop", "remove", "clear", "sort", "reverse"):
-    setattr(_TrackedList, _name, _counting(_name))
-
-
+@_counting(dict, *_DICT_MUTATORS)
 class _State(defaultdict):
     """``Optimizer.state``: per parameter its state dict, made on first access, as a
     ``defaultdict(dict)`` would; changes are counted in the optimizer's ``_Changes``."""
@@ -258,15 +218,6 @@ class _State(defaultdict):
         dict.__setitem__(self, key, value)
         self._changes.structure += 1
         return value
-
-    __setitem__ = _TrackedDict.__setitem__
-    __delitem__ = _TrackedDict.__delitem__
-    __ior__ = _TrackedDict.__ior__
-    clear = _TrackedDict.clear
-    pop = _TrackedDict.pop
-    popitem = _TrackedDict.popitem
-    setdefault = _TrackedDict.setdefault
-    update = _TrackedDict.update
 
 
 def _plain_state(items):

@@ -60,7 +60,7 @@ def _state_arrays(opt, params):
              if isinstance(v, gj.Tensor)} for p in params if p in opt.state]
 
 
-def _run_both(make_opt, changes, steps_between=2, zero_grad=True, data=None, seed=0):
+def _assert_matches_eager(make_opt, changes, steps_between=2, zero_grad=True, data=None, seed=0):
     """Run the same steps eagerly and compiled; ``changes`` are ``(change, retraces)``
     made between steps, ``change(params, opt, data) -> data`` (``retraces``: how many
     traces it causes, False/True for 0/1). Compares every loss, parameter,
@@ -116,19 +116,19 @@ def _set(key, value, group=0):
 # ---- optimizer options, through param_groups --------------------------------------------------
 
 def test_lr_set_through_param_groups_is_used_without_a_retrace():
-    fn = _run_both(sgd, [(_set("lr", 0.05), False), (_set("lr", 0.2), False)])
+    fn = _assert_matches_eager(sgd, [(_set("lr", 0.05), False), (_set("lr", 0.2), False)])
     (entry,) = [e for es in fn._cache.values() for e in es]
     (guard,) = entry.optimizers
     assert guard.seen is not None  # the counted shortcut was in use
 
 
 def test_momentum_set_to_zero_through_param_groups_retraces():
-    fn = _run_both(sgd, [(_set("momentum", 0.5), False), (_set("momentum", 0.0), True)])
+    fn = _assert_matches_eager(sgd, [(_set("momentum", 0.5), False), (_set("momentum", 0.0), True)])
     assert "opt.momentum: 0.0 decides" in fn.explain()
 
 
 def test_nesterov_set_through_param_groups_retraces():
-    fn = _run_both(sgd, [(_set("nesterov", True), True)])
+    fn = _assert_matches_eager(sgd, [(_set("nesterov", True), True)])
     assert "options changed" in fn.explain()
 
 
@@ -140,12 +140,12 @@ def test_a_scheduler_stepped_every_call_never_retraces():
 
     def step_scheduler(params, opt, data):
         opt.scheduler.step()  # lr and momentum: numbers replaced by numbers
-    _run_both(make, [(step_scheduler, False)] * 4, steps_between=1)
+    _assert_matches_eager(make, [(step_scheduler, False)] * 4, steps_between=1)
 
 
 def test_an_option_replaced_by_another_kind_retraces():
     # lr 0.1 -> 1 (an int: still a number) keeps the program; lr as a tuple does not fit it.
-    fn = _run_both(sgd, [(_set("lr", 1), False)])
+    fn = _assert_matches_eager(sgd, [(_set("lr", 1), False)])
     assert fn.cache_size == 1
 
 
@@ -155,7 +155,7 @@ def test_a_list_option_changed_in_place_retraces():
 
     def change(params, opt, data):
         opt.param_groups[0]["betas"][0] = 0.5  # no container of the optimizer sees this
-    fn = _run_both(make, [(change, True)])
+    fn = _assert_matches_eager(make, [(change, True)])
     (entry,) = [e for es in fn._cache.values() for e in es if e.trace_number == 3]
     assert entry.optimizers[0].seen is None  # a mutable option: checked in full every call
 
@@ -167,7 +167,7 @@ def test_a_group_replaced_by_a_plain_dict_is_still_guarded():
 
     def nesterov(params, opt, data):
         opt.param_groups[0]["nesterov"] = True  # a plain dict: counted by nobody
-    _run_both(sgd, [(plain, False), (nesterov, True)])
+    _assert_matches_eager(sgd, [(plain, False), (nesterov, True)])
 
 
 def test_a_parameter_appended_to_a_group_retraces():
@@ -177,14 +177,14 @@ def test_a_parameter_appended_to_a_group_retraces():
     def append(params, opt, data):
         opt.param_groups[0]["params"].append(params[2])
     # Two traces: the new parameter's momentum buffer is made by a first step (run once).
-    fn = _run_both(make, [(append, 2)], steps_between=3)
+    fn = _assert_matches_eager(make, [(append, 2)], steps_between=3)
     assert "the parameters of a param group changed" in fn.explain()
 
 
 def test_a_replaced_state_tensor_retraces():
     def replace(params, opt, data):
         opt.state[params[0]]["momentum_buffer"] = opt.state[params[0]]["momentum_buffer"] * 0.5
-    fn = _run_both(sgd, [(replace, True)])
+    fn = _assert_matches_eager(sgd, [(replace, True)])
     assert "state tensors were replaced" in fn.explain()
 
 
@@ -196,7 +196,7 @@ def test_load_state_dict_between_steps():
 
     def load(params, opt, data):
         opt.load_state_dict(saved["state"])  # new state tensors
-    _run_both(sgd, [(save, False), (load, True)])
+    _assert_matches_eager(sgd, [(save, False), (load, True)])
 
 
 def test_a_deep_copied_or_unpickled_optimizer_counts_its_changes():
@@ -227,19 +227,19 @@ def test_a_grad_set_to_none_between_steps_retraces():
 
     def zeros(params, opt, data):
         params[1].grad = gj.zeros(5, dtype=gj.float64)
-    _run_both(sgd, [(drop, True), (zeros, False)], zero_grad=False)
+    _assert_matches_eager(sgd, [(drop, True), (zeros, False)], zero_grad=False)
 
 
 def test_a_dtype_change_of_an_argument_retraces():
     def to_f32(params, opt, data):
         return data[0].to(gj.float32), data[1]
-    _run_both(sgd, [(to_f32, True)])
+    _assert_matches_eager(sgd, [(to_f32, True)])
 
 
 def test_a_shape_change_of_an_argument_retraces():
     def smaller(params, opt, data):
         return _data(seed=3, batch=4)
-    _run_both(sgd, [(smaller, True)])
+    _assert_matches_eager(sgd, [(smaller, True)])
 
 
 def test_requires_grad_switched_off_and_on_retraces():
@@ -250,13 +250,13 @@ def test_requires_grad_switched_off_and_on_retraces():
         params[2].requires_grad_(True)
     # Frozen: traced again, and once more when zero_grad() has dropped its .grad for good;
     # thawed: a step without its .grad yet, then the first steady-state program again.
-    _run_both(sgd, [(freeze, 2), (thaw, 1)], steps_between=3)
+    _assert_matches_eager(sgd, [(freeze, 2), (thaw, 1)], steps_between=3)
 
 
 def test_a_new_array_behind_a_parameter_is_read():
     def new_data(params, opt, data):
         params[0].data = gj.tensor(np.full((5, 3), 0.1))  # same shape: no retrace
-    _run_both(sgd, [(new_data, False)])
+    _assert_matches_eager(sgd, [(new_data, False)])
 
 
 def test_non_contiguous_and_read_only_arrays_are_copied_in_and_written_back():
@@ -266,7 +266,7 @@ def test_non_contiguous_and_read_only_arrays_are_copied_in_and_written_back():
         x = np.asfortranarray(data[0].numpy())
         x.flags.writeable = False
         return gj.from_numpy(x), data[1]
-    _run_both(sgd, [(fortran, False)])
+    _assert_matches_eager(sgd, [(fortran, False)])
 
 
 # ---- Python values, modules ---------------------------------------------------------------------
