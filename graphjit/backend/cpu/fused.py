@@ -119,13 +119,11 @@ class _Kernel:
 
     def is_column(self, step) -> bool:
         """A column reduction: summed across the rows into its result buffer."""
-        return (self.cols is not None and step.op.name in REDUCTIONS
-                and tuple(sorted(step.attrs["dims"])) == self.cols)
+        return _reduces(step, self.cols)
 
     def is_total(self, step) -> bool:
         """A total beside row reductions: each row's part added to one accumulator."""
-        return (self.total is not None and step.op.name in REDUCTIONS
-                and tuple(sorted(step.attrs["dims"])) == self.total)
+        return _reduces(step, self.total)
 
     def store_strides(self, v):
         if tuple(v.shape) == self.dom:
@@ -231,6 +229,12 @@ class _Kernel:
         self.scopes.pop()
 
 
+def _reduces(step, dims) -> bool:
+    """Whether ``step`` is a reduction over exactly ``dims`` (None: no such set)."""
+    return (dims is not None and step.op.name in REDUCTIONS
+            and tuple(sorted(step.attrs["dims"])) == dims)
+
+
 def _levels(kern) -> dict:
     """Step -> INV (computed once), ROW (once per row) or ELEM (per element)."""
     level = {}
@@ -299,6 +303,8 @@ def _emit_inner(kern) -> None:
     # One long row (a full sum over every element): each pass over it runs in parallel
     # chunks instead, the chunks' partial reductions combined in chunk order after it.
     split_row = rows == 1 and bool(kern.elem_dims) and numel(dom) >= parallel_min_elements()
+    row_parts = (parallel_chunks(numel([dom[d] for d in kern._runs(kern.elem_dims)[0]]))
+                 if split_row else 1)
     chunks = (parallel_chunks(numel([dom[d] for d in kern._runs(kern.row_dims)[0]]))
               if parallel else 1)
     # A total (every dim reduced, beside row reductions) sums each row's part, accumulated
@@ -384,19 +390,17 @@ def _emit_inner(kern) -> None:
                         ((level[s] == ELEM and phase[s] == p) or (level[s] < ELEM and s in done))]
             if not need and not reductions and not to_store and not col_sums:
                 continue
-            accs, parts = {}, {}
+            accs, starts, parts = {}, {}, {}
             for r in reductions:
                 accs[r] = k.fresh(f"acc{kern.index[r]}")
-                start = f"{accs[r]} = {identity(r.op.name, r.inputs[0].dtype, True)}"
+                starts[r] = f"{accs[r]} = {identity(r.op.name, r.inputs[0].dtype, True)}"
                 if split_row:
                     parts[r] = k.fresh(f"part{kern.index[r]}")
-                    n_parts = parallel_chunks(numel([dom[d] for d in kern._runs(kern.elem_dims)[0]]))
-                    k.line(f"{parts[r]} = np.empty({n_parts}, {_acc_type(r)})")
+                    k.line(f"{parts[r]} = np.empty({row_parts}, {_acc_type(r)})")
                 else:
-                    k.line(start)
+                    k.line(starts[r])
             outer_names = dict(kern.names)
-            chunk_start = (lambda c: [f"{accs[r]} = {identity(r.op.name, r.inputs[0].dtype, True)}"
-                                      for r in reductions]) if split_row else None
+            chunk_start = (lambda c: [starts[r] for r in reductions]) if split_row else None
             chunk_end = (lambda c: [f"{parts[r]}[{c}] = {accs[r]}" for r in reductions]) \
                 if split_row else None
             with kern.loops(kern.elem_dims, "j", parallel=split_row, chunk_start=chunk_start,
@@ -432,8 +436,8 @@ def _emit_inner(kern) -> None:
                             k.line(stmt)
             kern.names = outer_names
             for r, part in parts.items():  # the chunks' parts, in chunk order
-                k.line(f"{accs[r]} = {identity(r.op.name, r.inputs[0].dtype, True)}")
-                with loop_nest(k, (n_parts,), hint="c") as (c,):
+                k.line(starts[r])
+                with loop_nest(k, (row_parts,), hint="c") as (c,):
                     for stmt in combine(r.op.name, accs[r], f"{part}[{c}]"):
                         k.line(stmt)
             for r in reductions:
