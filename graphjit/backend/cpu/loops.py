@@ -110,22 +110,32 @@ def parallel_chunks(n: int) -> int:
 
 @contextlib.contextmanager
 def loop_nest(k, shape, hint: str = "i", parallel: bool = False, chunk_start=None,
-              chunk_end=None):
+              chunk_end=None, block=None):
     """Open one ``for`` loop per dim of ``shape`` in kernel ``k``; yields the loop variables.
     Dims of size 1 get no loop, and None as their variable (see ``affine``). With
     ``parallel``, the outermost loop runs in chunks under a ``prange`` (see [Parallel
     loops]): ``k.chunk`` is then the chunk's variable, and indices must go through
     ``k.at`` (unsigned). ``chunk_start(c)``/``chunk_end(c)`` give source lines for the
-    start and the end of each chunk (a chunk's partial sums)."""
+    start and the end of each chunk (a chunk's partial sums). ``block``, ``(size,
+    start(), end())``: the innermost loop runs in blocks of at most ``size`` trips, with
+    ``start()``'s lines before and ``end()``'s after each block (see [Blocked sums] in
+    fused.py)."""
     names = []
+    dims = [n for n in shape if n != 1]
     with contextlib.ExitStack() as stack:
+        if block is not None and not dims:  # no loop: one block of one trip
+            for text in block[1]():
+                k.line(text)
+            stack.callback(lambda: [k.line(t) for t in block[2]()])
         for n in shape:  # an int, or a length as source text (see [Flat trip counts])
             if n == 1:
                 names.append(None)
                 continue
             var = k.fresh(f"{hint}{sum(1 for v in names if v is not None)}")
             first = not any(v is not None for v in names)
+            last = len([v for v in names if v is not None]) == len(dims) - 1
             names.append(var)
+            lo, hi = "0", str(n)
             if parallel and first:
                 k.parallel = True
                 chunks = parallel_chunks(n) if isinstance(n, int) else PARALLEL_CHUNKS
@@ -135,11 +145,21 @@ def loop_nest(k, shape, hint: str = "i", parallel: bool = False, chunk_start=Non
                     k.line(text)
                 if chunk_end:
                     stack.callback(lambda c=k.chunk: [k.line(t) for t in chunk_end(c)])
-                stack.enter_context(k.block(
-                    f"for {var} in range({k.chunk} * {n} // {chunks}, "
-                    f"({k.chunk} + 1) * {n} // {chunks}):"))
-            else:
-                stack.enter_context(k.block(f"for {var} in range({n}):"))
+                lo, hi = f"{k.chunk} * {n} // {chunks}", f"({k.chunk} + 1) * {n} // {chunks}"
+            if last and block is not None:
+                size, start, end = block
+                whole = lo == "0" and isinstance(n, int)
+                if not (whole and n <= size):
+                    base = k.fresh(f"{var}b")
+                    stack.enter_context(k.block(f"for {base} in range({lo}, {hi}, {size}):"))
+                    lo = base
+                    hi = (f"{base} + {size}" if whole and n % size == 0
+                          else f"min({base} + {size}, {hi})")
+                for text in start():
+                    k.line(text)
+                stack.callback(lambda: [k.line(t) for t in end()])
+            header = f"range({hi})" if lo == "0" else f"range({lo}, {hi})"
+            stack.enter_context(k.block(f"for {var} in {header}:"))
         yield names
     for var in names:
         if var is not None:

@@ -42,8 +42,9 @@ def combine(op_name, target, value) -> list:
 def accumulate_statements(op_name, target, value, in_dtype, in_buffer=False) -> list:
     """Statements folding ``value`` into the accumulator ``target`` inside a fused loop.
 
-    A float sum in a scalar accumulator goes through ``acc_add`` (backend/cpu/accumulate.py), an addition LLVM
-    may reassociate, so the loop vectorises (NumPy's pairwise sum reorders too); a sum into
+    A float sum in a scalar accumulator goes through ``acc_add`` (backend/cpu/accumulate.py),
+    an addition LLVM may reassociate, so the loop vectorises (NumPy's pairwise sum reorders
+    too; fused loops sum float32 in blocks, see [Blocked sums] in fused.py); a sum into
     a buffer (``in_buffer``: one accumulator per kept element) needs no reordering to
     vectorise. amax/amin: see ``combine``.
     """
