@@ -3,15 +3,15 @@
 Turn it on with ``graphjit dump SCRIPT.py`` (see ``graphjit.cli``) or ``GRAPHJIT_DUMP=DIR``.
 Each traced signature of each compiled function gets a folder ``DIR/<function>_<trace>/``:
 
-    00_trace.txt 01_autodiff.txt ... 08_dce.txt   the IR after tracing and after each pass
-    09_forward.txt 10_backward.txt                 a compiled forward's two programs
+    00_trace.txt 01_autodiff.txt ... 09_dce.txt   the IR after tracing and after each pass
+    10_forward.txt 11_backward.txt                 a compiled forward's two programs
     kernels.py (or kernels_forward.py, kernels_backward.py)   the generated program, as one
                                                    module: its driver and its kernels
     graph.dot / graph.svg (forward.*, backward.*)  the final graph, drawn
     graph.json (forward.json, backward.json)       the final graph, machine-readable
     report.txt                                     sizes, kernels, costs, saved values, ...
 
-Numbered files follow the pipeline, so ``diff 05_dce.txt 06_fuse.txt`` shows what fusion did.
+Numbered files follow the pipeline, so ``diff 06_dce.txt 07_fuse.txt`` shows what fusion did.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Compiler passes over graphjit's graph IR (Graph -> Graph).
 
-One module per pass (``autodiff``, ``decompose``, ``simplify``, ``cse``, ``dce``, ``fuse``, ``gemm``;
+One module per pass (``autodiff``, ``decompose``, ``simplify``, ``cse``, ``batch``, ``dce``, ``fuse``,
+``gemm``;
 ``memory`` plans buffers), ``manager.py`` to run a
 list of them with verification and snapshots, and ``pipeline.py`` holding THE order.
 The package depends on ``graphjit``'s IR and op registry only, never on the front end
@@ -8,5 +9,5 @@ or the backends (see DESIGN.md section 6). Importing it does no work: import the
 you need (``from passes.pipeline import run_pipeline``).
 """
 
-__all__ = ["autodiff", "cse", "dce", "decompose", "fuse", "gemm", "manager", "memory", "pipeline",
+__all__ = ["autodiff", "batch", "cse", "dce", "decompose", "fuse", "gemm", "manager", "memory", "pipeline",
            "rewrite", "simplify"]

@@ -9,6 +9,9 @@
   are derived; it also cleans up what the VJP rules emit (``x * 1``, reshape chains,
   constant arithmetic on ``full`` nodes).
 - ``cse`` after simplify, which makes more nodes look alike (folded constants).
+- ``batch`` after CSE (which makes the steps of an unrolled loop share their weights):
+  the small matrix products of the steps become a few large ones (input projections
+  stacked, weight gradients summed inside one product);
 - ``dce``: it removes what the passes above left without readers, including the
   gradient work no output needs, before fusion looks at who reads what.
 - ``fuse`` on the clean graph: elementwise groups become single loops;
@@ -20,6 +23,7 @@
 from __future__ import annotations
 
 from .autodiff import autodiff
+from .batch import batch
 from .cse import cse
 from .dce import dce
 from .decompose import decompose
@@ -28,7 +32,7 @@ from .gemm import gemm
 from .manager import PassManager
 from .simplify import simplify
 
-DEFAULT = [autodiff, decompose, simplify, cse, dce, fuse, gemm, dce]
+DEFAULT = [autodiff, decompose, simplify, cse, batch, dce, fuse, gemm, dce]
 
 
 def run_pipeline(graph, verify: bool = False, passes=None, stats=None):

@@ -72,14 +72,14 @@ def test_one_folder_per_function_and_signature_with_every_file(dumped):
     out, r = dumped
     # step: the one-shot first step and the steady state; forward: one signature.
     assert sorted(os.listdir(out)) == ["forward_1", "step_1", "step_2"]
-    stages = ["00_trace", "01_autodiff", "02_decompose", "03_simplify", "04_cse", "05_dce", "06_fuse",
-              "07_gemm", "08_dce"]
+    stages = ["00_trace", "01_autodiff", "02_decompose", "03_simplify", "04_cse", "05_batch", "06_dce",
+              "07_fuse", "08_gemm", "09_dce"]
     for name in ("step_1", "step_2"):
         files = set(os.listdir(out / name))
         assert {f"{s}.txt" for s in stages} <= files
         assert {"kernels.py", "graph.dot", "graph.json", "report.txt"} <= files
     files = set(os.listdir(out / "forward_1"))
-    assert {"09_forward.txt", "10_backward.txt", "kernels_forward.py", "kernels_backward.py",
+    assert {"10_forward.txt", "11_backward.txt", "kernels_forward.py", "kernels_backward.py",
             "forward.dot", "backward.dot", "forward.json", "backward.json"} <= files
     assert "compiled function step, trace 2" in r.stdout  # --report prints the reports
 
@@ -99,15 +99,15 @@ def test_the_fusion_stage_differs_from_the_one_before_only_by_fusion(dumped):
     out, _ = dumped
     folder = out / "step_2"
     ops = {}
-    for f in ("05_dce.txt", "06_fuse.txt"):
+    for f in ("06_dce.txt", "07_fuse.txt"):
         text = (folder / f).read_text()
         ops[f] = collections.Counter(re.findall(r"^\s*%[^=]+ = (\w+)\(", text, re.M))
-    gone = ops["05_dce.txt"] - ops["06_fuse.txt"]
-    new = ops["06_fuse.txt"] - ops["05_dce.txt"]
+    gone = ops["06_dce.txt"] - ops["07_fuse.txt"]
+    new = ops["07_fuse.txt"] - ops["06_dce.txt"]
     assert set(new) == {"fused"} and new["fused"] >= 3
     fusable = {n for n, op in gj.ops.all_ops().items() if op.kind == "elementwise"}
     assert gone and set(gone) <= fusable | {"sum", "amax", "amin", "expand"}
-    assert sum(ops["06_fuse.txt"].values()) < sum(ops["05_dce.txt"].values())
+    assert sum(ops["07_fuse.txt"].values()) < sum(ops["06_dce.txt"].values())
 
 
 def test_dot_is_valid_and_draws_fused_groups_as_clusters(dumped):
@@ -129,7 +129,7 @@ def test_dot_is_valid_and_draws_fused_groups_as_clusters(dumped):
 def test_json_describes_the_final_graph(dumped):
     out, _ = dumped
     data = json.loads((out / "step_2" / "graph.json").read_text())
-    final = parse_graph((out / "step_2" / "08_dce.txt").read_text())
+    final = parse_graph((out / "step_2" / "09_dce.txt").read_text())
     assert len(data["nodes"]) == len(final.nodes)
     assert [i["name"] for i in data["inputs"]] == [v.name for v in final.inputs]
     assert {n["part"] for n in data["nodes"]} == {"forward", "backward", "optimizer"}
@@ -167,7 +167,7 @@ def test_stages_and_formats_select_files(tmp_path):
                      "--format", "text")
     assert r.returncode == 0, r.stderr
     files = set(os.listdir(tmp_path / "o" / "step_2"))
-    assert _stage_files(tmp_path / "o" / "step_2") == ["00_trace.txt", "06_fuse.txt"]
+    assert _stage_files(tmp_path / "o" / "step_2") == ["00_trace.txt", "07_fuse.txt"]
     assert not any(f.endswith((".dot", ".json")) for f in files) and "report.txt" in files
 
 
@@ -201,7 +201,7 @@ def test_graphjit_dump_environment_variable(tmp_path):
     r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     (folder,) = os.listdir(tmp_path / "d")
-    assert "fused(" in (tmp_path / "d" / folder / "06_fuse.txt").read_text()
+    assert "fused(" in (tmp_path / "d" / folder / "07_fuse.txt").read_text()
 
 
 def test_lower_gives_stage_text_without_running_the_step():
@@ -217,7 +217,8 @@ def test_lower_gives_stage_text_without_running_the_step():
         return loss
 
     lowered = step.lower(gj.ones(4, 3, dtype=gj.float64))
-    assert lowered.stages == ["trace", "autodiff", "decompose", "simplify", "cse", "dce", "fuse", "gemm", "dce"]
+    assert lowered.stages == ["trace", "autodiff", "decompose", "simplify", "cse", "batch", "dce", "fuse",
+                              "gemm", "dce"]
     assert "grad(" in lowered.as_text("trace") and "grad(" not in lowered.as_text("autodiff")
     assert "fused(" in lowered.as_text("fuse") and lowered.as_text() == lowered.as_text("dce")
     assert lowered.as_text("dce#1") != lowered.as_text("dce")
@@ -254,7 +255,7 @@ def test_profile_times_every_kernel_against_the_machines_limits(tmp_path):
     text = (tmp_path / "o" / "step_2" / "report.txt").read_text()
     section = text.split("profile of the program step:")[1]
     assert f"{limits['bandwidth_gbs']:.1f} GB/s copy bandwidth" in section
-    final = parse_graph((tmp_path / "o" / "step_2" / "08_dce.txt").read_text())
+    final = parse_graph((tmp_path / "o" / "step_2" / "09_dce.txt").read_text())
     kernels = [n for n in final.nodes if n.op.name not in ("reshape", "detach")]
     rows = re.findall(r"^  %\d+ .*\d+\.\dus", section, re.M)
     assert len(rows) == len(kernels)

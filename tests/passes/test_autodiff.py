@@ -139,7 +139,7 @@ def test_q_through_the_pipeline_is_the_closed_form():
     algebraic = DEFAULT[:DEFAULT.index(fuse)]
     g, snapshots = run_pipeline(parse_graph(text(before)), verify=True, passes=algebraic)
     assert [name for name, _ in snapshots] == ["trace", "autodiff", "decompose", "simplify",
-                                               "cse", "dce"]
+                                               "cse", "batch", "dce"]
     # d/da = 9 a^2, d/db = -2 b, with every constant folded.
     assert round_trip(g) == text("""
     graph f(%a: f64[3] {param}, %b: f64[3] {param}) {

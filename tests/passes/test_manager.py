@@ -92,7 +92,7 @@ def test_what_counts_as_a_pass():
 
 
 def test_the_pipeline_order():
-    order = ["autodiff", "decompose", "simplify", "cse", "dce", "fuse", "gemm", "dce"]
+    order = ["autodiff", "decompose", "simplify", "cse", "batch", "dce", "fuse", "gemm", "dce"]
     assert [p.name for p in pipeline.DEFAULT] == order
     g, snapshots = pipeline.run_pipeline(parse_graph(TEXT), verify=True)
     assert [name for name, _ in snapshots] == ["trace"] + order
