@@ -236,27 +236,38 @@ def inplace_updates(graph, owner) -> dict:
     into the target's own buffer.
 
     # NOTE: [In-place updates]
-    ``update %p <- %u`` may be computed in place when ``%u`` is made by an elementwise or
-    fused node ``n`` of ``%p``'s shape and dtype (its loop reads every buffer of ``%p``'s
-    shape at the index it writes, so each element is read before it is overwritten; a fused
-    node with a reduction reads rows more than once, so it does not qualify), no
-    node after ``n`` reads ``%p``'s old value, no other result is ``%p``'s old value, and no
-    node after ``n`` can raise (index bounds checks): a program that fails has then written
-    nothing in place. A multi-result fused node may compute several updates in place. Optimizer updates (``p``, ``exp_avg``, ``momentum_buffer``...) are all
-    of this form, so a step allocates nothing proportional to the parameters for them.
+    ``update %p <- %u`` may be computed in place when ``%u`` is a node's own result (not a
+    view of another buffer; or a reshape of one when nothing reads ``%p``) of ``%p``'s shape
+    and dtype, no other result is ``%p``'s old
+    value, no node after ``%u``'s node ``n`` reads it nor can raise (index bounds checks: a
+    program that fails has then written nothing in place), and either
+    - no node reads ``%p``'s old value at all: any kernel may write its result there (a
+      gradient after ``zero_grad()``, made by a GEMM: no copy into ``.grad``), or
+    - ``n`` is an elementwise or fused node without a reduction: its loop reads every
+      buffer of ``%p``'s shape at the index it writes, so each element is read before it is
+      overwritten (a fused node with a reduction reads rows more than once). Optimizer
+      updates (``p``, ``exp_avg``, ``momentum_buffer``...) are all of this form, so a step
+      allocates nothing proportional to the parameters for them.
+    A multi-result node may compute several updates in place.
     """
     position = {n: i for i, n in enumerate(graph.nodes)}
     results = list(graph.outputs) + [v for _, v in graph.updates]
+    read = [v for m in graph.nodes for v in m.inputs]
     found = {}
     for target, value in graph.updates:
-        n = value.node
-        if n is None or not n.inputs or owner[value] is not value or target.role == "const":
-            continue
-        if not (n.op.name == "fused" or (n.op.kind == "elementwise" and n.op.name != "detach")):
-            continue
-        if n.op.name == "fused" and has_reduction(n.attrs["body"]):
-            continue
         if tuple(value.shape) != tuple(target.shape) or value.dtype is not target.dtype:
+            continue
+        unread = not any(owner[v] is target for v in read)
+        # A free reshape of a node's result (a bias gradient summed with keepdim): that
+        # result, in the target's buffer, when nothing reads the target.
+        src = owner[value] if unread else value
+        n = src.node
+        if n is None or not n.inputs or owner[src] is not src or target.role == "const":
+            continue
+        if not unread and not (n.op.name == "fused" or (n.op.kind == "elementwise"
+                                                         and n.op.name != "detach")):
+            continue
+        if not unread and n.op.name == "fused" and has_reduction(n.attrs["body"]):
             continue
         if any(owner[v] is target and tuple(v.shape) != tuple(value.shape) for v in n.inputs):
             continue  # reads the target through a reshape: not at the index it writes
@@ -267,9 +278,11 @@ def inplace_updates(graph, owner) -> dict:
             continue
         if any(owner[r] is target for r in results):
             continue
-        if value in found or target in found.values():
+        if src in graph.outputs or value in graph.outputs:
+            continue  # an output in an input's buffer would alias it for the caller
+        if src in found or target in found.values():
             continue  # one value updating two inputs: only one can hold it in place
-        found[value] = target
+        found[src] = found[value] = target
     return found
 
 
@@ -343,10 +356,10 @@ def generate(graph, name: str | None = None, inplace: bool = False,
                     slot = slot_of[v]
                     whole = slots[slot][1] == n
                     driver.line(f"{var} = {slot_params[slot]}{'' if whole else f'[:{n}]'}")
-                if k.fill_value is not None:
-                    driver.line(f"{var}[:] = {k.fill_value}")
-                elif k.zero_output:
-                    driver.line(f"{var}[:] = 0")
+            if k.fill_value is not None:
+                driver.line(f"{var}[:] = {k.fill_value}")
+            elif k.zero_output:
+                driver.line(f"{var}[:] = 0")
             buf[v], owner[v] = var, v
             out_vars.append(var)
         if k.fill_value is not None:
