@@ -117,6 +117,17 @@ def test_accuracy_in_ulps(name, inputs):
     assert not bad, f"{name} {dtype.__name__}: max ulps (at x) {bad}"
 
 
+def test_tanh_f32_every_input_in_half_to_one():
+    """Every float32 in [0.5, 1): the branch switch at 0.625 and exp's n = 2 -> 3 at 0.866,
+    where tanh_f32's own exp leaves the least room (0.9 ulp before the final rounding)."""
+    lo, hi = np.array([0.5, 1.0], np.float32).view(np.uint32)
+    x = np.arange(lo, hi, dtype=np.uint32).view(np.float32)
+    for xs in (x, -x):
+        d = ulp_distance(_apply("tanh", xs), _reference("tanh", xs))
+        i = int(np.argmax(d))
+        assert d[i] <= MAX_ULPS[np.float32], f"{d[i]} ulps at x = {xs[i]!r}"
+
+
 def _specials(dtype):
     fi = np.finfo(dtype)
     inf, nan = np.inf, np.nan
