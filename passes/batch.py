@@ -41,6 +41,7 @@ from graphjit.ops import api, registry
 from graphjit.shapes import numel
 
 from .dce import live_values
+from .gemm import is_transpose
 from .manager import graph_pass
 from .rewrite import replace_uses
 
@@ -50,18 +51,12 @@ def _is_matrix_product(n) -> bool:
             and all(len(v.shape) == 2 for v in n.inputs) and n.out.dtype.is_floating_point)
 
 
-def _is_transpose(v) -> bool:
-    n = v.node
-    return (n is not None and n.op.name == "permute" and tuple(n.attrs["dims"]) == (1, 0)
-            and len(v.shape) == 2)
-
-
 def _dim0_slice(n) -> bool:
     """A slice that keeps whole trailing dims and steps 1 along the first: a contiguous
     block of the input's rows."""
     x = n.inputs[0]
     starts, stops, steps = n.attrs["starts"], n.attrs["stops"], n.attrs["steps"]
-    return (len(x.shape) >= 1 and steps[0] == 1 and all(s == 1 for s in steps)
+    return (len(x.shape) >= 1 and all(s == 1 for s in steps)
             and all(a == 0 and b == size for a, b, size in zip(starts[1:], stops[1:], x.shape[1:])))
 
 
@@ -194,11 +189,11 @@ def _transposed_product(v, readers):
     n = v.node
     if n is None:
         return None
-    if _is_matrix_product(n) and _is_transpose(n.inputs[0]):
+    if _is_matrix_product(n) and is_transpose(n.inputs[0]):
         return n.inputs[0].node.inputs[0], n.inputs[1]
-    if _is_transpose(v) and readers.get(n.inputs[0], 0) == 1:
+    if is_transpose(v) and readers.get(n.inputs[0], 0) == 1:
         inner = n.inputs[0].node
-        if inner is not None and _is_matrix_product(inner) and _is_transpose(inner.inputs[0]):
+        if inner is not None and _is_matrix_product(inner) and is_transpose(inner.inputs[0]):
             return inner.inputs[1], inner.inputs[0].node.inputs[0]
     return None
 

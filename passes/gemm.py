@@ -28,7 +28,8 @@ from .manager import graph_pass
 from .rewrite import replace_uses
 
 
-def _is_transpose(v) -> bool:
+def is_transpose(v) -> bool:
+    """Whether ``v`` is ``permute(x, dims=[1, 0])`` of a matrix ``x``."""
     n = v.node
     return (n is not None and n.op.name == "permute" and tuple(n.attrs["dims"]) == (1, 0)
             and len(v.shape) == 2)
@@ -85,9 +86,9 @@ def _sweep(graph) -> int:
             continue
         a, b, ta, tb, extras, epilogue = prod
         changed = False
-        if _is_transpose(a):
+        if is_transpose(a):
             a, ta, changed = a.node.inputs[0], not ta, True
-        if _is_transpose(b):
+        if is_transpose(b):
             b, tb, changed = b.node.inputs[0], not tb, True
         readers = users[n.outs[0]] if len(n.outs) == 1 else []
         if not epilogue and len(readers) == 1 and n.out not in pinned:

@@ -238,9 +238,9 @@ def inplace_updates(graph, owner) -> dict:
     # NOTE: [In-place updates]
     ``update %p <- %u`` may be computed in place when ``%u`` is a node's own result (not a
     view of another buffer; or a reshape of one when nothing reads ``%p``) of ``%p``'s shape
-    and dtype, no other result is ``%p``'s old
-    value, no node after ``%u``'s node ``n`` reads it nor can raise (index bounds checks: a
-    program that fails has then written nothing in place), and either
+    and dtype, no other result is ``%p``'s old value, no node after ``%u``'s node ``n``
+    reads it nor can raise (index bounds checks: a program that fails has then written
+    nothing in place), and either
     - no node reads ``%p``'s old value at all: any kernel may write its result there (a
       gradient after ``zero_grad()``, made by a GEMM: no copy into ``.grad``), or
     - ``n`` is an elementwise or fused node without a reduction: its loop reads every
@@ -252,12 +252,12 @@ def inplace_updates(graph, owner) -> dict:
     """
     position = {n: i for i, n in enumerate(graph.nodes)}
     results = list(graph.outputs) + [v for _, v in graph.updates]
-    read = [v for m in graph.nodes for v in m.inputs]
+    read = {owner[v] for m in graph.nodes for v in m.inputs}  # buffers some node reads
     found = {}
     for target, value in graph.updates:
         if tuple(value.shape) != tuple(target.shape) or value.dtype is not target.dtype:
             continue
-        unread = not any(owner[v] is target for v in read)
+        unread = target not in read
         # A free reshape of a node's result (a bias gradient summed with keepdim): that
         # result, in the target's buffer, when nothing reads the target.
         src = owner[value] if unread else value

@@ -38,9 +38,10 @@ loops] in loops.py): column sums then accumulate per chunk and totals per row, c
 in order after the loop; a body of one long row runs each of its passes in chunks. Sums
 accumulate through ``accumulate.add``, whose addition may be reassociated, so LLVM
 vectorises the accumulation (nothing else in the kernel is reassociated); float32 sums per
-block of 256 elements, the blocks in float64 (see [Blocked sums]). With an "outer" reduction (the reduced dims
-are the outermost: a bias gradient), the results are accumulated in their output buffers,
-row after row, a loop that vectorises along the kept dims.
+block of 256 elements, the blocks in float64 (see [Blocked sums]). With an "outer"
+reduction (the reduced dims are the outermost: a bias gradient), the results are
+accumulated in their output buffers, row after row, a loop that vectorises along the kept
+dims.
 """
 from __future__ import annotations
 
