@@ -58,6 +58,26 @@ if _THREADS > 0:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen"
                                    "=false intra_op_parallelism_threads=1").strip()
 
+
+
+def _openblas_kernels():
+    """OpenBLAS's core type as graphjit chooses it (graphjit/_blas.py, [OpenBLAS core type]),
+    set here before NumPy loads, so that every child inherits it: the NumPy peer runs the
+    same GEMM kernels as graphjit's compiled programs, and the GEMM limit is theirs. Loaded
+    from its file: importing the package would import NumPy first."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "graphjit", "_blas.py")
+    spec = importlib.util.spec_from_file_location("_graphjit_blas_choice", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if "GRAPHJIT_SUITE_OPENBLAS_WAS" not in os.environ:  # the parent: note what it found
+        os.environ["GRAPHJIT_SUITE_OPENBLAS_WAS"] = os.environ.get("OPENBLAS_CORETYPE", "unset")
+    module.choose_openblas_kernels()
+
+
+_openblas_kernels()
+
 import argparse  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
@@ -451,6 +471,10 @@ def _print_machine(info, limits):
     print("machine:")
     print(f"  CPU: {info['cpu']}, {info['logical_cores']} logical cores "
           f"({info['usable_cores']} usable)")
+    was, now = os.environ["GRAPHJIT_SUITE_OPENBLAS_WAS"], os.environ.get("OPENBLAS_CORETYPE")
+    print(f"  OpenBLAS core type: {now or 'chosen by OpenBLAS'}"
+          + (f" (the environment's {was} replaced: see graphjit/_blas.py)" if was not in
+             ("unset", now) else ""))
     versions = [f"python {info['python']}", f"numpy {info['numpy']} ({info['blas']})",
                 f"numba {info['numba']}",
                 f"torch {info['torch']}" if info["torch"] else "torch: not installed",
