@@ -18,6 +18,7 @@ import pytest
 from graphjit import dtypes
 from graphjit.backend import source
 from graphjit.backend.cpu import compile_graph, emitter_for, generate
+from graphjit.backend.cpu.native import run_kernel_in_python
 from graphjit.errors import GraphjitError
 from graphjit.ir import Graph, GraphBuilder, parse_graph, run_graph, verify
 from graphjit.ir.printer import format_node, value_names
@@ -120,6 +121,10 @@ def run_generated_as_python(graph, inputs):
             for v in generated.params]
     args = [a.reshape(-1) for a in args]
     args += [np.empty(n, dt.np) for n, dt in generated.result_buffers + generated.slots]
+    # The driver's address table holds the kernels themselves, and run_kernel calls them
+    # ([Kernel calls by address] in graphjit/backend/cpu/native.py).
+    namespace["run_kernel"] = run_kernel_in_python
+    args.append([namespace[name] for name, _, _ in generated.kernel_table])
     results = namespace[generated.driver_name](*args)
     return [r.reshape(v.shape) for r, v in zip(results, generated.results)]
 

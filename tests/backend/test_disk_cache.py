@@ -215,7 +215,10 @@ def test_two_processes_compiling_into_one_empty_folder_at_once(tmp_path):
     both = [_start(tmp_path, folder, sync) for _ in range(2)]
     results = [_result(p)[0] for p in both]
     for r in results:
-        assert r["ok"] and r["hits"] == [0, 0] and r["misses"] == [1, 1]
+        # Each driver compiled or loaded once: the process that finishes its kernels
+        # first may save a driver before the other looks it up (drivers compile in
+        # milliseconds: [Kernel calls by address]), so which one it is varies.
+        assert r["ok"] and [h + m for h, m in zip(r["hits"], r["misses"])] == [1, 1], r
     assert results[0]["paths"] == results[1]["paths"]
     # What they left is a whole, valid cache: a third process compiles nothing.
     third, _ = _run(tmp_path, folder)

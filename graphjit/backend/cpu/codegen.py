@@ -2,6 +2,7 @@
 
 For ``graph f(%x: f32[2,3] {arg}) { %0 = exp(%x) ... }`` the program module reads:
 
+    from graphjit.backend.cpu.native import run_kernel
     from graphjit.backend.source import import_sibling
 
     # %0 = exp(%x) : f32[2,3]
@@ -9,9 +10,9 @@ For ``graph f(%x: f32[2,3] {arg}) { %0 = exp(%x) ... }`` the program module read
 
 
     @njit(error_model="numpy", cache=True)
-    def run_f(x, r0):
+    def run_f(x, r0, kernels):
         # %0 = exp(%x) : f32[2,3]
-        k0_exp(x, r0)
+        run_kernel(kernels[0], (x, r0))  # k0_exp
         return (r0,)
 
 and the kernel module it imports, ``kernel_5c1e0f8a2b9d7c3e4f6a.py`` (the hash of its text):
@@ -26,7 +27,8 @@ One kernel per node, named ``k<node>_<op>`` in the program after the IR value it
 nodes whose kernels would be identical share the first one, and so do programs: each kernel
 is a module of its own, compiled once per process and cached by Numba across processes
 (see [Kernel modules]). The driver takes every buffer from the caller and calls the kernels
-in program order, so running the program is one native call; the Python wrapper
+in program order, through their addresses (``kernels``: see [Kernel calls by address] in
+native.py), so running the program is one native call; the Python wrapper
 (``CompiledProgram``) only checks the inputs and reshapes the flat results (see [Flat
 buffers] in kernel.py). ``generate(graph).source`` is the whole program as one module, the
 kernels written out in it, for reading (``graphjit dump``'s ``kernels.py``).
@@ -47,9 +49,11 @@ from ..source import (Namer, SourceWriter, identifier, import_module, module_fil
                       write_module)
 from . import creation, fused, index, linalg, reduce, shape, vmath  # noqa: F401  (emitters)
 from .elementwise import emit_elementwise, emits_generic
-from .kernel import EMITTERS, MODULE_GLOBALS, KernelWriter
+from .kernel import EMITTERS, MAY_ALIAS, MODULE_GLOBALS, KernelWriter
 from .loops import np_type
+from .native import ADDRESS_DTYPE
 from .program import CompiledProgram
+from .workers import compile_kernels
 
 # Kernels are only called from the driver, so they need no CPython or cfunc wrapper
 # (each costs compile time); Numba caches them all the same (see [Kernel modules]).
@@ -132,9 +136,9 @@ class _Kernel:
 # the body uses and the njit flags (error_model, fastmath when asked for, parallel), all that
 # decides the compiled code, and nothing of the program (value names, IR lines: those stay in
 # the program module as comments). The program module's text names its kernel modules' files,
-# so its own hash covers theirs: the driver's cache entry, which holds its kernels' code
-# linked in, is only ever used with the kernels it was compiled with. A driver loaded from
-# Numba's cache needs no kernel compiled or loaded: only the kernel modules imported.
+# so its own hash covers theirs. The driver calls its kernels through their addresses
+# ([Kernel calls by address] in native.py), so its cache entry holds none of their code:
+# a program loads each kernel from the kernel's own cache entry, or compiles it.
 #
 # Numba caches these wrapper-less functions like any other (numba 0.68); a cached parallel
 # kernel needed one fix, see _keep_reload_hooks in backend/source.py. ``generate(...).source``
@@ -221,13 +225,17 @@ def _check_graph(graph) -> None:
 
 def _buffer_owners(graph, names) -> dict:
     """Each value -> the value whose buffer holds it: itself, or the buffer a free reshape
-    views (found by asking each node's emitter, on a scratch writer)."""
+    views (found by asking the emitters that may alias, kernel.MAY_ALIAS, on a scratch
+    writer: emitting every kernel twice cost 17 ms of 42 per trace of W2's step)."""
     owner = {v: v for v in graph.inputs}
     for node in graph.nodes:
-        k = KernelWriter(node, "scratch", names)
-        emitter_for(node.op)(node, k)
+        alias_of = None
+        if node.op.name in MAY_ALIAS:
+            k = KernelWriter(node, "scratch", names)
+            emitter_for(node.op)(node, k)
+            alias_of = k.alias_of
         for v in node.outs:
-            owner[v] = owner[node.inputs[k.alias_of]] if k.alias_of is not None else v
+            owner[v] = owner[node.inputs[alias_of]] if alias_of is not None else v
     return owner
 
 
@@ -319,6 +327,9 @@ def generate(graph, name: str | None = None, inplace: bool = False,
     slot_params = [namer.fresh(f"w{j}") for j in range(len(slots))]
 
     kernels, by_text = [], {}
+    # (kernel, argument dtypes) -> its entry in the address table ([Kernel calls by address]).
+    table_index = {}
+    table_param = namer.fresh("kernels")
     driver = SourceWriter(indent=1)
     for i, node in enumerate(graph.nodes):
         k = KernelWriter(node, kernel_names[i], names)
@@ -373,7 +384,10 @@ def generate(graph, name: str | None = None, inplace: bool = False,
         kernel.ir_lines.append(k.ir_line)
         call_args = [buf[v] for v in node.inputs] + [var for var, w in zip(out_vars, writes_input)
                                                      if w is None]
-        driver.line(f"{kernel.name}({', '.join(call_args)})")
+        dtypes = tuple(v.dtype for v in node.inputs) + tuple(
+            v.dtype for v, w in zip(node.outs, writes_input) if w is None)
+        entry = table_index.setdefault((kernel, dtypes), len(table_index))
+        driver.line(f"run_kernel({table_param}[{entry}], {_tuple(call_args)})  # {kernel.name}")
 
     # A result in an input's buffer (an input returned as is, or a reshape of one) is copied:
     # the caller may write updates into input buffers, and must not alias them by surprise.
@@ -383,7 +397,7 @@ def generate(graph, name: str | None = None, inplace: bool = False,
     driver.line(f"return ({', '.join(returned)}{',' if len(returned) == 1 else ''})")
 
     driver_params = ([buf[v] for v in params] + [result_params[v] for v in result_buffers]
-                     + slot_params)
+                     + slot_params + [table_param])
     driver_code = [f"@njit({DRIVER_FLAGS})", f"def {driver_name}({', '.join(driver_params)}):"]
     driver_code += driver.lines
     graph_text = [f"#   {text}" for text in print_graph(graph).splitlines()]
@@ -403,8 +417,9 @@ def generate(graph, name: str | None = None, inplace: bool = False,
     out.line("#")
     for line in graph_text:
         out.line(line)
-    for line in _imports("\n".join(imports + driver_code),
-                         ["from graphjit.backend.source import import_sibling"] if kernels else []):
+    ours = ["from graphjit.backend.cpu.native import run_kernel",
+            "from graphjit.backend.source import import_sibling"] if kernels else []
+    for line in _imports("\n".join(imports + driver_code), ours):
         out.line(line)
     for kernel, line in zip(kernels, imports):
         out.line()
@@ -428,7 +443,8 @@ def generate(graph, name: str | None = None, inplace: bool = False,
     out.line("#")
     for line in graph_text:
         out.line(line)
-    for line in _imports("\n".join(definitions + driver_code)):
+    for line in _imports("\n".join(definitions + driver_code),
+                         ["from graphjit.backend.cpu.native import run_kernel"] if kernels else []):
         out.line(line)
     out.line()
     out.line(f"kernel = njit({kernel_flags(False, fastmath)})")
@@ -448,11 +464,20 @@ def generate(graph, name: str | None = None, inplace: bool = False,
     module = GeneratedModule(out.text(), driver_name, params, results, module_source,
                              [kernel.module_source for kernel in kernels])
     module.result_buffers = [(numel(v.shape), v.dtype) for v in result_buffers]
+    # Per address-table entry: the kernel's name in the program module, its argument dtypes
+    # and a guess of its compile time (the order workers take kernels in: see [Parallel
+    # kernel compilation] in workers.py; parfor lowering makes parallel kernels the dearest).
+    module.kernel_table = [(kernel.name, dtypes, len(kernel.body) * (4 if kernel.parallel else 1))
+                           for kernel, dtypes in table_index]
     module.slots = [(n, dtype) for dtype, n in slots]
     # Update position -> index of its target among the inputs, for updates done in place.
     module.in_place = {j: params.index(t) for j, (t, v) in enumerate(graph.updates)
                        if in_place.get(v) is t}
     return module
+
+
+def _tuple(items) -> str:
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
 
 
 def _signature(params):
@@ -479,10 +504,15 @@ def compile_graph(graph, name: str | None = None, inplace: bool = False,
     module = import_module(path)
     driver = getattr(module, generated.driver_name)
     try:
+        table = np.array(compile_kernels([(getattr(module, kernel),
+                                           _signature([dt.np for dt in dtypes]), cost)
+                                          for kernel, dtypes, cost in generated.kernel_table]),
+                         dtype=ADDRESS_DTYPE)
         driver.compile(_signature([v.dtype.np for v in generated.params]
                                   + [dt.np for _, dt in generated.result_buffers]
-                                  + [dt.np for _, dt in generated.slots]))
+                                  + [dt.np for _, dt in generated.slots] + [ADDRESS_DTYPE]))
     except Exception as e:
         raise GraphjitError(f"Numba could not compile the program generated for graph {name!r} "
                             f"({path}): {type(e).__name__}: {e}") from e
-    return CompiledProgram(graph, name, generated, path, driver, time.perf_counter() - start)
+    return CompiledProgram(graph, name, generated, path, driver, table,
+                           time.perf_counter() - start)

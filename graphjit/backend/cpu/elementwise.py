@@ -110,7 +110,7 @@ def emit_elementwise(node, k) -> None:
         k.line(f"{k.out}[{k.at(affine(0, zip(idx, out_strides)))}] = {expr}")
 
 
-@emits("detach")
+@emits("detach", may_alias=True)
 def emit_detach(node, k) -> None:
     k.alias(0)
 

@@ -27,13 +27,21 @@ MODULE_GLOBALS = ("math", "np", "numba", "njit", "prange", "kernel", "parallel_k
                   "acc_add") + vmath.NAMES
 
 
-def emits(*op_names):
-    """Register the decorated function as the CPU emitter of ``op_names``."""
+# Ops whose emitter may make the output a view of an input's buffer (``KernelWriter.alias``):
+# code generation asks only their emitters which buffers are shared before it emits kernels.
+MAY_ALIAS = set()
+
+
+def emits(*op_names, may_alias: bool = False):
+    """Register the decorated function as the CPU emitter of ``op_names``; ``may_alias``:
+    it may call ``k.alias`` (no other emitter can)."""
     def register(fn):
         for name in op_names:
             if name in EMITTERS:
                 raise ValueError(f"op {name!r} has two CPU emitters")
             EMITTERS[name] = fn
+            if may_alias:
+                MAY_ALIAS.add(name)
         return fn
     return register
 
@@ -97,6 +105,9 @@ class KernelWriter:
 
     def alias(self, i: int) -> None:
         """The output is input ``i``'s buffer, unchanged (a free reshape, see [Flat buffers])."""
+        if self.node.op.name not in MAY_ALIAS:
+            raise AssertionError(f"the emitter of {self.node.op.name!r} aliases its output "
+                                 "but was not registered with emits(..., may_alias=True)")
         self.alias_of = i
 
     def fill(self, literal: str) -> None:

@@ -38,13 +38,15 @@ class CompiledProgram:
     on one program are serialised by a lock, since they share the workspace.
     """
 
-    def __init__(self, graph, name, generated, path, driver, compile_seconds):
+    def __init__(self, graph, name, generated, path, driver, kernel_table, compile_seconds):
         self.graph = graph
         self.name = name
         self.source = generated.source
         self.path = path
         self.compile_seconds = compile_seconds
         self._driver = driver
+        # The driver's last argument: its kernels' addresses ([Kernel calls by address]).
+        self._kernel_table = kernel_table
         # Inputs (non-const graph inputs) in driver-argument order; the consts' flat data
         # with their driver-argument positions (see run_trusted).
         self._args = [v for v in generated.params if v.role != "const"]
@@ -91,6 +93,7 @@ class CompiledProgram:
             self._last_buffers = last = None  # let go before the pool counts references
         if self._workspace is None:
             self._workspace = [np.empty(n, dt) for n, dt in self._slot_types]
+            self._workspace.append(self._kernel_table)
         buffers = []
         for j, (n, dt) in enumerate(self._result_types):
             pool = self._pool[j]

@@ -17,7 +17,7 @@ def strided_copy(k, shape, dst, dst_base, dst_strides, src, src_base, src_stride
         k.line(f"{dst}[{affine(dst_base, zip(idx, ds))}] = {src}[{affine(src_base, zip(idx, ss))}]")
 
 
-@emits("reshape")
+@emits("reshape", may_alias=True)
 def emit_reshape(node, k) -> None:
     k.alias(0)
 

@@ -1,0 +1,79 @@
+"""Calling a compiled kernel through its address: ``run_kernel(address, (arrays...))``.
+
+# NOTE: [Kernel calls by address]
+The driver does not call its kernels' dispatchers: it calls their machine code through
+addresses it is given (``kernels``, its last argument: an intp array, one entry per
+distinct kernel and signature, filled by ``compile_graph``), with Numba's own calling
+convention, so a kernel's exception still propagates out of the driver.
+
+Why: a Numba function that calls another dispatcher links the callee's LLVM module into
+its own, and LLVM then optimises and generates machine code for the whole again. So every
+kernel was compiled to machine code twice, once on its own and once inside the driver, and
+the driver's share was the larger one: W2's cold compile spent 1.2 s finalising the driver
+(0.64 s re-optimising the linked kernels, 0.52 s emitting their code again) against 0.85 s
+for all 18 kernels' own. Called by address, the driver is a few dozen calls and compiles
+in milliseconds; its cache entry holds no kernel code, and a program loads each kernel from
+the kernel's own cache entry (``kernel_address``), which a new process with another program
+sharing the kernel finds already there.
+
+The price: LLVM cannot inline a kernel into the driver (kernels are whole loops, so
+nothing is lost), and nothing checks the address table against the kernels' signatures at
+run time: ``compile_graph`` builds the table from the same dtypes the driver passes, every
+argument is a 1-D C-contiguous array (``run_kernel`` refuses anything else when the driver
+is typed), and a kernel compiled for other types would read garbage. So only generated
+drivers call this.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.core.errors import TypingError
+from numba.extending import intrinsic
+
+# The dtype of the address table (a pointer-sized integer).
+ADDRESS_DTYPE = np.intp
+
+
+@intrinsic
+def run_kernel(typingctx, address, args):
+    """``run_kernel(address, (a0, a1, ...))``: call the kernel compiled for ``(a0, a1,
+    ...)``'s types whose code is at ``address``; returns nothing."""
+    if not isinstance(address, types.Integer):
+        raise TypingError(f"run_kernel: the address must be an integer, got {address}")
+    if not isinstance(args, types.BaseTuple):
+        raise TypingError(f"run_kernel: the arguments must be a tuple, got {args}")
+    for t in args.types:
+        if not (isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C"):
+            raise TypingError(f"run_kernel: kernels take 1-D C-contiguous arrays, got {t}")
+    sig = types.none(address, args)
+
+    def codegen(context, builder, sig, llargs):
+        argtys = list(sig.args[1].types)
+        values = [builder.extract_value(llargs[1], i) for i in range(len(argtys))]
+        fnty = context.call_conv.get_function_type(types.none, argtys)
+        fn = builder.inttoptr(llargs[0], fnty.as_pointer())
+        status, _ = context.call_conv.call_function(builder, fn, types.none, argtys, values)
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def run_kernel_in_python(kernel, args) -> None:
+    """What ``run_kernel`` does, for a driver run as plain Python (Numba's JIT disabled, as
+    tests do) with the kernel functions themselves in its table."""
+    kernel(*args)
+
+
+def kernel_address(dispatcher, signature) -> int:
+    """The address of ``dispatcher``'s machine code for ``signature`` (a tuple of Numba
+    types), compiled, or loaded from Numba's cache, first if need be."""
+    dispatcher.compile(signature)
+    compiled = dispatcher.overloads[tuple(signature)]
+    address = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
+    if not address:
+        raise RuntimeError(f"no machine code for {compiled.fndesc.llvm_func_name} "
+                           f"({dispatcher.py_func.__code__.co_filename})")
+    return address
