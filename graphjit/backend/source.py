@@ -417,9 +417,17 @@ def _guard_numba_caches(module, path: str) -> None:
 
 
 def _guarded_load(cache, load):
+    # Numba's Cache.load_overload is target_context.refresh() then _load_overload(); see
+    # _load_without_refresh.
+    unrefreshed = getattr(cache, "_load_overload", None)
+
     def load_overload(sig, target_context):
         try:
-            compiled = load(sig, target_context)
+            if unrefreshed is not None:
+                _load_runtime(target_context)
+                compiled = unrefreshed(sig, target_context)
+            else:
+                compiled = load(sig, target_context)
         except Exception:
             # Garbled, truncated, checksum mismatch, or machine code LLVM refuses: rebuild.
             _discard(cache)
@@ -427,6 +435,21 @@ def _guarded_load(cache, load):
         _keep_reload_hooks(compiled)
         return compiled
     return load_overload
+
+
+def _load_runtime(target_context) -> None:
+    """What loading machine code from Numba's cache needs of ``target_context.refresh()``,
+    which Numba's ``Cache.load_overload`` calls first: Numba's runtime (NRT) initialised,
+    so the code's references to ``NRT_*`` resolve (without it LLVM aborts the process:
+    "Symbol not found: NRT_MemInfo_call_dtor").
+
+    The rest of refresh() imports and installs every lowering and typing registry Numba
+    has (numba.np.linalg, arraymath, the typed containers, SciPy's linalg...): 0.22 s of
+    W2's warm start of ~0.74 s, for code that is already machine code. Numba refreshes
+    the contexts itself before it compiles anything (CompilerBase.__init__), so a program
+    that needs a kernel compiled still gets them."""
+    from numba.core.runtime import rtsys
+    rtsys.initialize(target_context)
 
 
 def _keep_reload_hooks(compiled) -> None:

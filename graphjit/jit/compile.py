@@ -19,6 +19,7 @@ import warnings
 import numpy as np
 
 from .. import autograd
+from .._gc import paused_gc
 from ..errors import GraphjitError
 from ..shapes import numel
 from ..tensor import Tensor
@@ -649,7 +650,8 @@ class CompiledFunction:
                 self._remember(entry, args, kwargs, key)
                 return entry.finish(entry.run(flat))
         reasons = (entries[-1].guard_failures(flat) or None) if entries else None
-        entry, tracer = self._compile(args, kwargs, flat, sig, key, reasons)
+        with paused_gc():  # [No GC while compiling] in graphjit/_gc.py
+            entry, tracer = self._compile(args, kwargs, flat, sig, key, reasons)
         try:
             outputs = entry.run(flat)
         except BaseException:

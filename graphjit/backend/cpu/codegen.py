@@ -41,6 +41,7 @@ import time
 import numpy as np
 from passes.memory import plan_buffers
 
+from ..._gc import paused_gc
 from ...errors import GraphjitError
 from ...ir.fused import has_reduction
 from ...ir.printer import format_node, print_graph, value_names
@@ -494,6 +495,11 @@ def compile_graph(graph, name: str | None = None, inplace: bool = False,
     this process or a new one, skip code generation in LLVM, and a kernel another program
     compiled already is not compiled again (see [Kernel modules]).
     """
+    with paused_gc():  # [No GC while compiling] in graphjit/_gc.py
+        return _compile_graph(graph, name, inplace, fastmath)
+
+
+def _compile_graph(graph, name, inplace, fastmath) -> CompiledProgram:
     name = name or graph.name
     start = time.perf_counter()
     generated = generate(graph, name, inplace=inplace, fastmath=fastmath)
