@@ -97,6 +97,22 @@ def test_sibling_gradients_of_a_chain_share_one_loop():
     assert out.splitlines()[1].lstrip().startswith("%0, %1, %2 = fused(%a, %b,")
 
 
+def test_loops_sharing_only_a_small_operand_stay_apart():
+    # The input projections of unrolled RNN steps plus one bias row: the adds share only
+    # the [4] bias, so fusing them saves nothing (and 50 of them made one loop of 100
+    # arrays LLVM could not vectorise); a domain-sized shared input still merges siblings.
+    g = parse_graph(text("""
+    graph f(%x0: f32[3,4] {arg}, %x1: f32[3,4] {arg}, %x2: f32[3,4] {arg}, %b: f32[4] {param}) {
+      %0 = add(%x0, %b) : f32[3,4]
+      %1 = add(%x1, %b) : f32[3,4]
+      %2 = add(%x2, %b) : f32[3,4]
+      %3 = mul(%x2, %x2) : f32[3,4]
+      return %0, %1, %2, %3
+    }"""))
+    groups = find_groups(g)
+    assert [[g.nodes.index(n) for n in grp] for grp in groups] == [[2, 3]]
+
+
 def test_a_reduction_over_another_dim_stays_out():
     # Reducing the middle dim of [2,3,4] is neither the innermost nor the outermost dims.
     out = run_fuse("""
