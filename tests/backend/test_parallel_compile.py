@@ -137,3 +137,12 @@ def test_run_kernel_refuses_arrays_a_kernel_does_not_take():
         call(np.zeros((2, 2), np.float32), 0)
     with pytest.raises(TypingError, match="1-D C-contiguous arrays"):
         call(np.zeros(4, np.float32)[::2], 0)
+
+
+def test_a_value_named_like_the_drivers_helpers_does_not_shadow_them():
+    from graphjit.backend.cpu import compile_graph
+    from graphjit.ir import parse_graph
+    g = parse_graph("graph f(%run_kernel: f32[3] {arg}, %import_sibling: f32[3] {arg}) {\n"
+                    "  %0 = mul(%run_kernel, %import_sibling) : f32[3]\n  return %0\n}")
+    a, b = np.float32([1, 2, 3]), np.float32([4, -5, 6])
+    np.testing.assert_array_equal(compile_graph(g)([a, b])[0][0], a * b)

@@ -24,7 +24,7 @@ EMITTERS: dict = {}
 
 # Names the generated module defines at top level; kernel locals must not shadow them.
 MODULE_GLOBALS = ("math", "np", "numba", "njit", "prange", "kernel", "parallel_kernel",
-                  "acc_add") + vmath.NAMES
+                  "acc_add", "run_kernel", "import_sibling") + vmath.NAMES
 
 
 # Ops whose emitter may make the output a view of an input's buffer (``KernelWriter.alias``):
