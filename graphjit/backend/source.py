@@ -417,8 +417,8 @@ def _guard_numba_caches(module, path: str) -> None:
 
 
 def _guarded_load(cache, load):
-    # Numba's Cache.load_overload is target_context.refresh() then _load_overload(); see
-    # _load_without_refresh.
+    # Numba's Cache.load_overload is target_context.refresh() then _load_overload(); the
+    # refresh is skipped, see _load_runtime.
     unrefreshed = getattr(cache, "_load_overload", None)
 
     def load_overload(sig, target_context):

@@ -216,8 +216,8 @@ def test_two_processes_compiling_into_one_empty_folder_at_once(tmp_path):
     results = [_result(p)[0] for p in both]
     for r in results:
         # Each driver compiled or loaded once: the process that finishes its kernels
-        # first may save a driver before the other looks it up (drivers compile in
-        # milliseconds: [Kernel calls by address]), so which one it is varies.
+        # first may save a driver before the other looks it up (a driver holds no kernel
+        # code to compile: [Kernel calls by address]), so which one it is varies.
         assert r["ok"] and [h + m for h, m in zip(r["hits"], r["misses"])] == [1, 1], r
     assert results[0]["paths"] == results[1]["paths"]
     # What they left is a whole, valid cache: a third process compiles nothing.

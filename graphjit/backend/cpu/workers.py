@@ -65,7 +65,7 @@ def compile_kernels(entries) -> list:
     Returns each kernel's address, compiled (with the help of forked workers where
     worthwhile) or loaded from Numba's cache."""
     fresh = [i for i, (d, sig, _) in enumerate(entries)
-             if tuple(sig) not in d.overloads and not _in_disk_cache(d)]
+             if tuple(sig) not in d.overloads and not _cached_or_uncacheable(d)]
     workers = min(compile_workers(), len(fresh) - 1)
     if workers > 0 and len(fresh) <= _MAX_QUEUED:
         fresh.sort(key=lambda i: -entries[i][2])
@@ -73,9 +73,10 @@ def compile_kernels(entries) -> list:
     return [kernel_address(d, sig) for d, sig, _ in entries]
 
 
-def _in_disk_cache(dispatcher) -> bool:
-    """Whether Numba's cache has an index for ``dispatcher`` (it was compiled before, for
-    some signature); False when the dispatcher has no disk cache at all."""
+def _cached_or_uncacheable(dispatcher) -> bool:
+    """Whether a worker cannot help with ``dispatcher``: Numba's cache has an index for it
+    (it was compiled before, for some signature: this process loads it), or it has no disk
+    cache at all (what a worker compiled would not reach this process)."""
     from numba.core.caching import Cache
     cache = getattr(dispatcher, "_cache", None)
     if not isinstance(cache, Cache):
