@@ -16,6 +16,7 @@ from .autograd import enable_grad, grad, is_grad_enabled, no_grad, set_grad_enab
 from .creation import (arange, as_tensor, empty, empty_like, eye, from_numpy, full, full_like,
                        linspace, ones, ones_like, rand, rand_like, randint, randn, randn_like,
                        randperm, zeros, zeros_like)
+from .devices import device
 from .dtypes import float32, float64, get_default_dtype, int64, set_default_dtype
 from .dtypes import bool_ as bool  # noqa: A001 - torch.bool
 from .dtypes import DType as dtype  # noqa: F401
@@ -38,7 +39,7 @@ long = int64
 
 __version__ = "0.1.0"
 
-_LAZY = ("nn", "optim", "testing")
+_LAZY = ("nn", "optim", "testing", "cuda")
 
 
 def __getattr__(name):

@@ -20,6 +20,7 @@ import weakref
 
 import numpy as np
 
+from . import devices
 from . import tensor as _tensor
 from .errors import AutogradError, DTypeError, GraphjitError, ShapeError
 from .ops import api, registry
@@ -168,6 +169,32 @@ def input_edge(t):
     return (None, 0)
 
 
+class ToCopyBackward(Node):
+    """``grad_fn`` of ``t.to(device)``: the gradient goes back to ``t``'s device."""
+    __slots__ = ("device",)
+
+    def __init__(self, source):
+        self.next_functions = (input_edge(source),)  # first: an edge made now is older
+        self.seq = next(_sequence)
+        self.device = source.device
+
+    def name(self) -> str:
+        return "ToCopyBackward0"
+
+    def apply(self, grads):
+        g = grads[0]
+        return (None if g is None else g.to(self.device),)
+
+    def release(self) -> None:
+        pass
+
+
+def record_move(source, out) -> None:
+    """Put ``out``, a copy of ``source`` on another device, on the tape."""
+    out._grad_fn = ToCopyBackward(source)
+    out._requires_grad = True
+
+
 class BackwardNode(Node):
     """``grad_fn`` of an op's output: ``MulBackward0``, ``ExpBackward0`` ..."""
     __slots__ = ("op", "attrs", "saved", "versions", "out", "out_version", "retained", "view_of")
@@ -255,12 +282,34 @@ def _accumulate(holder, g, create_graph: bool) -> None:
         holder._grad = g if old is None else old + g
         return
     if old is None:
-        holder._grad = _tensor.Tensor._wrap(np.array(g._data, copy=True))
+        holder._grad = _tensor.Tensor._wrap(devices.copy(g._data))
+    elif type(old._data) is not np.ndarray or type(g._data) is not np.ndarray:
+        # CUDA (see [Devices]): the sum by the eager CUDA add, into the gradient's buffer.
+        if old.device != g.device:
+            raise _device_error("backward (accumulating .grad)", [old, g])
+        total = api.add(old, g)
+        if old._requires_grad:
+            holder._grad = total
+        else:
+            devices.copyto(old._data, total._data)
+            old._version.bump()
     elif old._requires_grad or not old._data.flags.writeable:
         holder._grad = _tensor.Tensor._wrap(old._data + g._data)
     else:
         np.add(old._data, g._data, out=old._data)
         old._version.bump()
+
+
+def _device_error(what, tensors):
+    found = [(i, t) for i, t in enumerate(tensors) if getattr(t, "_data", None) is not None]
+    first = found[0][1].device
+    other = next(((i, t) for i, t in found if t.device != first and t.ndim > 0), found[-1])
+    i0 = next(i for i, t in found if t.device == first)
+    return GraphjitError(
+        f"expected all tensors to be on the same device, but found {first} (input {i0}: "
+        f"{tensors[i0].dtype.name}{list(tensors[i0].shape)}) and {other[1].device} (input "
+        f"{other[0]}: {other[1].dtype.name}{list(other[1].shape)}); move them with "
+        ".to(device)", op=what)
 
 
 # ---- the eager interpreter ------------------------------------------------------------------
@@ -276,6 +325,8 @@ class EagerInterpreter:
             if type(t) is _Stale:
                 return _Stale(out_type.shape, out_type.dtype, t.error)
         arrays = [t._data for t in inputs]
+        if any(type(a) is not np.ndarray for a in arrays):
+            return self._apply_cuda(op, inputs, attrs, arrays, out_type)
         try:
             with np.errstate(all="ignore"):
                 result = op.impl(*arrays, **attrs)
@@ -290,6 +341,22 @@ class EagerInterpreter:
         out = _tensor.Tensor._wrap(result)
         if op.view and inputs and np.may_share_memory(result, arrays[0]):
             out._version = inputs[0]._version
+        return self._record(op, attrs, inputs, out, out_type)
+
+    def _apply_cuda(self, op, inputs, attrs, arrays, out_type):
+        """``op`` on CUDA tensors (see [Devices]): a 0-d CPU input (a Python number made a
+        constant) is copied over; any other CPU input is an error naming both devices."""
+        if any(type(a) is np.ndarray and a.ndim > 0 for a in arrays):
+            raise _device_error(op.name, inputs)
+        arrays = [devices.to_device(a, devices.CUDA) for a in arrays]
+        from .backend.cuda import run_op
+        result = run_op(op, arrays, attrs, out_type)
+        out = _tensor.Tensor._wrap(result)
+        if op.view and op.name in ("reshape", "detach"):  # views, as on the CPU
+            out._version = inputs[0]._version
+        return self._record(op, attrs, inputs, out, out_type)
+
+    def _record(self, op, attrs, inputs, out, out_type):
         if (op.vjp is not None and out_type.dtype.is_floating_point and _grad_enabled.get()
                 and any(t._requires_grad for t in inputs)):
             out._grad_fn = BackwardNode(op, attrs, inputs, out)
@@ -332,7 +399,7 @@ def _root_grads(outputs, grad_outputs, who):
                                     f"output {i} has shape {tuple(out.shape)}. Pass gradient= (for "
                                     "backward) or grad_outputs= (for graphjit.grad), e.g. "
                                     "graphjit.ones_like(out)")
-            g = _tensor.Tensor._wrap(np.ones(out.shape, dtype=out.dtype.np))
+            g = _tensor.Tensor._wrap(devices.full(out.shape, 1, out.dtype.np, out.device))
         else:
             if not isinstance(g, _tensor.Tensor):
                 g = _tensor.tensor(g, dtype=out.dtype)

@@ -11,9 +11,9 @@ import numpy as np
 
 from . import _tracing
 from . import autograd as _ag
-from . import dtypes
+from . import devices, dtypes
 from .dtypes import DType
-from .errors import AutogradError, DTypeError, ShapeError
+from .errors import AutogradError, DTypeError, GraphjitError, ShapeError
 from .ops import api
 
 
@@ -75,20 +75,27 @@ class Tensor:
 
     @property
     def shape(self) -> tuple:
-        return self._data.shape
+        shape = self._data.shape
+        # (Numba's CUDA simulator gives a tuple subclass that refuses negative indices.)
+        return shape if type(shape) is tuple else tuple(shape)
 
     def size(self, dim=None):
         if dim is None:
-            return self._data.shape
-        return self._data.shape[dim]
+            return self.shape
+        return self.shape[dim]
 
     @property
     def dtype(self) -> DType:
         return dtypes.from_numpy(self._data.dtype)
 
     @property
-    def device(self) -> str:
-        return "cpu"
+    def device(self) -> devices.device:
+        """``device(type='cpu')`` or ``device(type='cuda', index=0)`` (see [Devices])."""
+        return devices.CPU if type(self._data) is np.ndarray else devices.CUDA
+
+    @property
+    def is_cuda(self) -> bool:
+        return type(self._data) is not np.ndarray
 
     @property
     def ndim(self) -> int:
@@ -220,13 +227,13 @@ class Tensor:
         if self._requires_grad:
             raise AutogradError("can't call numpy() on a tensor that requires grad; use "
                                 "tensor.detach().numpy()")
-        return self._data
+        return devices.to_host(self._data)  # a copy from the GPU (see [Devices])
 
     def __array__(self, dtype=None, copy=None):
         if self._requires_grad:
             raise AutogradError("can't convert a tensor that requires grad to a NumPy array; use "
                                 "tensor.detach().numpy()")
-        arr = self._data
+        arr = devices.to_host(self._data)
         if dtype is not None and arr.dtype != dtype:
             return arr.astype(dtype)
         return np.array(arr, copy=True) if copy else arr
@@ -235,10 +242,10 @@ class Tensor:
         if self._data.size != 1:
             raise ShapeError(f"a tensor with {self._data.size} elements (shape {self.shape}) cannot "
                              "be converted to a Python scalar", op="item")
-        return self._data.reshape(()).item()
+        return devices.to_host(self._data).reshape(()).item()
 
     def tolist(self):
-        return self._data.tolist()
+        return devices.to_host(self._data).tolist()
 
     def __float__(self):
         return float(self.item())
@@ -258,7 +265,9 @@ class Tensor:
         return bool(self.item())
 
     def to(self, *args, **kwargs) -> "Tensor":
-        """``to(dtype)``, ``to("cpu")`` or ``to(other)`` like PyTorch (CPU is the only device here)."""
+        """``to(dtype)``, ``to("cuda")``, ``to(device, dtype)`` or ``to(other)`` (other's
+        dtype and device) like PyTorch. Moving copies the data; the result is a new tensor
+        whose gradient flows back to this one."""
         dtype = kwargs.pop("dtype", None)
         device = kwargs.pop("device", None)
         kwargs.pop("non_blocking", None)
@@ -269,16 +278,21 @@ class Tensor:
             if isinstance(a, DType):
                 dtype = a
             elif isinstance(a, Tensor):
-                dtype = a.dtype
-            elif isinstance(a, str):
+                dtype, device = a.dtype, a.device
+            elif isinstance(a, (str, devices.device)):
                 device = a
             else:
                 raise TypeError(f"to(): unexpected argument {a!r}")
-        if device is not None and str(device) != "cpu":
-            raise ValueError(f"to(): device {device!r} is not available; graphjit runs on the CPU "
-                             "for now")
         out = self if dtype is None or dtype is self.dtype else api.cast(self, dtype)
+        if device is not None:
+            target = devices.as_device(device)
+            if target != out.device:
+                return _move(out, target)
         return out.clone() if copy and out is self else out
+
+    def cuda(self, device=None) -> "Tensor":
+        return self.to(devices.CUDA if device is None else
+                       devices.device("cuda", device) if isinstance(device, int) else device)
 
     def type_as(self, other: "Tensor") -> "Tensor":
         return self.to(other.dtype)
@@ -296,7 +310,7 @@ class Tensor:
         return self.to(dtypes.bool_)
 
     def cpu(self) -> "Tensor":
-        return self
+        return self.to(devices.CPU)
 
     def contiguous(self) -> "Tensor":
         return self
@@ -304,16 +318,18 @@ class Tensor:
     def clone(self) -> "Tensor":
         if self._requires_grad and _ag.is_grad_enabled():
             return api.mul(self, 1.0)  # x * 1 keeps every float bit (-0.0, nan, inf) and the graph
-        return Tensor._wrap(np.array(self._data, copy=True))
+        return Tensor._wrap(devices.copy(self._data))
 
     # ---- printing ---------------------------------------------------------------------------
 
     def __repr__(self) -> str:
-        body = _format_data(self._data)
+        body = _format_data(devices.to_host(self._data))
         extras = []
         dt = self.dtype
         if self._data.size == 0:
             extras.append(f"size={self.shape}")
+        if self.is_cuda:
+            extras.append(f"device='{self.device}'")
         if dt.is_floating_point and dt is not dtypes.get_default_dtype():
             extras.append(f"dtype={dt!r}")
         if self._grad_fn is not None:
@@ -410,7 +426,15 @@ class Tensor:
                                 "value with graphjit.where / graphjit.cat, or assign under no_grad")
         np_key = _numpy_index(key)
         src = value._data if isinstance(value, Tensor) else value
-        self._data[np_key] = src
+        if self.is_cuda or type(src) not in (np.ndarray, int, float, bool):
+            # On the GPU: assigned on a host copy, written back (one round trip).
+            host = devices.to_host(self._data).copy()
+            host[tuple(devices.to_host(k) if isinstance(k, type(self._data)) else k
+                       for k in (np_key if isinstance(np_key, tuple) else (np_key,)))] = \
+                devices.to_host(src) if not isinstance(src, (int, float, bool)) else src
+            devices.copyto(self._data, host)
+        else:
+            self._data[np_key] = src
         self._version.bump()
 
     def __iter__(self):
@@ -426,7 +450,7 @@ class Tensor:
                                 "is used in an in-place operation; wrap it in graphjit.no_grad() "
                                 "or work on a clone")
         result = compute()
-        if (self._data is not None and self._data.base is not None and _ag.is_grad_enabled()
+        if (self._data is not None and devices.is_view(self._data) and _ag.is_grad_enabled()
                 and (self._requires_grad or result._requires_grad)):
             # See [In-place through views] in autograd.py.
             raise AutogradError(f"{op_name}: in-place operation on a view (shape {self.shape}) "
@@ -444,10 +468,13 @@ class Tensor:
                 raise DTypeError(f"result type {result.dtype.name} can't be cast to the tensor's "
                                  f"dtype {self.dtype.name} in place", op=op_name)
             result = api.cast(result, self.dtype)
-        if not self._data.flags.writeable:
+        if not devices.writeable(self._data):
             raise ShapeError(f"the tensor of shape {self.shape} is a read-only broadcast view; "
                              "clone() it before modifying it in place", op=op_name)
-        np.copyto(self._data, result._data)
+        if result.device != self.device:
+            raise GraphjitError(f"the result is on {result.device}, the tensor modified in place "
+                                f"(shape {self.shape}) on {self.device}", op=op_name)
+        devices.copyto(self._data, result._data)
         self._version.bump()
         if result._grad_fn is not None:
             result._grad_fn.bind_output(self)
@@ -606,6 +633,14 @@ class _MaxMin(tuple):
     @property
     def indices(self):
         return self[1]
+
+
+def _move(t: Tensor, target) -> Tensor:
+    """``t`` copied to ``target``, as a differentiable op would be (its gradient moves back)."""
+    out = Tensor._wrap(devices.to_device(t._data, target))
+    if t._requires_grad and _ag.is_grad_enabled():
+        _ag.record_move(t, out)
+    return out
 
 
 def _scalar_like(value, t: Tensor) -> DType:

@@ -5,7 +5,7 @@ differentiates with no extra rules.
 """
 from __future__ import annotations
 
-from .. import dtypes
+from .. import devices, dtypes
 from ..errors import DTypeError, ShapeError
 from ..ops import api
 from ..ops.api import (gelu, leaky_relu, log_softmax, relu, sigmoid, silu, softmax,  # noqa: F401
@@ -65,6 +65,7 @@ def _check_index_target(op, input, target, cdim, ignore_index=-100):
         raise ShapeError(f"target of shape {tuple(target.shape)} does not fit input of shape "
                          f"{tuple(input.shape)} (expected {expected})", op=op)
     data = getattr(target, "_data", None)  # None while tracing: values are not known
+    data = None if data is None else devices.to_host(data)
     if data is not None and data.size:
         n_classes = input.shape[cdim]
         bad = data[(data != ignore_index) & ((data < 0) | (data >= n_classes))]

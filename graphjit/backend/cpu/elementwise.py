@@ -32,8 +32,9 @@ class _TypedLiterals(ast.NodeTransformer):
     ``math.exp``/``log``/``log1p``/``tanh``/``erf`` become vmath's versions for the dtype.
     """
 
-    def __init__(self, dtype):
+    def __init__(self, dtype, vectorise=True):
         self.dtype = dtype
+        self.vectorise = vectorise
 
     def _typed(self, value):
         return ast.parse(literal(value, self.dtype), mode="eval").body
@@ -51,7 +52,7 @@ class _TypedLiterals(ast.NodeTransformer):
         # (backend/cpu/vmath.py, within 1 ulp).
         self.generic_visit(node)
         f = node.func
-        if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "math":
+        if self.vectorise and isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "math":
             name = vectorised_call(f"math.{f.attr}", self.dtype.name)
             if name is not None:
                 node.func = ast.Name(id=name, ctx=ast.Load())
@@ -74,20 +75,23 @@ class _TypedLiterals(ast.NodeTransformer):
         return self.generic_visit(node)
 
 
-def typed_expression(expr: str, dtype) -> str:
-    """``expr`` (Python/Numba syntax) with its numeric literals typed as ``dtype``."""
-    tree = _TypedLiterals(dtype).visit(ast.parse(expr, mode="eval"))
+def typed_expression(expr: str, dtype, vectorise: bool = True) -> str:
+    """``expr`` (Python/Numba syntax) with its numeric literals typed as ``dtype``;
+    ``vectorise``: with vmath's functions for ``math.*`` (the CPU target; CUDA keeps
+    ``math.*``, which Numba maps to libdevice)."""
+    tree = _TypedLiterals(dtype, vectorise).visit(ast.parse(expr, mode="eval"))
     return ast.unparse(ast.fix_missing_locations(tree))
 
 
-def scalar_expression(node, operands) -> str:
+def scalar_expression(node, operands, vectorise: bool = True) -> str:
     """The node's scalar expression over operand variable names, literals typed by the
-    dtype the op computes in (its operands' dtype; the output's for ops with no inputs)."""
+    dtype the op computes in (its operands' dtype; the output's for ops with no inputs);
+    ``vectorise``: see ``typed_expression``."""
     op = node.op
     if op.scalar is None:
         raise ValueError(f"op {op.name} has no scalar expression")
     compute = node.inputs[-1].dtype if node.inputs else node.out.dtype
-    return typed_expression(op.scalar(*operands, **node.attrs), compute)
+    return typed_expression(op.scalar(*operands, **node.attrs), compute, vectorise)
 
 
 def emit_elementwise(node, k) -> None:

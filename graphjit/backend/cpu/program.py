@@ -56,7 +56,6 @@ class CompiledProgram:
         self._n_out = len(graph.outputs)
         self.output_shapes = [tuple(v.shape) for v in generated.results[:self._n_out]]
         self._update_shapes = [tuple(v.shape) for _, v in graph.updates]
-        self._in_place = generated.in_place  # update position -> driver argument position
         self._result_types = [(n, dtype.np) for n, dtype in generated.result_buffers]
         self._slot_types = [(n, dtype.np) for n, dtype in generated.slots]
         self._pool = [None] * len(self._result_types)
@@ -65,18 +64,7 @@ class CompiledProgram:
         self._n_results = len(self._result_types)
         self._free = [3] * self._n_results
         self._lock = threading.Lock()
-        # Per update: ("input", k), written in place into input k (counted among the
-        # non-const inputs), or ("result", k), the driver's result k.
-        input_index = {j: k for k, j in enumerate(j for j, v in enumerate(generated.params)
-                                                  if v.role != "const")}
-        self.update_plan = []
-        k = self._n_out
-        for j in range(len(self._update_shapes)):
-            if j in self._in_place:
-                self.update_plan.append(("input", input_index[self._in_place[j]]))
-            else:
-                self.update_plan.append(("result", k))
-                k += 1
+        self.update_plan = update_plan(generated, self._n_out, len(self._update_shapes))
 
     @property
     def workspace_bytes(self) -> int:
@@ -182,6 +170,22 @@ class CompiledProgram:
 
     def __repr__(self) -> str:
         return f"<CompiledProgram {self.name} at {self.path}>"
+
+
+def update_plan(generated, n_out: int, n_updates: int) -> list:
+    """Per update: ("input", k), written in place into input k (counted among the non-const
+    inputs), or ("result", k), the driver's result k (the CPU and CUDA programs alike)."""
+    input_index = {j: k for k, j in enumerate(j for j, v in enumerate(generated.params)
+                                              if v.role != "const")}
+    plan = []
+    k = n_out
+    for j in range(n_updates):
+        if j in generated.in_place:
+            plan.append(("input", input_index[generated.in_place[j]]))
+        else:
+            plan.append(("result", k))
+            k += 1
+    return plan
 
 
 def _flat(arr: np.ndarray) -> np.ndarray:

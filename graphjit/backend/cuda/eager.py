@@ -1,0 +1,54 @@
+"""Eager mode on CUDA tensors: each op runs a compiled single-op program, cached by its
+signature (op, attributes, input shapes and dtypes), so ``loss.backward()`` and
+``opt.step()`` outside ``@graphjit.compile`` run on the GPU too."""
+from __future__ import annotations
+
+import threading
+
+from ...ir.graph import Graph
+from ...shapes import TensorType
+
+_PROGRAMS: dict = {}
+_LOCK = threading.Lock()
+
+
+def _attr_key(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_attr_key(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _attr_key(v)) for k, v in value.items()))
+    return (type(value).__name__, value) if isinstance(value, float) else value
+
+
+def program_for(op, types, attrs):
+    """The compiled program of ``op`` on inputs of ``types`` (TensorTypes) with ``attrs``."""
+    key = (op.name, _attr_key(attrs), tuple((tuple(t.shape), t.dtype.name) for t in types))
+    program = _PROGRAMS.get(key)
+    if program is None:
+        from .codegen import compile_graph
+        with _LOCK:
+            program = _PROGRAMS.get(key)
+            if program is None:
+                g = Graph(f"eager_{op.name}")
+                ins = [g.add_input(t, f"x{j}", "arg") for j, t in enumerate(types)]
+                out_type = op.infer(*types, **attrs)
+                g.outputs = [g.add_node(op, ins, dict(attrs), out_type)]
+                program = _PROGRAMS[key] = compile_graph(g, name=g.name)
+    return program
+
+
+def run_op(op, arrays, attrs, out_type: TensorType):
+    """``op`` on device arrays: a device array of ``out_type``'s shape. ``reshape`` and
+    ``detach`` return a view of their input, as NumPy's do on the CPU."""
+    if op.name in ("reshape", "detach"):
+        return arrays[0].reshape(tuple(out_type.shape)) if op.name == "reshape" else arrays[0]
+    types = [TensorType(tuple(a.shape), _dtype(a)) for a in arrays]
+    program = program_for(op, types, attrs)
+    flat = [a.reshape(a.size) for a in arrays]
+    (result,) = program.run_trusted(flat)
+    return result.reshape(tuple(out_type.shape))
+
+
+def _dtype(arr):
+    from ...dtypes import from_numpy
+    return from_numpy(arr.dtype)

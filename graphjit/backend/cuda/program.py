@@ -1,0 +1,104 @@
+"""``CudaProgram``: the host side of a compiled CUDA program (device arrays in and out).
+
+It has the CPU program's interface (``program(inputs)``, ``flat_input``, ``run_trusted``,
+``output_shapes``, ``update_plan``: see backend/cpu/program.py), so the jit runtime drives
+both alike; every array it takes and returns is a flat device array. Host arrays given
+for hyperparameters (a learning rate the optimizer may change between steps) and the
+graph's constants are copied to the device; a tensor argument on the CPU is an error.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ...errors import DTypeError, GraphjitError, ShapeError
+from ..cpu.program import update_plan
+from . import runtime
+
+
+class CudaProgram:
+    def __init__(self, graph, name, generated, path, driver, compile_seconds):
+        self.graph = graph
+        self.name = name
+        self.source = generated.source
+        self.path = path
+        self.compile_seconds = compile_seconds
+        self.device = "cuda:0"
+        self._driver = driver
+        cuda = runtime.cuda()
+        self._args = [v for v in generated.params if v.role != "const"]
+        self._arg_types = [(v.dtype.np, tuple(v.shape)) for v in self._args]
+        self._const_at = [(j, cuda.to_device(np.ascontiguousarray(
+                              np.asarray(graph.constants[v], dtype=v.dtype.np)).reshape(-1)))
+                          for j, v in enumerate(generated.params) if v.role == "const"]
+        self._n_out = len(graph.outputs)
+        self.output_shapes = [tuple(v.shape) for v in generated.results[:self._n_out]]
+        self._update_shapes = [tuple(v.shape) for _, v in graph.updates]
+        self.update_plan = update_plan(generated, self._n_out, len(self._update_shapes))
+        self._result_types = [(n, dtype.np) for n, dtype in generated.result_buffers]
+        self._slot_types = [(n, dtype.np) for n, dtype in generated.slots]
+        self._temp_views = generated.temp_views
+        self._errors = generated.errors
+        self._workspace = None
+        self._err = None
+        self._lock = threading.Lock()
+
+    @property
+    def workspace_bytes(self) -> int:
+        return sum(n * np.dtype(dt).itemsize for n, dt in self._slot_types)
+
+    def _buffers(self) -> list:
+        cuda = runtime.cuda()
+        if self._workspace is None:
+            slots = [cuda.device_array(max(n, 1), dt) for n, dt in self._slot_types]
+            self._workspace = [slots[s][:n] for s, n in self._temp_views]
+            self._err = cuda.to_device(np.zeros(1, np.int32))
+        results = [cuda.device_array(n, dt) for n, dt in self._result_types]
+        return results + self._workspace + [self._err]
+
+    def flat_input(self, i: int, arr):
+        """Input ``i`` checked against its graph type: ``(flat device view, False)``."""
+        dtype, shape = self._arg_types[i]
+        v = self._args[i]
+        if type(arr) is np.ndarray:
+            raise GraphjitError(f"program {self.name} runs on cuda:0, but input %{v.name} "
+                                f"({arr.dtype}{list(arr.shape)}) is on the CPU; move it with "
+                                ".to('cuda')")
+        if arr.dtype != dtype or tuple(arr.shape) != shape:
+            error = DTypeError if arr.dtype != dtype else ShapeError
+            raise error(f"program {self.name}: input %{v.name} expects {v.type}, got "
+                        f"{arr.dtype}{list(arr.shape)}")
+        return arr.reshape(arr.size), False
+
+    def __call__(self, inputs):
+        inputs = list(inputs)
+        if len(inputs) != len(self._args):
+            raise ShapeError(f"program {self.name} takes {len(self._args)} inputs, got "
+                             f"{len(inputs)}")
+        args = [self.flat_input(i, a)[0] for i, a in enumerate(inputs)]
+        results = self.run_trusted(args)
+        outputs = [r.reshape(s) for r, s in zip(results, self.output_shapes)]
+        updates = [(args[k] if where == "input" else results[k]).reshape(shape)
+                   for (where, k), shape in zip(self.update_plan, self._update_shapes)]
+        return outputs, updates
+
+    def run_trusted(self, args):
+        """Launch the program on ``args`` (flat device arrays; host arrays are copied over):
+        its flat results, in the driver's order."""
+        cuda = runtime.cuda()
+        args = [cuda.to_device(np.ascontiguousarray(a).reshape(-1)) if type(a) is np.ndarray
+                else a for a in args]
+        for j, const in self._const_at:
+            args.insert(j, const)
+        with self._lock:
+            results = self._driver(*args, *self._buffers())
+            if self._errors:
+                code = int(self._err.copy_to_host()[0])
+                if code:
+                    runtime.fill(self._err, 0)
+                    raise IndexError(self._errors[code - 1])
+        return list(results)
+
+    def __repr__(self) -> str:
+        return f"<CudaProgram {self.name} at {self.path}>"
