@@ -339,14 +339,19 @@ class EagerInterpreter:
         if result.dtype != out_type.dtype.np:
             result = result.astype(out_type.dtype.np)
         out = _tensor.Tensor._wrap(result)
+        if not inputs:
+            out._made_here = True
         if op.view and inputs and np.may_share_memory(result, arrays[0]):
             out._version = inputs[0]._version
         return self._record(op, attrs, inputs, out, out_type)
 
     def _apply_cuda(self, op, inputs, attrs, arrays, out_type):
-        """``op`` on CUDA tensors (see [Devices]): a 0-d CPU input (a Python number made a
-        constant) is copied over; any other CPU input is an error naming both devices."""
-        if any(type(a) is np.ndarray and a.ndim > 0 for a in arrays):
+        """``op`` on CUDA tensors (see [Devices]): a CPU input that graphjit made itself (a
+        Python number or an index list made a constant, an ``iota`` or ``full`` of a VJP
+        rule: see ``_made_here``) or that is 0-d is copied over; any other CPU input is an
+        error naming both devices."""
+        if any(type(a) is np.ndarray and a.ndim > 0 and not t.__dict__.get("_made_here")
+               for t, a in zip(inputs, arrays)):
             raise _device_error(op.name, inputs)
         arrays = [devices.to_device(a, devices.CUDA) for a in arrays]
         from .backend.cuda import run_op
@@ -366,7 +371,11 @@ class EagerInterpreter:
         return out
 
     def constant(self, array):
-        return _tensor.Tensor._wrap(array)
+        out = _tensor.Tensor._wrap(array)
+        # Made by graphjit from the user's Python values, not a tensor of theirs: it may
+        # join an op on CUDA tensors (copied over, see _apply_cuda).
+        out._made_here = True
+        return out
 
     def stale(self, value):
         return type(value) is _Stale

@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import dtypes
+from . import devices, dtypes
 from . import random as _random
 from .dtypes import DType
 from .errors import DTypeError
 from .tensor import Tensor, _shape_args, tensor  # noqa: F401  (tensor is re-exported)
 
 
-def _finish(arr: np.ndarray, requires_grad: bool) -> Tensor:
+def _finish(arr: np.ndarray, requires_grad: bool, device=None) -> Tensor:
+    """The new tensor, on ``device`` (made on the host, then copied over: see [Devices])."""
+    if device is not None:
+        arr = devices.to_device(arr, devices.as_device(device))
     t = Tensor._wrap(arr)
     if requires_grad:
         t.requires_grad = True
@@ -21,39 +24,39 @@ def _float(dtype: DType | None) -> DType:
     return dtype or dtypes.get_default_dtype()
 
 
-def zeros(*size, dtype=None, requires_grad=False) -> Tensor:
-    return _finish(np.zeros(_shape_args(size), dtype=_float(dtype).np), requires_grad)
+def zeros(*size, dtype=None, requires_grad=False, device=None) -> Tensor:
+    return _finish(np.zeros(_shape_args(size), dtype=_float(dtype).np), requires_grad, device)
 
 
-def ones(*size, dtype=None, requires_grad=False) -> Tensor:
-    return _finish(np.ones(_shape_args(size), dtype=_float(dtype).np), requires_grad)
+def ones(*size, dtype=None, requires_grad=False, device=None) -> Tensor:
+    return _finish(np.ones(_shape_args(size), dtype=_float(dtype).np), requires_grad, device)
 
 
-def empty(*size, dtype=None, requires_grad=False) -> Tensor:
-    return _finish(np.empty(_shape_args(size), dtype=_float(dtype).np), requires_grad)
+def empty(*size, dtype=None, requires_grad=False, device=None) -> Tensor:
+    return _finish(np.empty(_shape_args(size), dtype=_float(dtype).np), requires_grad, device)
 
 
-def full(size, fill_value, dtype=None, requires_grad=False) -> Tensor:
+def full(size, fill_value, dtype=None, requires_grad=False, device=None) -> Tensor:
     if dtype is None:
         dtype = dtypes.scalar_dtype(fill_value)
-    return _finish(np.full(_shape_args((size,)), fill_value, dtype=dtype.np), requires_grad)
+    return _finish(np.full(_shape_args((size,)), fill_value, dtype=dtype.np), requires_grad, device)
 
 
-def eye(n, m=None, dtype=None, requires_grad=False) -> Tensor:
-    return _finish(np.eye(n, m, dtype=_float(dtype).np), requires_grad)
+def eye(n, m=None, dtype=None, requires_grad=False, device=None) -> Tensor:
+    return _finish(np.eye(n, m, dtype=_float(dtype).np), requires_grad, device)
 
 
-def arange(start, end=None, step=1, dtype=None, requires_grad=False) -> Tensor:
+def arange(start, end=None, step=1, dtype=None, requires_grad=False, device=None) -> Tensor:
     if end is None:
         start, end = 0, start
     if dtype is None:
         ints = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
         dtype = dtypes.int64 if ints else dtypes.get_default_dtype()
-    return _finish(np.arange(start, end, step, dtype=dtype.np), requires_grad)
+    return _finish(np.arange(start, end, step, dtype=dtype.np), requires_grad, device)
 
 
-def linspace(start, end, steps, dtype=None, requires_grad=False) -> Tensor:
-    return _finish(np.linspace(start, end, steps, dtype=_float(dtype).np), requires_grad)
+def linspace(start, end, steps, dtype=None, requires_grad=False, device=None) -> Tensor:
+    return _finish(np.linspace(start, end, steps, dtype=_float(dtype).np), requires_grad, device)
 
 
 def _random_float(dtype: DType | None, name: str) -> DType:
@@ -64,32 +67,34 @@ def _random_float(dtype: DType | None, name: str) -> DType:
     return dt
 
 
-def randn(*size, dtype=None, requires_grad=False) -> Tensor:
+def randn(*size, dtype=None, requires_grad=False, device=None) -> Tensor:
     dt = _random_float(dtype, "randn")
     arr = _random.generator().standard_normal(_shape_args(size)).astype(dt.np)
-    return _finish(arr, requires_grad)
+    return _finish(arr, requires_grad, device)
 
 
-def rand(*size, dtype=None, requires_grad=False) -> Tensor:
+def rand(*size, dtype=None, requires_grad=False, device=None) -> Tensor:
     dt = _random_float(dtype, "rand")
     arr = _random.generator().random(_shape_args(size)).astype(dt.np)
-    return _finish(arr, requires_grad)
+    return _finish(arr, requires_grad, device)
 
 
-def randint(low, high=None, size=(), dtype=None) -> Tensor:
+def randint(low, high=None, size=(), dtype=None, device=None) -> Tensor:
     if high is None:
         low, high = 0, low
     arr = _random.generator().integers(low, high, size=_shape_args((size,)))
-    return _finish(arr.astype((dtype or dtypes.int64).np), False)
+    return _finish(arr.astype((dtype or dtypes.int64).np), False, device)
 
 
-def randperm(n, dtype=None) -> Tensor:
-    return _finish(_random.generator().permutation(n).astype((dtype or dtypes.int64).np), False)
+def randperm(n, dtype=None, device=None) -> Tensor:
+    perm = _random.generator().permutation(n)
+    return _finish(perm.astype((dtype or dtypes.int64).np), False, device)
 
 
 def _like(fn):
-    def like(t: Tensor, dtype=None, requires_grad=False, **kwargs):
-        return fn(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad, **kwargs)
+    def like(t: Tensor, dtype=None, requires_grad=False, device=None, **kwargs):
+        return fn(t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad,
+                  device=t.device if device is None else device, **kwargs)
     like.__name__ = fn.__name__ + "_like"
     return like
 
@@ -101,8 +106,9 @@ randn_like = _like(randn)
 rand_like = _like(rand)
 
 
-def full_like(t: Tensor, fill_value, dtype=None, requires_grad=False) -> Tensor:
-    return full(t.shape, fill_value, dtype=dtype or t.dtype, requires_grad=requires_grad)
+def full_like(t: Tensor, fill_value, dtype=None, requires_grad=False, device=None) -> Tensor:
+    return full(t.shape, fill_value, dtype=dtype or t.dtype, requires_grad=requires_grad,
+                device=t.device if device is None else device)
 
 
 def from_numpy(arr: np.ndarray) -> Tensor:

@@ -268,21 +268,7 @@ class Tensor:
         """``to(dtype)``, ``to("cuda")``, ``to(device, dtype)`` or ``to(other)`` (other's
         dtype and device) like PyTorch. Moving copies the data; the result is a new tensor
         whose gradient flows back to this one."""
-        dtype = kwargs.pop("dtype", None)
-        device = kwargs.pop("device", None)
-        kwargs.pop("non_blocking", None)
-        copy = kwargs.pop("copy", False)
-        if kwargs:
-            raise TypeError(f"to(): unexpected arguments {sorted(kwargs)}")
-        for a in args:
-            if isinstance(a, DType):
-                dtype = a
-            elif isinstance(a, Tensor):
-                dtype, device = a.dtype, a.device
-            elif isinstance(a, (str, devices.device)):
-                device = a
-            else:
-                raise TypeError(f"to(): unexpected argument {a!r}")
+        dtype, device, copy = parse_to_args("to", args, kwargs)
         out = self if dtype is None or dtype is self.dtype else api.cast(self, dtype)
         if device is not None:
             target = devices.as_device(device)
@@ -532,6 +518,8 @@ class Tensor:
 
     def copy_(self, src):
         src = src if isinstance(src, Tensor) else Tensor(_to_array(src, self.dtype))
+        if src._data is not None and self._data is not None and src.device != self.device:
+            src = src.to(self.device)  # copy_ crosses devices, as in PyTorch
         def compute():
             out = api.expand(api.cast(src, self.dtype), self.shape)
             # Already the right dtype and shape: still a new node, so that the gradient
@@ -635,8 +623,33 @@ class _MaxMin(tuple):
         return self[1]
 
 
+def parse_to_args(who: str, args, kwargs):
+    """``(dtype, device, copy)`` from the arguments of ``Tensor.to`` / ``Module.to``."""
+    kwargs = dict(kwargs)
+    dtype = kwargs.pop("dtype", None)
+    device = kwargs.pop("device", None)
+    kwargs.pop("non_blocking", None)
+    copy = kwargs.pop("copy", False)
+    if kwargs:
+        raise TypeError(f"{who}(): unexpected arguments {sorted(kwargs)}")
+    for a in args:
+        if isinstance(a, DType):
+            dtype = a
+        elif isinstance(a, Tensor):
+            dtype, device = a.dtype, a.device
+        elif isinstance(a, (str, devices.device)):
+            device = a
+        else:
+            raise TypeError(f"{who}(): unexpected argument {a!r}")
+    return dtype, (None if device is None else devices.as_device(device)), copy
+
+
 def _move(t: Tensor, target) -> Tensor:
     """``t`` copied to ``target``, as a differentiable op would be (its gradient moves back)."""
+    if t._data is None:
+        raise GraphjitError(f"moving a tensor ({t.dtype.name}{list(t.shape)}) from {t.device} to "
+                            f"{target} inside a compiled function: a compiled program runs on "
+                            "one device; move its inputs before calling it", op="to")
     out = Tensor._wrap(devices.to_device(t._data, target))
     if t._requires_grad and _ag.is_grad_enabled():
         _ag.record_move(t, out)
@@ -694,7 +707,7 @@ Tensor.__rmatmul__ = lambda self, other: api.matmul(other, self)
 def _to_array(data, dtype: DType | None) -> np.ndarray:
     """Copy Python/NumPy data into an array of a graphjit dtype (PyTorch's inference rules)."""
     if isinstance(data, Tensor):
-        arr = data._data
+        arr = devices.to_host(data._data)
     elif isinstance(data, (list, tuple)):
         arr = np.array([_to_array(d, None) if isinstance(d, Tensor) else d for d in data]) \
             if any(isinstance(d, Tensor) for d in data) else np.array(data)
@@ -715,10 +728,14 @@ def _to_array(data, dtype: DType | None) -> np.ndarray:
     return np.array(arr, dtype=dtype.np, copy=True)
 
 
-def tensor(data, dtype: DType | None = None, requires_grad: bool = False) -> Tensor:
-    """Copy ``data`` (nested lists, scalars, NumPy arrays, tensors) into a new leaf tensor.
-    Float data gets the default dtype (float32) unless it is a NumPy float64 array."""
-    t = Tensor._wrap(_to_array(data, dtype))
+def tensor(data, dtype: DType | None = None, requires_grad: bool = False, device=None) -> Tensor:
+    """Copy ``data`` (nested lists, scalars, NumPy arrays, tensors) into a new leaf tensor
+    (on ``device``). Float data gets the default dtype (float32) unless it is a NumPy
+    float64 array."""
+    if isinstance(data, Tensor) and device is None:
+        device = data.device
+    arr = _to_array(data, dtype)
+    t = Tensor._wrap(arr if device is None else devices.to_device(arr, devices.as_device(device)))
     if requires_grad:
         t.requires_grad = True
     return t

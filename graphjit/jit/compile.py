@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from .. import autograd
+from .. import autograd, devices
 from .._gc import paused_gc
 from ..errors import GraphjitError
 from ..shapes import numel
@@ -52,7 +52,7 @@ def _flatten(obj, path, leaves, names):
 
 
 def _tensor_sig(t: Tensor):
-    return (tuple(t.shape), t.dtype.name, t.requires_grad, t._grad_fn is None)
+    return (tuple(t.shape), t.dtype.name, t.requires_grad, t._grad_fn is None, str(t.device))
 
 
 def _describe_sig_change(old, new, names) -> list[str]:
@@ -66,6 +66,8 @@ def _describe_sig_change(old, new, names) -> list[str]:
             out.append(f"argument {name}: dtype {a[1]} -> {b[1]}")
         if a[2] != b[2]:
             out.append(f"argument {name}: requires_grad {a[2]} -> {b[2]}")
+        if a[4:] != b[4:]:
+            out.append(f"argument {name}: device {a[4]} -> {b[4]}")
     return out
 
 
@@ -339,7 +341,9 @@ class _Entry:
         self.hyper_guards = hyper_guards
         # What guards_hold compares, per slot kind ([Steady-state calls]).
         self._tensor_checks = [(s.tensor, tuple(s.tensor.shape), s.tensor._data.dtype,
-                                s.tensor._requires_grad) for s in self.slots if s.kind == "tensor"]
+                                s.tensor._requires_grad, type(s.tensor._data))
+                               for s in self.slots if s.kind == "tensor"]
+        self.device = tracer.device  # where the program runs (see [Devices])
         self._array_checks = [(s.tensor, tuple(s.value.shape), s.value.dtype.np)
                               for s in self.slots if s.kind == "array"]
         self._grad_owners = [owner for owner, _ in self.grad_seen]
@@ -361,9 +365,10 @@ class _Entry:
     def guards_hold(self, flat_args) -> bool:
         """Whether this program is right for the current situation (``guard_failures``
         would be empty), checked without words; see [Steady-state calls]."""
-        for t, shape, dtype, requires_grad in self._tensor_checks:
+        for t, shape, dtype, requires_grad, kind in self._tensor_checks:
             d = t._data
-            if d.shape != shape or d.dtype != dtype or t._requires_grad != requires_grad:
+            if (d.shape != shape or d.dtype != dtype or t._requires_grad != requires_grad
+                    or type(d) is not kind):
                 return False
         for a, shape, dtype in self._array_checks:
             if a.shape != shape or a.dtype != dtype:
@@ -389,6 +394,8 @@ class _Entry:
                 if now != meta:
                     bad.append(f"tensor {s.name}: shape/dtype/requires_grad {meta[0]}/{meta[1].name}/"
                                f"{meta[2]} -> {now[0]}/{now[1].name}/{now[2]}")
+                if t.device != self.device:
+                    bad.append(f"tensor {s.name}: device {self.device} -> {t.device}")
         for owner, existed in self.grad_seen:
             if (owner._grad is not None) != existed:
                 name = next((s.name for s in self.slots if s.kind == "tensor" and s.tensor is owner),
@@ -408,7 +415,7 @@ class _Entry:
     # ---- running --------------------------------------------------------------------------
 
     def make_output(self, i, arr):
-        t = Tensor._wrap(np.array(arr, copy=True))
+        t = Tensor._wrap(devices.copy(arr))
         if i in self.freed:
             t._grad_fn = _UsedUp()
             t._requires_grad = True
@@ -432,7 +439,7 @@ class _Entry:
         arrays = []
         for s, t in zip(self.slots, tensors):
             if t is None:  # a .grad this program creates (eager semantics: first backward)
-                arrays.append(np.zeros(s.value.shape, dtype=s.value.dtype.np))
+                arrays.append(devices.zeros(s.value.shape, s.value.dtype.np, self.device))
             elif s.kind == "array":
                 arrays.append(t)
             elif s.kind == "hyper":
@@ -498,7 +505,7 @@ class _Entry:
             if s.kind == "hyper":
                 flat, fresh = np.array(src, dtype=np.float64).reshape(1), False
             elif src is None:  # a .grad this program creates (eager semantics: first backward)
-                flat, fresh = np.zeros(numel(s.value.shape), s.value.dtype.np), True
+                flat, fresh = devices.zeros(numel(s.value.shape), s.value.dtype.np, self.device), True
             else:
                 flat, fresh = program.flat_input(i, src)
             driver_args[i], copied[i] = flat, fresh
@@ -523,19 +530,21 @@ class _Entry:
         for i, kind, ref, in_place, k, shape in updates:
             t = flat_args[ref] if kind == "arg" else ref._grad if kind == "grad" else ref
             if t is None:  # the .grad this program computed
-                ref._grad = Tensor._wrap(np.array(
-                    (driver_args[i] if in_place else results[k]).reshape(shape), copy=True))
+                ref._grad = Tensor._wrap(devices.copy(
+                    (driver_args[i] if in_place else results[k]).reshape(shape)))
                 continue
             if not in_place:
                 if copied[i]:
-                    np.copyto(t._data, results[k].reshape(shape))
-                else:  # into the flat view of t's array
+                    devices.copyto(t._data, results[k].reshape(shape))
+                elif self.device.type == "cpu":  # into the flat view of t's array
                     driver_args[i][...] = results[k]
+                else:
+                    devices.copyto(driver_args[i], results[k])
             elif copied[i]:  # computed into a copy of the tensor's array
-                np.copyto(t._data, driver_args[i].reshape(shape))
+                devices.copyto(t._data, driver_args[i].reshape(shape))
             t._version.value += 1
         for opt, param, key, i in self.new_state:
-            opt.state[param][key] = Tensor._wrap(np.array(outputs[i], copy=True))
+            opt.state[param][key] = Tensor._wrap(devices.copy(outputs[i]))
         return outputs
 
 
@@ -635,7 +644,7 @@ class CompiledFunction:
                             break
                         continue
                     d = a._data
-                    if (d.shape != check[1] or d.dtype != check[2]
+                    if (d.shape != check[1] or d.dtype != check[2] or type(d) is not check[5]
                             or a._requires_grad != check[3] or (a._grad_fn is None) != check[4]):
                         break
                 else:
@@ -676,7 +685,7 @@ class CompiledFunction:
                 if isinstance(a, TracerTensor):
                     return
                 checks.append((type(a), a._data.shape, a._data.dtype, a._requires_grad,
-                               a._grad_fn is None))
+                               a._grad_fn is None, type(a._data)))
             elif isinstance(a, (bool, int, float, str, type(None))):
                 checks.append((type(a), _BY_VALUE, a))
             elif isinstance(a, (tuple, list, dict)):
@@ -741,7 +750,8 @@ class CompiledFunction:
                                _scan_names(_reachable(self.fn, args, kwargs)), self.__name__)
         try:
             entry = self._lower(tracer, result,
-                                build=functools.partial(_generate_only, fastmath=self.fastmath))
+                                build=functools.partial(_generate_only, fastmath=self.fastmath,
+                                                        device=tracer.device))
         finally:
             tracer.rollback()
         return Lowered(entry)
@@ -749,7 +759,7 @@ class CompiledFunction:
     def _lower(self, tracer, result, build=None):
         from passes.pipeline import run_pipeline
 
-        from ..backend.cpu import compile_graph
+        compile_graph, _, passes = backend_for(tracer.device)
         # Updates go straight into the tensors' buffers where legal ([In-place updates]).
         build = build or functools.partial(compile_graph, inplace=True, fastmath=self.fastmath)
         graph = tracer.graph
@@ -772,7 +782,7 @@ class CompiledFunction:
                                             build)
         else:
             stats = []
-            graph, snapshots = run_pipeline(graph, verify=self.verify, stats=stats)
+            graph, snapshots = run_pipeline(graph, verify=self.verify, stats=stats, passes=passes)
             program = build(graph, name=graph.name)
             entry = _Entry(tracer, result, program, graph, snapshots)
             entry.pass_stats = stats
@@ -825,11 +835,21 @@ def compile(fn=None, *, verify: bool = False, fastmath: bool = False):  # noqa: 
 
 # ---- a compiled forward with a compiled backward ------------------------------------------------
 
-def _generate_only(graph, name=None, fastmath=False):
+def backend_for(device):
+    """``(compile_graph, generate, passes)`` of the target that runs programs on ``device``
+    (``passes``: its pipeline, None for the default one)."""
+    if device.type == "cuda":
+        from ..backend import cuda as target
+        return target.compile_graph, target.generate, target.cuda_passes()
+    from ..backend import cpu as target
+    return target.compile_graph, target.generate, None
+
+
+def _generate_only(graph, name=None, fastmath=False, device=devices.CPU):
     """A stand-in for ``compile_graph`` when lowering: the generated module's text only."""
-    from ..backend.cpu import generate
-    return _Generated(graph, generate(graph, name or graph.name, inplace=True,
-                                      fastmath=fastmath).source)
+    generate = backend_for(device)[1]
+    options = {"fastmath": fastmath} if device.type == "cpu" else {}
+    return _Generated(graph, generate(graph, name or graph.name, inplace=True, **options).source)
 
 
 class _Generated:
@@ -922,7 +942,8 @@ def _lower_forward_backward(cf, tracer, result, out_tensors, differentiable, bui
     stats = []
     # Fusion must not put forward and backward work in one node: they run as two programs.
     graph.fusion_split = list(seeds)
-    joint, snapshots = run_pipeline(graph, verify=cf.verify, stats=stats)
+    joint, snapshots = run_pipeline(graph, verify=cf.verify, stats=stats,
+                                    passes=backend_for(tracer.device)[2])
 
     seed_set = set(seeds)
     depends = set(seeds)
@@ -992,7 +1013,7 @@ class _ForwardBackwardEntry(_Entry):
         """The compiled backward, compiled on first use: a forward whose outputs are never
         differentiated pays no Numba time for it."""
         if self._bw_program is None:
-            from ..backend.cpu import compile_graph
+            compile_graph = backend_for(self.device)[0]
             self._bw_program = compile_graph(self.backward_graph, name=self.backward_graph.name,
                                              fastmath=self.fastmath)
         return self._bw_program
@@ -1080,9 +1101,10 @@ class CompiledBackward(autograd.Node):
                                         "was modified by an in-place operation before backward")
                 arrays.append(t._data)
         for g, t in zip(grads, self.entry.seed_types):
-            arrays.append(np.zeros(t.shape, t.dtype.np) if g is None else g._data)
+            arrays.append(devices.zeros(t.shape, t.dtype.np, self.entry.device) if g is None
+                          else g._data)
         outs, _ = self.entry.bw_program(arrays)
-        return tuple(Tensor._wrap(np.array(a, copy=True)) for a in outs)
+        return tuple(Tensor._wrap(devices.copy(a)) for a in outs)
 
     def release(self):
         self.saved = None

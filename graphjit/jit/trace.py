@@ -23,7 +23,7 @@ import re
 
 import numpy as np
 
-from .. import _tracing, autograd
+from .. import _tracing, autograd, devices
 from ..errors import AutogradError, GraphjitError, ShapeError
 from ..ir import Graph, GraphBuilder
 from ..ops import api, registry
@@ -65,6 +65,14 @@ class TracerTensor(Tensor):
     @property
     def dtype(self):
         return self._value.dtype
+
+    @property
+    def device(self):
+        return self._tracer.device  # one device per trace: its tensors'
+
+    @property
+    def is_cuda(self) -> bool:
+        return self._tracer.device.type == "cuda"
 
     @property
     def ndim(self):
@@ -262,6 +270,8 @@ class Tracer:
         self._grad_owner: dict[int, Tensor] = {}  # id(grad tensor) -> the tensor it is the .grad of
         self._undo: list = []
         self._keep: list = []                  # strong refs to every tensor seen
+        self.device = devices.CPU              # the program's: that of the tensors it reads
+        self._device_seen = None               # (name, tensor) that set it
 
     # ---- naming and lifting -------------------------------------------------------------
 
@@ -282,6 +292,18 @@ class Tracer:
         self._register(t, slot)
 
     def _register(self, t, slot):
+        data = getattr(t, "_data", t)
+        if data is not None and data.ndim > 0:
+            dev = devices.of_array(data)
+            if self._device_seen is None:
+                self.device, self._device_seen = dev, (slot.name, data)
+            elif dev != self.device:
+                first, arr = self._device_seen
+                raise GraphjitError(
+                    f"expected all tensors to be on the same device, but found {self.device} "
+                    f"(%{first}: {arr.dtype}{list(arr.shape)}) and {dev} (%{slot.name}: "
+                    f"{data.dtype}{list(data.shape)}); a compiled function runs on one device: "
+                    "move its tensors with .to(device) before calling it", op="compile")
         self.slots.append(slot)
         self._slot_of[id(t)] = slot
         self._keep.append(t)
@@ -498,7 +520,7 @@ class Tracer:
             self.note_grad_read(leaf)
             existing = leaf._grad
             if existing is None:
-                placeholder = Tensor._wrap(np.zeros(leaf.shape, dtype=leaf.dtype.np))
+                placeholder = Tensor._wrap(devices.zeros(leaf.shape, leaf.dtype.np, leaf.device))
                 self._undo.append(("grad", leaf, None))
                 leaf._grad = placeholder
                 self._grad_owner[id(placeholder)] = leaf

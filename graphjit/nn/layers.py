@@ -13,11 +13,6 @@ from .module import Module
 from .parameter import Parameter
 
 
-def _check_device(device) -> None:
-    if device is not None and str(device) != "cpu":
-        raise ValueError(f"device {device!r} is not available; graphjit runs on the CPU")
-
-
 class Identity(Module):
     def __init__(self, *args, **kwargs):
         super().__init__()
@@ -33,7 +28,6 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None,
                  dtype=None):
         super().__init__()
-        _check_device(device)
         self.in_features = in_features
         self.out_features = out_features
         self.weight = Parameter(creation.empty(out_features, in_features, dtype=dtype))
@@ -42,6 +36,8 @@ class Linear(Module):
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
+        if device is not None:
+            self.to(device)  # initialised on the host (one random stream), then moved
 
     def reset_parameters(self) -> None:
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))

@@ -226,25 +226,36 @@ class Module:
     # ---- dtype conversion ----------------------------------------------------------------------
 
     def to(self, *args, **kwargs):
-        """``to(dtype)`` (or ``to("cpu")``): converts floating parameters and buffers in place.
-        Parameter objects keep their identity, so optimizers holding them stay valid."""
+        """``to(dtype)``, ``to("cuda")``, ``to(device, dtype)``: moves every parameter and
+        buffer to the device and converts the floating ones to the dtype, in place.
+        Parameter objects keep their identity (their ``.grad`` moves with them), so
+        optimizers holding them stay valid; an optimizer's state follows its parameters at
+        its next step (see Optimizer._follow)."""
+        from ..tensor import parse_to_args
+        dtype, device, _ = parse_to_args("Module.to", args, kwargs)
         with autograd.no_grad():
             for m in self.modules():
                 for store in (m._parameters, m._buffers):
                     for name, t in store.items():
-                        if t is None or not t.dtype.is_floating_point:
+                        if t is None:
                             continue
-                        converted = t.to(*args, **kwargs)
+                        converted = _converted(t, dtype, device)
                         if converted is t:
                             continue
                         if isinstance(t, Parameter):
                             grad = t.grad
                             t.data = converted
                             if grad is not None:
-                                t.grad = grad.to(*args, **kwargs)
+                                t.grad = _converted(grad, dtype, device)
                         else:
                             store[name] = converted
         return self
+
+    def cuda(self, device=None):
+        return self.to("cuda" if device is None else device)
+
+    def cpu(self):
+        return self.to("cpu")
 
     def double(self):
         from ..dtypes import float64
@@ -325,3 +336,11 @@ class Module:
         if len(lines) == 1 and not self._modules:
             return head + lines[0] + ")"
         return head + "\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _converted(t, dtype, device):
+    """``t`` on ``device`` (all tensors move) in ``dtype`` (floating tensors only)."""
+    out = t if device is None else t.to(device)
+    if dtype is not None and out.dtype.is_floating_point:
+        out = out.to(dtype)
+    return out

@@ -349,7 +349,23 @@ class Optimizer:
     def _params_with_grad(self, group: Dict[str, Any]):
         """The params of ``group`` that have a gradient (others are skipped)."""
         _tracing.note_optimizer(self)
-        return [p for p in group["params"] if p.grad is not None]
+        params = [p for p in group["params"] if p.grad is not None]
+        for p in params:
+            self._follow(p)
+        return params
+
+    def _follow(self, p) -> None:
+        """Move ``p``'s state to ``p``'s device if ``p`` moved (``module.to("cuda")`` after
+        steps were taken): the state follows the parameters. 0-d state (the step count)
+        may stay on the CPU, as PyTorch keeps it."""
+        state = self.state.get(p)
+        if not state:
+            return
+        kind = type(p._data)
+        for key, value in state.items():
+            if (isinstance(value, gj.Tensor) and value._data is not None
+                    and type(value._data) is not kind and value.ndim > 0):
+                state[key] = value.to(p.device)
 
     @staticmethod
     def _eval_closure(closure: Optional[Callable[[], Any]]):

@@ -167,9 +167,11 @@ class _Body:
         self.dims = reduced_dims(body)
         self.cols = column_dims(body)
         self.total = total_dims(body)
-        layout = reduction_layout(self.dom, self.dims) if self.dims is not None else None
+        # A block per row: the rows are the kept dims, a row's elements the reduced ones,
+        # whichever end of the domain they are at. (The CPU's ``_split`` puts the reduced
+        # dims first for an "outer" layout, its loop order there: not the rows here.)
         if self.dims is not None:
-            self.row_dims, self.elem_dims = _split(self.dom, self.dims, layout)
+            self.row_dims, self.elem_dims = _split(self.dom, self.dims, "inner")
         else:
             self.row_dims, self.elem_dims = [], list(range(len(self.dom)))
         self.inputs = {v: i for i, v in enumerate(body.inputs)}
@@ -336,7 +338,7 @@ def _emit_rows(k, b) -> None:
     phase = step_phases(steps, b.dom)
     reductions = [s for s in steps if s.op.name in REDUCTIONS]
     tree = [s for s in reductions if b.kind(s) != "column"]
-    last = max(phase[s] for s in reductions)
+    passes = max(phase[s] for s in steps if b.level[s] == ELEM or s in reductions) + 1
     tid = k.fresh("tid")
     k.line(f"{tid} = cuda.threadIdx.x")
     shared = {}
@@ -351,13 +353,14 @@ def _emit_rows(k, b) -> None:
     with k.block_(f"for {q} in range(cuda.blockIdx.x, {rows}, cuda.gridDim.x):"), b.scope():
         b.idx = unflatten(k, q, b.dom, b.row_dims)
         row_idx = dict(b.idx)
-        for p in range(last + 2):
-            # Per-row steps whose inputs are ready before pass p.
+        for p in range(passes + 1):
+            # Per-row steps whose inputs are ready before pass p (after the last pass: those
+            # that read its reductions).
             for s in steps:
                 if b.level[s] == ROW and s.op.name not in REDUCTIONS and phase[s] == p:
                     b.compute(s)
                     b.store(s.out, guard=leader)
-            if p > last:
+            if p == passes:
                 break
             here = [s for s in reductions if phase[s] == p]
             acc = {}

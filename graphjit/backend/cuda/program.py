@@ -61,6 +61,9 @@ class CudaProgram:
         """Input ``i`` checked against its graph type: ``(flat device view, False)``."""
         dtype, shape = self._arg_types[i]
         v = self._args[i]
+        if type(arr) is np.ndarray and arr.ndim == 0 and not shape:
+            # A 0-d CPU tensor (an optimizer's step count, as PyTorch keeps it): copied over.
+            return runtime.cuda().to_device(arr.reshape(1)), True
         if type(arr) is np.ndarray:
             raise GraphjitError(f"program {self.name} runs on cuda:0, but input %{v.name} "
                                 f"({arr.dtype}{list(arr.shape)}) is on the CPU; move it with "
