@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import zlib
 
-import numpy as np
-import pytest
+# The CUDA tests (tests/cuda) run on Numba's CUDA simulator unless NUMBA_ENABLE_CUDASIM=0
+# is set (a real GPU); Numba reads the variable when it is first imported, i.e. just below.
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
-import graphjit as gj
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import graphjit as gj  # noqa: E402
 
 # The IR verifier runs after every compiler pass in the test suite (debug mode).
 os.environ.setdefault("GRAPHJIT_VERIFY", "1")

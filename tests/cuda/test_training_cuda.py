@@ -1,0 +1,224 @@
+"""Devices and training on CUDA: CUDA vs CPU on fresh random inputs, eager and compiled.
+
+Runs on Numba's CUDA simulator unless NUMBA_ENABLE_CUDASIM=0 (tests/conftest.py); shapes
+are small because the simulator runs every GPU thread as a Python thread.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import graphjit as gj
+import graphjit.nn as nn
+import graphjit.nn.functional as F
+
+pytestmark = pytest.mark.skipif(not gj.cuda.is_available(),
+                                reason=f"no CUDA device: {gj.cuda.why_unavailable()}")
+
+
+def _close(a, b, rtol=2e-5, atol=2e-6):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol)
+
+
+# ---- devices --------------------------------------------------------------------------------
+
+def test_device_objects_and_moves(rng):
+    x = gj.tensor(rng.standard_normal((3, 4)).astype(np.float32))
+    assert x.device == "cpu" and x.device == gj.device("cpu") and not x.is_cuda
+    y = x.to("cuda")
+    assert y.device == gj.device("cuda:0") and y.device.type == "cuda" and y.device.index == 0
+    assert str(y.device) == "cuda:0" and repr(gj.device("cuda")) == "device(type='cuda', index=0)"
+    assert x.cuda().device == "cuda" and y.cpu().device == "cpu"
+    assert y.to("cuda") is y  # already there: no copy
+    _close(y.cpu().numpy(), x.numpy())
+    _close(y.numpy(), x.numpy())  # .numpy() of a CUDA tensor copies it back
+    assert "device='cuda:0'" in repr(y)
+    assert y.to(gj.float64).device == "cuda" and y.to("cpu", gj.float64).dtype is gj.float64
+    z = gj.zeros(2, 3, device="cuda")
+    assert z.device == "cuda" and gj.zeros_like(z).device == "cuda"
+    assert gj.randn(2, device="cuda").device == "cuda" and gj.arange(4, device="cuda").tolist() == [0, 1, 2, 3]
+    assert gj.tensor([1.0, 2.0], device="cuda").sum().item() == 3.0
+    with pytest.raises(ValueError, match="unknown device type"):
+        gj.device("tpu")
+
+
+def test_mixing_devices_is_an_error_naming_both(rng):
+    a = gj.randn(3, 4).cuda()
+    b = gj.randn(3, 4)
+    with pytest.raises(gj.GraphjitError) as e:
+        a + b
+    msg = str(e.value)
+    assert "add" in msg and "cuda:0" in msg and "cpu" in msg and "[3, 4]" in msg
+    assert __file__ in msg  # the user's own line
+    # Python numbers and 0-d CPU tensors join CUDA ops, as in PyTorch.
+    _close((a * 2 + gj.tensor(1.0)).cpu().numpy(), a.cpu().numpy() * 2 + 1)
+
+    f = gj.compile(lambda u, v: u * v)
+    with pytest.raises(gj.GraphjitError, match="same device"):
+        f(a, b)
+
+
+def test_gradients_flow_across_moves(rng):
+    x0 = rng.standard_normal((4, 3)).astype(np.float32)
+    x = gj.tensor(x0, requires_grad=True)
+    y = x.to("cuda")
+    (y.exp() * y).sum().backward()
+    assert x.grad.device == "cpu"
+    _close(x.grad.numpy(), np.exp(x0) * (1 + x0), rtol=1e-5)
+
+
+def test_module_to_moves_parameters_buffers_and_grads():
+    gj.manual_seed(1)
+    m = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    w = m[0].weight
+    before = w.detach().numpy().copy()
+    m(gj.randn(5, 3)).sum().backward()
+    grad = w.grad.numpy().copy()
+    assert m.cuda() is m
+    assert m[0].weight is w and w.device == "cuda" and w.grad.device == "cuda"
+    assert all(p.device == "cuda" for p in m.parameters())
+    _close(w.detach().cpu().numpy(), before)
+    _close(w.grad.cpu().numpy(), grad)
+    m.cpu()
+    assert all(p.device == "cpu" for p in m.parameters())
+    assert nn.Linear(2, 3, device="cuda").weight.device == "cuda"
+
+
+def test_index_out_of_range_raises_on_cuda():
+    x = gj.randn(4, 3).cuda()
+    f = gj.compile(lambda x, i: x.gather(1, i))
+    good = gj.tensor([[0], [2], [1], [2]]).cuda()
+    _close(f(x, good).cpu().numpy().ravel(), x.cpu().numpy()[np.arange(4), [0, 2, 1, 2]])
+    # The same program on an index out of range: the kernel flags it, the program raises.
+    with pytest.raises(IndexError, match="out of range"):
+        f(x, gj.tensor([[0], [3], [1], [2]]).cuda())
+    _close(f(x, good).cpu().numpy().ravel(), x.cpu().numpy()[np.arange(4), [0, 2, 1, 2]])
+
+
+def test_cpu_only_use_never_imports_numba_cuda():
+    code = ("import sys, graphjit as gj\n"
+            "m = gj.nn.Linear(3, 2)\n"
+            "f = gj.compile(lambda x: m(x).sum())\n"
+            "f(gj.randn(4, 3))\n"
+            "print(any(k == 'numba.cuda' or k.startswith('numba_cuda') for k in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ---- training: CUDA vs CPU --------------------------------------------------------------------
+
+def _mlp():
+    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+
+
+def _train(device, make_opt, compiled, x, y, steps=3, move_after=None):
+    """Losses and final parameters of ``steps`` training steps of the MLP on ``device``."""
+    gj.manual_seed(0)
+    m = _mlp()
+    if move_after is None:
+        m.to(device)
+    opt = make_opt(m.parameters())
+    X, Y = gj.tensor(x), gj.tensor(y)
+
+    def step(X, Y):
+        opt.zero_grad()
+        loss = F.cross_entropy(m(X), Y)
+        loss.backward()
+        opt.step()
+        return loss
+    run = gj.compile(step) if compiled else step
+    losses = []
+    for i in range(steps):
+        if i == move_after:
+            m.to(device)  # the optimizer state made on the CPU must follow
+        here = device if move_after is None or i >= move_after else "cpu"
+        losses.append(run(X.to(here), Y.to(here)).item())
+    assert all(p.device == device for p in m.parameters())
+    for state in opt.state.values():
+        for v in state.values():
+            assert v.ndim == 0 or v.device == device
+    return losses, [p.detach().cpu().numpy() for p in m.parameters()]
+
+
+OPTIMIZERS = {
+    "adam": lambda ps: gj.optim.Adam(ps, lr=0.01),
+    "sgd_momentum": lambda ps: gj.optim.SGD(ps, lr=0.1, momentum=0.9),
+}
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "eager"])
+@pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
+def test_mlp_training_cuda_matches_cpu(rng, opt, compiled):
+    x = rng.standard_normal((5, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 5)
+    cpu = _train("cpu", OPTIMIZERS[opt], compiled, x, y)
+    cuda = _train("cuda", OPTIMIZERS[opt], compiled, x, y)
+    _close(cuda[0], cpu[0], rtol=1e-5)
+    for a, b in zip(cuda[1], cpu[1]):
+        _close(a, b, rtol=1e-4, atol=1e-6)
+    assert cpu[0][-1] < cpu[0][0]  # it trains
+
+
+def test_optimizer_state_follows_parameters(rng):
+    x = rng.standard_normal((5, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 5)
+    cpu = _train("cpu", OPTIMIZERS["adam"], False, x, y)
+    moved = _train("cuda", OPTIMIZERS["adam"], False, x, y, move_after=2)
+    _close(moved[0], cpu[0], rtol=1e-5)
+    for a, b in zip(moved[1], cpu[1]):
+        _close(a, b, rtol=1e-4, atol=1e-6)
+
+
+class _RNN(nn.Module):
+    """A tanh RNN over a short sequence, its last state classified."""
+
+    def __init__(self, n_in=3, n_hidden=5, n_out=2):
+        super().__init__()
+        self.w_ih = nn.Linear(n_in, n_hidden)
+        self.w_hh = nn.Linear(n_hidden, n_hidden, bias=False)
+        self.head = nn.Linear(n_hidden, n_out)
+
+    def forward(self, xs):
+        h = gj.zeros(xs.shape[1], self.w_hh.in_features, device=xs.device)
+        for t in range(xs.shape[0]):
+            h = gj.tanh(self.w_ih(xs[t]) + self.w_hh(h))
+        return self.head(h)
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "eager"])
+def test_rnn_training_cuda_matches_cpu(rng, compiled):
+    xs = rng.standard_normal((4, 3, 3)).astype(np.float32)
+    y = rng.integers(0, 2, 3)
+    results = {}
+    for device in ("cpu", "cuda"):
+        gj.manual_seed(0)
+        m = _RNN().to(device)
+        opt = gj.optim.Adam(m.parameters(), lr=0.05)
+
+        def step(xs, y):
+            opt.zero_grad()
+            loss = F.cross_entropy(m(xs), y)
+            loss.backward()
+            opt.step()
+            return loss
+        run = gj.compile(step) if compiled else step
+        X, Y = gj.tensor(xs, device=device), gj.tensor(y, device=device)
+        losses = [run(X, Y).item() for _ in range(3)]
+        results[device] = (losses, [p.detach().cpu().numpy() for p in m.parameters()])
+    _close(results["cuda"][0], results["cpu"][0], rtol=1e-5)
+    for a, b in zip(results["cuda"][1], results["cpu"][1]):
+        _close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_compiled_function_retraces_for_another_device(rng):
+    f = gj.compile(lambda a: (a * a).sum())
+    x = gj.tensor(rng.standard_normal(6).astype(np.float32))
+    want = float((x.numpy().astype(np.float64) ** 2).sum())
+    assert abs(f(x).item() - want) < 1e-5
+    out = f(x.cuda())
+    assert out.device == "cuda" and abs(out.item() - want) < 1e-5
+    assert "device cpu -> cuda:0" in f.explain()
+    assert "cuda.jit" in f.lower(x.cuda()).kernel_source()
