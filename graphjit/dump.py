@@ -67,7 +67,8 @@ def stage_names() -> list:
 def write_entry(cf, entry, flat_args=None) -> str:
     """Write the folder of one traced signature of compiled function ``cf`` (with
     ``--profile``, time its kernels on this call's arguments ``flat_args``)."""
-    from .backend.cpu import generate
+    from .jit.compile import backend_for
+    generate = backend_for(entry.device)[1]  # the target the program was compiled for
     cfg = active()
     folder = os.path.join(cfg.out_dir, f"{cf.__name__}_{entry.trace_number}")
     os.makedirs(folder, exist_ok=True)
@@ -296,7 +297,8 @@ def report(cf, entry) -> str:
                          f"{_bytes(moved):>10} moved {flops:>12,} FLOPs")
         from passes.memory import peak_bytes
 
-        from .backend.cpu import generate
+        from .jit.compile import backend_for
+        generate = backend_for(entry.device)[1]
         lines.append(f"  total: {_bytes(total_bytes)} moved, {total_flops:,} FLOPs")
         generated = generate(graph, graph.name, inplace=True)
         workspace = sum(n * dt.itemsize for n, dt in generated.slots)
@@ -363,6 +365,9 @@ def profile_lines(entry, flat_args) -> list:
     import numpy as np
 
     from . import profile
+    if entry.device.type != "cpu":
+        return [f"profile: not available for programs on {entry.device} (it times the CPU "
+                "kernels one by one)"]
     limits = profile.machine_limits()
     inputs = entry.input_arrays([s.resolve(flat_args) for s in entry.slots])
     lines = []

@@ -891,10 +891,11 @@ class Lowered:
     def kernel_source(self, program: str = "forward") -> str:
         """The generated Numba module of the program ("forward"; "backward" for a compiled
         forward's backward program)."""
-        from ..backend.cpu import generate
         e = self.entry
         if program == "backward":
-            return generate(e.backward_graph, fastmath=getattr(e, "fastmath", False)).source
+            generate = backend_for(e.device)[1]
+            options = {"fastmath": getattr(e, "fastmath", False)} if e.device.type == "cpu" else {}
+            return generate(e.backward_graph, **options).source
         return e.program.source
 
 

@@ -222,3 +222,30 @@ def test_compiled_function_retraces_for_another_device(rng):
     assert out.device == "cuda" and abs(out.item() - want) < 1e-5
     assert "device cpu -> cuda:0" in f.explain()
     assert "cuda.jit" in f.lower(x.cuda()).kernel_source()
+
+
+def test_dump_tool_shows_the_cuda_kernels(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import graphjit as gj\n"
+        "import graphjit.nn as nn\n"
+        "import graphjit.nn.functional as F\n"
+        "m = nn.Linear(4, 3).cuda()\n"
+        "opt = gj.optim.SGD(m.parameters(), lr=0.1)\n"
+        "@gj.compile\n"
+        "def step(x, y):\n"
+        "    opt.zero_grad()\n"
+        "    loss = F.cross_entropy(m(x), y)\n"
+        "    loss.backward()\n"
+        "    opt.step()\n"
+        "    return loss\n"
+        "x, y = gj.randn(2, 4).cuda(), gj.tensor([0, 2]).cuda()\n"
+        "step(x, y)\n")
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "graphjit", "dump", str(script), "--out", str(out),
+                        "--report"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    (folder,) = [p for p in out.iterdir() if p.is_dir()]
+    kernels = (folder / "kernels.py").read_text()
+    assert "@cuda.jit" in kernels and "cuda.syncthreads()" in kernels  # the loss's reduction
+    assert "gemm" not in (folder / "report.txt").read_text()  # the CUDA pipeline: no BLAS lowering

@@ -64,6 +64,7 @@ class CompiledProgram:
         self._n_results = len(self._result_types)
         self._free = [3] * self._n_results
         self._lock = threading.Lock()
+        self._in_place = generated.in_place  # update position -> driver argument position
         self.update_plan = update_plan(generated, self._n_out, len(self._update_shapes))
 
     @property
