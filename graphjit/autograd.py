@@ -277,6 +277,8 @@ def _accumulate(holder, g, create_graph: bool) -> None:
     """Add ``g`` into ``holder.grad`` with PyTorch's rules (in place unless create_graph)."""
     if g.dtype is not holder.dtype:
         g = api.cast(g, holder.dtype)
+    if g.device != holder.device:  # a VJP's zeros made on the CPU for a CUDA leaf
+        g = g.to(holder.device)
     old = holder._grad
     if create_graph:
         holder._grad = g if old is None else old + g
@@ -350,8 +352,10 @@ class EagerInterpreter:
         Python number or an index list made a constant, an ``iota`` or ``full`` of a VJP
         rule: see ``_made_here``) or that is 0-d is copied over; any other CPU input is an
         error naming both devices."""
+        # Index tensors may stay on the CPU (PyTorch accepts them for CUDA tensors too).
+        index_op = op.kind == "index"
         if any(type(a) is np.ndarray and a.ndim > 0 and not t.__dict__.get("_made_here")
-               for t, a in zip(inputs, arrays)):
+               and not (index_op and i > 0) for i, (t, a) in enumerate(zip(inputs, arrays))):
             raise _device_error(op.name, inputs)
         arrays = [devices.to_device(a, devices.CUDA) for a in arrays]
         from .backend.cuda import run_op

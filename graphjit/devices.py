@@ -125,7 +125,8 @@ def to_device(arr, dev: device):
         return to_host(arr)
     if type(arr) is not np.ndarray:
         return arr
-    return _cuda().to_device(np.ascontiguousarray(arr))
+    # (np.ascontiguousarray would make a 0-d array 1-d.)
+    return _cuda().to_device(arr if arr.flags.c_contiguous else np.ascontiguousarray(arr))
 
 
 def copy(arr):

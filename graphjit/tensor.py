@@ -668,8 +668,10 @@ def _unwrap_index(key):
     for k in items:
         if isinstance(k, list):
             k = Tensor._wrap(_to_array(k, None))
+            k._made_here = True  # may index a CUDA tensor (see [Devices])
         elif isinstance(k, np.ndarray):
             k = Tensor._wrap(np.asarray(k, dtype=np.bool_ if k.dtype == np.bool_ else np.int64))
+            k._made_here = True
         out.append(k)
     return tuple(out) if isinstance(key, tuple) else out[0]
 

@@ -33,7 +33,7 @@ from ...ir.fused import (REDUCTIONS, body_graph, column_dims, domain, reduction_
 from ...ir.graph import Graph
 from ...ops.index import describe_key
 from ...shapes import numel
-from ..cpu.elementwise import scalar_expression
+from ..cpu.elementwise import scalar_expression, typed_expression
 from ..cpu.fused import _domain_strides, _split
 from ..cpu.index import index_plan
 from ..cpu.loops import affine, broadcast_strides, c_strides, literal, max_value, min_value, np_type
@@ -159,6 +159,24 @@ def emit_fused(node, k) -> None:
 
 INV, ROW, ELEM = 0, 1, 2
 
+# Ops whose registry scalar expression (the CPU kernels') does not suit CUDA kernels, with
+# the text used instead. sign: ``(x > 0) - (x < 0)`` subtracts bools, which Numba's CUDA
+# target allows but its simulator (NumPy bool scalars) rejects; the branches give the same
+# values, and NaN for NaN as NumPy's sign does.
+CUDA_SCALAR = {
+    "sign": lambda x: f"(1 if {x} > 0 else (-1 if {x} < 0 else {x}))",
+}
+
+
+def cuda_scalar_expression(step, operands) -> str:
+    """The step's scalar expression for a CUDA kernel: the op's ``OpDef.scalar`` text (or
+    ``CUDA_SCALAR``'s), literals typed, ``math.*`` left to libdevice."""
+    custom = CUDA_SCALAR.get(step.op.name)
+    if custom is None:
+        return scalar_expression(step, operands, vectorise=False)
+    compute = step.inputs[-1].dtype if step.inputs else step.out.dtype
+    return typed_expression(custom(*operands, **step.attrs), compute, vectorise=False)
+
 
 class _Body:
     def __init__(self, k, body):
@@ -243,7 +261,7 @@ class _Body:
         if step.op.name == "expand":
             self.names[step.out] = operands[0]
             return
-        expr = scalar_expression(step, operands, vectorise=False)
+        expr = cuda_scalar_expression(step, operands)
         if step.out.dtype.is_floating_point:
             expr = f"{np_type(step.out.dtype)}({expr})"
         var = self.k.fresh(f"t{self.body.nodes.index(step)}_")
