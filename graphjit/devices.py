@@ -96,11 +96,6 @@ def as_device(spec) -> device:
     return dev
 
 
-def is_cuda_array(arr) -> bool:
-    """Whether ``arr`` is a CUDA device array (anything that is not a NumPy array is)."""
-    return type(arr) is not np.ndarray
-
-
 def of_array(arr) -> device:
     return CPU if type(arr) is np.ndarray else CUDA
 

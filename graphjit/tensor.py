@@ -411,13 +411,10 @@ class Tensor:
             raise AutogradError("index assignment (x[i] = v) is not recorded by autograd; build the "
                                 "value with graphjit.where / graphjit.cat, or assign under no_grad")
         np_key = _numpy_index(key)
-        src = value._data if isinstance(value, Tensor) else value
-        if self.is_cuda or type(src) not in (np.ndarray, int, float, bool):
-            # On the GPU: assigned on a host copy, written back (one round trip).
-            host = devices.to_host(self._data).copy()
-            host[tuple(devices.to_host(k) if isinstance(k, type(self._data)) else k
-                       for k in (np_key if isinstance(np_key, tuple) else (np_key,)))] = \
-                devices.to_host(src) if not isinstance(src, (int, float, bool)) else src
+        src = devices.to_host(value._data) if isinstance(value, Tensor) else value
+        if self.is_cuda:  # assigned on a host copy, written back (one round trip)
+            host = devices.to_host(self._data)
+            host[np_key] = src
             devices.copyto(self._data, host)
         else:
             self._data[np_key] = src
@@ -678,7 +675,7 @@ def _unwrap_index(key):
 
 def _numpy_index(key):
     items = key if isinstance(key, tuple) else (key,)
-    out = tuple(k._data if isinstance(k, Tensor) else k for k in items)
+    out = tuple(devices.to_host(k._data) if isinstance(k, Tensor) else k for k in items)
     return out if isinstance(key, tuple) else out[0]
 
 

@@ -52,7 +52,8 @@ class _TypedLiterals(ast.NodeTransformer):
         # (backend/cpu/vmath.py, within 1 ulp).
         self.generic_visit(node)
         f = node.func
-        if self.vectorise and isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "math":
+        if (self.vectorise and isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name)
+                and f.value.id == "math"):
             name = vectorised_call(f"math.{f.attr}", self.dtype.name)
             if name is not None:
                 node.func = ast.Name(id=name, ctx=ast.Load())

@@ -99,15 +99,10 @@ def _inplace_updates(graph, owners) -> dict:
     step count beside its parameters): every thread reads such a target, and the one
     writing it would race the others' reads (the CPU loop reads it once, before)."""
     found = inplace_updates(graph, owners)
-    keep = {}
-    for v, target in found.items():
-        n = v.node if v.node is not None else None
-        if n is not None and numel(v.shape) < max(numel(o.shape) for o in n.outs):
-            continue
-        keep[v] = target
-    # ``found`` maps a value and the node result it is a view of to one target: keep pairs.
-    return {v: t for v, t in keep.items() if all(keep.get(u) is t for u, tt in found.items()
-                                                  if tt is t)}
+    # (``found`` may map a value and the node result it views to one target: drop both.)
+    racy = {t for v, t in found.items()
+            if v.node is not None and numel(v.shape) < max(numel(o.shape) for o in v.node.outs)}
+    return {v: t for v, t in found.items() if t not in racy}
 
 
 def _kernel_module(params, body) -> str:
