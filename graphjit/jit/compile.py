@@ -744,10 +744,23 @@ class CompiledFunction:
         compilation either), like JAX's ``jit(f).lower(x)``: ``.as_text(stage)`` gives the IR
         after any stage of the pipeline, ``.kernel_source()`` the generated module(s).
         Python side effects of the trace (optimizer state made by a first step) are undone."""
+        return self._lower_only(None, args, kwargs)
+
+    def lower_for(self, device, *args, **kwargs) -> "Lowered":
+        """``lower(*args, **kwargs)`` for the target of ``device`` whatever device the
+        example tensors are on: ``step.lower_for("cuda", x, y).kernel_source()`` shows the
+        CUDA kernels of a step traced on CPU tensors, on a machine with no GPU (the launch
+        sizes are the GPU's unless Numba's simulator is on)."""
+        target = device if isinstance(device, devices.device) else devices.device(device)
+        return self._lower_only(target, args, kwargs)  # (no GPU needed: nothing runs)
+
+    def _lower_only(self, device, args, kwargs):
         key, flat, sig = self._key(args, kwargs)
         names = _arg_names(self.fn, args, kwargs, len(flat))
         tracer, result = trace(self.fn, args, kwargs, list(flat), names,
                                _scan_names(_reachable(self.fn, args, kwargs)), self.__name__)
+        if device is not None:
+            tracer.device = device  # the graph is the same; the target follows the device
         try:
             entry = self._lower(tracer, result,
                                 build=functools.partial(_generate_only, fastmath=self.fastmath,

@@ -224,6 +224,29 @@ def test_compiled_function_retraces_for_another_device(rng):
     assert "cuda.jit" in f.lower(x.cuda()).kernel_source()
 
 
+def test_lower_for_cuda_from_cpu_tensors(rng):
+    m = nn.Linear(4, 3)
+    opt = gj.optim.SGD(m.parameters(), lr=0.1)
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = F.cross_entropy(m(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    x, y = gj.tensor(rng.standard_normal((2, 4)).astype(np.float32)), gj.tensor([0, 2])
+    before = m.weight.detach().numpy().copy()
+    f = gj.compile(step)
+    low = f.lower_for("cuda", x, y)
+    source = low.kernel_source()
+    assert "@cuda.jit" in source and "cuda.syncthreads()" in source
+    assert "@njit" not in source and "gemm" not in low.as_text()
+    assert "@cuda.jit" not in f.lower(x, y).kernel_source()  # CPU tensors: the CPU target
+    # Nothing ran: the parameters are untouched, no optimizer state, nothing cached.
+    np.testing.assert_array_equal(m.weight.detach().numpy(), before)
+    assert m.weight.grad is None and not opt.state and f.cache_size == 0
+
+
 def test_dump_tool_shows_the_cuda_kernels(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from passes.memory import plan_buffers
 
 from ...errors import GraphjitError
@@ -71,6 +73,10 @@ class GeneratedCudaModule:
         self.temp_views = []       # (slot, elements) per temporary's driver argument
         self.in_place = {}         # update position -> input position
         self.errors = []           # IndexError messages, by error code - 1
+        # Per kernel module, in kernel_sources' order: the argument dtypes of its launches
+        # (a list of distinct tuples of NumPy dtypes; every argument is a flat C-contiguous
+        # device array). ptx.py compiles the kernels for a GPU with them, without one.
+        self.kernel_signatures = []
 
 
 def _check_graph(graph) -> None:
@@ -178,10 +184,14 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
             args.append(err)
         text = _kernel_module(k.params, body)
         if text not in by_text:
-            by_text[text] = (k.name, module_file_name(text, KERNEL_STEM), [])
+            by_text[text] = (k.name, module_file_name(text, KERNEL_STEM), [], [])
             kernels.append(text)
-        kname, _, ir_lines = by_text[text]
+        kname, _, ir_lines, signatures = by_text[text]
         ir_lines.append(format_node(node, names))
+        signature = tuple([v.dtype.np for v in node.inputs] + [v.dtype.np for v in node.outs]
+                          + ([np.dtype(np.int32)] if k.error is not None else []))
+        if signature not in signatures:
+            signatures.append(signature)
         driver.line(f"{kname}[{k.grid}, {k.block}]({', '.join(args)})")
 
     returned = [f"copy_array({buf[v]})" if owners[v].node is None else buf[v] for v in results]
@@ -204,7 +214,7 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
     out = SourceWriter()
     header(out, "")
     for text in kernels:
-        kname, file_name, ir_lines = by_text[text]
+        kname, file_name, ir_lines, _ = by_text[text]
         out.line()
         for line in ir_lines:
             out.line(f"# {line}")
@@ -217,7 +227,7 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
     out = SourceWriter()
     header(out, ": the program as one module, to read")
     for text in kernels:
-        kname, file_name, ir_lines = by_text[text]
+        kname, file_name, ir_lines, _ = by_text[text]
         out.line()
         out.line()
         out.line(f"# {file_name}")
@@ -230,6 +240,7 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
     out.lines_from("\n".join(driver_code))
     gen.source = out.text()
     gen.kernel_sources = kernels
+    gen.kernel_signatures = [by_text[text][3] for text in kernels]
     gen.params = list(graph.inputs)
     gen.results = results
     gen.result_buffers = [(numel(v.shape), v.dtype) for v in result_buffers]

@@ -20,6 +20,14 @@ def _attr_key(value):
     return (type(value).__name__, value) if isinstance(value, float) else value
 
 
+def op_graph(op, types, attrs) -> Graph:
+    """The one-node graph eager mode compiles for ``op`` on inputs of ``types``."""
+    g = Graph(f"eager_{op.name}")
+    ins = [g.add_input(t, f"x{j}", "arg") for j, t in enumerate(types)]
+    g.outputs = [g.add_node(op, ins, dict(attrs), op.infer(*types, **attrs))]
+    return g
+
+
 def program_for(op, types, attrs):
     """The compiled program of ``op`` on inputs of ``types`` (TensorTypes) with ``attrs``."""
     key = (op.name, _attr_key(attrs), tuple((tuple(t.shape), t.dtype.name) for t in types))
@@ -29,10 +37,7 @@ def program_for(op, types, attrs):
         with _LOCK:
             program = _PROGRAMS.get(key)
             if program is None:
-                g = Graph(f"eager_{op.name}")
-                ins = [g.add_input(t, f"x{j}", "arg") for j, t in enumerate(types)]
-                out_type = op.infer(*types, **attrs)
-                g.outputs = [g.add_node(op, ins, dict(attrs), out_type)]
+                g = op_graph(op, types, attrs)
                 program = _PROGRAMS[key] = compile_graph(g, name=g.name)
     return program
 
