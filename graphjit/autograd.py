@@ -348,16 +348,18 @@ class EagerInterpreter:
         return self._record(op, attrs, inputs, out, out_type)
 
     def _apply_cuda(self, op, inputs, attrs, arrays, out_type):
-        """``op`` on CUDA tensors (see [Devices]): a CPU input that graphjit made itself (a
-        Python number or an index list made a constant, an ``iota`` or ``full`` of a VJP
-        rule: see ``_made_here``) or that is 0-d is copied over; any other CPU input is an
-        error naming both devices."""
+        """``op`` on CUDA tensors (see [Devices]): a 0-d CPU input stays on the CPU, its
+        kernel takes it by value ([Host scalars] in graphjit/ir/host.py); another CPU input
+        that graphjit made itself (an index list made a constant, an ``iota`` or ``full``
+        of a VJP rule: see ``_made_here``) is copied over; any other CPU input is an error
+        naming both devices."""
         # Index tensors may stay on the CPU (PyTorch accepts them for CUDA tensors too).
         index_op = op.kind == "index"
         if any(type(a) is np.ndarray and a.ndim > 0 and not t.__dict__.get("_made_here")
                and not (index_op and i > 0) for i, (t, a) in enumerate(zip(inputs, arrays))):
             raise _device_error(op.name, inputs)
-        arrays = [devices.to_device(a, devices.CUDA) for a in arrays]
+        arrays = [a if type(a) is np.ndarray and a.ndim == 0
+                  else devices.to_device(a, devices.CUDA) for a in arrays]
         from .backend.cuda import run_op
         result = run_op(op, arrays, attrs, out_type)
         out = _tensor.Tensor._wrap(result)

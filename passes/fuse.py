@@ -30,7 +30,9 @@ fused node's results. ``full`` constants a member reads are copied into its body
 costs nothing to recompute). ``check_convex`` re-verifies a group with networkx in tests.
 
 A graph may name ``fusion_split`` inputs (the forward/backward split of a compiled model
-function): nodes that depend on them never share a group with nodes that do not.
+function): nodes that depend on them never share a group with nodes that do not. Host nodes
+of a CUDA program (scalar work on CPU values, [Host scalars] in graphjit/ir/host.py) join
+no group: the program's driver computes them on the host.
 
 Not here: matrix-multiply epilogues (see passes/epilogue.py).
 """
@@ -42,6 +44,7 @@ from graphjit.ir.fused import (FUSED, REDUCTIONS, fusable_step, format_body, kep
                                reduction_layout, shape_size, split_dim_sets, step_phases)
 from graphjit.errors import ShapeError
 from graphjit.ir.graph import Node
+from graphjit.ir.host import host_nodes
 from graphjit.ir.printer import value_names
 from graphjit.shapes import numel
 
@@ -207,8 +210,9 @@ def find_groups(graph, refused=None) -> list:
                     reach[g][1] = (g_desc | m_desc | both) & ~g.mask
         return None
 
+    on_host = host_nodes(graph)
     for i, n in enumerate(nodes):
-        if not fusable(n):
+        if not fusable(n) or n in on_host:
             continue
         g = group[n] = _Group(n, 1 << i)
         reach[g] = [anc[i], desc[i]]

@@ -89,6 +89,9 @@ class Graph:
     # Inputs whose dependents passes/fuse keeps apart from the rest (the seeds of a forward/
     # backward split: the two halves run as separate programs).
     fusion_split: list = field(default_factory=list)
+    # 0-d inputs that live on the CPU in a program for the CUDA target (see [Host scalars]
+    # in host.py): hyperparameters, 0-d CPU tensors.
+    host_inputs: list = field(default_factory=list)
 
     def add_input(self, type: TensorType, name: str, role: str = "arg") -> Value:
         if role not in ROLES:

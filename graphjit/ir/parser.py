@@ -131,6 +131,15 @@ def parse_call(toks: _Tokens, where: str):
     return op, operands, attrs
 
 
+def parse_op_call(text: str):
+    """``"op(key=value, ...)"`` -> (OpDef, operand texts, attrs): one call in IR syntax."""
+    toks = _Tokens(text, 1)
+    found = parse_call(toks, "call")
+    if not toks.done():
+        raise IRParseError(f"call: unexpected text after {text!r}")
+    return found
+
+
 def parse_graph(text: str) -> Graph:
     lines = [(i + 1, line.split("#", 1)[0].strip()) for i, line in enumerate(text.splitlines())]
     lines = [(n, line) for n, line in lines if line]

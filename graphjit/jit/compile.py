@@ -777,6 +777,7 @@ class CompiledFunction:
         build = build or functools.partial(compile_graph, inplace=True, fastmath=self.fastmath)
         graph = tracer.graph
         _mark_state_roles(tracer)
+        graph.host_inputs = _host_inputs(tracer)
         out_tensors = _collect_outputs(result, [])
         out_values = [t._value for t in out_tensors]
         created = _created_state(tracer)
@@ -821,6 +822,22 @@ class CompiledFunction:
     def graphs(self):
         """The optimised graphs of every cached program."""
         return [e.graph for entries in self._cache.values() for e in entries]
+
+
+def _host_inputs(tracer) -> list:
+    """The inputs of a CUDA program that stay on the host ([Host scalars] in
+    graphjit/ir/host.py): optimizer options, and 0-d tensors whose data is on the CPU."""
+    if tracer.device.type != "cuda":
+        return []
+    found = []
+    for s in tracer.slots:
+        if s.value.shape != ():
+            continue
+        obj = s.resolve(tracer._flat_args)
+        data = obj if s.kind == "array" else getattr(obj, "_data", None)
+        if s.kind == "hyper" or type(data) is np.ndarray:
+            found.append(s.value)
+    return found
 
 
 def _mark_state_roles(tracer):
@@ -931,6 +948,7 @@ def _lower_forward_backward(cf, tracer, result, out_tensors, differentiable, bui
     from passes.pipeline import run_pipeline
 
     from ..ir import Graph
+    from ..ir.host import host_values
     from ..ops import registry
     graph = tracer.graph
     diff_slots = [s for s in tracer.slots
@@ -977,14 +995,17 @@ def _lower_forward_backward(cf, tracer, result, out_tensors, differentiable, bui
     node_residuals = [v for v in residuals if v.node is not None]
     forward = Graph(f"{graph.name}_forward", inputs=fw_inputs, nodes=fw_nodes,
                     outputs=list(joint.outputs[:n_out]) + node_residuals, updates=joint.updates,
-                    constants=dict(joint.constants))
+                    constants=dict(joint.constants), host_inputs=list(joint.host_inputs))
     backward = Graph(f"{graph.name}_backward")
+    on_host = host_values(joint)  # saved host scalars reach the backward on the host too
     remap = {}
     for k, v in enumerate(residuals):
         if v.role == "const":
             remap[v] = backward.add_constant(joint.constants[v])
         else:
             remap[v] = backward.add_input(v.type, f"saved{k}", "arg")
+            if v in on_host:
+                backward.host_inputs.append(remap[v])
     for j, sv in enumerate(seeds):
         remap[sv] = backward.add_input(sv.type, sv.name, "arg")
     for n in bw_nodes:

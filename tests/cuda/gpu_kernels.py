@@ -89,7 +89,10 @@ def _programs(every: bool = True):
     finally:
         autograd.EagerInterpreter.apply = original
     for op, types, attrs in recorded.values():
-        programs.append((f"eager {op.name}", op_graph(op, list(types), attrs), False))
+        # On CUDA, 0-d CPU operands (Python numbers, Adam's step count) stay on the host.
+        host = ([j for j, t in enumerate(types) if t.shape == ()]
+                if any(t.shape for t in types) else [])
+        programs.append((f"eager {op.name}", op_graph(op, list(types), attrs, host), False))
     return programs
 
 
@@ -104,7 +107,8 @@ def _training_programs(gj, nn, F):
     class RNN(nn.Module):
         def __init__(self):
             super().__init__()
-            self.w_ih, self.w_hh, self.head = nn.Linear(3, 5), nn.Linear(5, 5, bias=False), nn.Linear(5, 2)
+            self.w_ih, self.head = nn.Linear(3, 5), nn.Linear(5, 2)
+            self.w_hh = nn.Linear(5, 5, bias=False)
 
         def forward(self, xs):
             h = gj.zeros(xs.shape[1], 5)
@@ -134,9 +138,9 @@ def _training_programs(gj, nn, F):
 
 def _check(job):
     from graphjit.backend.cuda import ptx
-    text, dtypes, cc = job
-    r = ptx.check_kernel(text, [np.dtype(d) for d in dtypes], cc, ptx.find_ptxas())
-    return {"file": r.file_name, "signature": [np.dtype(d).name for d in r.signature],
+    text, described, cc = job
+    r = ptx.check_kernel(text, ptx.parse(",".join(described)), cc, ptx.find_ptxas())
+    return {"file": r.file_name, "signature": ptx.describe(r.signature),
             "error": r.error, "registers": r.registers, "shared_bytes": r.shared_bytes,
             "stack_bytes": r.stack_bytes, "spill_stores": r.spill_stores,
             "spill_loads": r.spill_loads, "problems": r.problems, "text": str(r)}
@@ -181,8 +185,7 @@ def _self_check(cc):
     from graphjit.backend.cuda import ptx
     out = []
     for name, dtypes in SELF_CHECK.items():
-        r = ptx.check_kernel(_KERNEL.format(body=_BODIES[name]), [np.dtype(d) for d in dtypes],
-                             cc, ptx.find_ptxas())
+        r = ptx.check_kernel(_KERNEL.format(body=_BODIES[name]), dtypes, cc, ptx.find_ptxas())
         out.append({"name": name, "error": r.error, "problems": r.problems,
                     "registers": r.registers, "shared_bytes": r.shared_bytes, "text": str(r)})
     return out
@@ -201,17 +204,23 @@ def main(argv=None) -> int:
     if os.environ.get("NUMBA_ENABLE_CUDASIM", "") not in ("", "0"):
         parser.error("run with NUMBA_ENABLE_CUDASIM=0: the kernels must be the GPU's")
     cc = tuple(int(p) for p in args.cc.split("."))
-    from graphjit.backend.cuda import generate
+    from graphjit.backend.cuda import generate, ptx
     start = time.perf_counter()
     jobs, where = [], {}
     for what, graph, inplace in _programs(every=args.all):
         gen = generate(graph, inplace=inplace)
         for text, signatures in zip(gen.kernel_sources, gen.kernel_signatures):
-            for dtypes in signatures:
-                key = (text, tuple(np.dtype(d).name for d in dtypes))
+            for signature in signatures:
+                key = (text, tuple(ptx.describe(signature)))
                 if key not in where:
                     where[key] = what
                     jobs.append((text, key[1], cc))
+    # The one hand-written kernel (fill), for every dtype it fills.
+    with open(os.path.join(os.path.dirname(ptx.__file__), "fill.py")) as f:
+        fill_text = f.read() + "\n\nk = fill_kernel\n"
+    for dtype in ("float32", "float64", "int64", "int32", "bool"):
+        jobs.append((fill_text, (f"{dtype}[]", dtype), cc))
+        where[jobs[-1][:2]] = "fill"
     generated = time.perf_counter() - start
     with ProcessPoolExecutor(max(1, args.jobs)) as pool:
         reports = list(pool.map(_check, jobs, chunksize=8))

@@ -172,6 +172,83 @@ def test_optimizer_state_follows_parameters(rng):
         _close(a, b, rtol=1e-4, atol=1e-6)
 
 
+class _Transfers:
+    """Counts copies between host and device (numba.cuda.to_device, copy_to_host and
+    copy_to_device from or to host memory) while active."""
+
+    def __init__(self, monkeypatch):
+        from numba import cuda
+        self.count = []
+        array_type = type(cuda.device_array(1))
+        to_device, to_host, into = cuda.to_device, array_type.copy_to_host, array_type.copy_to_device
+
+        def counted(what, fn):
+            def wrapper(*a, **k):
+                self.count.append(what)
+                return fn(*a, **k)
+            return wrapper
+
+        def copy_to_device(arr, src, *a, **k):
+            if isinstance(src, np.ndarray):  # device-to-device copies stay on the device
+                self.count.append("copy_to_device")
+            return into(arr, src, *a, **k)
+        monkeypatch.setattr(cuda, "to_device", counted("to_device", to_device))
+        monkeypatch.setattr(array_type, "copy_to_host", counted("copy_to_host", to_host))
+        monkeypatch.setattr(array_type, "copy_to_device", copy_to_device)
+
+
+def test_steady_state_steps_copy_nothing_between_host_and_device(rng, monkeypatch):
+    """Hyperparameters and Adam's step counts (0-d CPU tensors, as in PyTorch) stay on the
+    host: the compiled step computes the scalar work there and passes it to kernels by
+    value; only .item() copies back ([Host scalars] in graphjit/ir/host.py)."""
+    x = gj.tensor(rng.standard_normal((5, 6)).astype(np.float32), device="cuda")
+    y = gj.tensor(rng.standard_normal((5, 3)).astype(np.float32), device="cuda")
+    results = {}
+    for compiled in (True, False):
+        gj.manual_seed(0)
+        m = _mlp().cuda()
+        opt = gj.optim.Adam(m.parameters(), lr=0.01)
+
+        def step(a, b):
+            opt.zero_grad()
+            loss = F.mse_loss(m(a), b)
+            loss.backward()
+            opt.step()
+            return loss
+        run = gj.compile(step) if compiled else step
+        losses = [run(x, y) for _ in range(2)]  # trace, compile, make the optimizer state
+        opt.param_groups[0]["lr"] = 0.02        # a new hyperparameter value: no retrace
+        transfers = _Transfers(monkeypatch)
+        losses += [run(x, y) for _ in range(3)]
+        assert transfers.count == [], f"compiled={compiled}: {transfers.count}"
+        losses = [t.item() for t in losses]
+        assert len(transfers.count) == len(losses)  # .item() copies, one each
+        monkeypatch.undo()
+        for state in opt.state.values():
+            assert state["step"].device == "cpu" and state["step"].item() == 5
+            assert state["exp_avg"].device == "cuda"
+        results[compiled] = losses, [p.detach().cpu().numpy() for p in m.parameters()]
+    if True in results:
+        assert results[True][0][-1] < results[True][0][0]
+    _close(results[True][0], results[False][0], rtol=1e-5)
+    for a, b in zip(results[True][1], results[False][1]):
+        _close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_eager_ops_take_cpu_scalars_by_value(rng, monkeypatch):
+    a0 = rng.standard_normal((3, 4)).astype(np.float32)
+    a = gj.tensor(a0, device="cuda")
+    s = gj.tensor(np.float32(1.5))  # a 0-d CPU tensor
+    (a * 2.0 + s) / s               # compile the single-op programs first
+    transfers = _Transfers(monkeypatch)
+    out = (a * 2.0 + s) / s
+    assert transfers.count == [] and out.device == "cuda"
+    monkeypatch.undo()
+    _close(out.numpy(), (a0 * 2.0 + 1.5) / 1.5, rtol=1e-6)
+    with pytest.raises(gj.GraphjitError, match="same device"):
+        a + gj.tensor(np.ones(4, np.float32))  # a CPU tensor with elements is still an error
+
+
 class _RNN(nn.Module):
     """A tanh RNN over a short sequence, its last state classified."""
 
@@ -241,6 +318,8 @@ def test_lower_for_cuda_from_cpu_tensors(rng):
     source = low.kernel_source()
     assert "@cuda.jit" in source and "cuda.syncthreads()" in source
     assert "@njit" not in source and "gemm" not in low.as_text()
+    # The learning rate (a host scalar) is cast on the host and reaches its kernel by value.
+    assert "cast(dtype=f32)" in source and "# on the host" in source and "_scalar" in source
     assert "@cuda.jit" not in f.lower(x, y).kernel_source()  # CPU tensors: the CPU target
     # Nothing ran: the parameters are untouched, no optimizer state, nothing cached.
     np.testing.assert_array_equal(m.weight.detach().numpy(), before)

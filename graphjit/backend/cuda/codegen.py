@@ -24,6 +24,10 @@ CPU's: see [Kernel modules] in backend/cpu/codegen.py):
             t0_ = np.float32(math.exp(x0_))
             out[i0_ * 3 + i1_] = t0_
 
+Host nodes (0-d scalar work on CPU values: hyperparameters, a step count) run in the driver,
+through the op's NumPy kernel, and kernels take host values by value: see [Host scalars] in
+graphjit/ir/host.py.
+
 The graph is the CPU target's fused graph (the pipeline without ``gemm``, a CPU lowering
 onto BLAS; see ``CUDA_PASSES``), so both targets fuse the same groups; buffers follow the
 same plan (results, in-place updates, workspace slots shared by temporaries: [Buffer plan]
@@ -40,7 +44,8 @@ import numpy as np
 from passes.memory import plan_buffers
 
 from ...errors import GraphjitError
-from ...ir.printer import format_node, print_graph, value_names
+from ...ir.host import host_nodes, host_values
+from ...ir.printer import format_attr, format_node, print_graph, value_names
 from ...shapes import numel
 from ..cpu.codegen import inplace_updates
 from ..source import Namer, SourceWriter, identifier, import_module, module_file_name, write_module
@@ -50,7 +55,7 @@ from .program import CudaProgram
 
 KERNEL_STEM = "kernel"
 KERNEL_FLAGS = "cache=True"
-DRIVER_GLOBALS = ("np", "fill", "copy_array", "import_sibling")
+DRIVER_GLOBALS = ("np", "fill", "copy_array", "host_op", "import_sibling")
 
 
 def cuda_passes():
@@ -73,10 +78,12 @@ class GeneratedCudaModule:
         self.temp_views = []       # (slot, elements) per temporary's driver argument
         self.in_place = {}         # update position -> input position
         self.errors = []           # IndexError messages, by error code - 1
-        # Per kernel module, in kernel_sources' order: the argument dtypes of its launches
-        # (a list of distinct tuples of NumPy dtypes; every argument is a flat C-contiguous
-        # device array). ptx.py compiles the kernels for a GPU with them, without one.
+        # Per kernel module, in kernel_sources' order: the argument types of its launches, a
+        # list of distinct tuples of ``(NumPy dtype, is an array)`` (an array: a flat
+        # C-contiguous device array; else a host scalar passed by value). ptx.py compiles
+        # the kernels for a GPU with them, without one.
         self.kernel_signatures = []
+        self.host_params = []      # positions in params of the host inputs ([Host scalars])
 
 
 def _check_graph(graph) -> None:
@@ -99,16 +106,36 @@ def _owners(graph) -> dict:
     return owner
 
 
-def _inplace_updates(graph, owners) -> dict:
+def _inplace_updates(graph, owners, host) -> dict:
     """The CPU target's in-place updates ([In-place updates] in backend/cpu/codegen.py),
     less those of a value smaller than its kernel's largest result (an optimizer's 0-d
     step count beside its parameters): every thread reads such a target, and the one
-    writing it would race the others' reads (the CPU loop reads it once, before)."""
+    writing it would race the others' reads (the CPU loop reads it once, before). Host
+    values are never computed in place either: the driver makes them (see [Host scalars])."""
     found = inplace_updates(graph, owners)
     # (``found`` may map a value and the node result it views to one target: drop both.)
-    racy = {t for v, t in found.items()
-            if v.node is not None and numel(v.shape) < max(numel(o.shape) for o in v.node.outs)}
-    return {v: t for v, t in found.items() if t not in racy}
+    dropped = {t for v, t in found.items()
+               if v.node is not None and numel(v.shape) < max(numel(o.shape) for o in v.node.outs)}
+    dropped |= {t for v, t in found.items() if v in host or t in host}
+    return {v: t for v, t in found.items() if t not in dropped}
+
+
+def _host_call(node) -> str:
+    """The text ``runtime.host_op`` parses back: the op and its attributes, in IR syntax."""
+    attrs = [f"{key}={format_attr(value)}" for key, value in node.attrs.items()]
+    return f"{node.op.name}({', '.join(attrs)})"
+
+
+def _by_value(params, body, host_positions) -> tuple:
+    """Kernel parameters and body taking the inputs at ``host_positions`` as scalars: the
+    body, which indexes every input as an array (``in1[0]``), reads a 1-tuple of it."""
+    params = list(params)
+    lines = []
+    for j in host_positions:
+        name = params[j]
+        params[j] = f"{name}_scalar"
+        lines.append(f"    {name} = ({name}_scalar,)")
+    return params, "\n".join(lines + [body.rstrip()]) + "\n"
 
 
 def _kernel_module(params, body) -> str:
@@ -136,14 +163,16 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
     gen.driver_name = namer.fresh(f"run_{identifier(name or graph.name)}")
     buf = {v: namer.fresh(v.name) for v in graph.inputs}
     owners = _owners(graph)
-    in_place = _inplace_updates(graph, owners) if inplace else {}
+    host, on_host = host_values(graph), host_nodes(graph)
+    in_place = _inplace_updates(graph, owners, host) if inplace else {}
     results = list(graph.outputs) + [v for t, v in graph.updates if in_place.get(v) is not t]
     result_buffers = []
     for v in results:
-        if owners[v].node is not None and owners[v] not in result_buffers:
+        if owners[v].node is not None and owners[v] not in result_buffers and v not in host:
             result_buffers.append(owners[v])
     temps = [v for n in graph.nodes for v in n.outs
-             if owners[v] is v and v not in result_buffers and v not in in_place]
+             if owners[v] is v and v not in result_buffers and v not in in_place
+             and v not in host]
     slot_of, slots = plan_buffers(graph, temps, owners)
     result_params = {v: namer.fresh(f"r{j}") for j, v in enumerate(result_buffers)}
     temp_params = {}
@@ -155,10 +184,18 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
     kernel_names = {i: namer.fresh(f"k{i}_{n.op.name}") for i, n in enumerate(graph.nodes)}
     by_text, kernels = {}, []   # module text -> (program name, file name); in order
     driver = SourceWriter(indent=1)
+    host_ops = []               # module-level lines binding the host nodes' NumPy kernels
     for i, node in enumerate(graph.nodes):
+        driver.line(f"# {format_node(node, names)}")
+        if node in on_host:
+            hname = namer.fresh(f"h{i}_{node.op.name}")
+            host_ops.append(f'{hname} = host_op("{_host_call(node)}", "{node.out.dtype.short}")')
+            buf[node.out] = namer.fresh(f"h{names[node.out]}")
+            driver.line(f"{buf[node.out]} = {hname}({', '.join(buf[v] for v in node.inputs)})"
+                        "  # on the host")
+            continue
         k = CudaKernelWriter(node, kernel_names[i])
         emitter_for(node.op)(node, k)
-        driver.line(f"# {format_node(node, names)}")
         if k.alias_of is not None:
             buf[node.out] = buf[node.inputs[0]]
             driver.line(f"#   (no kernel: the buffer of {buf[node.out]} as is)")
@@ -177,19 +214,22 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
         if k.no_kernel:
             continue
         body = k.body
-        args = [buf[v] for v in node.inputs] + out_vars
+        scalars = [j for j, v in enumerate(node.inputs) if v in host]
+        args = ([f"{buf[v]}[0]" if v in host else buf[v] for v in node.inputs] + out_vars)
         if k.error is not None:
             gen.errors.append(f"{node.op.name}: {k.error}")
             body = body.replace("err[0] = 1", f"err[0] = {len(gen.errors)}")
             args.append(err)
-        text = _kernel_module(k.params, body)
+        params, body = _by_value(k.params, body, scalars)
+        text = _kernel_module(params, body)
         if text not in by_text:
             by_text[text] = (k.name, module_file_name(text, KERNEL_STEM), [], [])
             kernels.append(text)
         kname, _, ir_lines, signatures = by_text[text]
         ir_lines.append(format_node(node, names))
-        signature = tuple([v.dtype.np for v in node.inputs] + [v.dtype.np for v in node.outs]
-                          + ([np.dtype(np.int32)] if k.error is not None else []))
+        signature = tuple([(v.dtype.np, v not in host) for v in node.inputs]
+                          + [(v.dtype.np, True) for v in node.outs]
+                          + ([(np.dtype(np.int32), True)] if k.error is not None else []))
         if signature not in signatures:
             signatures.append(signature)
         driver.line(f"{kname}[{k.grid}, {k.block}]({', '.join(args)})")
@@ -208,8 +248,15 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
             out.line(f"#   {line}")
         out.line("import numpy as np")
         out.line()
-        out.line("from graphjit.backend.cuda.runtime import copy_array, fill")
+        out.line("from graphjit.backend.cuda.runtime import copy_array, fill, host_op")
         out.line("from graphjit.backend.source import import_sibling")
+
+    def host_section(out):
+        if host_ops:
+            out.line()
+            out.line("# Host nodes: scalar work on CPU values, by the ops' NumPy kernels")
+            for line in host_ops:
+                out.line(line)
 
     out = SourceWriter()
     header(out, "")
@@ -219,6 +266,7 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
         for line in ir_lines:
             out.line(f"# {line}")
         out.line(f'{kname} = import_sibling(__file__, "{file_name}").k')
+    host_section(out)
     out.line()
     out.line()
     out.lines_from("\n".join(driver_code))
@@ -235,6 +283,7 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
             out.line(f"# {line}")
         body = text[text.index("@cuda.jit"):].replace("def k(", f"def {kname}(", 1)
         out.lines_from(body.rstrip())
+    host_section(out)
     out.line()
     out.line()
     out.lines_from("\n".join(driver_code))
@@ -242,6 +291,7 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
     gen.kernel_sources = kernels
     gen.kernel_signatures = [by_text[text][3] for text in kernels]
     gen.params = list(graph.inputs)
+    gen.host_params = [j for j, v in enumerate(graph.inputs) if v in host]
     gen.results = results
     gen.result_buffers = [(numel(v.shape), v.dtype) for v in result_buffers]
     gen.slots = [(n, dtype) for dtype, n in slots]

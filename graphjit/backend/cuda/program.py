@@ -2,9 +2,12 @@
 
 It has the CPU program's interface (``program(inputs)``, ``flat_input``, ``run_trusted``,
 ``output_shapes``, ``update_plan``: see backend/cpu/program.py), so the jit runtime drives
-both alike; every array it takes and returns is a flat device array. Host arrays given
-for hyperparameters (a learning rate the optimizer may change between steps) and the
-graph's constants are copied to the device; a tensor argument on the CPU is an error.
+both alike; every array it takes and returns is a flat device array, except the host
+scalars ([Host scalars] in graphjit/ir/host.py): hyperparameters and 0-d CPU tensors come in
+as 1-element NumPy arrays and stay on the host (kernels take them by value), and host
+values it returns (a new step count) are NumPy arrays. The graph's constants are copied to
+the device once; any other host array given is copied over; a tensor argument on the CPU
+is an error.
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ class CudaProgram:
         self._driver = driver
         cuda = runtime.cuda()
         self._args = [v for v in generated.params if v.role != "const"]
+        host = {generated.params[j] for j in generated.host_params}
+        self._on_host = [v in host for v in self._args]
         self._arg_types = [(v.dtype.np, tuple(v.shape)) for v in self._args]
         self._const_at = [(j, cuda.to_device(np.ascontiguousarray(
                               np.asarray(graph.constants[v], dtype=v.dtype.np)).reshape(-1)))
@@ -61,6 +66,14 @@ class CudaProgram:
         """Input ``i`` checked against its graph type: ``(flat device view, False)``."""
         dtype, shape = self._arg_types[i]
         v = self._args[i]
+        if self._on_host[i]:  # a host scalar: the tensor's own array, as a flat view
+            if arr.dtype != dtype or tuple(arr.shape) != shape:
+                error = DTypeError if arr.dtype != dtype else ShapeError
+                raise error(f"program {self.name}: input %{v.name} expects {v.type}, got "
+                            f"{arr.dtype}{list(arr.shape)}")
+            if type(arr) is not np.ndarray:  # traced on the CPU, given on the GPU: copied
+                return arr.copy_to_host().reshape(1), True
+            return arr.reshape(1), False
         if type(arr) is np.ndarray and arr.ndim == 0 and not shape:
             # A 0-d CPU tensor (an optimizer's step count, as PyTorch keeps it): copied over.
             return runtime.cuda().to_device(arr.reshape(1)), True
@@ -90,8 +103,9 @@ class CudaProgram:
         """Launch the program on ``args`` (flat device arrays; host arrays are copied over):
         its flat results, in the driver's order."""
         cuda = runtime.cuda()
-        args = [cuda.to_device(np.ascontiguousarray(a).reshape(-1)) if type(a) is np.ndarray
-                else a for a in args]
+        args = [cuda.to_device(np.ascontiguousarray(a).reshape(-1))
+                if type(a) is np.ndarray and not host else a
+                for a, host in zip(args, self._on_host)]
         for j, const in self._const_at:
             args.insert(j, const)
         with self._lock:

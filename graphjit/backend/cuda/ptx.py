@@ -44,7 +44,7 @@ MAX_STATIC_SHARED = 48 * 1024
 class KernelReport:
     """What compiling one kernel for one argument signature gave."""
     file_name: str
-    signature: tuple            # argument dtypes (NumPy), one per flat array argument
+    signature: tuple            # per argument: (NumPy dtype, is an array) (see codegen)
     error: str | None = None    # why Numba / NVVM / ptxas refused it
     registers: int | None = None
     shared_bytes: int | None = None
@@ -59,7 +59,7 @@ class KernelReport:
         return self.error is None and not self.problems
 
     def __str__(self) -> str:
-        types = ", ".join(np.dtype(d).name for d in self.signature)
+        types = ", ".join(describe(self.signature))
         head = f"{self.file_name} ({types})"
         if self.error is not None:
             return f"{head}: FAILED: {self.error}"
@@ -71,10 +71,22 @@ class KernelReport:
         return text + "".join(f"; PROBLEM: {p}" for p in self.problems)
 
 
-def numba_signature(dtypes) -> tuple:
-    """Numba's argument types for flat C-contiguous device arrays of ``dtypes``."""
+def normalize(signature) -> tuple:
+    """``signature`` as ``((np.dtype, is_array), ...)``; a bare dtype means an array."""
+    return tuple((np.dtype(a[0]), bool(a[1])) if isinstance(a, (tuple, list))
+                 else (np.dtype(a), True) for a in signature)
+
+
+def describe(signature) -> list:
+    """``["float32[]", "float64", ...]``: arrays with ``[]``, by-value scalars without."""
+    return [f"{d.name}[]" if is_array else d.name for d, is_array in normalize(signature)]
+
+
+def numba_signature(signature) -> tuple:
+    """Numba's argument types: a flat C-contiguous device array or a scalar each."""
     from numba import from_dtype, types
-    return tuple(types.Array(from_dtype(np.dtype(d)), 1, "C") for d in dtypes)
+    return tuple(types.Array(from_dtype(d), 1, "C") if is_array else from_dtype(d)
+                 for d, is_array in normalize(signature))
 
 
 def _need_real_target():
@@ -83,12 +95,12 @@ def _need_real_target():
                            "unset NUMBA_ENABLE_CUDASIM (it is on: Numba's simulator)")
 
 
-def compile_ptx(kernel_text: str, dtypes, cc=(9, 0)) -> str:
-    """The PTX of a kernel module's ``k`` for arguments of ``dtypes``."""
+def compile_ptx(kernel_text: str, signature, cc=(9, 0)) -> str:
+    """The PTX of a kernel module's ``k`` for arguments of ``signature``."""
     _need_real_target()
     from numba import cuda
     module = import_module(write_module(kernel_text, "kernel", "cuda"))
-    ptx, _ = cuda.compile_ptx(module.k.py_func, numba_signature(dtypes), cc=tuple(cc))
+    ptx, _ = cuda.compile_ptx(module.k.py_func, numba_signature(signature), cc=tuple(cc))
     return ptx
 
 
@@ -135,12 +147,12 @@ def assemble(ptx: str, cc=(9, 0), ptxas: str | None = None) -> dict:
             "ptxas_output": text}
 
 
-def check_kernel(kernel_text: str, dtypes, cc=(9, 0), ptxas: str | None = None) -> KernelReport:
+def check_kernel(kernel_text: str, signature, cc=(9, 0), ptxas: str | None = None) -> KernelReport:
     """Compile one kernel for one signature and check it against the hardware's limits."""
     from ..source import module_file_name
-    report = KernelReport(module_file_name(kernel_text, "kernel"), tuple(dtypes))
+    report = KernelReport(module_file_name(kernel_text, "kernel"), normalize(signature))
     try:
-        ptx = compile_ptx(kernel_text, dtypes, cc)
+        ptx = compile_ptx(kernel_text, report.signature, cc)
     except Exception as e:  # noqa: BLE001 - any refusal is the finding
         report.error = f"{type(e).__name__}: {e}".strip()
         return report
@@ -168,24 +180,31 @@ def check(generated, cc=(9, 0), seen: set | None = None) -> list:
     ptxas = find_ptxas()
     reports = []
     for text, signatures in zip(generated.kernel_sources, generated.kernel_signatures):
-        for dtypes in signatures:
-            key = (text, tuple(np.dtype(d).str for d in dtypes))
+        for signature in signatures:
+            key = (text, tuple(describe(signature)))
             if key in seen:
                 continue
             seen.add(key)
-            reports.append(check_kernel(text, dtypes, cc, ptxas))
+            reports.append(check_kernel(text, signature, cc, ptxas))
     return reports
 
 
+def parse(text: str) -> tuple:
+    """``"float32[],float64"`` -> a signature (the inverse of ``describe``)."""
+    return tuple((np.dtype(t.strip().removesuffix("[]")), t.strip().endswith("[]"))
+                 for t in text.split(","))
+
+
 def main(argv=None) -> int:
-    """``python -m graphjit.backend.cuda.ptx KERNEL.py DTYPE,...``: check one kernel file."""
+    """``python -m graphjit.backend.cuda.ptx KERNEL.py TYPE,...``: check one kernel file
+    (TYPE: ``float32[]`` a flat array, ``float32`` a scalar)."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
         print(main.__doc__)
         return 2
     with open(argv[0]) as f:
         text = f.read()
-    report = check_kernel(text, [np.dtype(d) for d in argv[1].split(",")], ptxas=find_ptxas())
+    report = check_kernel(text, parse(argv[1]), ptxas=find_ptxas())
     print(report)
     return 0 if report.ok else 1
 

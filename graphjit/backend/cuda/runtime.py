@@ -74,7 +74,26 @@ def fill(arr, value) -> None:
 
 
 def copy_array(arr):
-    """A new device array with ``arr``'s data."""
+    """A new array with ``arr``'s data, where ``arr`` is (a device array, or a host one)."""
+    if type(arr) is np.ndarray:
+        return arr.copy()
     out = cuda().device_array(arr.shape, arr.dtype)
     out.copy_to_device(arr)
     return out
+
+
+def host_op(call: str, dtype: str):
+    """The host node ``call`` (an op and its attributes in IR syntax, ``"pow(...)"``) as a
+    function of flat 1-element NumPy arrays giving one of ``dtype``: the op's NumPy kernel,
+    run as eager mode runs it on CPU tensors (see [Host scalars] in graphjit/ir/host.py)."""
+    from ...dtypes import from_short
+    from ...ir.parser import parse_op_call
+    op, _, attrs = parse_op_call(call)
+    impl, out_dtype = op.impl, from_short(dtype).np
+
+    def run(*arrays):
+        with np.errstate(all="ignore"):
+            result = np.asarray(impl(*arrays, **attrs))
+        return result.astype(out_dtype, copy=False).reshape(1)
+    run.__name__ = f"host_{op.name}"
+    return run
