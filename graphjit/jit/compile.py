@@ -415,7 +415,11 @@ class _Entry:
     # ---- running --------------------------------------------------------------------------
 
     def make_output(self, i, arr):
-        t = Tensor._wrap(devices.copy(arr))
+        # The program's result arrays are pooled and reused, unless it says an output is
+        # fresh (allocated by this call, shared with nothing: [Fresh outputs] in
+        # backend/cuda/program.py).
+        fresh = getattr(self.program, "fresh_outputs", None)
+        t = Tensor._wrap(arr if fresh and fresh[i] else devices.copy(arr))
         if i in self.freed:
             t._grad_fn = _UsedUp()
             t._requires_grad = True

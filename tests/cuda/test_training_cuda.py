@@ -249,6 +249,30 @@ def test_eager_ops_take_cpu_scalars_by_value(rng, monkeypatch):
         a + gj.tensor(np.ones(4, np.float32))  # a CPU tensor with elements is still an error
 
 
+def test_compiled_outputs_are_not_copied_unless_shared(rng, monkeypatch):
+    """A CUDA program's results are allocated per call: an output in a buffer of its own is
+    returned as it is; outputs sharing a buffer are copied, so each tensor is its own."""
+    from graphjit import devices
+    x0 = rng.standard_normal((4, 5)).astype(np.float32)
+    x = gj.tensor(x0, device="cuda")
+    one = gj.compile(lambda a: (a * 2.0).exp())
+    two = gj.compile(lambda a: (a + 1.0, a + 1.0))  # CSE: one value, returned twice
+    one(x), two(x)
+    copies = []
+    real_copy = devices.copy
+    monkeypatch.setattr(devices, "copy", lambda arr: copies.append(arr.shape) or real_copy(arr))
+    y = one(x)
+    assert copies == []
+    u, v = two(x)
+    assert len(copies) == 2
+    monkeypatch.undo()
+    u.add_(1.0)  # v must not see it
+    _close(v.numpy(), x0 + 1.0)
+    _close(u.numpy(), x0 + 2.0)
+    _close(y.numpy(), np.exp(x0 * 2.0), rtol=1e-6)
+    assert one(x) is not y and one(x)._data is not y._data  # a new buffer per call
+
+
 class _RNN(nn.Module):
     """A tanh RNN over a short sequence, its last state classified."""
 

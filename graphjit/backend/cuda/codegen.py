@@ -84,6 +84,7 @@ class GeneratedCudaModule:
         # the kernels for a GPU with them, without one.
         self.kernel_signatures = []
         self.host_params = []      # positions in params of the host inputs ([Host scalars])
+        self.fresh_outputs = []    # per output: in a buffer no other result shares
 
 
 def _check_graph(graph) -> None:
@@ -235,6 +236,10 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
         driver.line(f"{kname}[{k.grid}, {k.block}]({', '.join(args)})")
 
     returned = [f"copy_array({buf[v]})" if owners[v].node is None else buf[v] for v in results]
+    # An output in a buffer of its own, allocated by this call, is the caller's to keep: no
+    # copy ([Fresh outputs] in program.py). Host values may view their inputs: copied.
+    gen.fresh_outputs = [returned.count(returned[j]) == 1 and results[j] not in host
+                         for j in range(len(graph.outputs))]
     driver.line(f"return ({', '.join(returned)}{',' if len(returned) == 1 else ''})")
     params = ([buf[v] for v in graph.inputs] + [result_params[v] for v in result_buffers]
               + [temp_params[v] for v in temps] + [err])
