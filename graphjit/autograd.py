@@ -302,6 +302,28 @@ def _accumulate(holder, g, create_graph: bool) -> None:
         old._version.bump()
 
 
+# NOTE: [Copied views]
+# On the CPU, ``permute``, ``expand`` and ``slice`` (``x.T``, ``x[0]``, ``x[:, 1:]``) give
+# NumPy views: writing into one writes into its base, and it sees later writes into its
+# base. On CUDA they are copies (the kernels take flat contiguous buffers), so neither
+# would happen there. Rather than give other numbers than the CPU silently, such a copy
+# remembers its base's version counter (``_copy_of``: version, value then, op): modifying
+# the copy in place is an error (``Tensor._inplace``), and so is reading it once its base
+# has changed in place (every eager CUDA op, ``.numpy()``, ``.item()``, ``.cpu()``, a
+# compiled call), each naming what to do instead.
+
+def check_copied_view(t, what: str) -> None:
+    """Raise if ``t`` is a CUDA copy of a view whose base changed since (see [Copied views])."""
+    copy_of = t.__dict__.get("_copy_of") if hasattr(t, "__dict__") else None
+    if copy_of is not None and copy_of[0].value != copy_of[1]:
+        view = copy_of[2]
+        raise GraphjitError(
+            f"this {t.dtype.name} tensor of shape {list(t.shape)} is a {view} of a CUDA tensor "
+            f"that was modified in place after the {view} was taken; on CUDA a {view} is a "
+            "copy, which does not see the change (on the CPU it would). Take it again after "
+            "the change, or .clone() it before", op=what)
+
+
 def _device_error(what, tensors):
     found = [(i, t) for i, t in enumerate(tensors) if getattr(t, "_data", None) is not None]
     first = found[0][1].device
@@ -354,6 +376,8 @@ class EagerInterpreter:
         of a VJP rule: see ``_made_here``) is copied over; any other CPU input is an error
         naming both devices."""
         # Index tensors may stay on the CPU (PyTorch accepts them for CUDA tensors too).
+        for t in inputs:
+            check_copied_view(t, op.name)
         index_op = op.kind == "index"
         if any(type(a) is np.ndarray and a.ndim > 0 and not t.__dict__.get("_made_here")
                and not (index_op and i > 0) for i, (t, a) in enumerate(zip(inputs, arrays))):
@@ -363,8 +387,14 @@ class EagerInterpreter:
         from .backend.cuda import run_op
         result = run_op(op, arrays, attrs, out_type)
         out = _tensor.Tensor._wrap(result)
+        base = inputs[0] if inputs else None
         if op.view and op.name in ("reshape", "detach"):  # views, as on the CPU
-            out._version = inputs[0]._version
+            out._version = base._version
+            if "_copy_of" in base.__dict__:
+                out._copy_of = base._copy_of
+        elif op.view:  # permute, expand, slice: copies here (see [Copied views])
+            out._copy_of = base.__dict__.get("_copy_of") or (base._version, base._version.value,
+                                                             op.name)
         return self._record(op, attrs, inputs, out, out_type)
 
     def _record(self, op, attrs, inputs, out, out_type):

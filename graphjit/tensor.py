@@ -227,12 +227,14 @@ class Tensor:
         if self._requires_grad:
             raise AutogradError("can't call numpy() on a tensor that requires grad; use "
                                 "tensor.detach().numpy()")
+        _ag.check_copied_view(self, "numpy")
         return devices.to_host(self._data)  # a copy from the GPU (see [Devices])
 
     def __array__(self, dtype=None, copy=None):
         if self._requires_grad:
             raise AutogradError("can't convert a tensor that requires grad to a NumPy array; use "
                                 "tensor.detach().numpy()")
+        _ag.check_copied_view(self, "__array__")
         arr = devices.to_host(self._data)
         if dtype is not None and arr.dtype != dtype:
             return arr.astype(dtype)
@@ -242,9 +244,11 @@ class Tensor:
         if self._data.size != 1:
             raise ShapeError(f"a tensor with {self._data.size} elements (shape {self.shape}) cannot "
                              "be converted to a Python scalar", op="item")
+        _ag.check_copied_view(self, "item")
         return devices.to_host(self._data).reshape(()).item()
 
     def tolist(self):
+        _ag.check_copied_view(self, "tolist")
         return devices.to_host(self._data).tolist()
 
     def __float__(self):
@@ -432,6 +436,14 @@ class Tensor:
             raise AutogradError(f"{op_name}: a leaf tensor that requires grad (shape {self.shape}) "
                                 "is used in an in-place operation; wrap it in graphjit.no_grad() "
                                 "or work on a clone")
+        copy_of = self.__dict__.get("_copy_of")
+        if copy_of is not None:  # see [Copied views] in autograd.py
+            view = copy_of[2]
+            raise GraphjitError(
+                f"in-place change of a {view} of a CUDA tensor (shape {list(self.shape)}): on "
+                f"CUDA a {view} is a copy, so the change would not reach the tensor it was "
+                "taken from (on the CPU it would). Modify that tensor itself (x[key] = value), "
+                f"or .clone() the {view} to make the copy explicit", op=op_name)
         result = compute()
         if (self._data is not None and devices.is_view(self._data) and _ag.is_grad_enabled()
                 and (self._requires_grad or result._requires_grad)):
@@ -647,6 +659,7 @@ def _move(t: Tensor, target) -> Tensor:
         raise GraphjitError(f"moving a tensor ({t.dtype.name}{list(t.shape)}) from {t.device} to "
                             f"{target} inside a compiled function: a compiled program runs on "
                             "one device; move its inputs before calling it", op="to")
+    _ag.check_copied_view(t, "to")
     out = Tensor._wrap(devices.to_device(t._data, target))
     if t._requires_grad and _ag.is_grad_enabled():
         _ag.record_move(t, out)

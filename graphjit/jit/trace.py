@@ -292,6 +292,7 @@ class Tracer:
         self._register(t, slot)
 
     def _register(self, t, slot):
+        autograd.check_copied_view(t, "compile")  # see [Copied views] in autograd.py
         data = getattr(t, "_data", t)
         if data is not None and data.ndim > 0:
             dev = devices.of_array(data)

@@ -273,6 +273,38 @@ def test_compiled_outputs_are_not_copied_unless_shared(rng, monkeypatch):
     assert one(x) is not y and one(x)._data is not y._data  # a new buffer per call
 
 
+def test_copied_views_refuse_what_the_cpu_would_do_through_a_view(rng):
+    """permute/expand/slice copy on CUDA ([Copied views] in graphjit/autograd.py): writing
+    into such a copy, or reading it after its base changed, would give other numbers than
+    the CPU's views, so both are errors naming the op and the user's line."""
+    x0 = rng.standard_normal((3, 4)).astype(np.float32)
+    cpu = gj.tensor(x0.copy())
+    cpu[0].add_(1.0)  # the CPU: through the view into the base
+    _close(cpu.numpy()[0], x0[0] + 1.0)
+
+    x = gj.tensor(x0, device="cuda")
+    row = x[0]
+    with pytest.raises(gj.GraphjitError) as e:
+        row.add_(1.0)
+    msg = str(e.value)
+    assert "add_" in msg and "slice" in msg and "[4]" in msg and __file__ in msg
+    _close(x.numpy(), x0)  # nothing changed
+    r = x[0].clone()  # an explicit copy is the user's to modify
+    r.add_(1.0)
+    _close(r.numpy(), x0[0] + 1.0)
+
+    xt = x.T
+    _close((xt * 1.0).numpy(), x0.T)  # fine while x is unchanged
+    x.mul_(2.0)
+    for read in (lambda: xt + 1.0, lambda: xt.numpy(), lambda: xt.reshape(-1).sum(),
+                 lambda: gj.compile(lambda a: a * 2.0)(xt)):
+        with pytest.raises(gj.GraphjitError, match="permute of a CUDA tensor that was modified"):
+            read()
+    _close((x.T + 1.0).numpy(), 2 * x0.T + 1.0)  # taken again after the change: fine
+    x[0] = gj.tensor(np.zeros(4, np.float32), device="cuda")  # writing into the base: fine
+    _close(x.numpy()[0], np.zeros(4))
+
+
 class _RNN(nn.Module):
     """A tanh RNN over a short sequence, its last state classified."""
 
