@@ -305,8 +305,10 @@ def _accumulate(holder, g, create_graph: bool) -> None:
 # NOTE: [Copied views]
 # On the CPU, ``permute``, ``expand`` and ``slice`` (``x.T``, ``x[0]``, ``x[:, 1:]``) give
 # NumPy views: writing into one writes into its base, and it sees later writes into its
-# base. On CUDA they are copies (the kernels take flat contiguous buffers), so neither
-# would happen there. Rather than give other numbers than the CPU silently, such a copy
+# base. On CUDA, reshapes and slices that are one contiguous run of their base (``x[i]``,
+# ``x[a:b]``: ``contiguous_slice`` in backend/cuda/eager.py) are device views too, sharing
+# the base's memory and version counter; the others are copies (the kernels take flat
+# contiguous buffers), where neither would happen. Rather than give other numbers than the CPU silently, such a copy
 # remembers its base's version counter (``_copy_of``: version, value then, op): modifying
 # the copy in place is an error (``Tensor._inplace``), and so is reading it once its base
 # has changed in place (every eager CUDA op, ``.numpy()``, ``.item()``, ``.cpu()``, a
@@ -384,15 +386,16 @@ class EagerInterpreter:
             raise _device_error(op.name, inputs)
         arrays = [a if type(a) is np.ndarray and a.ndim == 0
                   else devices.to_device(a, devices.CUDA) for a in arrays]
-        from .backend.cuda import run_op
+        from .backend.cuda import run_op, shares_memory
         result = run_op(op, arrays, attrs, out_type)
         out = _tensor.Tensor._wrap(result)
         base = inputs[0] if inputs else None
-        if op.view and op.name in ("reshape", "detach"):  # views, as on the CPU
+        if op.view and shares_memory(op, arrays, attrs):  # views, as on the CPU
             out._version = base._version
+            out._device_view = True  # (NumPy's views say so themselves: arr.base)
             if "_copy_of" in base.__dict__:
                 out._copy_of = base._copy_of
-        elif op.view:  # permute, expand, slice: copies here (see [Copied views])
+        elif op.view:  # permute, expand, strided slices: copies here (see [Copied views])
             out._copy_of = base.__dict__.get("_copy_of") or (base._version, base._version.value,
                                                              op.name)
         return self._record(op, attrs, inputs, out, out_type)

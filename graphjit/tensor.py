@@ -431,6 +431,11 @@ class Tensor:
 
     # ---- in-place ops -----------------------------------------------------------------------
 
+    def _is_view(self) -> bool:
+        """Whether this tensor's data views another tensor's memory (a NumPy view, or a
+        device view made by an eager CUDA op: see [Copied views] in autograd.py)."""
+        return devices.is_view(self._data) or "_device_view" in self.__dict__
+
     def _inplace(self, op_name: str, compute):
         if self._requires_grad and self.is_leaf and _ag.is_grad_enabled():
             raise AutogradError(f"{op_name}: a leaf tensor that requires grad (shape {self.shape}) "
@@ -445,7 +450,7 @@ class Tensor:
                 "taken from (on the CPU it would). Modify that tensor itself (x[key] = value), "
                 f"or .clone() the {view} to make the copy explicit", op=op_name)
         result = compute()
-        if (self._data is not None and devices.is_view(self._data) and _ag.is_grad_enabled()
+        if (self._data is not None and self._is_view() and _ag.is_grad_enabled()
                 and (self._requires_grad or result._requires_grad)):
             # See [In-place through views] in autograd.py.
             raise AutogradError(f"{op_name}: in-place operation on a view (shape {self.shape}) "

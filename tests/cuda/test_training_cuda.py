@@ -273,25 +273,47 @@ def test_compiled_outputs_are_not_copied_unless_shared(rng, monkeypatch):
     assert one(x) is not y and one(x)._data is not y._data  # a new buffer per call
 
 
+def test_contiguous_slices_are_views_as_on_the_cpu(rng):
+    x0 = rng.standard_normal((3, 4)).astype(np.float32)
+    for device in ("cpu", "cuda"):
+        x = gj.tensor(x0, device=device)
+        row, rows, flat = x[1], x[1:3], x.reshape(-1)
+        row.add_(1.0)  # into x
+        want = x0.copy()
+        want[1] += 1.0
+        _close(x.numpy(), want)
+        x.mul_(2.0)    # seen by every view
+        want *= 2.0
+        _close(rows.numpy(), want[1:3])
+        _close(flat.numpy(), want.reshape(-1))
+        _close(x[2, 1:3].numpy(), want[2, 1:3])
+        # Autograd refuses in-place changes of views it records through, on both devices.
+        w = gj.tensor(x0, device=device, requires_grad=True)
+        y = w * 1.0
+        with pytest.raises(gj.GraphjitError, match="in-place operation on a view"):
+            y[0].add_(1.0)
+
+
 def test_copied_views_refuse_what_the_cpu_would_do_through_a_view(rng):
-    """permute/expand/slice copy on CUDA ([Copied views] in graphjit/autograd.py): writing
-    into such a copy, or reading it after its base changed, would give other numbers than
-    the CPU's views, so both are errors naming the op and the user's line."""
+    """permute, expand and strided slices copy on CUDA ([Copied views] in
+    graphjit/autograd.py): writing into such a copy, or reading it after its base changed,
+    would give other numbers than the CPU's views, so both are errors naming the op and the
+    user's line."""
     x0 = rng.standard_normal((3, 4)).astype(np.float32)
     cpu = gj.tensor(x0.copy())
-    cpu[0].add_(1.0)  # the CPU: through the view into the base
-    _close(cpu.numpy()[0], x0[0] + 1.0)
+    cpu[:, 0].add_(1.0)  # the CPU: through the view into the base
+    _close(cpu.numpy()[:, 0], x0[:, 0] + 1.0)
 
     x = gj.tensor(x0, device="cuda")
-    row = x[0]
+    col = x[:, 0]
     with pytest.raises(gj.GraphjitError) as e:
-        row.add_(1.0)
+        col.add_(1.0)
     msg = str(e.value)
-    assert "add_" in msg and "slice" in msg and "[4]" in msg and __file__ in msg
+    assert "add_" in msg and "slice" in msg and "[3]" in msg and __file__ in msg
     _close(x.numpy(), x0)  # nothing changed
-    r = x[0].clone()  # an explicit copy is the user's to modify
-    r.add_(1.0)
-    _close(r.numpy(), x0[0] + 1.0)
+    c = x[:, 0].clone()  # an explicit copy is the user's to modify
+    c.add_(1.0)
+    _close(c.numpy(), x0[:, 0] + 1.0)
 
     xt = x.T
     _close((xt * 1.0).numpy(), x0.T)  # fine while x is unchanged

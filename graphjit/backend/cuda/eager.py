@@ -1,6 +1,7 @@
 """Eager mode on CUDA tensors: each op runs a compiled single-op program, cached by its
 signature (op, attributes, input shapes and dtypes), so ``loss.backward()`` and
-``opt.step()`` outside ``@graphjit.compile`` run on the GPU too."""
+``opt.step()`` outside ``@graphjit.compile`` run on the GPU too. ``reshape``, ``detach`` and
+contiguous slices are views of their input, as on the CPU."""
 from __future__ import annotations
 
 import threading
@@ -8,7 +9,7 @@ import threading
 import numpy as np
 
 from ...ir.graph import Graph
-from ...shapes import TensorType
+from ...shapes import TensorType, numel
 
 _PROGRAMS: dict = {}
 _LOCK = threading.Lock()
@@ -49,12 +50,47 @@ def program_for(op, types, attrs, host=()):
     return program
 
 
+def contiguous_slice(shape, starts, stops, steps):
+    """``(offset, length)`` in the flat buffer of a C-contiguous array of ``shape`` when the
+    slice ``starts:stops:steps`` is one contiguous run of it (``x[i]``, ``x[a:b]``,
+    ``x[i, a:b]``: only the last dim not taken whole is cut, with step 1, and the dims before
+    it keep one index), else None."""
+    lengths = [len(range(a, b, c)) for a, b, c in zip(starts, stops, steps)]
+    if 0 in lengths:
+        return None
+    cut = [d for d, n in enumerate(lengths) if n != shape[d]]
+    if cut:
+        k = cut[-1]
+        if steps[k] != 1 and lengths[k] != 1 or any(n != 1 for n in lengths[:k]):
+            return None
+    offset, stride = 0, 1
+    for d in range(len(shape) - 1, -1, -1):
+        offset += starts[d] * stride
+        stride *= shape[d]
+    return offset, numel(lengths)
+
+
+def shares_memory(op, arrays, attrs) -> bool:
+    """Whether eager ``op`` on these device arrays returns a view of ``arrays[0]``: reshape,
+    detach, and slices that are one contiguous run (``contiguous_slice``). The other view
+    ops (permute, expand, strided slices) copy: see [Copied views] in graphjit/autograd.py."""
+    if op.name in ("reshape", "detach"):
+        return True
+    return op.name == "slice" and contiguous_slice(tuple(arrays[0].shape), **attrs) is not None
+
+
 def run_op(op, arrays, attrs, out_type: TensorType):
     """``op`` on device arrays (and 0-d NumPy arrays, passed to its kernel by value): a
     device array of ``out_type``'s shape. ``reshape`` and ``detach`` return a view of their
     input, as NumPy's do on the CPU."""
     if op.name in ("reshape", "detach"):
         return arrays[0].reshape(tuple(out_type.shape)) if op.name == "reshape" else arrays[0]
+    if op.name == "slice":
+        place = contiguous_slice(tuple(arrays[0].shape), **attrs)
+        if place is not None:  # a view, as NumPy's slice is on the CPU
+            offset, length = place
+            flat = arrays[0].reshape(arrays[0].size)
+            return flat[offset:offset + length].reshape(tuple(out_type.shape))
     types = [TensorType(tuple(a.shape), _dtype(a)) for a in arrays]
     host = tuple(j for j, a in enumerate(arrays) if type(a) is np.ndarray and a.ndim == 0)
     program = program_for(op, types, attrs, host)
