@@ -98,6 +98,34 @@ def test_index_out_of_range_raises_on_cuda():
     _close(f(x, good).cpu().numpy().ravel(), x.cpu().numpy()[np.arange(4), [0, 2, 1, 2]])
 
 
+def test_index_error_in_a_compiled_step_leaves_every_tensor_as_it_was(rng):
+    """The flag of a target out of range is checked before the optimizer's in-place
+    updates run, so the failing step changes nothing, as on the CPU."""
+    x = gj.tensor(rng.standard_normal((2, 4)).astype(np.float32), device="cuda")
+    gj.manual_seed(0)
+    m = nn.Linear(4, 3).cuda()
+    opt = gj.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+
+    @gj.compile
+    def step(a, b):
+        opt.zero_grad()
+        loss = F.cross_entropy(m(a), b)
+        loss.backward()
+        opt.step()
+        return loss
+    good = gj.tensor([0, 2], device="cuda")
+    step(x, good), step(x, good)
+    before = [t.detach().cpu().numpy().copy() for t in
+              list(m.parameters()) + [opt.state[p]["momentum_buffer"] for p in m.parameters()]]
+    with pytest.raises(IndexError, match="index: .*out of range"):  # the forward's gather
+        step(x, gj.tensor([0, 7], device="cuda"))
+    after = [t.detach().cpu().numpy() for t in
+             list(m.parameters()) + [opt.state[p]["momentum_buffer"] for p in m.parameters()]]
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+    assert np.isfinite(step(x, good).item())
+
+
 def test_cpu_only_use_never_imports_numba_cuda():
     code = ("import sys, graphjit as gj\n"
             "m = gj.nn.Linear(3, 2)\n"

@@ -55,7 +55,7 @@ from .program import CudaProgram
 
 KERNEL_STEM = "kernel"
 KERNEL_FLAGS = "cache=True"
-DRIVER_GLOBALS = ("np", "fill", "copy_array", "host_op", "import_sibling")
+DRIVER_GLOBALS = ("np", "fill", "copy_array", "check_flag", "host_op", "import_sibling")
 
 
 def cuda_passes():
@@ -78,6 +78,7 @@ class GeneratedCudaModule:
         self.temp_views = []       # (slot, elements) per temporary's driver argument
         self.in_place = {}         # update position -> input position
         self.errors = []           # IndexError messages, by error code - 1
+        self.check_at_end = False  # whether a flag may be set after the driver's last check
         # Per kernel module, in kernel_sources' order: the argument types of its launches, a
         # list of distinct tuples of ``(NumPy dtype, is an array)`` (an array: a flat
         # C-contiguous device array; else a host scalar passed by value). ptx.py compiles
@@ -186,6 +187,7 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
     by_text, kernels = {}, []   # module text -> (program name, file name); in order
     driver = SourceWriter(indent=1)
     host_ops = []               # module-level lines binding the host nodes' NumPy kernels
+    flag_pending = False        # a kernel launched since the last check may flag an error
     for i, node in enumerate(graph.nodes):
         driver.line(f"# {format_node(node, names)}")
         if node in on_host:
@@ -210,6 +212,11 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
                 var = result_params.get(v) or temp_params[v]
             buf[v] = var
             out_vars.append(var)
+        if flag_pending and any(v in in_place for v in node.outs):
+            # Nothing is written into an input's buffer before a flagged index error is
+            # raised: a failing call leaves every tensor as it was.
+            driver.line("check_flag(err)")
+            flag_pending = False
         for j, literal in sorted(k.fills.items()):
             driver.line(f"fill({out_vars[j]}, {literal})")
         if k.no_kernel:
@@ -219,8 +226,10 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
         args = ([f"{buf[v]}[0]" if v in host else buf[v] for v in node.inputs] + out_vars)
         if k.error is not None:
             gen.errors.append(f"{node.op.name}: {k.error}")
-            body = body.replace("err[0] = 1", f"err[0] = {len(gen.errors)}")
+            body = body.replace("cuda.atomic.cas(err, 0, 0, 1)",
+                                f"cuda.atomic.cas(err, 0, 0, {len(gen.errors)})")
             args.append(err)
+            flag_pending = True
         params, body = _by_value(k.params, body, scalars)
         text = _kernel_module(params, body)
         if text not in by_text:
@@ -235,6 +244,7 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
             signatures.append(signature)
         driver.line(f"{kname}[{k.grid}, {k.block}]({', '.join(args)})")
 
+    gen.check_at_end = flag_pending
     returned = [f"copy_array({buf[v]})" if owners[v].node is None else buf[v] for v in results]
     # An output in a buffer of its own, allocated by this call, is the caller's to keep: no
     # copy ([Fresh outputs] in program.py). Host values may view their inputs: copied.
@@ -253,7 +263,7 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
             out.line(f"#   {line}")
         out.line("import numpy as np")
         out.line()
-        out.line("from graphjit.backend.cuda.runtime import copy_array, fill, host_op")
+        out.line("from graphjit.backend.cuda.runtime import check_flag, copy_array, fill, host_op")
         out.line("from graphjit.backend.source import import_sibling")
 
     def host_section(out):

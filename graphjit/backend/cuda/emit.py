@@ -20,8 +20,11 @@ kernel is a ``@cuda.jit`` function ``k(in0, ..., out)`` whose loops are grid-str
   third axis (broadcast batch offsets);
 - index / index_backward: one thread per gathered element; index_backward adds with
   atomics (repeated indices accumulate). An index out of range cannot raise inside a
-  kernel: the thread writes the node's error code into the program's ``err`` buffer, and
-  the program raises the IndexError after the launch (see program.py);
+  kernel: the thread sets the program's ``err`` flag to the node's error code (unless an
+  earlier one is set: the first error is the one reported, as on the CPU), and the driver
+  checks the flag before the first kernel that writes into an input's buffer (an
+  in-place update), or the program after the last launch, and raises the IndexError, so a
+  failing step leaves every tensor as it was (see codegen.py, program.py);
 - shape ops (permute, expand, slice, slice_backward, cat), iota, argmax and reductions over
   middle dims: one thread per result element, its source found by index arithmetic.
 """
@@ -615,7 +618,7 @@ def _emit_index(node, k, x_shape, idx_types, accumulate: bool) -> None:
             with k.block_(f"if {ok}:"):
                 k.line(move)
             with k.block_("else:"):
-                k.line("err[0] = 1")
+                k.line("cuda.atomic.cas(err, 0, 0, 1)")  # the first flag set stays
             k.error = "; or ".join(dict.fromkeys(messages))
 
 

@@ -54,6 +54,7 @@ class CudaProgram:
         self._slot_types = [(n, dtype.np) for n, dtype in generated.slots]
         self._temp_views = generated.temp_views
         self._errors = generated.errors
+        self._check_at_end = generated.check_at_end
         self._workspace = None
         self._err = None
         self._lock = threading.Lock()
@@ -118,12 +119,12 @@ class CudaProgram:
         for j, const in self._const_at:
             args.insert(j, const)
         with self._lock:
-            results = self._driver(*args, *self._buffers())
-            if self._errors:
-                code = int(self._err.copy_to_host()[0])
-                if code:
-                    runtime.fill(self._err, 0)
-                    raise IndexError(self._errors[code - 1])
+            try:
+                results = self._driver(*args, *self._buffers())
+                if self._check_at_end:
+                    runtime.check_flag(self._err)
+            except runtime.FlaggedError as e:  # an index out of range (see [CUDA kernels])
+                raise IndexError(self._errors[e.code - 1]) from None
         return list(results)
 
     def __repr__(self) -> str:

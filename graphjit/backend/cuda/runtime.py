@@ -73,6 +73,23 @@ def fill(arr, value) -> None:
     fill_kernel[grid_for(flat.size, block), block](flat, scalar)
 
 
+class FlaggedError(Exception):
+    """A kernel flagged an error: ``code`` indexes the program's messages (from 1)."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
+def check_flag(err) -> None:
+    """Raise FlaggedError if a kernel set the error flag ``err`` (and clear it). Reads the
+    flag back from the device, so it waits for the kernels launched before."""
+    code = int(err.copy_to_host()[0])
+    if code:
+        fill(err, 0)
+        raise FlaggedError(code)
+
+
 def copy_array(arr):
     """A new array with ``arr``'s data, where ``arr`` is (a device array, or a host one)."""
     if type(arr) is np.ndarray:
