@@ -300,6 +300,15 @@ def test_compiled_outputs_are_not_copied_unless_shared(rng, monkeypatch):
     _close(y.numpy(), np.exp(x0 * 2.0), rtol=1e-6)
     assert one(x) is not y and one(x)._data is not y._data  # a new buffer per call
 
+    def double_in_place(p):
+        p.mul_(2.0)
+        return p * 1.0  # (simplify: the updated value itself, computed into p's buffer)
+    p = gj.tensor(x0.copy(), device="cuda")
+    out = gj.compile(double_in_place)(p)
+    out.add_(1.0)  # must not reach p
+    _close(p.numpy(), 2 * x0)
+    _close(out.numpy(), 2 * x0 + 1.0)
+
 
 def test_contiguous_slices_are_views_as_on_the_cpu(rng):
     x0 = rng.standard_normal((3, 4)).astype(np.float32)

@@ -247,8 +247,11 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
     gen.check_at_end = flag_pending
     returned = [f"copy_array({buf[v]})" if owners[v].node is None else buf[v] for v in results]
     # An output in a buffer of its own, allocated by this call, is the caller's to keep: no
-    # copy ([Fresh outputs] in program.py). Host values may view their inputs: copied.
+    # copy ([Fresh outputs] in program.py). Not so an input's buffer (a value computed in
+    # place), a workspace slot, or a host value (which may view its input).
+    allocated = set(result_params.values())
     gen.fresh_outputs = [returned.count(returned[j]) == 1 and results[j] not in host
+                         and (returned[j] in allocated or owners[results[j]].node is None)
                          for j in range(len(graph.outputs))]
     driver.line(f"return ({', '.join(returned)}{',' if len(returned) == 1 else ''})")
     params = ([buf[v] for v in graph.inputs] + [result_params[v] for v in result_buffers]
