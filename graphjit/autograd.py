@@ -386,11 +386,11 @@ class EagerInterpreter:
             raise _device_error(op.name, inputs)
         arrays = [a if type(a) is np.ndarray and a.ndim == 0
                   else devices.to_device(a, devices.CUDA) for a in arrays]
-        from .backend.cuda import run_op, shares_memory
-        result = run_op(op, arrays, attrs, out_type)
+        from .backend.cuda import run_op
+        result, is_view = run_op(op, arrays, attrs, out_type)
         out = _tensor.Tensor._wrap(result)
         base = inputs[0] if inputs else None
-        if op.view and shares_memory(op, arrays, attrs):  # views, as on the CPU
+        if is_view:  # as on the CPU
             out._version = base._version
             out._device_view = True  # (NumPy's views say so themselves: arr.base)
             if "_copy_of" in base.__dict__:

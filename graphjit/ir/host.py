@@ -45,9 +45,8 @@ def host_nodes(graph) -> set:
     return nodes
 
 
-def host_values(graph) -> set:
-    """The host inputs of ``graph`` and the results of its host nodes."""
-    host = set(graph.host_inputs)
-    for n in host_nodes(graph):
-        host.add(n.out)
-    return host
+def host_values(graph, nodes: set | None = None) -> set:
+    """The host inputs of ``graph`` and the results of its host nodes (``nodes``, when the
+    caller has ``host_nodes(graph)`` already)."""
+    nodes = host_nodes(graph) if nodes is None else nodes
+    return set(graph.host_inputs) | {n.out for n in nodes}

@@ -30,7 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))  # tests/: op_table
+sys.path[:0] = [os.path.dirname(HERE), HERE]  # tests/: op_table; tests/cuda: the training tests
 
 
 def _programs(every: bool = True):
@@ -39,8 +39,6 @@ def _programs(every: bool = True):
     op and input dtypes, the compiled rows of each op's first case and dtype, and all of
     the training steps."""
     import graphjit as gj
-    import graphjit.nn as nn
-    import graphjit.nn.functional as F
     from graphjit import autograd
     from graphjit.backend.cuda.eager import op_graph
     from graphjit.shapes import TensorType
@@ -84,7 +82,7 @@ def _programs(every: bool = True):
                     backward = getattr(low.entry, "backward_graph", None)
                     if backward is not None:  # (None: no output the trace can differentiate)
                         programs.append((f"{case.name} {dtype} compiled backward", backward, True))
-        for name, graph in _training_programs(gj, nn, F):
+        for name, graph in _training_programs(gj):
             programs.append((name, graph, True))
     finally:
         autograd.EagerInterpreter.apply = original
@@ -96,40 +94,19 @@ def _programs(every: bool = True):
     return programs
 
 
-def _training_programs(gj, nn, F):
-    """The training tests' steps (test_training_cuda.py), eager (recorded) and lowered."""
+def _training_programs(gj):
+    """The training tests' steps (their models, optimizers and loop, imported from
+    test_training_cuda.py), run eagerly (recorded) and lowered."""
+    from test_training_cuda import _RNN, OPTIMIZERS, _mlp, training_step
     rng = np.random.default_rng(1)
-    x = gj.tensor(rng.standard_normal((5, 6)).astype(np.float32))
-    y = gj.tensor(rng.integers(0, 3, 5))
-    optimizers = {"adam": lambda ps: gj.optim.Adam(ps, lr=0.01),
-                  "sgd_momentum": lambda ps: gj.optim.SGD(ps, lr=0.1, momentum=0.9)}
-
-    class RNN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w_ih, self.head = nn.Linear(3, 5), nn.Linear(5, 2)
-            self.w_hh = nn.Linear(5, 5, bias=False)
-
-        def forward(self, xs):
-            h = gj.zeros(xs.shape[1], 5)
-            for t in range(xs.shape[0]):
-                h = gj.tanh(self.w_ih(xs[t]) + self.w_hh(h))
-            return self.head(h)
-
-    models = {"mlp": (lambda: nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)), x, y),
-              "rnn": (RNN, gj.tensor(rng.standard_normal((4, 3, 3)).astype(np.float32)),
+    models = {"mlp": (_mlp, gj.tensor(rng.standard_normal((5, 6)).astype(np.float32)),
+                      gj.tensor(rng.integers(0, 3, 5))),
+              "rnn": (_RNN, gj.tensor(rng.standard_normal((4, 3, 3)).astype(np.float32)),
                       gj.tensor(rng.integers(0, 2, 3)))}
     for model_name, (make, inputs, targets) in models.items():
-        for opt_name, make_opt in optimizers.items():
+        for opt_name, make_opt in sorted(OPTIMIZERS.items()):
             m = make()
-            opt = make_opt(m.parameters())
-
-            def step(a, b):
-                opt.zero_grad()
-                loss = F.cross_entropy(m(a), b)
-                loss.backward()
-                opt.step()
-                return loss
+            step = training_step(m, make_opt(m.parameters()))
             for _ in range(2):  # eager: the first step makes the optimizer state
                 step(inputs, targets)
             low = gj.compile(step).lower_for("cuda", inputs, targets)

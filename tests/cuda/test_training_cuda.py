@@ -98,6 +98,18 @@ def test_index_out_of_range_raises_on_cuda():
     _close(f(x, good).cpu().numpy().ravel(), x.cpu().numpy()[np.arange(4), [0, 2, 1, 2]])
 
 
+def training_step(model, opt, loss_fn=F.cross_entropy):
+    """``step(x, y)``: zero the grads, the loss of ``model(x)`` against ``y``, backward, an
+    optimizer step; returns the loss (the training loop of every test here)."""
+    def step(x, y):
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
 def test_index_error_in_a_compiled_step_leaves_every_tensor_as_it_was(rng):
     """The flag of a target out of range is checked before the optimizer's in-place
     updates run, so the failing step changes nothing, as on the CPU."""
@@ -106,13 +118,7 @@ def test_index_error_in_a_compiled_step_leaves_every_tensor_as_it_was(rng):
     m = nn.Linear(4, 3).cuda()
     opt = gj.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
 
-    @gj.compile
-    def step(a, b):
-        opt.zero_grad()
-        loss = F.cross_entropy(m(a), b)
-        loss.backward()
-        opt.step()
-        return loss
+    step = gj.compile(training_step(m, opt))
     good = gj.tensor([0, 2], device="cuda")
     step(x, good), step(x, good)
     before = [t.detach().cpu().numpy().copy() for t in
@@ -150,13 +156,7 @@ def _train(device, make_opt, compiled, x, y, steps=3, move_after=None):
         m.to(device)
     opt = make_opt(m.parameters())
     X, Y = gj.tensor(x), gj.tensor(y)
-
-    def step(X, Y):
-        opt.zero_grad()
-        loss = F.cross_entropy(m(X), Y)
-        loss.backward()
-        opt.step()
-        return loss
+    step = training_step(m, opt)
     run = gj.compile(step) if compiled else step
     losses = []
     for i in range(steps):
@@ -236,13 +236,7 @@ def test_steady_state_steps_copy_nothing_between_host_and_device(rng, monkeypatc
         gj.manual_seed(0)
         m = _mlp().cuda()
         opt = gj.optim.Adam(m.parameters(), lr=0.01)
-
-        def step(a, b):
-            opt.zero_grad()
-            loss = F.mse_loss(m(a), b)
-            loss.backward()
-            opt.step()
-            return loss
+        step = training_step(m, opt, F.mse_loss)
         run = gj.compile(step) if compiled else step
         losses = [run(x, y) for _ in range(2)]  # trace, compile, make the optimizer state
         opt.param_groups[0]["lr"] = 0.02        # a new hyperparameter value: no retrace
@@ -389,13 +383,7 @@ def test_rnn_training_cuda_matches_cpu(rng, compiled):
         gj.manual_seed(0)
         m = _RNN().to(device)
         opt = gj.optim.Adam(m.parameters(), lr=0.05)
-
-        def step(xs, y):
-            opt.zero_grad()
-            loss = F.cross_entropy(m(xs), y)
-            loss.backward()
-            opt.step()
-            return loss
+        step = training_step(m, opt)
         run = gj.compile(step) if compiled else step
         X, Y = gj.tensor(xs, device=device), gj.tensor(y, device=device)
         losses = [run(X, Y).item() for _ in range(3)]
@@ -419,13 +407,7 @@ def test_compiled_function_retraces_for_another_device(rng):
 def test_lower_for_cuda_from_cpu_tensors(rng):
     m = nn.Linear(4, 3)
     opt = gj.optim.SGD(m.parameters(), lr=0.1)
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(m(x), y)
-        loss.backward()
-        opt.step()
-        return loss
+    step = training_step(m, opt)
     x, y = gj.tensor(rng.standard_normal((2, 4)).astype(np.float32)), gj.tensor([0, 2])
     before = m.weight.detach().numpy().copy()
     f = gj.compile(step)

@@ -5,4 +5,4 @@ arrays through a cached single-op program (eager.py). Importing this package imp
 ``numba.cuda`` only when a program is built or run (see [Devices] in graphjit/devices.py).
 """
 from .codegen import compile_graph, cuda_passes, generate  # noqa: F401
-from .eager import run_op, shares_memory  # noqa: F401
+from .eager import run_op  # noqa: F401

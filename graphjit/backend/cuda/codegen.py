@@ -165,7 +165,8 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
     gen.driver_name = namer.fresh(f"run_{identifier(name or graph.name)}")
     buf = {v: namer.fresh(v.name) for v in graph.inputs}
     owners = _owners(graph)
-    host, on_host = host_values(graph), host_nodes(graph)
+    on_host = host_nodes(graph)
+    host = host_values(graph, on_host)
     in_place = _inplace_updates(graph, owners, host) if inplace else {}
     results = list(graph.outputs) + [v for t, v in graph.updates if in_place.get(v) is not t]
     result_buffers = []

@@ -70,33 +70,27 @@ def contiguous_slice(shape, starts, stops, steps):
     return offset, numel(lengths)
 
 
-def shares_memory(op, arrays, attrs) -> bool:
-    """Whether eager ``op`` on these device arrays returns a view of ``arrays[0]``: reshape,
-    detach, and slices that are one contiguous run (``contiguous_slice``). The other view
-    ops (permute, expand, strided slices) copy: see [Copied views] in graphjit/autograd.py."""
-    if op.name in ("reshape", "detach"):
-        return True
-    return op.name == "slice" and contiguous_slice(tuple(arrays[0].shape), **attrs) is not None
-
-
 def run_op(op, arrays, attrs, out_type: TensorType):
-    """``op`` on device arrays (and 0-d NumPy arrays, passed to its kernel by value): a
-    device array of ``out_type``'s shape. ``reshape`` and ``detach`` return a view of their
-    input, as NumPy's do on the CPU."""
+    """``op`` on device arrays (and 0-d NumPy arrays, passed to its kernel by value):
+    ``(device array of out_type's shape, whether it is a view of arrays[0])``. ``reshape``,
+    ``detach`` and slices that are one contiguous run (``contiguous_slice``) return views,
+    as NumPy's do on the CPU; the other view ops (permute, expand, strided slices) copy:
+    see [Copied views] in graphjit/autograd.py."""
+    shape = tuple(out_type.shape)
     if op.name in ("reshape", "detach"):
-        return arrays[0].reshape(tuple(out_type.shape)) if op.name == "reshape" else arrays[0]
+        return (arrays[0].reshape(shape) if op.name == "reshape" else arrays[0]), True
     if op.name == "slice":
         place = contiguous_slice(tuple(arrays[0].shape), **attrs)
-        if place is not None:  # a view, as NumPy's slice is on the CPU
+        if place is not None:
             offset, length = place
             flat = arrays[0].reshape(arrays[0].size)
-            return flat[offset:offset + length].reshape(tuple(out_type.shape))
+            return flat[offset:offset + length].reshape(shape), True
     types = [TensorType(tuple(a.shape), _dtype(a)) for a in arrays]
     host = tuple(j for j, a in enumerate(arrays) if type(a) is np.ndarray and a.ndim == 0)
     program = program_for(op, types, attrs, host)
     flat = [a.reshape(a.size) for a in arrays]
     (result,) = program.run_trusted(flat)
-    return result.reshape(tuple(out_type.shape))
+    return result.reshape(shape), False
 
 
 def _dtype(arr):

@@ -73,21 +73,12 @@ class CudaProgram:
         return results + self._workspace + [self._err]
 
     def flat_input(self, i: int, arr):
-        """Input ``i`` checked against its graph type: ``(flat device view, False)``."""
+        """Input ``i`` checked against its graph type: ``(flat array, whether it is a copy)``,
+        a device array, or for a host input ([Host scalars]) a view of the NumPy array."""
         dtype, shape = self._arg_types[i]
         v = self._args[i]
-        if self._on_host[i]:  # a host scalar: the tensor's own array, as a flat view
-            if arr.dtype != dtype or tuple(arr.shape) != shape:
-                error = DTypeError if arr.dtype != dtype else ShapeError
-                raise error(f"program {self.name}: input %{v.name} expects {v.type}, got "
-                            f"{arr.dtype}{list(arr.shape)}")
-            if type(arr) is not np.ndarray:  # traced on the CPU, given on the GPU: copied
-                return arr.copy_to_host().reshape(1), True
-            return arr.reshape(1), False
-        if type(arr) is np.ndarray and arr.ndim == 0 and not shape:
-            # A 0-d CPU tensor (an optimizer's step count, as PyTorch keeps it): copied over.
-            return runtime.cuda().to_device(arr.reshape(1)), True
-        if type(arr) is np.ndarray:
+        on_cpu = type(arr) is np.ndarray
+        if on_cpu and shape and not self._on_host[i]:
             raise GraphjitError(f"program {self.name} runs on cuda:0, but input %{v.name} "
                                 f"({arr.dtype}{list(arr.shape)}) is on the CPU; move it with "
                                 ".to('cuda')")
@@ -95,6 +86,10 @@ class CudaProgram:
             error = DTypeError if arr.dtype != dtype else ShapeError
             raise error(f"program {self.name}: input %{v.name} expects {v.type}, got "
                         f"{arr.dtype}{list(arr.shape)}")
+        if self._on_host[i]:  # the tensor's own array; copied back if given on the GPU
+            return (arr.reshape(1), False) if on_cpu else (arr.copy_to_host().reshape(1), True)
+        if on_cpu:  # 0-d on the CPU where the trace had a device tensor: copied over
+            return runtime.cuda().to_device(arr.reshape(1)), True
         return arr.reshape(arr.size), False
 
     def __call__(self, inputs):
