@@ -168,5 +168,6 @@ def writeable(arr) -> bool:
 
 
 def is_view(arr) -> bool:
-    """Whether ``arr`` views another array's memory (device arrays never do here)."""
+    """Whether the NumPy array ``arr`` views another array's memory. A device array does not
+    say: the tensors that view one are marked instead (``Tensor._is_view``)."""
     return type(arr) is np.ndarray and arr.base is not None

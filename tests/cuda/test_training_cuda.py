@@ -98,6 +98,21 @@ def test_index_out_of_range_raises_on_cuda():
     _close(f(x, good).cpu().numpy().ravel(), x.cpu().numpy()[np.arange(4), [0, 2, 1, 2]])
 
 
+def test_index_error_names_the_index_tensor_out_of_range_as_on_the_cpu():
+    """x[i, j] checks two index tensors: the error names the one out of range (the CPU's
+    message), whichever it is."""
+    x = gj.randn(3, 4)
+    f = gj.compile(lambda x, i, j: x[i, j])
+    for i, j in (([0, 3], [1, 1]), ([0, 2], [1, -5])):
+        i, j = gj.tensor(i), gj.tensor(j)
+        with pytest.raises(IndexError) as on_cpu:
+            f(x, i, j)
+        with pytest.raises(IndexError) as on_cuda:
+            f(x.cuda(), i.cuda(), j.cuda())
+        assert str(on_cuda.value) == str(on_cpu.value)
+        assert f"index tensor {1 if j.numpy()[1] < 0 else 0}" in str(on_cuda.value)
+
+
 def training_step(model, opt, loss_fn=F.cross_entropy):
     """``step(x, y)``: zero the grads, the loss of ``model(x)`` against ``y``, backward, an
     optimizer step; returns the loss (the training loop of every test here)."""

@@ -37,6 +37,7 @@ to the host unless a kernel may flag an index error (see [CUDA kernels] in emit.
 """
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -225,10 +226,10 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
         body = k.body
         scalars = [j for j, v in enumerate(node.inputs) if v in host]
         args = ([f"{buf[v]}[0]" if v in host else buf[v] for v in node.inputs] + out_vars)
-        if k.error is not None:
-            gen.errors.append(f"{node.op.name}: {k.error}")
-            body = body.replace("cuda.atomic.cas(err, 0, 0, 1)",
-                                f"cuda.atomic.cas(err, 0, 0, {len(gen.errors)})")
+        if k.errors:  # error codes: this program's (the kernel's own plus those before)
+            base = len(gen.errors)
+            gen.errors += [f"{node.op.name}: {message}" for message in k.errors]
+            body = re.sub(r"ERROR_BASE \+ (\d+)", lambda m: str(base + int(m.group(1))), body)
             args.append(err)
             flag_pending = True
         params, body = _by_value(k.params, body, scalars)
@@ -240,7 +241,7 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
         ir_lines.append(format_node(node, names))
         signature = tuple([(v.dtype.np, v not in host) for v in node.inputs]
                           + [(v.dtype.np, True) for v in node.outs]
-                          + ([(np.dtype(np.int32), True)] if k.error is not None else []))
+                          + ([(np.dtype(np.int32), True)] if k.errors else []))
         if signature not in signatures:
             signatures.append(signature)
         driver.line(f"{kname}[{k.grid}, {k.block}]({', '.join(args)})")

@@ -20,8 +20,10 @@ kernel is a ``@cuda.jit`` function ``k(in0, ..., out)`` whose loops are grid-str
   third axis (broadcast batch offsets);
 - index / index_backward: one thread per gathered element; index_backward adds with
   atomics (repeated indices accumulate). An index out of range cannot raise inside a
-  kernel: the thread sets the program's ``err`` flag to the node's error code (unless an
-  earlier one is set: the first error is the one reported, as on the CPU), and the driver
+  kernel: the thread sets the program's ``err`` flag to the error code of the index
+  tensor holding it (one code per index tensor of each node, numbered by codegen.py;
+  unless an earlier flag is set: the first error is the one reported, as on the CPU,
+  which names the tensor too), and the driver
   checks the flag before the first kernel that writes into an input's buffer (an
   in-place update), or the program after the last launch, and raises the IndexError, so a
   failing step leaves every tensor as it was (see codegen.py, program.py);
@@ -81,7 +83,9 @@ class CudaKernelWriter:
         self.alias_of = None     # the output is input i's buffer (no kernel)
         self.fills = {}          # output position -> literal the driver fills it with first
         self.no_kernel = False   # the fills (or nothing) compute the node
-        self.error = None        # message of the IndexError this kernel may flag (see NOTE)
+        # The IndexError messages this kernel may flag, one per index tensor it checks: the
+        # kernel flags ERROR_BASE + position (from 1); codegen numbers them (see NOTE).
+        self.errors = []
         self._names = Namer(list(MODULE_GLOBALS) + self.ins + self.outs + ["err"])
 
     @property
@@ -102,7 +106,7 @@ class CudaKernelWriter:
 
     @property
     def params(self) -> list:
-        return self.ins + self.outs + (["err"] if self.error is not None else [])
+        return self.ins + self.outs + (["err"] if self.errors else [])
 
     @property
     def body(self) -> str:
@@ -588,18 +592,18 @@ def _emit_index(node, k, x_shape, idx_types, accumulate: bool) -> None:
         by_pos = {p: ridx.get(p) for p in range(len(plan.dims))}
         adv = [by_pos[p] for p, r in enumerate(plan.dims) if r[0] == "adv"]
         terms = []
-        ok = k.fresh("ok")
+        bad = k.fresh("bad")  # 0, or the code of the first index tensor out of range
         if plan.arrays:
-            k.line(f"{ok} = True")
-        for (t, d) in plan.arrays:
+            k.line(f"{bad} = 0")
+        for m, (t, d) in enumerate(plan.arrays, start=1):
             size = x_shape[d]
             bst = broadcast_strides(idx_types[t].shape, plan.bshape)
             var = k.fresh(f"j{t}_")
             k.line(f"{var} = {k.ins[t + 1]}[{affine(0, zip(adv, bst))}]")
             with k.block_(f"if {var} < 0:"):
                 k.line(f"{var} += {size}")
-            with k.block_(f"if {var} < 0 or {var} >= {size}:"):
-                k.line(f"{ok} = False")
+            with k.block_(f"if {bad} == 0 and ({var} < 0 or {var} >= {size}):"):
+                k.line(f"{bad} = ERROR_BASE + {m}")
             terms.append((var, x_strides[d]))
             messages.append(f"index tensor {t} ({describe_key((('t', t),), idx_types)[1:-1]}) "
                             f"has an index out of range [-{size}, {size}) for dim {d} of a "
@@ -615,11 +619,11 @@ def _emit_index(node, k, x_shape, idx_types, accumulate: bool) -> None:
         if not plan.arrays:
             k.line(move)
         else:
-            with k.block_(f"if {ok}:"):
+            with k.block_(f"if {bad} == 0:"):
                 k.line(move)
             with k.block_("else:"):
-                k.line("cuda.atomic.cas(err, 0, 0, 1)")  # the first flag set stays
-            k.error = "; or ".join(dict.fromkeys(messages))
+                k.line(f"cuda.atomic.cas(err, 0, 0, {bad})")  # the first flag set stays
+            k.errors = messages
 
 
 @emits("index")
