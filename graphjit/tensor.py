@@ -5,6 +5,7 @@ op registry), which is what lets the same user code run eagerly or be traced lat
 """
 from __future__ import annotations
 
+import copy
 import numbers
 
 import numpy as np
@@ -15,6 +16,14 @@ from . import devices, dtypes
 from .dtypes import DType
 from .errors import AutogradError, DTypeError, GraphjitError, ShapeError
 from .ops import api
+
+
+def _unpickle(data, device, requires_grad, attributes):
+    """A pickled tensor (see [Copies of tensors])."""
+    t = Tensor._wrap(devices.to_device(data, devices.as_device(device)))
+    t._requires_grad = requires_grad
+    t.__dict__.update(attributes)
+    return t
 
 
 class _Version:
@@ -46,7 +55,7 @@ class Tensor:
         if isinstance(data, Tensor):
             arr = data._data
         elif isinstance(data, np.ndarray) and data.dtype in (d.np for d in dtypes.ALL):
-            arr = data
+            arr = data if type(data) is np.ndarray else data.view(np.ndarray)  # (np.memmap)
         else:
             arr = _to_array(data, None)
         self._data = arr
@@ -61,7 +70,7 @@ class Tensor:
 
     @classmethod
     def _wrap(cls, arr: np.ndarray) -> "Tensor":
-        t = object.__new__(Tensor)
+        t = object.__new__(cls)
         t._data = arr
         t._requires_grad = False
         t._grad_fn = None
@@ -70,6 +79,45 @@ class Tensor:
         t._version = _Version()
         t._accumulator = None
         return t
+
+    # ---- copies and pickles -----------------------------------------------------------------
+    # NOTE: [Copies of tensors]
+    # ``copy.deepcopy`` and ``pickle`` copy the data on either device; a copy never shares
+    # memory or autograd state with the original. (A Numba device array can be neither
+    # deep-copied nor pickled itself, so the default protocol cannot be used: on a GPU it
+    # raised, on the simulator it brought the copy back to the CPU.) As in PyTorch: only
+    # leaves deep-copy (a copy has no graph), keeping ``requires_grad``, a deep copy of
+    # ``.grad`` and the attributes set on the tensor; a pickle holds the data as a NumPy
+    # array and the device it was on (unpickled there: CUDA must be available), with
+    # ``requires_grad`` and those attributes, not the graph or ``.grad``. graphjit's own
+    # per-tensor markers (``_COPY_SKIPS``) describe the original's memory and are dropped.
+    _COPY_SKIPS = ("_device_view", "_copy_of", "_made_here")
+
+    def _attributes(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in Tensor._COPY_SKIPS}
+
+    def __deepcopy__(self, memo):
+        if self._data is None:
+            raise GraphjitError("a tensor being traced by @graphjit.compile can't be deep-copied "
+                                "(copy it outside the compiled function, or use .clone())")
+        if self._grad_fn is not None:
+            raise AutogradError("only leaf tensors (made by you, not computed from tensors that "
+                                "require grad) can be deep-copied, as in PyTorch; deep-copy "
+                                "t.detach() instead")
+        new = type(self)._wrap(devices.copy(self._data))
+        memo[id(self)] = new
+        new._requires_grad = self._requires_grad
+        if self._grad is not None:
+            new._grad = copy.deepcopy(self._grad, memo)
+        for key, value in self._attributes().items():
+            new.__dict__[key] = copy.deepcopy(value, memo)
+        return new
+
+    def __reduce_ex__(self, protocol):
+        if self._data is None:
+            raise GraphjitError("a tensor being traced by @graphjit.compile can't be pickled")
+        return (_unpickle, (devices.to_host(self._data), str(self.device), self._requires_grad,
+                            self._attributes()))
 
     # ---- metadata ---------------------------------------------------------------------------
 
@@ -543,7 +591,12 @@ class Tensor:
 
     def fill_(self, value):
         def compute():
-            filled = api.full(self.shape, value, self.dtype)
+            if self._data is not None and self.is_cuda:  # filled on the GPU, not copied over
+                kind = api.python_kind(self.dtype)
+                filled = Tensor._wrap(devices.full(self.shape, kind(value), self.dtype.np,
+                                                   self.device))
+            else:
+                filled = api.full(self.shape, value, self.dtype)
             if self._requires_grad and _ag.is_grad_enabled():
                 # Keep the tensor in the graph with a zero gradient, as PyTorch does.
                 return api.where(api.full((), True, dtypes.bool_), filled, self)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import dtypes
+from .. import devices, dtypes
 from ..tensor import Tensor
 
 
@@ -18,6 +18,15 @@ class Parameter(Tensor):
 
     def __repr__(self) -> str:
         return "Parameter containing:\n" + super().__repr__()
+
+    def __deepcopy__(self, memo):
+        """A new Parameter with a copy of the data and the same ``requires_grad`` (not the
+        ``.grad``: torch.nn.Parameter's deep copies have none; see [Copies of tensors] in
+        graphjit/tensor.py)."""
+        if id(self) not in memo:
+            memo[id(self)] = Parameter(Tensor._wrap(devices.copy(self._data)),
+                                       requires_grad=self._requires_grad)
+        return memo[id(self)]
 
     def __reduce_ex__(self, protocol):
         return (Parameter, (Tensor._wrap(self._data), self._requires_grad))

@@ -39,9 +39,14 @@ def constant(data, dtype: DType | None = None):
     return _interp().constant(np.asarray(arr, dtype=dtype.np))
 
 
+def python_kind(dtype: DType):
+    """The Python type of ``dtype``'s values: float, int or bool."""
+    return float if dtype.is_floating_point else int if dtype.category == 1 else builtins.bool
+
+
 def full(shape, value, dtype: DType):
-    kind = float if dtype.is_floating_point else int if dtype.category == 1 else builtins.bool
-    return bind(get("full"), shape=tuple(int(s) for s in shape), value=kind(value), dtype=dtype)
+    return bind(get("full"), shape=tuple(int(s) for s in shape), value=python_kind(dtype)(value),
+                dtype=dtype)
 
 
 def zeros(shape, dtype: DType):
