@@ -120,7 +120,9 @@ def from_numpy(arr: np.ndarray) -> Tensor:
     except DTypeError:
         raise DTypeError(f"from_numpy: can't share memory with a {arr.dtype} array; graphjit "
                          "supports float32, float64, int64 and bool (convert with arr.astype)") from None
-    return Tensor._wrap(arr)
+    # A subclass (np.memmap, a masked array) is seen through as a plain ndarray: a tensor's
+    # device is its array's type ([Devices] in graphjit/devices.py).
+    return Tensor._wrap(arr if type(arr) is np.ndarray else arr.view(np.ndarray))
 
 
 def as_tensor(data, dtype=None) -> Tensor:

@@ -93,6 +93,9 @@ def as_device(spec) -> device:
         if dev.index >= cuda.device_count():
             raise GraphjitError(f"device {str(dev)!r} is not available: this machine has "
                                 f"{cuda.device_count()} CUDA device(s)")
+        if dev.index != 0:  # (rather than putting the data on cuda:0 and calling it cuda:1)
+            raise GraphjitError(f"device {str(dev)!r}: graphjit runs on one CUDA device, "
+                                "cuda:0 (the current one; choose it with CUDA_VISIBLE_DEVICES)")
     return dev
 
 

@@ -60,6 +60,17 @@ def test_from_numpy_shares_memory_both_ways():
         gj.from_numpy([1.0])
 
 
+def test_numpy_subclasses_are_cpu_tensors_sharing_memory(tmp_path):
+    mm = np.memmap(tmp_path / "a.bin", dtype=np.float32, mode="w+", shape=(2, 3))
+    mm[:] = 1.5
+    for t in (gj.from_numpy(mm), gj.Tensor(mm), gj.as_tensor(mm)):
+        assert t.device == "cpu" and not t.is_cuda
+        assert type(t.numpy()) is np.ndarray and np.shares_memory(t.numpy(), mm)
+        assert (t * 2).sum().item() == 18.0
+    gj.from_numpy(mm).add_(1.0)  # writes reach the memmap, as with torch.from_numpy
+    assert float(mm[0, 0]) == 2.5
+
+
 def test_tensor_metadata_and_conversions():
     t = gj.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     assert t.shape == (2, 3) and t.ndim == 2 and len(t) == 2
