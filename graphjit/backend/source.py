@@ -401,6 +401,7 @@ def _guard_numba_caches(module, path: str) -> None:
         return
     for value in list(vars(module).values()):
         if not isinstance(value, Dispatcher):
+            _guard_cuda_cache(value)
             continue
         cache = getattr(value, "_cache", None)
         if not isinstance(cache, Cache) or getattr(cache, "_graphjit_guarded", False):
@@ -416,10 +417,28 @@ def _guard_numba_caches(module, path: str) -> None:
         cache.save_overload = _guarded_save(cache, cache.save_overload)
 
 
-def _guarded_load(cache, load):
+def _guard_cuda_cache(value) -> None:
+    """The guard of ``_guard_numba_caches`` for a ``@cuda.jit(cache=True)`` kernel (numba-cuda's
+    dispatcher and cache are classes of their own, not numba.core's): a failing load is a
+    miss that deletes the entry, a failing save is skipped. Its files are not checksummed:
+    numba-cuda keeps PTX/cubins there, which the driver checks when it loads them. Nothing
+    here imports numba.cuda (CPU-only programs never load it)."""
+    if "numba.cuda.dispatcher" not in sys.modules:
+        return
+    from numba.cuda.core.caching import Cache
+    from numba.cuda.dispatcher import CUDADispatcher
+    cache = getattr(value, "_cache", None) if isinstance(value, CUDADispatcher) else None
+    if not isinstance(cache, Cache) or getattr(cache, "_graphjit_guarded", False):
+        return
+    cache._graphjit_guarded = True
+    cache.load_overload = _guarded_load(cache, cache.load_overload, refresh=True)
+    cache.save_overload = _guarded_save(cache, cache.save_overload)
+
+
+def _guarded_load(cache, load, refresh: bool = False):
     # Numba's Cache.load_overload is target_context.refresh() then _load_overload(); the
-    # refresh is skipped, see _load_runtime.
-    unrefreshed = getattr(cache, "_load_overload", None)
+    # refresh is skipped, see _load_runtime (unless ``refresh``: numba-cuda's kernels).
+    unrefreshed = None if refresh else getattr(cache, "_load_overload", None)
 
     def load_overload(sig, target_context):
         try:

@@ -284,3 +284,34 @@ def test_the_default_cache_folder_is_the_users_cache_folder(tmp_path, monkeypatc
         assert source.default_cache_root() == str(tmp_path / "home" / ".cache" / "graphjit")
     monkeypatch.setenv("GRAPHJIT_CACHE_DIR", str(tmp_path / "mine"))
     assert source.default_cache_root() == str(tmp_path / "mine")
+
+
+CUDA_CACHE_SCRIPT = textwrap.dedent("""
+    import os, sys
+    from numba import types
+    from graphjit.backend.source import import_module
+    path = os.path.join(sys.argv[1], "kmod.py")
+    with open(path, "w") as f:
+        f.write("from numba import cuda\\n\\n@cuda.jit(cache=True)\\ndef k(a):\\n    a[0] = 1\\n")
+    kernel = import_module(path).k
+    cache = kernel._cache
+    index = cache._cache_file._index_path
+    os.makedirs(os.path.dirname(index), exist_ok=True)
+    with open(index, "wb") as f:
+        f.write(b"not a pickle")
+    loaded = cache.load_overload((types.float32[::1],), kernel.targetctx)
+    print(type(kernel).__name__, getattr(cache, "_graphjit_guarded", False), loaded,
+          os.path.exists(index))
+""")
+
+
+def test_a_corrupted_cuda_kernel_cache_entry_is_a_miss(tmp_path):
+    """numba-cuda's kernels have a dispatcher and cache of their own (not numba.core's): a
+    garbled index is deleted and the load is a miss, not an error at the kernel's first
+    launch. Real numba-cuda (no GPU needed to make a kernel and read its cache)."""
+    pytest.importorskip("numba.cuda")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
+    out = subprocess.run([sys.executable, "-c", CUDA_CACHE_SCRIPT, str(tmp_path)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["CUDADispatcher", "True", "None", "False"]

@@ -61,6 +61,68 @@ def test_mixing_devices_is_an_error_naming_both(rng):
         f(a, b)
 
 
+def test_fill_and_zero_in_place_on_cuda(rng):
+    x = gj.tensor(rng.standard_normal((2, 3)).astype(np.float32), device="cuda")
+    assert x.fill_(2.5) is x and x.device == "cuda"
+    _close(x.numpy(), np.full((2, 3), 2.5))
+    x.zero_()
+    _close(x.numpy(), np.zeros((2, 3)))
+    i = gj.tensor([1, 2], device="cuda").fill_(7)
+    assert i.dtype is gj.int64 and i.numpy().tolist() == [7, 7]
+    # zero_grad(set_to_none=False) zeroes the .grad on the GPU, as on the CPU
+    m = nn.Linear(3, 2).cuda()
+    opt = gj.optim.SGD(m.parameters(), lr=0.1)
+    m(x).sum().backward()
+    opt.zero_grad(set_to_none=False)
+    assert m.weight.grad.device == "cuda" and not np.any(m.weight.grad.numpy())
+    # under autograd the filled tensor keeps a (zero) gradient path, as on the CPU
+    w = gj.tensor(rng.standard_normal(3).astype(np.float32), device="cuda", requires_grad=True)
+    y = w * 2
+    y.fill_(1.0)
+    (y * w).sum().backward()
+    _close(w.grad.numpy(), np.ones(3))
+
+
+def test_deepcopy_and_pickle_keep_cuda_tensors_on_cuda(rng):
+    import copy
+    import pickle
+    x = gj.tensor(rng.standard_normal((2, 3)).astype(np.float32), device="cuda",
+                  requires_grad=True)
+    x.grad = gj.ones(2, 3, device="cuda")
+    x.note = "mine"
+    for clone in (copy.deepcopy(x), pickle.loads(pickle.dumps(x))):
+        assert clone.device == "cuda" and clone.requires_grad and clone.note == "mine"
+        _close(clone.detach().numpy(), x.detach().numpy())
+        with gj.no_grad():
+            clone.add_(1.0)  # its own memory
+        _close(clone.detach().numpy(), x.detach().numpy() + 1)
+    assert copy.deepcopy(x).grad.device == "cuda"  # deep copies keep .grad, pickles don't
+    assert pickle.loads(pickle.dumps(x)).grad is None
+    with pytest.raises(gj.AutogradError, match="leaf"):
+        copy.deepcopy(x * 2)
+    # modules, state dicts and optimizers with their CUDA state
+    m = nn.Linear(3, 2).cuda()
+    opt = gj.optim.Adam(m.parameters(), lr=gj.tensor(0.01, device="cuda"))
+    m(x.detach()).sum().backward()
+    opt.step()
+    twin = copy.deepcopy(m)
+    assert isinstance(twin.weight, nn.Parameter) and twin.weight.device == "cuda"
+    assert twin.weight.grad is None  # as torch.nn.Parameter's deep copies
+    _close(twin.weight.detach().numpy(), m.weight.detach().numpy())
+    state = pickle.loads(pickle.dumps(m.state_dict()))
+    assert all(t.device == "cuda" for t in state.values())
+    s = copy.deepcopy(opt.state_dict())
+    assert s["state"][0]["exp_avg"].device == "cuda"
+    _close(s["state"][0]["exp_avg"].numpy(), opt.state[m.weight]["exp_avg"].numpy())
+
+
+def test_only_cuda_0_is_a_device(monkeypatch):
+    monkeypatch.setattr(gj.cuda, "device_count", lambda: 2)
+    with pytest.raises(gj.GraphjitError, match="one CUDA device, cuda:0"):
+        gj.zeros(2, device="cuda:1")
+    assert gj.zeros(2).to("cuda:0").device == "cuda:0"
+
+
 def test_gradients_flow_across_moves(rng):
     x0 = rng.standard_normal((4, 3)).astype(np.float32)
     x = gj.tensor(x0, requires_grad=True)
@@ -463,3 +525,62 @@ def test_dump_tool_shows_the_cuda_kernels(tmp_path):
     kernels = (folder / "kernels.py").read_text()
     assert "@cuda.jit" in kernels and "cuda.syncthreads()" in kernels  # the loss's reduction
     assert "gemm" not in (folder / "report.txt").read_text()  # the CUDA pipeline: no BLAS lowering
+
+
+def test_a_gpu_compiles_every_kernel_before_the_first_launch(rng, monkeypatch):
+    """On a GPU, compile_graph compiles each kernel for the types of its launches (so a
+    kernel failing to compile fails the compile, not a step halfway through its in-place
+    updates); launches are configured once, when the program module is imported."""
+    from numba import types
+
+    from graphjit.backend.cuda import codegen, runtime
+    from graphjit.backend.cuda.ptx import numba_signature
+
+    g = gj.compile(lambda x, i: (x.exp() * 2).sum() + x[i].sum())
+    x, i = gj.randn(3, 4).cuda(), gj.tensor([0, 2]).cuda()
+    traced = []
+    real_generate = codegen.generate
+    monkeypatch.setattr(codegen, "generate",
+                        lambda *a, **k: traced.append(real_generate(*a, **k)) or traced[-1])
+    compiled = []
+    monkeypatch.setattr(runtime, "simulated", lambda: False)
+    monkeypatch.setattr(runtime, "precompile", lambda ks, sigs: compiled.append((ks, sigs)))
+    monkeypatch.setattr(runtime, "threads", lambda: 32)  # simulator-sized launches still
+    monkeypatch.setattr(runtime, "max_blocks", lambda: 2)
+    monkeypatch.setattr(runtime, "reduction_threads", lambda n: 8 if n > 4 else 4)
+    monkeypatch.setattr(runtime, "tile", lambda: 4)
+    out = g(x, i)
+    assert len(compiled) == len(traced) >= 1
+    for (kernels, signatures), gen in zip(compiled, traced):
+        assert len(kernels) == len(gen.kernel_sources) and signatures == gen.kernel_signatures
+        assert all(sig for sig in signatures)
+        assert "# Launch configurations" in gen.module_source
+        assert "](" not in gen.module_source.split("def run_")[1]  # no configuring per call
+    expected = np.exp(x.numpy()).sum() * 2 + x.numpy()[[0, 2]].sum()
+    _close(out.item(), expected, rtol=1e-5)
+    # numba_signature: what a launch passes (flat C-contiguous arrays, scalars by value)
+    assert numba_signature([(np.dtype(np.float32), True), (np.dtype(np.int64), False)]) == (
+        types.Array(types.float32, 1, "C"), types.int64)
+
+
+def test_small_grids_do_not_warn(recwarn):
+    from numba.core.errors import NumbaPerformanceWarning
+
+    from graphjit.backend.cuda import runtime
+    with runtime.launch_configurations():
+        import warnings
+        warnings.warn(NumbaPerformanceWarning(
+            "Grid size 1 will likely result in GPU under-utilization due to low occupancy."))
+    assert not [w for w in recwarn if issubclass(w.category, NumbaPerformanceWarning)]
+
+
+def test_max_and_min_by_atomics_propagate_nan():
+    """Column and total max/min combine across blocks with atomics, which keep the old
+    value when either is NaN; a NaN must still reach the result, as on the CPU."""
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    x[1, 2] = np.nan
+    f = gj.compile(lambda x: ((x * 2).sum(1), (x * 2).amax(0), (x * 2).amax(),
+                              (x * 2).amin(0), (x * 2).amin()))
+    for got, want in zip(f(gj.tensor(x).cuda()), f(gj.tensor(x))):
+        np.testing.assert_array_equal(got.cpu().numpy(), want.numpy())
+    assert np.isnan(f(gj.tensor(x).cuda())[2].item())

@@ -7,9 +7,13 @@ For ``graph f(%x: f32[2,3] {arg}) { %0 = exp(%x) ... }`` the program module read
     k0_exp = import_sibling(__file__, "kernel_5c1e0f8a2b9d7c3e4f6a.py").k
 
 
+    # Launch configurations
+    k0_exp_at = k0_exp[(1,), (256,)]
+
+
     def run_f(x, r0, err):
         # %0 = exp(%x) : f32[2,3]
-        k0_exp[(1,), (256,)](x, r0)
+        k0_exp_at(x, r0)
         return (r0,)
 
 and the kernel module (named by the hash of its text, compiled and cached by Numba like the
@@ -189,6 +193,7 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
     by_text, kernels = {}, []   # module text -> (program name, file name); in order
     driver = SourceWriter(indent=1)
     host_ops = []               # module-level lines binding the host nodes' NumPy kernels
+    launchers = {}              # (kernel, grid, block) -> its launch configuration's name
     flag_pending = False        # a kernel launched since the last check may flag an error
     for i, node in enumerate(graph.nodes):
         driver.line(f"# {format_node(node, names)}")
@@ -244,7 +249,10 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
                           + ([(np.dtype(np.int32), True)] if k.errors else []))
         if signature not in signatures:
             signatures.append(signature)
-        driver.line(f"{kname}[{k.grid}, {k.block}]({', '.join(args)})")
+        launch = (kname, k.grid, k.block)
+        if launch not in launchers:
+            launchers[launch] = namer.fresh(f"{kname}_at")
+        driver.line(f"{launchers[launch]}({', '.join(args)})")
 
     gen.check_at_end = flag_pending
     returned = [f"copy_array({buf[v]})" if owners[v].node is None else buf[v] for v in results]
@@ -271,6 +279,14 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
         out.line("from graphjit.backend.cuda.runtime import check_flag, copy_array, fill, host_op")
         out.line("from graphjit.backend.source import import_sibling")
 
+    def launch_section(out):
+        # Configured once, at import: numba's kernel[grid, block] builds a launch
+        # configuration at every call otherwise (see [Launch sizes] in runtime.py).
+        out.line()
+        out.line("# Launch configurations")
+        for (kname, grid, block), lname in launchers.items():
+            out.line(f"{lname} = {kname}[{grid}, {block}]")
+
     def host_section(out):
         if host_ops:
             out.line()
@@ -286,6 +302,7 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
         for line in ir_lines:
             out.line(f"# {line}")
         out.line(f'{kname} = import_sibling(__file__, "{file_name}").k')
+    launch_section(out)
     host_section(out)
     out.line()
     out.line()
@@ -303,6 +320,7 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
             out.line(f"# {line}")
         body = text[text.index("@cuda.jit"):].replace("def k(", f"def {kname}(", 1)
         out.lines_from(body.rstrip())
+    launch_section(out)
     host_section(out)
     out.line()
     out.line()
@@ -322,16 +340,20 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
 
 def compile_graph(graph, name: str | None = None, inplace: bool = False,
                   fastmath: bool = False) -> CudaProgram:
-    """Generate, write and import the CUDA program of ``graph`` (Numba compiles each kernel
-    at its first launch, or loads it from its disk cache). ``fastmath`` is accepted for
+    """Generate, write and import the CUDA program of ``graph``. On a GPU every kernel is
+    compiled here (or loaded from its disk cache) for the argument types of its launches
+    (``runtime.precompile``); the simulator compiles nothing. ``fastmath`` is accepted for
     the CPU target's signature and ignored: CUDA kernels compile without it."""
     name = name or graph.name
     start = time.perf_counter()
     gen = generate(graph, name, inplace=inplace)
     runtime.cuda()  # numba.cuda before the modules that import it
-    for text in gen.kernel_sources:
-        import_module(write_module(text, KERNEL_STEM, "cuda"))
+    kernels = [import_module(write_module(text, KERNEL_STEM, "cuda")).k
+               for text in gen.kernel_sources]
+    if not runtime.simulated():
+        runtime.precompile(kernels, gen.kernel_signatures)
     path = write_module(gen.module_source, name, "cuda")
-    module = import_module(path)
+    with runtime.launch_configurations():
+        module = import_module(path)
     driver = getattr(module, gen.driver_name)
     return CudaProgram(graph, name, gen, path, driver, time.perf_counter() - start)

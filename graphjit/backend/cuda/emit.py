@@ -410,8 +410,7 @@ def _emit_rows(k, b) -> None:
                     if b.kind(s) == "column":
                         st = _domain_strides(s.out.shape, s.out.shape, b.dom, b.cols)
                         for out in b.outs_of.get(s.out, ()):
-                            k.line(f"cuda.atomic.{_ATOMIC[s.op.name]}({out}, "
-                                   f"{offset(b.idx, st)}, {value})")
+                            _atomic_combine(k, s, out, offset(b.idx, st), value)
                     else:
                         for text in combine(s.op.name, acc[s], value):
                             k.line(text)
@@ -445,12 +444,29 @@ def _emit_rows(k, b) -> None:
                 if b.kind(s) == "total":
                     for out in b.outs_of.get(s.out, ()):
                         with k.block_(f"if {leader}:"):
-                            k.line(f"cuda.atomic.{_ATOMIC[s.op.name]}({out}, 0, {b.names[s.out]})")
+                            _atomic_combine(k, s, out, "0", b.names[s.out])
                 else:
                     b.store(s.out, guard=leader)
 
 
 _ATOMIC = {"sum": "add", "amax": "max", "amin": "min"}
+
+
+def _atomic_combine(k, step, out: str, index: str, value: str) -> None:
+    """Combine ``value`` into ``out[index]`` with the atomic of the reduction ``step``.
+    Float max/min propagate NaN, as the CPU's do: numba's atomic max/min leave the old
+    value when either is NaN, so a NaN is stored plainly instead, and an atomic max/min
+    after it keeps it (its compare-and-swap loop sees the NaN and stops)."""
+    atomic = f"cuda.atomic.{_ATOMIC[step.op.name]}"
+    if step.op.name == "sum" or not step.out.dtype.is_floating_point:
+        k.line(f"{atomic}({out}, {index}, {value})")
+        return
+    v = k.fresh("a")
+    k.line(f"{v} = {value}")
+    with k.block_(f"if {v} != {v}:"):
+        k.line(f"{out}[{index}] = {v}")
+    with k.block_("else:"):
+        k.line(f"{atomic}({out}, {index}, {v})")
 
 
 @emits("sum", "amax", "amin")

@@ -14,7 +14,9 @@ reductions 8, tiles 4 x 4) and grids at most 2 blocks: the tests run the same co
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import warnings
 
 import numpy as np
 
@@ -60,6 +62,32 @@ def grid_for(work: int, block: int) -> int:
     return max(1, min(-(-work // block), max_blocks()))
 
 
+# ---- compiling and launching -----------------------------------------------------------------
+
+def precompile(kernels, signatures) -> None:
+    """Compile each kernel (``@cuda.jit`` dispatchers; or load it from its disk cache) for
+    the argument types of its launches (``GeneratedCudaModule.kernel_signatures``) before
+    the program first runs. Numba would compile a kernel at its first launch, halfway
+    through a step: a kernel that failed then would leave the in-place updates launched
+    before it done, and the first step would pay every compile. Needs the GPU (its compute
+    capability); not for the simulator."""
+    from .ptx import numba_signature
+    for kernel, launches in zip(kernels, signatures):
+        for signature in launches:
+            kernel.compile(numba_signature(signature))
+
+
+@contextlib.contextmanager
+def launch_configurations():
+    """Around importing a program module, which configures its launches (``k[grid,
+    block]``) once: without Numba's warning that a grid of under 128 blocks under-uses the
+    GPU. Small shapes make small grids on purpose ([Launch sizes]); the warning would fire
+    for most eager ops."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Grid size \d+ will likely result in GPU")
+        yield
+
+
 # ---- fill ----------------------------------------------------------------------------------
 
 def fill(arr, value) -> None:
@@ -70,7 +98,15 @@ def fill(arr, value) -> None:
     scalar = np.array(value).astype(flat.dtype)[()]
     block = threads()
     from .fill import fill_kernel  # imports numba.cuda
-    fill_kernel[grid_for(flat.size, block), block](flat, scalar)
+    grid = grid_for(flat.size, block)
+    launch = _FILL_AT.get(grid)
+    if launch is None:
+        with launch_configurations():
+            launch = _FILL_AT[grid] = fill_kernel[grid, block]
+    launch(flat, scalar)
+
+
+_FILL_AT: dict = {}  # grid -> the fill kernel's launch configuration
 
 
 class FlaggedError(Exception):
