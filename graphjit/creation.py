@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import devices, dtypes
+from . import _tracing, devices, dtypes
 from . import random as _random
 from .dtypes import DType
 from .errors import DTypeError
@@ -11,13 +11,34 @@ from .tensor import Tensor, _shape_args, tensor  # noqa: F401  (tensor is re-exp
 
 
 def _finish(arr: np.ndarray, requires_grad: bool, device=None) -> Tensor:
-    """The new tensor, on ``device`` (made on the host, then copied over: see [Devices])."""
+    """The new tensor, on ``device`` (made on the host, then copied over: see [Devices]).
+    Inside a compiled function, a value of the program (see ``Tracer.made``)."""
+    tracer = _tracing.active()
+    if tracer is not None:
+        if requires_grad:
+            _refuse_leaf(tracer)
+        return tracer.made(arr)
     if device is not None:
         arr = devices.to_device(arr, devices.as_device(device))
     t = Tensor._wrap(arr)
     if requires_grad:
         t.requires_grad = True
     return t
+
+
+def _refuse_leaf(tracer):
+    tracer.refuse("creating a tensor that requires grad (a new leaf)",
+                  "create it outside the compiled function and pass it in (its .grad then "
+                  "accumulates as in eager mode)")
+
+
+def _refuse_random(name: str) -> None:
+    """Random draws while tracing would be made once and baked into the program."""
+    tracer = _tracing.active()
+    if tracer is not None:
+        tracer.refuse(f"{name}() (random numbers drawn while tracing would be the same at every "
+                      "call)", "draw them outside the compiled function and pass them in as an "
+                      "argument")
 
 
 def _float(dtype: DType | None) -> DType:
@@ -33,7 +54,9 @@ def ones(*size, dtype=None, requires_grad=False, device=None) -> Tensor:
 
 
 def empty(*size, dtype=None, requires_grad=False, device=None) -> Tensor:
-    return _finish(np.empty(_shape_args(size), dtype=_float(dtype).np), requires_grad, device)
+    # (Zeros while tracing: uninitialised values could be anything, and these are fusable.)
+    make = np.zeros if _tracing.active() is not None else np.empty
+    return _finish(make(_shape_args(size), dtype=_float(dtype).np), requires_grad, device)
 
 
 def full(size, fill_value, dtype=None, requires_grad=False, device=None) -> Tensor:
@@ -68,18 +91,21 @@ def _random_float(dtype: DType | None, name: str) -> DType:
 
 
 def randn(*size, dtype=None, requires_grad=False, device=None) -> Tensor:
+    _refuse_random("randn")
     dt = _random_float(dtype, "randn")
     arr = _random.generator().standard_normal(_shape_args(size)).astype(dt.np)
     return _finish(arr, requires_grad, device)
 
 
 def rand(*size, dtype=None, requires_grad=False, device=None) -> Tensor:
+    _refuse_random("rand")
     dt = _random_float(dtype, "rand")
     arr = _random.generator().random(_shape_args(size)).astype(dt.np)
     return _finish(arr, requires_grad, device)
 
 
 def randint(low, high=None, size=(), dtype=None, device=None) -> Tensor:
+    _refuse_random("randint")
     if high is None:
         low, high = 0, low
     arr = _random.generator().integers(low, high, size=_shape_args((size,)))
@@ -87,6 +113,7 @@ def randint(low, high=None, size=(), dtype=None, device=None) -> Tensor:
 
 
 def randperm(n, dtype=None, device=None) -> Tensor:
+    _refuse_random("randperm")
     perm = _random.generator().permutation(n)
     return _finish(perm.astype((dtype or dtypes.int64).np), False, device)
 

@@ -7,7 +7,9 @@ the graphjit package), so a traceback through the library still points at the li
 from __future__ import annotations
 
 import os
+import site
 import sys
+import sysconfig
 
 import numpy as np
 
@@ -19,10 +21,18 @@ def user_frame() -> str | None:
     frame = sys._getframe(1)
     while frame is not None:
         filename = os.path.abspath(frame.f_code.co_filename)
-        if not filename.startswith(_LIBRARY_DIRS) and not filename.startswith("<frozen"):
+        if not _library_file(filename):
             return f"{frame.f_code.co_filename}:{frame.f_lineno}"
         frame = frame.f_back
     return None
+
+
+def _library_file(filename: str) -> bool:
+    if filename.startswith(_LIBRARY_DIRS) or filename.startswith("<frozen"):
+        return True
+    # Python's standard library (copy.deepcopy, pickle, contextlib call into graphjit), but
+    # not the installed packages kept under it.
+    return filename.startswith(_STDLIB) and not filename.startswith(_SITE_PACKAGES)
 
 
 # Frames in these are never "the user's line": graphjit itself, its passes, and the libraries
@@ -30,6 +40,11 @@ def user_frame() -> str | None:
 _LIBRARY_DIRS = tuple(d + os.sep for d in (
     _PACKAGE_DIR, os.path.join(os.path.dirname(_PACKAGE_DIR), "passes"),
     os.path.dirname(os.path.abspath(np.__file__))))
+_paths = sysconfig.get_paths()
+_STDLIB = tuple({os.path.abspath(_paths[k]) + os.sep for k in ("stdlib", "platstdlib")})
+_SITE_PACKAGES = tuple({os.path.abspath(d) + os.sep for d in (
+    [_paths["purelib"], _paths["platlib"]] + list(getattr(site, "getsitepackages", list)())
+    + [getattr(site, "USER_SITE", None) or _paths["purelib"]])})
 
 
 class GraphjitError(Exception):
@@ -55,3 +70,9 @@ class DTypeError(GraphjitError, TypeError):
 
 class AutogradError(GraphjitError, RuntimeError):
     """Misuse of autograd: backward twice, in-place on a saved value, and the like."""
+
+
+class TraceError(GraphjitError, RuntimeError):
+    """Something a static graph cannot express was met while ``graphjit.compile`` traced a
+    function (reading a tensor's data into Python, a random draw, a tensor escaping the
+    trace...). Defined here so that every layer can refuse with it."""

@@ -53,6 +53,11 @@ class Tensor:
 
     def __init__(self, data, requires_grad: bool = False):
         if isinstance(data, Tensor):
+            tracer = _tracing.active()
+            if tracer is not None:
+                tracer.refuse(f"{type(self).__name__}(tensor), which shares the tensor's memory,",
+                              "use t.detach() (a view) or t.clone() (a copy), or make the "
+                              "Parameter outside the compiled function")
             arr = data._data
         elif isinstance(data, np.ndarray) and data.dtype in (d.np for d in dtypes.ALL):
             arr = data if type(data) is np.ndarray else data.view(np.ndarray)  # (np.memmap)
@@ -97,6 +102,7 @@ class Tensor:
         return {k: v for k, v in self.__dict__.items() if k not in Tensor._COPY_SKIPS}
 
     def __deepcopy__(self, memo):
+        _refuse_copy_while_tracing("copy.deepcopy")
         if self._data is None:
             raise GraphjitError("a tensor being traced by @graphjit.compile can't be deep-copied "
                                 "(copy it outside the compiled function, or use .clone())")
@@ -114,6 +120,7 @@ class Tensor:
         return new
 
     def __reduce_ex__(self, protocol):
+        _refuse_copy_while_tracing("pickling")
         if self._data is None:
             raise GraphjitError("a tensor being traced by @graphjit.compile can't be pickled")
         return (_unpickle, (devices.to_host(self._data), str(self.device), self._requires_grad,
@@ -217,6 +224,7 @@ class Tensor:
         tracer = _tracing.active()
         if tracer is not None:
             tracer.note_grad_assign(self, self._grad)
+            value = tracer.grad_value(self, value)
         self._grad = value
 
     def _accumulate_node(self):
@@ -261,17 +269,31 @@ class Tensor:
     def data(self) -> "Tensor":
         # As in PyTorch, .data has its own version counter: changes through it are invisible to
         # autograd's in-place checks (which is why detach() is the safer way).
+        tracer = _tracing.active()
+        if tracer is not None:  # a traced view ([Views while tracing] in jit/trace.py)
+            return tracer.alias(self)
         return Tensor._wrap(self._data)
 
     @data.setter
     def data(self, value: "Tensor") -> None:
         if not isinstance(value, Tensor):
             raise TypeError(f"data must be a Tensor, got {type(value).__name__}")
+        tracer = _tracing.active()
+        if tracer is not None:
+            tracer.refuse("assigning t.data", "copy into the tensor instead (t.data.copy_(value), "
+                          "same shape), or replace its data outside the compiled function")
         self._data = value._data
 
     # ---- conversion -------------------------------------------------------------------------
 
+    def _read(self, what: str) -> None:
+        """Reading the data in Python: refused while tracing ([Reading data while tracing])."""
+        tracer = _tracing.active()
+        if tracer is not None:
+            tracer.refuse_read(self, what)
+
     def numpy(self) -> np.ndarray:
+        self._read(".numpy()")
         if self._requires_grad:
             raise AutogradError("can't call numpy() on a tensor that requires grad; use "
                                 "tensor.detach().numpy()")
@@ -279,6 +301,7 @@ class Tensor:
         return devices.to_host(self._data)  # a copy from the GPU (see [Devices])
 
     def __array__(self, dtype=None, copy=None):
+        self._read("converting to a NumPy array")
         if self._requires_grad:
             raise AutogradError("can't convert a tensor that requires grad to a NumPy array; use "
                                 "tensor.detach().numpy()")
@@ -289,6 +312,7 @@ class Tensor:
         return np.array(arr, copy=True) if copy else arr
 
     def item(self):
+        self._read(".item()")
         if self._data.size != 1:
             raise ShapeError(f"a tensor with {self._data.size} elements (shape {self.shape}) cannot "
                              "be converted to a Python scalar", op="item")
@@ -296,21 +320,26 @@ class Tensor:
         return devices.to_host(self._data).reshape(()).item()
 
     def tolist(self):
+        self._read(".tolist()")
         _ag.check_copied_view(self, "tolist")
         return devices.to_host(self._data).tolist()
 
     def __float__(self):
+        self._read("float()")
         return float(self.item())
 
     def __int__(self):
+        self._read("int()")
         return int(self.item())
 
     def __index__(self):
+        self._read("using a tensor as a Python int (an index, range(), ...)")
         if self.dtype is not dtypes.int64 or self._data.size != 1:
             raise TypeError("only integer tensors of a single element can be used as an index")
         return int(self.item())
 
     def __bool__(self):
+        self._read("Python control flow (if/while/and/or, bool()) on a tensor")
         if self._data.size != 1:
             raise ShapeError(f"the truth value of a tensor with {self._data.size} elements is "
                              "ambiguous; use .any() or .all()", op="bool")
@@ -356,11 +385,19 @@ class Tensor:
     def clone(self) -> "Tensor":
         if self._requires_grad and _ag.is_grad_enabled():
             return api.mul(self, 1.0)  # x * 1 keeps every float bit (-0.0, nan, inf) and the graph
+        tracer = _tracing.active()
+        if tracer is not None:  # the value it holds now, which this trace may have changed
+            return tracer.clone(self)
         return Tensor._wrap(devices.copy(self._data))
 
     # ---- printing ---------------------------------------------------------------------------
 
     def __repr__(self) -> str:
+        tracer = _tracing.active()
+        if tracer is not None:
+            text = tracer.describe(self)
+            if text is not None:
+                return text
         body = _format_data(devices.to_host(self._data))
         extras = []
         dt = self.dtype
@@ -375,6 +412,16 @@ class Tensor:
         elif self._requires_grad:
             extras.append("requires_grad=True")
         return "tensor(" + ", ".join([body] + extras) + ")"
+
+    def __format__(self, spec: str) -> str:
+        """``f"{loss:.4f}"``: a 0-d tensor formats its value (as PyTorch does); an empty spec
+        is ``str(t)``; any other spec on a tensor with dims is a TypeError, as for objects."""
+        if not spec:
+            return str(self)
+        if self.ndim == 0:
+            return format(self.item(), spec)
+        raise TypeError(f"unsupported format string passed to Tensor.__format__ (a tensor of "
+                        f"shape {tuple(self.shape)}: format its .item() or .tolist())")
 
     # ---- operators --------------------------------------------------------------------------
 
@@ -462,6 +509,10 @@ class Tensor:
         if _ag.is_grad_enabled() and (self._requires_grad or value_requires):
             raise AutogradError("index assignment (x[i] = v) is not recorded by autograd; build the "
                                 "value with graphjit.where / graphjit.cat, or assign under no_grad")
+        tracer = _tracing.active()
+        if tracer is not None:  # an in-place update of the selected elements
+            tracer.setitem(self, _unwrap_index(key), value)
+            return
         np_key = _numpy_index(key)
         src = devices.to_host(value._data) if isinstance(value, Tensor) else value
         if self.is_cuda:  # assigned on a host copy, written back (one round trip)
@@ -504,10 +555,11 @@ class Tensor:
             raise AutogradError(f"{op_name}: in-place operation on a view (shape {self.shape}) "
                                 "while autograd records: its gradient would not reach the tensor "
                                 "it views. Use an out-of-place op, or .clone() the view first")
-        if result._data is None:
+        tracer = _tracing.active()
+        if tracer is not None:
             # Tracing: the graph gets a functional update; the tracer remembers that `self`
             # now holds `result` and writes it back after the compiled program runs.
-            return result._tracer.assign(self, result, op_name)
+            return tracer.assign(self, result, op_name)
         if result.shape != self.shape:
             raise ShapeError(f"the result has shape {result.shape}, which does not fit the tensor "
                              f"of shape {self.shape} that is modified in place", op=op_name)
@@ -579,7 +631,10 @@ class Tensor:
         return self._inplace("lerp_", lambda: api.add(self, api.mul(api.sub(end, self), weight)))
 
     def copy_(self, src):
-        src = src if isinstance(src, Tensor) else Tensor(_to_array(src, self.dtype))
+        if not isinstance(src, Tensor):
+            tracer = _tracing.active()
+            arr = _to_array(src, self.dtype)
+            src = tracer.made(arr) if tracer is not None else Tensor._wrap(arr)
         if src._data is not None and self._data is not None and src.device != self.device:
             src = src.to(self.device)  # copy_ crosses devices, as in PyTorch
         def compute():
@@ -591,7 +646,7 @@ class Tensor:
 
     def fill_(self, value):
         def compute():
-            if self._data is not None and self.is_cuda:  # filled on the GPU, not copied over
+            if _tracing.active() is None and self.is_cuda:  # filled on the GPU, not copied over
                 kind = api.python_kind(self.dtype)
                 filled = Tensor._wrap(devices.full(self.shape, kind(value), self.dtype.np,
                                                    self.device))
@@ -711,8 +766,20 @@ def parse_to_args(who: str, args, kwargs):
     return dtype, (None if device is None else devices.as_device(device)), copy
 
 
+def _refuse_copy_while_tracing(what: str) -> None:
+    tracer = _tracing.active()
+    if tracer is not None:
+        tracer.refuse(f"{what} of a tensor", "copy or save it outside the compiled function "
+                      "(inside, t.clone() copies a tensor)")
+
+
 def _move(t: Tensor, target) -> Tensor:
     """``t`` copied to ``target``, as a differentiable op would be (its gradient moves back)."""
+    tracer = _tracing.active()
+    if tracer is not None:
+        tracer.refuse(f"moving a tensor ({t.dtype.name}{list(t.shape)}) from {t.device} to "
+                      f"{target}", "a compiled program runs on one device; move its inputs "
+                      "before calling it")
     if t._data is None:
         raise GraphjitError(f"moving a tensor ({t.dtype.name}{list(t.shape)}) from {t.device} to "
                             f"{target} inside a compiled function: a compiled program runs on "
@@ -802,6 +869,13 @@ def tensor(data, dtype: DType | None = None, requires_grad: bool = False, device
     """Copy ``data`` (nested lists, scalars, NumPy arrays, tensors) into a new leaf tensor
     (on ``device``). Float data gets the default dtype (float32) unless it is a NumPy
     float64 array."""
+    tracer = _tracing.active()
+    if tracer is not None:
+        if requires_grad:
+            tracer.refuse("creating a tensor that requires grad (a new leaf)",
+                          "create it outside the compiled function and pass it in")
+        out = _traced_tensor(tracer, data)
+        return out if dtype is None or out.dtype is dtype else api.cast(out, dtype)
     if isinstance(data, Tensor) and device is None:
         device = data.device
     arr = _to_array(data, dtype)
@@ -809,6 +883,21 @@ def tensor(data, dtype: DType | None = None, requires_grad: bool = False, device
     if requires_grad:
         t.requires_grad = True
     return t
+
+
+def _holds_tensor(data) -> bool:
+    return isinstance(data, Tensor) or (isinstance(data, (list, tuple))
+                                        and any(map(_holds_tensor, data)))
+
+
+def _traced_tensor(tracer, data):
+    """``tensor(data)`` while tracing: a copy of the tensors' current values, stacked."""
+    if isinstance(data, Tensor):
+        return tracer.clone(data)
+    if _holds_tensor(data):
+        parts = api._promote(*[_traced_tensor(tracer, d) for d in data])
+        return api.stack(parts)
+    return tracer.made(_to_array(data, None))
 
 
 def _float_formatter(values: np.ndarray):

@@ -183,19 +183,54 @@ def _stack_rows(graph, live, em, mapping, position) -> int:
     return batched
 
 
+class _Transposed:
+    """The transpose of a uniform 2-D ``full`` node (simplify folds ``permute(full)`` into
+    a ``full`` of the permuted shape, e.g. a zero initial RNN state in a weight gradient):
+    made as a ``full`` of the transposed shape when the stack is built."""
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def make(self):
+        a = self.value.node.attrs
+        return api.full(tuple(reversed(self.value.shape)), a["value"], a["dtype"])
+
+
+def _untransposed(x):
+    """``X`` when ``x`` is ``X^T``: a permute's input, or a full node's transpose."""
+    if is_transpose(x):
+        return x.node.inputs[0]
+    if x.node is not None and x.node.op.name == "full" and len(x.shape) == 2:
+        return _Transposed(x)
+    return None
+
+
 def _transposed_product(v, readers):
     """``(A, B)`` when ``v`` computes ``A^T B`` as a product only ``v`` needs: ``matmul(
     permute(A), B)``, or ``permute(matmul(permute(B), A))`` (= ``(B^T A)^T``)."""
     n = v.node
     if n is None:
         return None
-    if _is_matrix_product(n) and is_transpose(n.inputs[0]):
-        return n.inputs[0].node.inputs[0], n.inputs[1]
+    if _is_matrix_product(n):
+        a = _untransposed(n.inputs[0])
+        if a is not None:
+            return a, n.inputs[1]
     if is_transpose(v) and readers.get(n.inputs[0], 0) == 1:
         inner = n.inputs[0].node
-        if inner is not None and _is_matrix_product(inner) and is_transpose(inner.inputs[0]):
-            return inner.inputs[1], inner.inputs[0].node.inputs[0]
+        if inner is not None and _is_matrix_product(inner):
+            b = _untransposed(inner.inputs[0])
+            if b is not None:
+                return inner.inputs[1], b
     return None
+
+
+def _made(x):
+    return x.make() if isinstance(x, _Transposed) else x
+
+
+def _position(x, position):
+    return position[x.value if isinstance(x, _Transposed) else x]
 
 
 def _sum_products(graph, live, em, mapping, position) -> int:
@@ -236,11 +271,11 @@ def _sum_products(graph, live, em, mapping, position) -> int:
             continue
         # In the order the operands were first computed: the steps in time order, whichever
         # sum reads them, so equal stacks are one cat.
-        pairs.sort(key=lambda p: min(position[p[0]], position[p[1]]))
+        pairs.sort(key=lambda p: min(_position(p[0], position), _position(p[1], position)))
 
         def build(pairs=pairs, others=others):
-            total = api.matmul(em.transposed(em.stacked([a for a, _ in pairs])),
-                               em.stacked([b for _, b in pairs]))
+            total = api.matmul(em.transposed(em.stacked([_made(a) for a, _ in pairs])),
+                               em.stacked([_made(b) for _, b in pairs]))
             for v in others:
                 total = api.add(total, v)
             return total

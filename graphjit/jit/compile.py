@@ -23,6 +23,7 @@ from .._gc import paused_gc
 from ..errors import GraphjitError
 from ..shapes import numel
 from ..tensor import Tensor
+from . import guards
 from .trace import TracerTensor, _is_number, check_hyper_guard, trace
 
 RECOMPILE_WARN_LIMIT = 8
@@ -96,6 +97,13 @@ def _reachable(fn, args, kwargs) -> dict:
     except (TypeError, ValueError):
         pass
     return found
+
+
+def _bound_arguments(fn, args, kwargs) -> list:
+    try:
+        return list(inspect.signature(fn).bind(*args, **kwargs).arguments.items())
+    except (TypeError, ValueError):
+        return [(f"arg{i}", a) for i, a in enumerate(args)] + list(kwargs.items())
 
 
 def _reachable_modules(found) -> list:
@@ -359,6 +367,7 @@ class _Entry:
         self.update_slots = [tracer_slot_index(self.slots, target) for target, _ in graph.updates]
         self.output_tree = result
         self.graph_outputs = []  # the traced output values, by position in graph.outputs
+        self.python_guards = None  # guards.PythonGuards, set by _compile
 
     # ---- guards ---------------------------------------------------------------------------
 
@@ -380,6 +389,8 @@ class _Entry:
         for guard in self.optimizers:
             if not guard.holds(flat_args):
                 return False
+        if self.python_guards is not None and not self.python_guards.holds():
+            return False
         return True
 
     def guard_failures(self, flat_args) -> list[str]:
@@ -407,6 +418,8 @@ class _Entry:
                 bad.append(f"module {name}: training {was} -> {m.training}")
         for guard in self.optimizers:
             bad += guard.failures(flat_args, with_decisions=False)
+        if self.python_guards is not None:
+            bad += self.python_guards.failures()
         if not bad:
             for guard in self.optimizers:
                 bad += guard._decision_failures(flat_args)
@@ -727,13 +740,18 @@ class CompiledFunction:
         # Python code may branch on `module.training`: the flags at the call are assumed.
         modules = _reachable_modules(found)
         training = [m.training for _, m in modules]
+        reach = guards.Reachable(self.fn, _bound_arguments(self.fn, args, kwargs))
+        python_guards = guards.PythonGuards(reach)  # the values before the trace ran
+        attributes = guards.AttributeSnapshot(reach)
         tracer, result = trace(self.fn, args, kwargs, flat_args, names, _scan_names(found),
                                self.__name__)
         try:
+            attributes.check_escapes(lambda v: isinstance(v, TracerTensor))
             entry = self._lower(tracer, result)
         except BaseException:
             tracer.rollback()
             raise
+        entry.python_guards = python_guards if python_guards else None
         entry.trace_number = len(self._history)
         entry.modules = [m for _, m in modules]
         entry.module_names = [n for n, _ in modules]
@@ -955,9 +973,8 @@ def _lower_forward_backward(cf, tracer, result, out_tensors, differentiable, bui
     from ..ir.host import host_values
     from ..ops import registry
     graph = tracer.graph
-    diff_slots = [s for s in tracer.slots
-                  if s.kind not in ("grad", "hyper") and (lambda t: t is not None and t._requires_grad)(
-                      s.resolve(tracer._flat_args))]
+    diff_slots = [s for s in tracer.slots if s.kind in ("arg", "tensor")
+                  and s.resolve(tracer._flat_args)._requires_grad]
     n_out = len(graph.outputs)
     seeds, grad_values, wrt = [], [], []
     for j, t in enumerate(differentiable):
@@ -965,11 +982,13 @@ def _lower_forward_backward(cf, tracer, result, out_tensors, differentiable, bui
     grad_op = registry.get("grad")
     add_op = registry.get("add")
     for s in diff_slots:
+        # With respect to the tensor's current value ([Gradients while tracing] in trace.py).
+        current = tracer.value_of(s.resolve(tracer._flat_args))
         total = None
         for t, seed in zip(differentiable, seeds):
-            if not tracer._reachable_leaves(t._value, [s]):
+            if not tracer.reached_by(t._value, [current]):
                 continue
-            g = tracer.builder.apply(grad_op, [t._value, s.value, seed], {})
+            g = tracer.builder.apply(grad_op, [t._value, current, seed], {})
             total = g if total is None else tracer.builder.apply(add_op, [total, g], {})
         if total is not None:
             wrt.append(s)
@@ -1067,7 +1086,8 @@ class _ForwardBackwardEntry(_Entry):
             for kind, i in self.residual_plan:
                 if kind == "input":
                     t = self._call_tensors[i]
-                    saved.append((t, t._version.value))
+                    # (An array input has no version counter: read as it is, as eagerly.)
+                    saved.append((t, None) if isinstance(t, np.ndarray) else (t, t._version.value))
                 else:
                     saved.append((outputs[i], None))
             self._node = CompiledBackward(self, saved,

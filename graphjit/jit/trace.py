@@ -24,17 +24,13 @@ import re
 import numpy as np
 
 from .. import _tracing, autograd, devices
-from ..errors import AutogradError, GraphjitError, ShapeError
+from ..errors import AutogradError, DTypeError, GraphjitError, ShapeError, TraceError
 from ..ir import Graph, GraphBuilder
 from ..ops import api, registry
 from ..tensor import Tensor
 
-_WAYS_OUT = ("use graphjit.where(cond, a, b) for a data-dependent choice, compute the value "
+_WAYS_OUT = ("Use graphjit.where(cond, a, b) for a data-dependent choice, compute the value "
              "outside the compiled function, or pass it in as a Python number (a static value)")
-
-
-class TraceError(GraphjitError, RuntimeError):
-    """Something a static graph cannot express was met while tracing."""
 
 
 class TracerTensor(Tensor):
@@ -52,6 +48,7 @@ class TracerTensor(Tensor):
         t._grad = None
         t._version = autograd._tensor._Version()
         t._accumulator = None
+        t._view = None  # see [Views while tracing]
         return t
 
     # static metadata
@@ -107,12 +104,18 @@ class TracerTensor(Tensor):
 
     @requires_grad.setter
     def requires_grad(self, flag):
-        self._requires_grad = bool(flag)
+        if flag and not self._requires_grad:
+            raise TraceError(f"requires_grad_() on a tensor computed inside a compiled function "
+                             f"({self._value.type}) would make it a new leaf, which a compiled "
+                             "program cannot hand back with its .grad; create the tensor outside "
+                             "the compiled function and pass it in, or use graphjit.grad")
+        if not flag and self._requires_grad:
+            self._tracer.stop_gradient(self)
 
     # what needs data
     def _untraceable(self, what: str):
         raise TraceError(f"{what} needs the value of a traced tensor ({self._value.type}), which "
-                         f"does not exist while graphjit.compile traces the function; {_WAYS_OUT}")
+                         f"does not exist while graphjit.compile traces the function. {_WAYS_OUT}")
 
     def numpy(self):
         self._untraceable(".numpy()")
@@ -141,16 +144,9 @@ class TracerTensor(Tensor):
     def __repr__(self):
         return f"TracerTensor({self._value.type})"
 
-    def clone(self):
-        return TracerTensor._make(self._value, self._tracer, self._requires_grad)
-
-    @property
-    def data(self):
-        return TracerTensor._make(self._value, self._tracer, False)
-
-    def __setitem__(self, key, value):
-        raise TraceError("index assignment (x[i] = v) is not supported inside a compiled function; "
-                         "build the value with graphjit.where or graphjit.cat")
+    def detach_(self):
+        self._tracer.stop_gradient(self)
+        return self
 
     def retain_grad(self):
         raise TraceError("retain_grad() is not supported inside a compiled function; return the "
@@ -248,6 +244,42 @@ class _Slot:
         return self.tensor
 
 
+# NOTE: [Views while tracing]
+# Eagerly, a view (``x[1:3]``, ``x.t()``, ``x.reshape(...)``, ``x.detach()``, ``x.data``)
+# shares its tensor's memory: an in-place change through either is seen by both. A graph
+# has values, not memory, so the tracer keeps for each traced view its root (the real or
+# traced tensor whose memory it shares; never a view itself), the view ops from the root to
+# it, and an "index shadow": the same ops applied to an int8 array of the root's shape. The
+# shadow answers what memory answers eagerly: whether NumPy returned a view at all (a
+# reshape of a transposed layout copies, and then there is nothing to track), which
+# elements of the root the view covers, and whether it is writeable (broadcasts are not).
+# An in-place op on a view writes its result back into the root (``_write_through``); a
+# view read after its root changed is rebuilt from the root's current value
+# (``_refresh``). So ``x[1:3].add_(1)``, ``p.data.mul_(0.9)``, ``x.detach().zero_()`` and
+# ``x[0] = v`` inside a compiled function change ``x`` as they do eagerly.
+#
+# NOTE: [Gradients while tracing]
+# A graph input or node value "carries a gradient" when autodiff could reach a tensor that
+# requires grad through it: the inputs of such tensors and the results of recorded ops
+# (``_grad_values``). Eager mode records no edge for work done under ``no_grad`` or on a
+# detached tensor, but the graph's autodiff differentiates every op with a VJP rule, so
+# such a result gets an explicit ``detach`` node (``apply``, ``wrap``): a traced tensor that
+# does not require grad never passes a gradient on. ``backward()`` asks for gradients with
+# respect to each leaf's current value: after an in-place update under ``no_grad`` (an
+# optimizer step inside the function) a leaf holds a new, detached value, and the next
+# backward differentiates at that value, as eagerly.
+
+class _View:
+    """What the tracer knows of a traced view ([Views while tracing])."""
+    __slots__ = ("root", "chain", "shadow", "source")
+
+    def __init__(self, root, chain, shadow, source):
+        self.root = root        # the tensor whose memory the view shares
+        self.chain = chain      # ((op, attrs), ...) from the root's value to the view's
+        self.shadow = shadow    # the chain applied to the root's int8 shadow
+        self.source = source    # the root's value the view's value was computed from
+
+
 class Tracer:
     concrete = False
 
@@ -272,6 +304,8 @@ class Tracer:
         self._keep: list = []                  # strong refs to every tensor seen
         self.device = devices.CPU              # the program's: that of the tensors it reads
         self._device_seen = None               # (name, tensor) that set it
+        self._grad_values: set = set()         # values that carry a gradient ([Gradients while tracing])
+        self._shadows: dict = {}               # id(root) -> (root, index shadow) ([Views while tracing])
 
     # ---- naming and lifting -------------------------------------------------------------
 
@@ -308,6 +342,8 @@ class Tracer:
         self.slots.append(slot)
         self._slot_of[id(t)] = slot
         self._keep.append(t)
+        if slot.kind in ("arg", "tensor") and t._requires_grad:
+            self._grad_values.add(slot.value)
 
     def _lift(self, t: Tensor, owner=None) -> _Slot:
         from ..nn.parameter import Parameter
@@ -340,6 +376,8 @@ class Tracer:
             if t._tracer is not self:
                 raise TraceError("a tensor from another (finished) trace was used: it escaped its "
                                  "compiled function, e.g. through a global or an attribute")
+            if t._view is not None:
+                self._refresh(t)
             return t._value
         cur = self.current.get(id(t))
         if cur is not None:
@@ -349,14 +387,194 @@ class Tracer:
             slot = self._lift(t, self._grad_owner.get(id(t)))
         return slot.value
 
+    def wrap(self, value, requires_grad: bool) -> "TracerTensor":
+        """A traced tensor holding ``value``. One that does not require grad never passes a
+        gradient on: where ``value`` carries one (see [Gradients while tracing]), the tensor
+        holds ``detach(value)`` instead, as eager mode's tape would have no edge there."""
+        if requires_grad:
+            self._grad_values.add(value)
+        elif value in self._grad_values:
+            value = self.builder.apply(registry.get("detach"), [value], {})
+        return TracerTensor._make(value, self, requires_grad)
+
+    def stop_gradient(self, t: "TracerTensor") -> None:
+        """``t.detach_()`` / ``t.requires_grad = False`` on a traced tensor."""
+        value = self.value_of(t)
+        if value in self._grad_values:
+            t._value = self.builder.apply(registry.get("detach"), [value], {})
+        t._requires_grad = False
+        if t._view is not None:
+            t._view.chain += ((registry.get("detach"), {}),)
+            t._view.source = self._root_value(t._view.root)
+
+    # ---- views ([Views while tracing]) -----------------------------------------------------
+
+    def _shadow(self, root):
+        entry = self._shadows.get(id(root))
+        if entry is None:
+            entry = self._shadows[id(root)] = (root, np.zeros(tuple(root.shape), np.int8))
+            self._keep.append(root)
+        return entry[1]
+
+    def _root_value(self, root):
+        return root._value if isinstance(root, TracerTensor) else self.value_of(root)
+
+    def _note_view(self, parent, out, op, attrs) -> None:
+        """``out = op(parent)`` for a view op: record it as a view when eager mode's NumPy
+        result would share the parent's memory."""
+        view = parent._view if isinstance(parent, TracerTensor) else None
+        if view is not None:
+            root, chain, parent_shadow = view.root, view.chain, view.shadow
+        else:
+            root, chain, parent_shadow = parent, (), self._shadow(parent)
+        shadow = np.asarray(op.impl(parent_shadow, **attrs))
+        if shadow.size == 0 or not np.may_share_memory(shadow, self._shadows[id(root)][1]):
+            return  # NumPy copied (a reshape of a transposed layout): not a view
+        out._view = _View(root, chain + ((op, attrs),), shadow, self._root_value(root))
+
+    def _refresh(self, t) -> None:
+        """Rebuild a view's value from its root's current one, if the root changed since."""
+        view = t._view
+        now = self._root_value(view.root)
+        if now is view.source:
+            return
+        v, carries = now, now in self._grad_values
+        for op, attrs in view.chain:
+            v = self.builder.apply(op, [v], attrs)
+            carries = carries and op.vjp is not None
+        if t._requires_grad:
+            self._grad_values.add(v)
+        elif carries:
+            v = self.builder.apply(registry.get("detach"), [v], {})
+        t._value, view.source = v, now
+
+    def _write_through(self, target, new_value, op_name) -> None:
+        """In-place op ``op_name`` on the view ``target``: its root gets the new elements."""
+        view = target._view
+        if not view.shadow.flags.writeable:
+            raise ShapeError(f"the tensor of shape {tuple(target.shape)} is a read-only broadcast "
+                             "view; clone() it before modifying it in place", op=op_name)
+        root = view.root
+        base = self._root_value(root)
+        if all(op.name == "detach" for op, _ in view.chain):
+            new_root = new_value
+        else:
+            new_root = self._scatter_into(base, view.shadow, self._shadows[id(root)][1], new_value)
+        if isinstance(root, TracerTensor):
+            root._value = new_root
+        else:
+            self.current[id(root)] = (root, new_root)
+        target._value, view.source = new_value, new_root
+
+    def _scatter_into(self, base, shadow, root_shadow, new_value):
+        """``base`` with the elements that ``shadow`` (a view of ``root_shadow``) covers
+        replaced by ``new_value``: a reshape when the view is the whole root in order, else
+        a gather from the view's elements and a where over the covered ones."""
+        apply = self.builder.apply
+        n, m = root_shadow.size, shadow.size
+        offset = shadow.__array_interface__["data"][0] - root_shadow.__array_interface__["data"][0]
+        # Element k of the view is element positions[k] of the root (int8: strides in elements).
+        positions = np.lib.stride_tricks.as_strided(
+            np.arange(n, dtype=np.int64)[offset:], shadow.shape,
+            [st * 8 for st in shadow.strides], writeable=False)
+        flat_pos = positions.reshape(-1)
+        if m == n and np.array_equal(flat_pos, np.arange(n)):
+            return apply(registry.get("reshape"), [new_value], {"shape": tuple(base.shape)})
+        source = np.zeros(n, np.int64)
+        source[flat_pos] = np.arange(m)
+        flat_new = apply(registry.get("reshape"), [new_value], {"shape": (m,)})
+        gathered = apply(registry.get("index"), [flat_new, self.builder.constant(source)],
+                         {"key": (("t", 0),)})
+        covered = np.zeros(n, np.bool_)
+        covered[flat_pos] = True
+        if not covered.all():
+            flat_base = apply(registry.get("reshape"), [base], {"shape": (n,)})
+            gathered = apply(registry.get("where"), [self.builder.constant(covered), gathered,
+                                                     flat_base], {})
+        return apply(registry.get("reshape"), [gathered], {"shape": tuple(base.shape)})
+
+    # ---- what Tensor methods ask of the tracer ([Reading data while tracing]) --------------
+
+    def clone(self, t) -> "TracerTensor":
+        """``t.clone()`` of a tensor that does not record autograd: its current value."""
+        return self.wrap(self.value_of(t), False)
+
+    def alias(self, t) -> "TracerTensor":
+        """``t.data``: the same memory, outside autograd."""
+        out = self.wrap(self.value_of(t), False)
+        self._note_view(t, out, registry.get("detach"), {})
+        return out
+
+    def _name(self, t) -> str:
+        slot = self._slot_of.get(id(t))
+        name = slot.name if slot is not None else self._names.get(id(t))
+        return f"%{name}: " if name else ""
+
+    def refuse_read(self, t, what: str):
+        """Reading ``t``'s data in Python (``.item()``, ``.numpy()``, ``float()``...)."""
+        modified = id(t) in self.current
+        raise TraceError(
+            f"{what} reads the data of a tensor ({self._name(t)}{t.dtype.name}{list(t.shape)}) "
+            "inside a compiled function; the value would be baked into the program as it is "
+            f"{'before this call (which changes it)' if modified else 'now'}, and later calls "
+            f"would not see it change. {_WAYS_OUT}")
+
+    def refuse(self, what: str, way_out: str):
+        raise TraceError(f"{what} is not supported inside a compiled function; {way_out}")
+
+    def describe(self, t) -> str:
+        """``repr(t)`` of a real tensor while tracing: its data only if this trace has not
+        changed it (a changed one has no value until the program runs)."""
+        if id(t) in self.current:
+            return f"TracerTensor({self._name(t)}{self.value_of(t).type}, modified in place here)"
+        return None
+
+    def setitem(self, target, key, value) -> None:
+        """``target[key] = value``: an in-place update of the elements ``key`` selects."""
+        from ..ops.api import _is_advanced
+        items = key if isinstance(key, tuple) else (key,)
+        if any(_is_advanced(k) for k in items):
+            mask = items[0] if len(items) == 1 else None
+            if (isinstance(mask, Tensor) and mask.dtype.name == "bool"
+                    and tuple(mask.shape) == tuple(target.shape)
+                    and (not isinstance(value, Tensor) or value.ndim == 0)):
+                target.copy_(api.where(mask, value, target))
+                return
+            self.refuse("x[index] = v with an index tensor (or a mask of another shape)",
+                        "use graphjit.where(mask, v, x) for a mask of x's shape, or compute the "
+                        "assignment outside the compiled function")
+        view = target[key]
+        if view._view is None:
+            view = target  # a 0-d target indexed with (): the whole tensor
+        view.copy_(value)
+
     # ---- the interpreter interface --------------------------------------------------------
 
     def apply(self, op, inputs, attrs):
         values = [self.value_of(t) for t in inputs]
         out = self.builder.apply(op, values, attrs)
-        requires = (op.vjp is not None and out.dtype.is_floating_point
-                    and autograd.is_grad_enabled() and any(t._requires_grad for t in inputs))
-        return TracerTensor._make(out, self, requires)
+        differentiable = op.vjp is not None and out.dtype.is_floating_point
+        requires = (differentiable and autograd.is_grad_enabled()
+                    and any(t._requires_grad for t in inputs))
+        if not requires and differentiable and any(v in self._grad_values for v in values):
+            # Computed from values that carry a gradient, but not recorded (no_grad, or a
+            # tensor that was detached): the gradient stops here, as on eager's tape.
+            out = self.builder.apply(registry.get("detach"), [out], {})
+        result = TracerTensor._make(out, self, requires)
+        if requires:
+            self._grad_values.add(out)
+        if op.view and inputs and isinstance(inputs[0], Tensor):
+            self._note_view(inputs[0], result, op, attrs)
+        return result
+
+    def made(self, array):
+        """A tensor a creation function (zeros, arange, tensor([...])) makes while tracing: a
+        value of the program, made afresh at every call as eagerly (a ``full`` node when
+        uniform, else an input holding the array)."""
+        flat = array.reshape(-1)
+        if array.ndim == 0 or (flat.size and np.all(flat == flat[0]) and not np.isnan(flat[0])):
+            return TracerTensor._make(self.builder.constant(array), self, False)
+        return self.constant(array)
 
     def constant(self, array):
         if array.ndim == 0:
@@ -373,22 +591,40 @@ class Tracer:
 
     # ---- side effects -----------------------------------------------------------------------
 
-    def assign(self, target: Tensor, result: TracerTensor, op_name: str):
-        """``target`` (modified in place by ``op_name``) now holds ``result``."""
+    def assign(self, target: Tensor, result, op_name: str):
+        """``target`` (modified in place by ``op_name``) now holds ``result``, with eager
+        mode's checks (shape, dtype category, read-only memory, autograd through views)."""
+        if not isinstance(result, TracerTensor):  # made without an op (a real tensor)
+            result = self.wrap(self.value_of(result), False)
         if tuple(result.shape) != tuple(target.shape):
             raise ShapeError(f"the result has shape {tuple(result.shape)}, which does not fit the "
                              f"tensor of shape {tuple(target.shape)} that is modified in place",
                              op=op_name)
         if result.dtype is not target.dtype:
+            if result.dtype.category > target.dtype.category:
+                raise DTypeError(f"result type {result.dtype.name} can't be cast to the tensor's "
+                                 f"dtype {target.dtype.name} in place", op=op_name)
             result = api.cast(result, target.dtype)
         if isinstance(target, TracerTensor):
-            target._value = result._value
-            target._requires_grad = result._requires_grad
+            if target._view is None:
+                target._value = result._value
+                target._requires_grad = result._requires_grad
+                return target
+            if autograd.is_grad_enabled() and (target._requires_grad or result._requires_grad) \
+                    and any(op.name != "detach" for op, _ in target._view.chain):
+                raise AutogradError(f"{op_name}: in-place operation on a view (shape "
+                                    f"{tuple(target.shape)}) while autograd records: its gradient "
+                                    "would not reach the tensor it views. Use an out-of-place op, "
+                                    "or .clone() the view first")
+            self._write_through(target, result._value, op_name)
             return target
         if result._requires_grad:
             raise TraceError(f"{op_name}: an in-place op that autograd must record on a tensor "
                              "from outside the compiled function is not supported; use an "
                              "out-of-place op")
+        if not devices.writeable(target._data):
+            raise ShapeError(f"the tensor of shape {tuple(target.shape)} is a read-only broadcast "
+                             "view; clone() it before modifying it in place", op=op_name)
         self.value_of(target)  # make sure it is an input, so its buffer is written back
         self.current[id(target)] = (target, result._value)
         return target
@@ -439,6 +675,17 @@ class Tracer:
         self.note_grad_read(owner)
         self._undo.append(("grad", owner, old))
 
+    def grad_value(self, owner: Tensor, value):
+        """What ``owner.grad = value`` stores while tracing: a traced value becomes a new
+        ``.grad`` tensor that the program fills (as a first backward's gradient does)."""
+        if not isinstance(value, TracerTensor):
+            return value
+        placeholder = Tensor._wrap(devices.zeros(owner.shape, owner.dtype.np, owner.device))
+        self._grad_owner[id(placeholder)] = owner
+        self._lift(placeholder, owner=owner)
+        self.current[id(placeholder)] = (placeholder, self.value_of(value))
+        return placeholder
+
     def rollback(self) -> None:
         """Undo the Python-side effects of a trace that failed, newest first, so a failing
         call leaves gradients and optimizer state exactly as they were."""
@@ -463,9 +710,9 @@ class Tracer:
 
     # ---- autograd inside a trace ------------------------------------------------------------
 
-    def _reachable_leaves(self, root_value, leaves):
-        """Leaves (slots) whose input value reaches ``root_value`` through differentiable ops."""
-        wanted = {s.value: s for s in leaves}
+    def reached_by(self, root_value, values) -> set:
+        """Those of ``values`` that reach ``root_value`` through differentiable ops."""
+        wanted = set(values)
         found, seen, stack = set(), set(), [root_value]
         while stack:
             v = stack.pop()
@@ -478,10 +725,10 @@ class Tracer:
             if n is None or n.op.vjp is None:
                 continue
             stack.extend(i for i in n.inputs if i.dtype.is_floating_point)
-        return [s for s in leaves if s.value in found]
+        return found
 
-    def _grad_request(self, root, leaf_value, seed):
-        inputs = [self.value_of(root), leaf_value] + ([self.value_of(seed)] if seed is not None else [])
+    def _grad_request(self, root, wrt_value, seed):
+        inputs = [self.value_of(root), wrt_value] + ([self.value_of(seed)] if seed is not None else [])
         return self.builder.apply(registry.get("grad"), inputs, {})
 
     def _seed(self, root, gradient):
@@ -515,9 +762,14 @@ class Tracer:
         else:
             leaves = [s for s in self.slots if s.kind != "grad"
                       and _leaf_requiring_grad(s.resolve(self._flat_args))]
-        for slot in self._reachable_leaves(self.value_of(root), leaves):
+        # With respect to each leaf's current value: see [Gradients while tracing].
+        current = [self.value_of(s.resolve(self._flat_args)) for s in leaves]
+        reached = self.reached_by(self.value_of(root), current)
+        for slot, value in zip(leaves, current):
+            if value not in reached:
+                continue
             leaf = slot.resolve(self._flat_args)
-            g = self._grad_request(root, slot.value, seed)
+            g = self._grad_request(root, value, seed)
             self.note_grad_read(leaf)
             existing = leaf._grad
             if existing is None:
@@ -546,8 +798,7 @@ class Tracer:
             total = None
             for j, y in enumerate(outputs):
                 seed = self._seed(y, None if grad_outputs is None else grad_outputs[j])
-                leaves = [_Slot("tmp", xv, "x")]
-                if not self._reachable_leaves(self.value_of(y), leaves):
+                if not self.reached_by(self.value_of(y), [xv]):
                     continue
                 g = self._grad_request(y, xv, seed)
                 total = g if total is None else self.builder.apply(registry.get("add"), [total, g], {})
@@ -574,6 +825,18 @@ def _type_of(t):
     return TensorType(tuple(t.shape), t.dtype)
 
 
+def _refresh_views(tracer, tree) -> None:
+    """Returned views whose root changed after they were last read get their final value."""
+    if isinstance(tree, TracerTensor):
+        tracer.value_of(tree)
+    elif isinstance(tree, (tuple, list)):
+        for v in tree:
+            _refresh_views(tracer, v)
+    elif isinstance(tree, dict):
+        for v in tree.values():
+            _refresh_views(tracer, v)
+
+
 def trace(fn, args, kwargs, flat_args, arg_names, names, name):
     """Run ``fn`` under a new Tracer; returns (tracer, result)."""
     tracer = Tracer(name, names)
@@ -585,6 +848,7 @@ def trace(fn, args, kwargs, flat_args, arg_names, names, name):
     try:
         with registry.interpreter(tracer):
             result = fn(*args, **kwargs)
+            _refresh_views(tracer, result)
     except BaseException:
         tracer.rollback()
         raise

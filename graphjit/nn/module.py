@@ -10,6 +10,15 @@ from .parameter import Parameter
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
+# How many module attributes were set or deleted so far, by any module: compiled functions
+# compare the Python values they assumed only after it moved ([Python values in a compiled
+# function] in graphjit/jit/guards.py).
+_attribute_changes = 0
+
+
+def attribute_changes() -> int:
+    return _attribute_changes
+
 
 class Module:
     """Base class of every layer and model.
@@ -28,6 +37,8 @@ class Module:
     # ---- attribute registration ---------------------------------------------------------------
 
     def __setattr__(self, name, value):
+        global _attribute_changes
+        _attribute_changes += 1
         if "_parameters" not in self.__dict__:
             if isinstance(value, (Parameter, Module)):
                 raise AttributeError(f"cannot assign {type(value).__name__} {name!r} before "
@@ -70,6 +81,8 @@ class Module:
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __delattr__(self, name):
+        global _attribute_changes
+        _attribute_changes += 1
         for store in (self._parameters, self._buffers, self._modules):
             if name in store:
                 del store[name]

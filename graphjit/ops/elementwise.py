@@ -45,14 +45,14 @@ def _binary_types(op, a: TensorType, b: TensorType) -> tuple:
 # ---- registration helpers ------------------------------------------------------------------
 
 def _unary(name, impl, vjp, saves, scalar, *, floating=True, numeric=True, no_grad_reason=None,
-           out_dtype=None, decompose=None):
+           out_dtype=None, decompose=None, view=False):
     def infer(x: TensorType, **attrs) -> TensorType:
         _require(name, x, floating=floating, numeric=numeric)
         return TensorType(x.shape, out_dtype or x.dtype)
     infer.__qualname__ = f"infer_{name}"
     return register(OpDef(name=name, kind="elementwise", infer=infer, impl=impl, vjp=vjp,
                           saves=saves, scalar=scalar, no_grad_reason=no_grad_reason,
-                          decompose=decompose))
+                          decompose=decompose, view=view))
 
 
 def _binary(name, impl, vjp, saves, scalar, *, out_dtype=None, numeric=True, boolean=False,
@@ -319,7 +319,7 @@ def _detach(x):
 
 
 _unary("detach", _detach, None, (), lambda x: x, floating=False, numeric=False,
-       no_grad_reason="detach cuts the gradient by definition")
+       no_grad_reason="detach cuts the gradient by definition", view=True)
 
 _unary("logical_not", np.logical_not, None, (), lambda x: f"(not {x})", floating=False,
        numeric=False, no_grad_reason="bool result")

@@ -14,11 +14,12 @@ state tensors / numbers using the same key names as PyTorch
 from __future__ import annotations
 
 import copy
+import weakref
 from collections import defaultdict
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import graphjit as gj
-from graphjit import _tracing
+from graphjit import _tracing, devices
 
 __all__ = ["Optimizer", "required"]
 
@@ -92,12 +93,36 @@ def _clone_value(value: Any, dtype=None) -> Any:
 # compare everything on every call, as they must.
 
 class _Changes:
-    """How often an optimizer's param groups and state changed (see [Optimizer change counts])."""
-    __slots__ = ("structure", "values")
+    """How often an optimizer's param groups and state changed (see [Optimizer change counts]),
+    and whose they are (``owner``: a weak reference to the optimizer)."""
+    __slots__ = ("structure", "values", "owner")
 
-    def __init__(self):
+    def __init__(self, owner=None):
         self.structure = 0
         self.values = 0
+        self.owner = None if owner is None else weakref.ref(owner)
+
+    def note_read(self) -> None:
+        """The optimizer's groups or state are being read: while tracing, the tracer must know
+        the optimizer (see [Custom optimizers while tracing])."""
+        if self.owner is not None and _tracing.active() is not None:
+            opt = self.owner()
+            if opt is not None:
+                _tracing.note_optimizer(opt)
+
+
+# NOTE: [Custom optimizers while tracing]
+# graphjit's own optimizers announce themselves to the tracer and read their options through
+# ``_tracing.hyper_group``. A user's subclass with its own ``step()`` (the pattern PyTorch's
+# tutorials teach) does neither, so the containers do it for it: reading ``param_groups``
+# or ``state`` while tracing registers the optimizer with the tracer (its state, as it was,
+# is guarded and restored if the trace fails; state the step creates is installed after the
+# program ran, as for graphjit's optimizers: [Optimizer state created while tracing] in
+# jit/compile.py), and reading a numeric option of a group (``group["lr"]``, each of
+# ``group["betas"]``) gives the traced step a runtime input instead of a constant, so
+# ``param_groups[0]["lr"] = 0.01`` (an LR scheduler) takes effect at the next call, and a
+# Python decision on it (``if group["momentum"] != 0``) becomes a guard. A custom optimizer
+# needs nothing else: keep options in ``param_groups`` and tensors in ``state``.
 
 
 def _is_number(value) -> bool:
@@ -153,6 +178,29 @@ class ParamGroup(_TrackedDict):
     """One of ``Optimizer.param_groups``: a dict of the group's options and ``"params"``."""
     __slots__ = ()
 
+    def __getitem__(self, key):
+        value = dict.__getitem__(self, key)
+        if _tracing.active() is not None and key != "params":
+            return self._traced(key, value)
+        return value
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+    def _traced(self, key, value):
+        """``value`` of option ``key`` as the traced step must see it ([Custom optimizers
+        while tracing]): numbers become the tracer's runtime inputs."""
+        self._changes.note_read()
+        owner = self._changes.owner
+        opt = owner() if owner is not None else None
+        if opt is None or not (_is_number(value) or (isinstance(value, tuple) and value
+                                                     and all(map(_is_number, value)))):
+            return value
+        index = next((i for i, g in enumerate(list.__iter__(opt.param_groups)) if g is self), None)
+        if index is None:
+            return value
+        return _tracing.hyper_group(opt, index, self)[key]
+
     def __setitem__(self, key, value):
         old = dict.get(self, key, _MISSING)
         dict.__setitem__(self, key, value)
@@ -176,6 +224,14 @@ class _TrackedList(list):
 
     def __reduce_ex__(self, protocol):
         return (list, (list(self),))
+
+    def __iter__(self):
+        self._changes.note_read()
+        return list.__iter__(self)
+
+    def __getitem__(self, index):
+        self._changes.note_read()
+        return list.__getitem__(self, index)
 
 
 @_counting(dict, *_DICT_MUTATORS)
@@ -212,6 +268,18 @@ class _State(defaultdict):
         new = defaultdict(dict, other)
         new.update(self)
         return new
+
+    def __getitem__(self, key):
+        self._changes.note_read()
+        return defaultdict.__getitem__(self, key)
+
+    def get(self, key, default=None):
+        self._changes.note_read()
+        return defaultdict.get(self, key, default)
+
+    def __contains__(self, key):
+        self._changes.note_read()
+        return defaultdict.__contains__(self, key)
 
     def __missing__(self, key):
         value = _TrackedDict(self._changes)
@@ -254,7 +322,7 @@ class Optimizer:
         self.fused = True if fused is None else bool(fused)
         self._compiled_update = None
         self.defaults = dict(defaults)
-        self._changes = _Changes()  # see [Optimizer change counts]
+        self._changes = _Changes(self)  # see [Optimizer change counts]
         self.state: Dict[Any, Dict[str, Any]] = _State(self._changes)
         self.param_groups: List[Dict[str, Any]] = _TrackedList(self._changes)
 
@@ -365,7 +433,10 @@ class Optimizer:
         for key, value in state.items():
             if (isinstance(value, gj.Tensor) and value._data is not None
                     and type(value._data) is not kind and value.ndim > 0):
-                state[key] = value.to(p.device)
+                # A copy of the data, not an op: inside a compiled step this runs once, while
+                # tracing, before anything reads the state, and the moved tensor replaces the
+                # old one for good (a state change that persists, like state creation).
+                state[key] = gj.Tensor._wrap(devices.to_device(value._data, p.device))
 
     @staticmethod
     def _eval_closure(closure: Optional[Callable[[], Any]]):
@@ -548,7 +619,7 @@ class Optimizer:
             # A shallow copy shares the containers, so it shares their counter too.
             self._changes = groups._changes
         else:  # a deep copy or an unpickled optimizer: plain containers
-            self._changes = _Changes()
+            self._changes = _Changes(self)
             self.param_groups = _tracked_groups(self._changes, groups)
             self.state = _tracked_state(self._changes, self.state)
 
