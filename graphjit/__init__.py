@@ -30,6 +30,7 @@ from .ops.api import (abs, add, amax, amin, argmax, argmin, broadcast_to, cat, c
                       sqrt, squeeze, stack, std, sub, sum, t, tanh, transpose, unsqueeze, var,
                       where)
 from .random import initial_seed, manual_seed
+from .serialization import load, save
 from .tensor import Tensor, tensor
 
 clip = clamp
