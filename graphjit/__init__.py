@@ -40,7 +40,7 @@ long = int64
 
 __version__ = "0.1.0"
 
-_LAZY = ("nn", "optim", "testing", "cuda")
+_LAZY = ("nn", "optim", "testing", "cuda", "utils")
 
 
 def __getattr__(name):

@@ -1,0 +1,4 @@
+"""graphjit.utils: utilities outside the tensor library proper, as ``torch.utils``."""
+from . import data
+
+__all__ = ["data"]
