@@ -16,10 +16,12 @@ from __future__ import annotations
 import contextvars
 import functools
 import itertools
+import warnings
 import weakref
 
 import numpy as np
 
+from . import anomaly as _anomaly
 from . import devices
 from . import tensor as _tensor
 from .errors import AutogradError, DTypeError, GraphjitError, ShapeError
@@ -90,6 +92,91 @@ class set_grad_enabled(_GradMode):
         return False
 
 
+# ---- anomaly mode ---------------------------------------------------------------------------
+# What it checks and how compiled programs take part: [Anomaly mode] in graphjit/anomaly.py.
+
+AnomalyError = _anomaly.AnomalyError
+
+# Process-wide, as torch's AnomalyMode (not per thread). Read as module globals by the
+# tape, the engine and graphjit/jit/compile.py: off, each pays one flag test.
+_anomaly_mode = False
+_anomaly_check_nan = True
+
+
+def is_anomaly_enabled() -> bool:
+    """Whether anomaly detection is on (``torch.is_anomaly_enabled``)."""
+    return _anomaly_mode
+
+
+def is_anomaly_check_nan_enabled() -> bool:
+    """Whether anomaly mode checks backward outputs for NaN/Inf
+    (``torch.is_anomaly_check_nan_enabled``)."""
+    return _anomaly_check_nan
+
+
+def _set_anomaly(mode: bool, check_nan: bool) -> None:
+    global _anomaly_mode, _anomaly_check_nan
+    _anomaly_mode = bool(mode)
+    _anomaly_check_nan = bool(check_nan)
+
+
+class detect_anomaly:
+    """Anomaly detection for the block or decorated function (``torch.autograd.detect_anomaly``).
+
+    While it is on, every backward node records the user's source line of the forward op
+    that made it, and a backward node that returns NaN or Inf raises ``AnomalyError`` (a
+    ``RuntimeError``) naming the node and that line: ``Function 'SqrtBackward0' returned
+    nan values in its 0th output.`` Other errors raised in backward get a note naming the
+    node's forward line. ``check_nan=False`` records lines without checking values.
+    Compiled programs check their gradients and re-run eagerly to find the op (see
+    [Anomaly mode] in graphjit/anomaly.py). Leaving the block restores the previous mode.
+    Like PyTorch it warns that it slows everything down; it is for debugging.
+    """
+
+    def __new__(cls, check_nan=True):
+        if callable(check_nan):  # `@detect_anomaly` without parentheses
+            return cls()(check_nan)
+        return super().__new__(cls)
+
+    def __init__(self, check_nan: bool = True):
+        self.check_nan = bool(check_nan)
+        self._prev = []  # a stack: the same object may be entered again while it is active
+        warnings.warn("Anomaly Detection has been enabled. This mode will increase the runtime "
+                      "and should only be enabled for debugging.", stacklevel=2)
+
+    def __enter__(self):
+        self._prev.append((_anomaly_mode, _anomaly_check_nan))
+        _set_anomaly(True, self.check_nan)
+        return self
+
+    def __exit__(self, *exc):
+        _set_anomaly(*self._prev.pop())
+        return False
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with self:
+                return fn(*args, **kwargs)
+        return wrapper
+
+
+class set_detect_anomaly:
+    """``set_detect_anomaly(True)`` turns anomaly mode on at once, or for a ``with`` block
+    (the previous mode comes back at its end), as ``torch.autograd.set_detect_anomaly``."""
+
+    def __init__(self, mode: bool, check_nan: bool = True):
+        self._prev = (_anomaly_mode, _anomaly_check_nan)
+        _set_anomaly(mode, check_nan)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _set_anomaly(*self._prev)
+        return False
+
+
 # ---- the tape -------------------------------------------------------------------------------
 
 _sequence = itertools.count()
@@ -119,7 +206,9 @@ class Node:
     input that needs no gradient); ``apply`` takes one gradient per output of the node
     (None where no gradient arrived) and returns one per input.
     """
-    __slots__ = ("seq", "next_functions", "__weakref__")
+    # ``_anomaly``: where the forward op that made the node was called, recorded only in
+    # anomaly mode (see [Anomaly mode] in graphjit/anomaly.py); read it with getattr.
+    __slots__ = ("seq", "next_functions", "_anomaly", "__weakref__")
     num_outputs = 1
 
     def name(self) -> str:
@@ -193,6 +282,8 @@ def record_move(source, out) -> None:
     """Put ``out``, a copy of ``source`` on another device, on the tape."""
     out._grad_fn = ToCopyBackward(source)
     out._requires_grad = True
+    if _anomaly_mode:
+        _anomaly.record(out._grad_fn)
 
 
 class BackwardNode(Node):
@@ -405,6 +496,8 @@ class EagerInterpreter:
                 and any(t._requires_grad for t in inputs)):
             out._grad_fn = BackwardNode(op, attrs, inputs, out)
             out._requires_grad = True
+            if _anomaly_mode:
+                _anomaly.record(out._grad_fn)
             if out._version is inputs[0]._version:  # a view: see [In-place through views]
                 out._grad_fn.view_of = (out._version, out._version.value)
         return out
@@ -503,6 +596,7 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, capture=None
             if n in targets or any(nxt in needed for nxt, _ in n.next_functions if nxt is not None):
                 needed.add(n)
     captured = {}
+    anomaly = _anomaly_mode  # read once: see [Anomaly mode]
     with set_grad_enabled(create_graph):
         for node in order:
             slots = grads.pop(node, None)
@@ -525,7 +619,10 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, capture=None
                     t = ref()
                     if t is not None and t._grad_fn is node and slots[t._output_nr] is not None:
                         _accumulate(t, slots[t._output_nr], create_graph)
-            in_grads = node.apply(slots)
+            if anomaly:
+                in_grads = _anomaly.apply_checked(node, slots, needed)
+            else:
+                in_grads = node.apply(slots)
             for edge, gi in zip(node.next_functions, in_grads):
                 if edge[0] is None or gi is None:
                     continue

@@ -535,7 +535,15 @@ class _Entry:
             self._plan = self._build_plan()
         p = self._plan
         driver_args, copied = self._driver_args(flat_args)
+        # Off, anomaly mode costs this one flag test; on, a program with backward work runs
+        # with its in-place updates in private copies and its results are checked before
+        # anything is written back ([Anomaly mode] in graphjit/anomaly.py).
+        anomaly = autograd._anomaly_mode and autograd._anomaly.watch(self, flat_args)
+        if anomaly:
+            driver_args, copied, private = _private_updates(p, driver_args, copied)
         results = self.program.run_trusted(driver_args)
+        if anomaly:
+            autograd._anomaly.check_results(self, results, driver_args, private)
         outputs = [r.reshape(shape) for r, shape in zip(results, self.program.output_shapes)]
         # Write back only now: a failing program leaves every tensor as it was.
         if not any(copied):
@@ -563,6 +571,19 @@ class _Entry:
         for opt, param, key, i in self.new_state:
             opt.state[param][key] = Tensor._wrap(devices.copy(outputs[i]))
         return outputs
+
+
+def _private_updates(plan, driver_args, copied):
+    """Anomaly mode: the driver arguments with every input updated in place replaced by a
+    private copy (marked copied, so the write-back copies it into the tensor), and the
+    positions of those copies."""
+    driver_args, copied, private = list(driver_args), list(copied), []
+    for i, _, _, in_place, _, _ in plan.updates:
+        if in_place:
+            if not copied[i]:
+                driver_args[i], copied[i] = devices.copy(driver_args[i]), True
+            private.append(i)
+    return driver_args, copied, private
 
 
 class _RunPlan:
@@ -646,6 +667,8 @@ class CompiledFunction:
         return (tree, sig, autograd.is_grad_enabled()), leaves, sig
 
     def __call__(self, *args, **kwargs):
+        if autograd._anomaly_mode and autograd._anomaly.wants_call(self):
+            return autograd._anomaly.compiled_call(self, args, kwargs)  # [Anomaly mode]
         last = self._last_call
         if last is not None and not kwargs:
             # [Steady-state calls]: the arguments of the previous call's signature, checked
@@ -1134,6 +1157,8 @@ class CompiledBackward(autograd.Node):
         self.seq = next(autograd._sequence)
         self.freed = False
         self.retained = None
+        if autograd._anomaly_mode:  # the call, to re-run eagerly ([Anomaly mode])
+            autograd._anomaly.record_compiled(self)
 
     @property
     def num_outputs(self):
