@@ -679,6 +679,77 @@ case("compose/layer_norm",
      tol={"float32": (1e-4, 1e-5)}, gradgrad=True)
 
 
+# ============================================================================================
+# Sliding windows: unfold (im2col) and fold (col2im); references loop over window positions
+# ============================================================================================
+
+def _window_count(size, k, d, s, before, after):
+    return (size + before + after - d * (k - 1) - 1) // s + 1
+
+
+def _unfold_ref(x, kernel, dilation=(1, 1), stride=(1, 1), padding=(0, 0, 0, 0), pad_value=0.0):
+    n, c, h, w = x.shape
+    oh = _window_count(h, kernel[0], dilation[0], stride[0], padding[0], padding[1])
+    ow = _window_count(w, kernel[1], dilation[1], stride[1], padding[2], padding[3])
+    out = np.full((n, c) + tuple(kernel) + (oh, ow), pad_value, dtype=x.dtype)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            for p in range(oh):
+                for q in range(ow):
+                    row = p * stride[0] - padding[0] + i * dilation[0]
+                    col = q * stride[1] - padding[2] + j * dilation[1]
+                    if 0 <= row < h and 0 <= col < w:
+                        out[:, :, i, j, p, q] = x[:, :, row, col]
+    return out
+
+
+def _fold_ref(cols, size, kernel, dilation=(1, 1), stride=(1, 1), padding=(0, 0, 0, 0)):
+    n, c, kh, kw, oh, ow = cols.shape
+    out = np.zeros((n, c) + tuple(size), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            for p in range(oh):
+                for q in range(ow):
+                    row = p * stride[0] - padding[0] + i * dilation[0]
+                    col = q * stride[1] - padding[2] + j * dilation[1]
+                    if 0 <= row < size[0] and 0 <= col < size[1]:
+                        out[:, :, row, col] += cols[:, :, i, j, p, q]
+    return out
+
+
+def _window_op(name):
+    from graphjit.ops import window
+    return getattr(window, name)
+
+
+case("unfold/F_basic", lambda x: gj.nn.functional.unfold(x, (2, 3)), [A(2, 3, 4, 5)],
+     lambda x: _unfold_ref(x, (2, 3)).reshape(2, 18, 9), ops=("unfold", "fold"))
+case("unfold/F_dilation_padding_stride",
+     lambda x: gj.nn.functional.unfold(x, 2, dilation=2, padding=1, stride=(2, 1)),
+     [A(1, 2, 5, 4)],
+     lambda x: _unfold_ref(x, (2, 2), (2, 2), (2, 1), (1, 1, 1, 1)).reshape(1, 8, 12),
+     ops=("unfold", "fold"))
+case("unfold/op_asymmetric_pad_value",
+     lambda x: _window_op("unfold")(x, (3, 2), (1, 2), (1, 2), (2, 0, 1, 3), 0.5),
+     [A(2, 1, 3, 4)], lambda x: _unfold_ref(x, (3, 2), (1, 2), (1, 2), (2, 0, 1, 3), 0.5),
+     ops=("unfold",))
+case("unfold/op_neg_inf_padding",
+     lambda x: _window_op("unfold")(x, (2, 2), (1, 1), (2, 2), (1, 0, 0, 1), -math.inf),
+     [A(1, 2, 3, 3)], lambda x: _unfold_ref(x, (2, 2), (1, 1), (2, 2), (1, 0, 0, 1), -math.inf),
+     ops=("unfold",), grad=False)
+case("fold/F_basic", lambda x: gj.nn.functional.fold(x, (4, 5), (2, 3)), [A(2, 12, 9)],
+     lambda x: _fold_ref(x.reshape(2, 2, 2, 3, 3, 3), (4, 5), (2, 3)), ops=("fold", "unfold"))
+case("fold/F_stride_dilation_padding",
+     lambda x: gj.nn.functional.fold(x, (5, 6), 2, dilation=2, padding=1, stride=2),
+     [A(2, 8, 9)],
+     lambda x: _fold_ref(x.reshape(2, 2, 2, 2, 3, 3), (5, 6), (2, 2), (2, 2), (2, 2),
+                         (1, 1, 1, 1)), ops=("fold", "unfold"))
+case("fold/op_asymmetric_uncovered_rows",
+     lambda x: _window_op("fold")(x, (5, 4), (2, 2), (1, 1), (2, 3), (0, 1, 2, 0)),
+     [A(1, 2, 2, 2, 3, 2)],
+     lambda x: _fold_ref(x, (5, 4), (2, 2), (1, 1), (2, 3), (0, 1, 2, 0)), ops=("fold",))
+
+
 def by_name(name: str) -> OpCase:
     for c in CASES:
         if c.name == name:

@@ -3,4 +3,5 @@
 ``graphjit.ops.describe(name)`` says where an op and each of its rules are defined.
 """
 from . import creation, elementwise, grad, index, linalg, reduce, shape  # noqa: F401  (registration)
+from . import window  # noqa: F401  (registration: unfold, fold)
 from .registry import OpDef, all_ops, bind, describe, get, register  # noqa: F401
