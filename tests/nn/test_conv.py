@@ -434,5 +434,10 @@ def test_compiled_conv_step_matches_eager(rng):
         return F.max_pool2d(F.relu(conv(x)), 2).sum()
 
     x = t64(rng.standard_normal((2, 2, 6, 6)))
-    got = step(x)
+    try:
+        got = step(x)
+    except gj.GraphjitError as e:  # only the missing emitter is expected
+        if "no emitter for op 'unfold'" not in str(e):
+            raise AssertionError(f"tracing or the passes failed: {e}") from e
+        raise
     assert_close(got, F.max_pool2d(F.relu(conv(x)), 2).sum(), rtol=1e-10, atol=1e-10)
