@@ -334,7 +334,8 @@ class BackwardNode(Node):
                       ".clone() the value before modifying it")
 
     def apply(self, grads):
-        if self.view_of is not None and self.view_of[0].value != self.view_of[1]:
+        if (self.view_of is not None and self.view_of[0].value != self.view_of[1]
+                and (self.view_of[2] is None or self.view_of[2]() is not None)):
             # NOTE: [In-place through views] the view and its base share memory and a version
             # counter; an in-place change of either after the view was taken means the view's
             # gradient no longer describes how the data was computed. PyTorch rebases the
@@ -431,6 +432,21 @@ def _device_error(what, tensors):
 
 # ---- the eager interpreter ------------------------------------------------------------------
 
+# NOTE: [Views of dead tensors]
+# A view op's result remembers (weakly) the tensor whose memory it views, its root: the
+# root of that tensor if it is a view too and its root is alive. ``Tensor._is_view`` is
+# true only while that root exists: a composite that reshapes a temporary it made (the 1-D
+# matmul's [1, n] product, reshaped to [n]) returns a tensor no other tensor shares memory
+# with, which in-place ops with autograd may change, as PyTorch's fresh results can.
+# (``detach`` shares memory too but is not a view for autograd's in-place check, as before.)
+
+def _note_view(out, base, op) -> None:
+    if op.name == "detach":
+        return
+    ref = base.__dict__.get("_view_of")
+    out._view_of = ref if ref is not None and ref() is not None else weakref.ref(base)
+
+
 class EagerInterpreter:
     """Runs ops at once on NumPy arrays and records the autograd tape."""
     concrete = True
@@ -460,6 +476,7 @@ class EagerInterpreter:
             out._made_here = True
         if op.view and inputs and np.may_share_memory(result, arrays[0]):
             out._version = inputs[0]._version
+            _note_view(out, inputs[0], op)
         return self._record(op, attrs, inputs, out, out_type)
 
     def _apply_cuda(self, op, inputs, attrs, arrays, out_type):
@@ -483,6 +500,7 @@ class EagerInterpreter:
         base = inputs[0] if inputs else None
         if is_view:  # as on the CPU
             out._version = base._version
+            _note_view(out, base, op)
             out._device_view = True  # (NumPy's views say so themselves: arr.base)
             if "_copy_of" in base.__dict__:
                 out._copy_of = base._copy_of
@@ -499,7 +517,10 @@ class EagerInterpreter:
             if _anomaly_mode:
                 _anomaly.record(out._grad_fn)
             if out._version is inputs[0]._version:  # a view: see [In-place through views]
-                out._grad_fn.view_of = (out._version, out._version.value)
+                # (The root viewed, weakly: a view of a tensor that no longer exists can
+                # change in place; see [Views of dead tensors].)
+                out._grad_fn.view_of = (out._version, out._version.value,
+                                        out.__dict__.get("_view_of"))
         return out
 
     def constant(self, array):

@@ -96,7 +96,7 @@ class Tensor:
     # array and the device it was on (unpickled there: CUDA must be available), with
     # ``requires_grad`` and those attributes, not the graph or ``.grad``. graphjit's own
     # per-tensor markers (``_COPY_SKIPS``) describe the original's memory and are dropped.
-    _COPY_SKIPS = ("_device_view", "_copy_of", "_made_here")
+    _COPY_SKIPS = ("_device_view", "_copy_of", "_made_here", "_view_of")
 
     def _attributes(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k not in Tensor._COPY_SKIPS}
@@ -270,7 +270,7 @@ class Tensor:
         # As in PyTorch, .data has its own version counter: changes through it are invisible to
         # autograd's in-place checks (which is why detach() is the safer way).
         tracer = _tracing.active()
-        if tracer is not None:  # a traced view ([Views while tracing] in jit/trace.py)
+        if tracer is not None:  # a traced view ([Views while tracing] in jit/tracer_views.py)
             return tracer.alias(self)
         return Tensor._wrap(self._data)
 
@@ -384,7 +384,7 @@ class Tensor:
 
     def clone(self) -> "Tensor":
         if self._requires_grad and _ag.is_grad_enabled():
-            return api.mul(self, 1.0)  # x * 1 keeps every float bit (-0.0, nan, inf) and the graph
+            return api.clone(self)  # recorded (CloneBackward0), as in PyTorch
         tracer = _tracing.active()
         if tracer is not None:  # the value it holds now, which this trace may have changed
             return tracer.clone(self)
@@ -531,8 +531,12 @@ class Tensor:
     # ---- in-place ops -----------------------------------------------------------------------
 
     def _is_view(self) -> bool:
-        """Whether this tensor's data views another tensor's memory (a NumPy view, or a
-        device view made by an eager CUDA op: see [Copied views] in autograd.py)."""
+        """Whether this tensor's data views another tensor's memory: made by a view op from
+        a tensor that still exists ([Views of dead tensors] in autograd.py), else a NumPy
+        view, or a device view made by an eager CUDA op (see [Copied views])."""
+        ref = self.__dict__.get("_view_of")
+        if ref is not None:
+            return ref() is not None
         return devices.is_view(self._data) or "_device_view" in self.__dict__
 
     def _inplace(self, op_name: str, compute):
@@ -719,7 +723,9 @@ class Tensor:
         for r, s in zip(sizes, x.shape[1::2]):
             target += [r, s]
         x = api.expand(x, tuple(target))
-        return api.reshape(x, tuple(r * s for r, s in zip(sizes, x.shape[1::2])))
+        # A copy, as PyTorch's repeat: the reshape of the expanded view can be a view of
+        # self when the repeated dims lead.
+        return api.clone(api.reshape(x, tuple(r * s for r, s in zip(sizes, x.shape[1::2]))))
 
     @property
     def T(self):

@@ -57,6 +57,14 @@ def _reshape_of_reshape(n):
     return Emit("reshape", (inner.inputs[0],), {"shape": n.attrs["shape"]})
 
 
+def _reduce_of_unit_dims(n):
+    """A reduction over dims that all have size 1 reads one element per result: a reshape."""
+    x = n.inputs[0]
+    if n.out.dtype is not x.dtype or not all(x.shape[d] == 1 for d in n.attrs["dims"]):
+        return None
+    return Emit("reshape", (x,), {"shape": tuple(n.out.shape)})
+
+
 def _permute_of_permute(n):
     inner = producer(n.inputs[0], "permute")
     if inner is None:
@@ -182,6 +190,10 @@ RULES = [
     Rule("pow_one", ("pow_scalar",), _operand_if(0, lambda n: n.attrs["exponent"] == 1)),
     # sum(x, dims=[]) -> x                                     (not for bools: that sum is i64)
     Rule("sum_no_dims", ("sum",), _operand_if(0, lambda n: n.attrs["dims"] == ())),
+    # sum/amax/amin(x, dims) -> reshape(x) when every dim in dims has size 1 (not bool sums)
+    Rule("reduce_unit_dims", ("sum", "amax", "amin"), _reduce_of_unit_dims),
+    # clone(x) -> x                                            (values are immutable)
+    Rule("clone", ("clone",), _operand(0)),
     # detach(x) -> x                                           (once autodiff has run)
     Rule("detach", ("detach",), _operand(0)),
     # where(true, a, b) -> a

@@ -295,7 +295,7 @@ case("cast/bool", lambda x: x.bool(), [A(*U, domain="small_int")], lambda x: x !
      ops=("cast",), grad=False, out_dtype="bool")
 case("detach/fn", lambda x: x.detach() * 2.0, [A(*U)], lambda x: 2.0 * x, ops=("detach",),
      grad=False)
-case("clone/method", lambda x: x.clone(), [A(*U)], lambda x: x)
+case("clone/method", lambda x: x.clone(), [A(*U)], lambda x: x, ops=("clone",))
 case("contiguous/method", lambda x: x.transpose(0, 1).contiguous(), [A(*U)], lambda x: x.T)
 
 # ============================================================================================

@@ -128,6 +128,11 @@ def detach(x):
     return bind(get("detach"), x)
 
 
+def clone(x):
+    """A copy of ``x`` that shares no memory with it (differentiable)."""
+    return bind(get("clone"), x)
+
+
 # ---- elementwise ----------------------------------------------------------------------------
 
 exp = _unary_float("exp")

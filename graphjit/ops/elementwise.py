@@ -75,6 +75,17 @@ def _vjp_neg(g, out, x):
 _unary("neg", np.negative, _vjp_neg, (), lambda x: f"(-{x})", floating=False)
 
 
+def _vjp_clone(g, out, x):
+    return (g,)
+
+
+# A copy (``Tensor.clone``, and composites that must not return a view: ``repeat``). In a
+# graph values are immutable, so simplify drops it (``clone(x) -> x``); eagerly it is a
+# new array that shares no memory, with every bit of x (-0.0, NaN payloads) kept.
+_unary("clone", lambda x: np.array(x, copy=True), _vjp_clone, (), lambda x: x, floating=False,
+       numeric=False)
+
+
 def _vjp_exp(g, out, x):
     return (api.mul(g, out),)
 

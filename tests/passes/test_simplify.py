@@ -107,6 +107,16 @@ CASES = [
     ("sum_no_dims", """
         %0 = sum(%x, dims=[], keepdim=true) : f32[2,3]
         return %0""", "return %x"),
+    ("reduce_unit_dims", """
+        %0 = reshape(%x, shape=[2, 1, 3]) : f32[2,1,3]
+        %1 = sum(%0, dims=[1], keepdim=false) : f32[2,3]
+        %2 = amax(%0, dims=[1], keepdim=true) : f32[2,1,3]
+        return %1, %2""", """
+        %0 = reshape(%x, shape=[2, 1, 3]) : f32[2,1,3]
+        return %x, %0"""),
+    ("clone", """
+        %0 = clone(%x) : f32[2,3]
+        return %0""", "return %x"),
     ("detach", """
         %0 = detach(%x) : f32[2,3]
         return %0""", "return %x"),

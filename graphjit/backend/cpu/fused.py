@@ -559,10 +559,14 @@ def _init_result_accumulators(kern, reductions) -> None:
 
 
 def _row_sized(kern, s) -> bool:
-    """Whether ``s`` has the reduced shape (is stored once per row)."""
+    """Whether ``s`` has the reduced shape (is stored once per row). A reduction always
+    does, also one over size-1 dims only, whose result has the domain's shape (simplify
+    turns those into reshapes, but a graph given to the backend directly may hold one)."""
     if kern.dims is None:
         return False
-    return tuple(s.out.shape) in kept_shapes(kern.dom, kern.dims) and tuple(s.out.shape) != kern.dom
+    shape = tuple(s.out.shape)
+    return shape in kept_shapes(kern.dom, kern.dims) and (shape != kern.dom
+                                                          or s.op.name in REDUCTIONS)
 
 
 def _emit_outer(kern) -> None:
