@@ -1,5 +1,6 @@
 """``graphjit.nn``: modules, layers and losses with PyTorch's names."""
 from . import functional, init, utils  # noqa: F401
+from .attention import MultiheadAttention  # noqa: F401
 from .batchnorm import BatchNorm1d, BatchNorm2d  # noqa: F401
 from .conv import Conv1d, Conv2d, ConvTranspose2d, Fold, Unfold  # noqa: F401
 from .layers import (GELU, Flatten, Identity, LeakyReLU, Linear,  # noqa: F401
@@ -18,4 +19,5 @@ from .pooling import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveMaxPool1d,  
                       AdaptiveMaxPool2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d)
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase  # noqa: F401
 from .sparse import Embedding  # noqa: F401
+from .transformer import TransformerEncoder, TransformerEncoderLayer  # noqa: F401
 from .upsampling import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d  # noqa: F401
