@@ -1,0 +1,176 @@
+"""The layers of graphjit.nn compiled: values, gradients (and in-place updates) of a compiled
+forward + backward equal eager mode's, and the unrolled recurrences get their matrix products
+batched (passes/batch.py).
+
+Numba's compile time is the cost here, so each test compiles ONE program covering several
+modules at tiny shapes (the kernels of repeated steps are shared), and the modules' own
+numbers are checked eagerly against NumPy in the other files of this folder."""
+import re
+
+import numpy as np
+import pytest
+
+import graphjit as gj
+import graphjit.nn as nn
+import graphjit.nn.functional as F
+from nn_reference import npy
+
+T, B = 2, 2  # two steps are enough for the batch pass (it batches >= 2 products)
+
+
+def _snapshot(model):
+    return {k: npy(v).copy() for k, v in model.state_dict().items()}
+
+
+def _restore(model, saved):
+    with gj.no_grad():
+        for k, v in model.state_dict().items():
+            v.copy_(gj.tensor(saved[k].astype(v.dtype.np)))
+
+
+def eager_vs_compiled(model, fn, *args, rtol=2e-5, atol=2e-6):
+    """Run ``fn(*args)`` (which calls backward) eagerly, then compiled, from the same
+    parameters: the results, every parameter's gradient and every parameter's value after
+    the call (in-place updates) must agree. Returns the compiled function."""
+    saved = _snapshot(model)
+    results = []
+    for run in (fn, gj.compile(fn)):
+        _restore(model, saved)
+        for p in model.parameters():
+            p.grad = None
+        out = run(*args)
+        results.append(([npy(o) for o in (out if isinstance(out, tuple) else (out,))],
+                        {n: npy(p.grad) for n, p in model.named_parameters()},
+                        _snapshot(model)))
+    (eo, eg, ew), (co, cg, cw) = results
+    for e, c in zip(eo, co):
+        np.testing.assert_allclose(c, e, rtol=rtol, atol=atol)
+    for name in eg:
+        assert (eg[name] is None) == (cg[name] is None), name
+        if eg[name] is not None:
+            np.testing.assert_allclose(cg[name], eg[name], rtol=rtol, atol=atol, err_msg=name)
+        np.testing.assert_allclose(cw[name], ew[name], rtol=rtol, atol=atol, err_msg=name)
+    return run
+
+
+def single_gemm_defines(text, value):
+    """True when ``value`` (``%7``) is a result of one gemm node in the IR ``text``."""
+    line = next(ln for ln in text.splitlines() if re.match(rf"\s*(%\w+, )*{value}\b.* = ", ln))
+    return " = gemm(" in line, line
+
+
+# ---- recurrent layers ----------------------------------------------------------------------------
+
+class SequenceModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(7, 3, padding_idx=0, max_norm=1.5)
+        self.lstm = nn.LSTM(3, 4, bidirectional=True, batch_first=True)
+        self.gru = nn.GRU(8, 4, num_layers=2)
+        self.rnn = nn.RNN(4, 4, nonlinearity="relu")
+        self.cell = nn.GRUCell(4, 4)
+        self.head = nn.Linear(4, 1)
+
+    def forward(self, idx, h0, c0):
+        out, (h, c) = self.lstm(self.emb(idx), (h0, c0))       # batch-first [B, T, 8]
+        out, h_gru = self.gru(out.transpose(0, 1))              # time-major [T, B, 4]
+        out, _ = self.rnn(out)
+        last = self.cell(out[-1], h_gru[1])
+        return self.head(last).sum() + (h * c).sum()
+
+
+def test_recurrent_layers_compiled_equal_eager_and_batch_their_products(rng):
+    gj.manual_seed(0)
+    model = SequenceModel()
+    idx = gj.tensor(rng.integers(0, 7, (B, T)))
+    h0, c0 = gj.randn(2, B, 4), gj.randn(2, B, 4)
+
+    def step(idx, h0, c0):
+        loss = model(idx, h0, c0)
+        loss.backward()
+        return loss
+    compiled = eager_vs_compiled(model, step, idx, h0, c0)
+    text = compiled.lower(idx, h0, c0).as_text("dce")
+    # Input projections: one product over all T * B rows per layer and direction.
+    for w in ("lstm.weight_ih_l0", "lstm.weight_ih_l0_reverse", "gru.weight_ih_l0",
+              "gru.weight_ih_l1", "rnn.weight_ih_l0"):
+        uses = [ln for ln in text.splitlines() if re.search(rf"gemm\(.*%\S*{w}[,)]", ln)]
+        assert len(uses) == 1 and re.search(rf"f32\[{T * B},\d+\]", uses[0]), (w, uses)
+    # Weight gradients: one product each, summing over the steps inside the GEMM.
+    for w in ("lstm.weight_ih_l0", "lstm.weight_hh_l0_reverse", "gru.weight_ih_l1",
+              "gru.weight_hh_l0", "rnn.weight_hh_l0"):
+        value = re.search(rf"update %\S*{w}\.grad <- (%\w+)", text).group(1)
+        ok, line = single_gemm_defines(text, value)
+        assert ok, line
+
+
+def test_dropout_between_layers_refuses_to_trace_until_eval(rng):
+    lstm = nn.LSTM(3, 4, num_layers=2, dropout=0.5)
+    x = gj.randn(T, B, 3)
+    step = gj.compile(lambda x: lstm(x)[0])
+    with pytest.raises(gj.TraceError, match=r"LSTM \(dropout between layers\) with dropout 0.5 in "
+                                            r"training mode.*\.eval\(\)"):
+        step(x)
+    lstm.eval()  # no dropout: traces (checked by lower, without compiling kernels)
+    assert "gemm" in step.lower(x).as_text("dce")
+
+
+# ---- attention and normalisation -----------------------------------------------------------------
+
+class AttentionModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.TransformerEncoderLayer(4, 2, dim_feedforward=6, dropout=0.0,
+                                              activation="gelu", batch_first=True)
+        self.mha = nn.MultiheadAttention(4, 2, kdim=3, vdim=3)
+        self.gn = nn.GroupNorm(2, 4)
+
+    def forward(self, x, mem, kpm, causal):
+        y = self.enc(x, src_mask=causal, src_key_padding_mask=kpm)     # [B, T, 4]
+        y = self.gn(y.transpose(1, 2)).transpose(1, 2)
+        out, w = self.mha(y.transpose(0, 1), mem, mem)                  # weights [B, T, S]
+        z = F.scaled_dot_product_attention(y, y, y, is_causal=True)
+        return out, w, z
+
+
+def test_attention_layers_compiled_equal_eager(rng):
+    gj.manual_seed(0)
+    model = AttentionModel()
+    x, mem = gj.randn(B, T, 4), gj.randn(5, B, 3)
+    kpm = gj.tensor(np.array([[False] * (T - 1) + [True], [False] * T]))
+    causal = gj.tensor(~np.tril(np.ones((T, T), bool)))
+
+    def step(x, mem, kpm, causal):
+        out, w, z = model(x, mem, kpm, causal)
+        loss = (out * out).sum() + (w * w).sum() + z.sum()
+        loss.backward()
+        return out, w, z
+    eager_vs_compiled(model, step, x, mem, kpm, causal)
+
+
+# ---- losses --------------------------------------------------------------------------------------
+
+def test_losses_compiled_equal_eager(rng):
+    lin = nn.Linear(4, 4)
+    x = gj.randn(3, 4)
+    t = gj.rand(3, 4)
+    y = gj.tensor(np.array([1, -1, 1]))
+    labels = gj.tensor(np.array([0, 3, -100]))
+    w = gj.rand(4) + 0.5
+
+    def step(x, t, y, labels, w):
+        h = lin(x)
+        p = gj.sigmoid(h)
+        losses = (F.binary_cross_entropy(p, t, weight=w),
+                  F.smooth_l1_loss(h, t, beta=0.5),
+                  F.huber_loss(h, t, reduction="sum", delta=0.8),
+                  F.kl_div(F.log_softmax(h, 1), F.softmax(t, 1), reduction="batchmean"),
+                  F.cosine_similarity(h, t).sum(),
+                  F.cosine_embedding_loss(h, x, y, margin=0.2),
+                  F.cross_entropy(h, labels, weight=w, label_smoothing=0.1))
+        total = losses[0]
+        for loss in losses[1:]:
+            total = total + loss
+        total.backward()
+        return losses
+    eager_vs_compiled(lin, step, x, t, y, labels, w)
