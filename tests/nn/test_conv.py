@@ -423,21 +423,22 @@ def test_pass_pipeline_keeps_convolution_numbers(rng):
         assert_close(got, tensors[name].grad.numpy(), rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.xfail(raises=gj.GraphjitError, strict=True,
-                   reason="unfold/fold have no CPU emitters yet (issue 20, compiled kernels); "
-                          "when they land this passes: drop the mark")
 def test_compiled_conv_step_matches_eager(rng):
-    conv = nn.Conv2d(2, 3, 3, padding=1).double()
+    # unfold and fold compiled (backend/cpu/window.py): the forward, the gradients of the
+    # weights, the bias and the input (fold), against eager mode.
+    conv = nn.Conv2d(2, 3, 3, padding=1, stride=(1, 2)).double()
+    x = t64(rng.standard_normal((2, 2, 6, 7)))
 
-    @gj.compile
     def step(x):
-        return F.max_pool2d(F.relu(conv(x)), 2).sum()
+        loss = F.max_pool2d(F.relu(conv(x)), 2, ceil_mode=True).sum()
+        loss.backward()
+        return loss
 
-    x = t64(rng.standard_normal((2, 2, 6, 6)))
-    try:
-        got = step(x)
-    except gj.GraphjitError as e:  # only the missing emitter is expected
-        if "no emitter for op 'unfold'" not in str(e):
-            raise AssertionError(f"tracing or the passes failed: {e}") from e
-        raise
-    assert_close(got, F.max_pool2d(F.relu(conv(x)), 2).sum(), rtol=1e-10, atol=1e-10)
+    want = step(x.requires_grad_())
+    grads = [conv.weight.grad.numpy().copy(), conv.bias.grad.numpy().copy(), x.grad.numpy().copy()]
+    for t in (conv.weight, conv.bias, x):
+        t.grad = None
+    got = gj.compile(step)(x)
+    assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for t, g in zip((conv.weight, conv.bias, x), grads):
+        assert_close(t.grad, g, rtol=1e-10, atol=1e-12)

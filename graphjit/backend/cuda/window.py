@@ -1,0 +1,68 @@
+"""Sliding windows on CUDA: ``unfold`` (im2col) and ``fold`` (col2im), one thread per output
+element (see [Window layout] in graphjit/ops/window.py).
+
+``unfold``: each thread finds its window element's input position, or writes ``pad_value``
+where the window reaches into the padding. ``fold``: each thread gathers the window elements
+that land on its output element, looping over (i, j) in row-major order and adding them to
+a zero of the output's dtype: the same additions in the same order as eager mode's NumPy
+adds, so the same bits, and no atomics (no two threads write one element).
+"""
+from __future__ import annotations
+
+from ...shapes import numel
+from ..cpu.loops import literal
+from . import runtime
+from .emit import emits, grid_stride, unflatten
+
+
+@emits("unfold")
+def emit_unfold(node, k) -> None:
+    a = node.attrs
+    n, c, h, w = node.inputs[0].shape
+    (kh, kw), (dh, dw), (sh, sw) = a["kernel"], a["dilation"], a["stride"]
+    top, _, left, _ = a["padding"]
+    oh, ow = node.out.shape[4:]
+    shape = (n * c, kh, kw, oh, ow)
+    if numel(shape) == 0:
+        k.no_kernel = True
+        return
+    e, loop = grid_stride(k, numel(shape), runtime.threads())
+    with loop:
+        idx = unflatten(k, e, shape, list(range(5)))
+        plane, i, j, r, q = (idx[d] or "0" for d in range(5))
+        ih, iw = k.fresh("ih"), k.fresh("iw")
+        k.line(f"{ih} = {r} * {sh} - {top} + {i} * {dh}")
+        k.line(f"{iw} = {q} * {sw} - {left} + {j} * {dw}")
+        with k.block_(f"if {ih} >= 0 and {ih} < {h} and {iw} >= 0 and {iw} < {w}:"):
+            k.line(f"{k.out}[{e}] = {k.ins[0]}[{plane} * {h * w} + {ih} * {w} + {iw}]")
+        with k.block_("else:"):
+            k.line(f"{k.out}[{e}] = {literal(a['pad_value'], node.out.dtype)}")
+
+
+@emits("fold")
+def emit_fold(node, k) -> None:
+    a = node.attrs
+    n, c, kh, kw, oh, ow = node.inputs[0].shape
+    (dh, dw), (sh, sw) = a["dilation"], a["stride"]
+    top, _, left, _ = a["padding"]
+    h, w = a["output_size"]
+    shape = (n * c, h, w)
+    if numel(shape) == 0:
+        k.no_kernel = True
+        return
+    zero = literal(0, node.out.dtype)
+    e, loop = grid_stride(k, numel(shape), runtime.threads())
+    with loop:
+        idx = unflatten(k, e, shape, list(range(3)))
+        plane, y, x = (idx[d] or "0" for d in range(3))
+        acc, i, j, rr, cc = (k.fresh(s) for s in ("acc", "i", "j", "rr", "cc"))
+        k.line(f"{acc} = {zero}")
+        with k.block_(f"for {i} in range({kh}):"):
+            k.line(f"{rr} = {y} + {top} - {i} * {dh}")
+            with k.block_(f"if {rr} >= 0 and {rr} % {sh} == 0 and {rr} // {sh} < {oh}:"):
+                with k.block_(f"for {j} in range({kw}):"):
+                    k.line(f"{cc} = {x} + {left} - {j} * {dw}")
+                    with k.block_(f"if {cc} >= 0 and {cc} % {sw} == 0 and {cc} // {sw} < {ow}:"):
+                        k.line(f"{acc} += {k.ins[0]}[(({plane} * {kh} + {i}) * {kw} + {j}) * "
+                               f"{oh * ow} + ({rr} // {sh}) * {ow} + {cc} // {sw}]")
+        k.line(f"{k.out}[{e}] = {acc}")
