@@ -178,7 +178,7 @@ class MultiheadAttention(Module):
         q, k, v = (api.permute(api.reshape(t, (t.shape[0], bsz, heads, hd)), (1, 2, 0, 3))
                    for t in (q, k, v))
         if self.add_zero_attn:
-            zeros = api.full((bsz, heads, 1, hd), 0, q.dtype)
+            zeros = creation.zeros(bsz, heads, 1, hd, dtype=q.dtype, device=q.device)
             k, v = api.cat([k, zeros], 2), api.cat([v, zeros], 2)
             attn_mask, key_padding_mask = _pad_masks(attn_mask, key_padding_mask)
         bias = None

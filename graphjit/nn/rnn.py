@@ -75,7 +75,9 @@ def _check_dtype(who, what, t, weight):
 
 
 def _zeros(batch_shape, size, like):
-    return api.full(tuple(batch_shape) + (size,), 0, like.dtype)
+    # Made on like's device (an api.full constant is made on the host: a CUDA step would then
+    # save a host array for its backward).
+    return creation.zeros(*batch_shape, size, dtype=like.dtype, device=like.device)
 
 
 # ---- multi-layer, multi-step modules ------------------------------------------------------------

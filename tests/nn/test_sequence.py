@@ -324,3 +324,20 @@ def test_repr():
         "GRU(3, 4, num_layers=2, bias=False, dropout=0.25)"
     assert repr(nn.RNNCell(3, 4, nonlinearity="relu")) == "RNNCell(3, 4, nonlinearity=relu)"
     assert repr(nn.LSTM(3, 4, proj_size=2)) == "LSTM(3, 4, proj_size=2)"
+
+
+def test_zero_initial_state_is_made_on_the_inputs_device(rng):
+    # (Numba's CUDA simulator unless a GPU is there.) A host-made zero state used to reach
+    # the backward of h @ W_hh^T on a CUDA step and fail there.
+    m = nn.RNN(2, 2)
+    x = gj.tensor(rng.standard_normal((1, 1, 2)).astype(np.float32))
+    grads = []
+    for dev in ("cpu", "cuda"):
+        m.to(dev)
+        for p in m.parameters():
+            p.grad = None
+        out, h = m(x.to(dev))
+        (out.sum() + h.sum()).backward()
+        grads.append([p.grad.cpu().numpy() for p in m.parameters()])
+    for a, c in zip(*grads):
+        np.testing.assert_allclose(c, a, rtol=1e-6, atol=1e-7)
