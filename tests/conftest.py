@@ -1,5 +1,6 @@
 """Shared fixtures and suite-wide checks (fresh seeded data per test, global state restored,
-the verifier after every pass, every compiled graph round-trips through its text form)."""
+the verifier after every pass, every compiled graph round-trips through its text form), and
+the ``--update-snapshots`` option of tests/snapshots.py."""
 from __future__ import annotations
 
 import os
@@ -16,6 +17,17 @@ import graphjit as gj  # noqa: E402
 
 # The IR verifier runs after every compiler pass in the test suite (debug mode).
 os.environ.setdefault("GRAPHJIT_VERIFY", "1")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-snapshots", action="store_true", default=False,
+                     help="rewrite the files under tests/snapshots/ with the text the tests "
+                          "produce now, instead of comparing with them (tests/snapshots.py)")
+
+
+def pytest_configure(config):
+    import snapshots
+    snapshots.update = config.getoption("--update-snapshots")
 
 
 @pytest.fixture
