@@ -29,7 +29,7 @@ def hyper_group(opt, index: int, group: dict) -> dict:
     In eager mode that is the group itself. While tracing, its numeric options (``lr``,
     ``momentum``, each of ``betas``...) are runtime inputs of the compiled program, so that
     changing ``param_groups[i]["lr"]`` (an LR scheduler) never recompiles; see
-    [Hyper-parameters] in graphjit/jit/trace.py.
+    [Hyper-parameters] in graphjit/jit/optimizers.py.
     """
     tracer = _active.get()
     if tracer is None:

@@ -487,7 +487,7 @@ def _localise_backward(node, grads, call, passed_on):
     """Re-run a compiled forward eagerly and back-propagate ``grads`` (the compiled backward's
     output positions ``passed_on``) with capture: raises eager mode's AnomalyError if that
     finds the op; otherwise returns what went wrong, or None."""
-    from .jit.trace import TracerTensor
+    from .jit.tracer_tensor import TracerTensor
     from .tensor import Tensor
 
     cf, args, kwargs, entry, snapshot = call

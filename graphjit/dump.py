@@ -67,7 +67,7 @@ def stage_names() -> list:
 def write_entry(cf, entry, flat_args=None) -> str:
     """Write the folder of one traced signature of compiled function ``cf`` (with
     ``--profile``, time its kernels on this call's arguments ``flat_args``)."""
-    from .jit.compile import backend_for
+    from .jit.lowering import backend_for
     generate = backend_for(entry.device)[1]  # the target the program was compiled for
     cfg = active()
     folder = os.path.join(cfg.out_dir, f"{cf.__name__}_{entry.trace_number}")
@@ -297,7 +297,7 @@ def report(cf, entry) -> str:
                          f"{_bytes(moved):>10} moved {flops:>12,} FLOPs")
         from passes.memory import peak_bytes
 
-        from .jit.compile import backend_for
+        from .jit.lowering import backend_for
         generate = backend_for(entry.device)[1]
         lines.append(f"  total: {_bytes(total_bytes)} moved, {total_flops:,} FLOPs")
         generated = generate(graph, graph.name, inplace=True)

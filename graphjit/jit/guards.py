@@ -3,7 +3,7 @@
 # NOTE: [Python values in a compiled function]
 A trace runs the user's Python once; every Python number it reads is then a constant of the
 program. Arguments are part of the cache key, optimizer options are runtime inputs
-([Hyper-parameters] in trace.py), and the rest is guarded here: the simple values (numbers,
+([Hyper-parameters] in optimizers.py), and the rest is guarded here: the simple values (numbers,
 strings, None, tuples of those) that the function can reach by name, namely its globals and
 closure variables (also those of the functions and comprehensions defined in it), the
 attributes of every module reachable from it or its arguments (``self.scale``,
@@ -225,7 +225,7 @@ class AttributeSnapshot:
         if not found:
             return
         self.restore()
-        from .trace import TraceError
+        from ..errors import TraceError
         raise TraceError(
             f"{', '.join(found)} was given a tensor computed inside the compiled function; it "
             "would outlive the trace without a value. Return it from the function instead, or "

@@ -2,7 +2,7 @@
 
 A scheduler writes ``param_groups[i]["lr"]`` (and, for ``OneCycleLR``, the momentum) between
 steps. Inside a compiled training step those options are runtime inputs (see
-[Hyper-parameters] in graphjit/jit/trace.py), so a schedule never recompiles.
+[Hyper-parameters] in graphjit/jit/optimizers.py), so a schedule never recompiles.
 
 As in PyTorch, ``step()`` uses each scheduler's *chainable* form (it updates the group's
 current lr), so several schedulers can act on one optimizer; ``step(epoch)`` and

@@ -77,7 +77,7 @@ def _clone_value(value: Any, dtype=None) -> Any:
 # NOTE: [Optimizer change counts]
 # A compiled training step must notice any change to what it assumed of an optimizer (its
 # options, the parameters of each group, which state tensors it holds), and it checks that
-# at every call (graphjit/jit/compile.py, [Optimizer guards]). Comparing all of it costs
+# at every call (graphjit/jit/optimizers.py, [Optimizer guards]). Comparing all of it costs
 # microseconds per parameter, so the containers an optimizer is made of count their own
 # changes instead: ``param_groups`` (a list), each group (a dict, ``ParamGroup``), each
 # group's ``params`` (a list), ``state`` (a defaultdict) and each parameter's state (a
@@ -118,7 +118,7 @@ class _Changes:
 # or ``state`` while tracing registers the optimizer with the tracer (its state, as it was,
 # is guarded and restored if the trace fails; state the step creates is installed after the
 # program ran, as for graphjit's optimizers: [Optimizer state created while tracing] in
-# jit/compile.py), and reading a numeric option of a group (``group["lr"]``, each of
+# jit/optimizers.py), and reading a numeric option of a group (``group["lr"]``, each of
 # ``group["betas"]``) gives the traced step a runtime input instead of a constant, so
 # ``param_groups[0]["lr"] = 0.01`` (an LR scheduler) takes effect at the next call, and a
 # Python decision on it (``if group["momentum"] != 0``) becomes a guard. A custom optimizer
@@ -126,7 +126,7 @@ class _Changes:
 
 
 def _is_number(value) -> bool:
-    # An option read as a runtime input (as in graphjit/jit/trace.py): int or float, not bool.
+    # An option read as a runtime input (as in graphjit/jit/optimizers.py): int or float, not bool.
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

@@ -1,5 +1,5 @@
 """The steady-state call path of ``@graphjit.compile`` ([Steady-state calls] in
-graphjit/jit/compile.py): it checks less per call, so every test here changes one thing a
+graphjit/jit/runtime.py): it checks less per call, so every test here changes one thing a
 program depends on between steps, through the path a user would take, and checks that the
 compiled run traces again (or does not) and still gives eager's numbers.
 

@@ -1,0 +1,174 @@
+"""A compiled forward: outputs whose ``grad_fn`` runs a compiled backward program.
+
+When a compiled function's outputs require grad (a model's forward called for training),
+``lower_forward_backward`` builds one joint graph (the outputs, then a gradient request per
+input that requires grad, seeded by one input per differentiable output), runs the pass
+pipeline over it, and cuts it into two programs with ``passes/partition.py``
+([Forward/backward partition]). The forward program runs at the call and returns the
+residuals the backward needs; its outputs get a ``CompiledBackward`` node as ``grad_fn``,
+which runs the backward program (compiled on first use) when autograd reaches it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import autograd, devices
+from ..errors import GraphjitError
+from ..ops import registry
+from ..tensor import Tensor
+from .runtime import _Entry, tracer_slot_index
+
+
+def lower_forward_backward(tracer, out_tensors, differentiable, *, build, compile_graph,
+                           passes, verify, fastmath, **entry):
+    """The entry of a compiled forward whose ``differentiable`` outputs (some of
+    ``out_tensors``) get a compiled backward: ``build`` compiles the forward program,
+    ``compile_graph`` the backward one on first use, ``passes`` is the target's pipeline
+    (None: the default one); ``entry`` holds the rest of ``_Entry``'s arguments."""
+    from passes.partition import partition
+    from passes.pipeline import run_pipeline
+
+    graph = tracer.graph
+    diff_slots = [s for s in tracer.slots if s.kind in ("arg", "tensor")
+                  and s.resolve(tracer._flat_args)._requires_grad]
+    n_out = len(graph.outputs)
+    seeds, grad_values, wrt = [], [], []
+    for j, t in enumerate(differentiable):
+        seeds.append(graph.add_input(t._value.type, f"seed{j}", "arg"))
+    grad_op = registry.get("grad")
+    add_op = registry.get("add")
+    for s in diff_slots:
+        # With respect to the tensor's current value ([Gradients while tracing] in
+        # tracer_autograd.py).
+        current = tracer.value_of(s.resolve(tracer._flat_args))
+        total = None
+        for t, seed in zip(differentiable, seeds):
+            if not tracer.reached_by(t._value, [current]):
+                continue
+            g = tracer.builder.apply(grad_op, [t._value, current, seed], {})
+            total = g if total is None else tracer.builder.apply(add_op, [total, g], {})
+        if total is not None:
+            wrt.append(s)
+            grad_values.append(total)
+    graph.outputs = graph.outputs + grad_values
+    stats = []
+    # Fusion must not put forward and backward work in one node: they run as two programs.
+    graph.fusion_split = list(seeds)
+    joint, snapshots = run_pipeline(graph, verify=verify, stats=stats, passes=passes)
+    split = partition(joint, seeds, n_out)
+    return _ForwardBackwardEntry(
+        tracer, build(split.forward, name=split.forward.name), split,
+        snapshots=snapshots, pass_stats=stats,
+        seed_types=[sv.type for sv in seeds],
+        # By identity: `==` on tensors is the elementwise comparison op.
+        differentiable=[next(i for i, o in enumerate(out_tensors) if o is t)
+                        for t in differentiable],
+        wrt=[tracer.slots.index(s) for s in wrt],
+        compile_graph=compile_graph, fastmath=fastmath, **entry)
+
+
+class _ForwardBackwardEntry(_Entry):
+    """The entry of a compiled forward: ``graph`` is the forward program's graph."""
+    _bw_program = None
+
+    def __init__(self, tracer, program, split, *, seed_types, differentiable, wrt,
+                 compile_graph, fastmath, **entry):
+        super().__init__(tracer, program, split.forward, **entry)
+        self.backward_graph = split.backward
+        # What the forward saves for the backward (the dump tool's report lists them).
+        self.residuals = split.residuals
+        # Residuals that are graph inputs are read from the input tensors at backward time
+        # (and checked for in-place changes); the others come out of the forward program.
+        self.residual_plan = [(kind, tracer_slot_index(self.slots, x) if kind == "input" else x)
+                              for kind, x in split.saved]
+        self.seed_types = seed_types
+        self.differentiable = differentiable  # output positions that get the compiled backward
+        self.wrt = wrt  # slot positions of the inputs it computes gradients for
+        self._compile_graph = compile_graph
+        self.fastmath = fastmath
+
+    @property
+    def bw_program(self):
+        """The compiled backward, compiled on first use: a forward whose outputs are never
+        differentiated pays no Numba time for it."""
+        if self._bw_program is None:
+            self._bw_program = self._compile_graph(self.backward_graph,
+                                                   name=self.backward_graph.name,
+                                                   fastmath=self.fastmath)
+        return self._bw_program
+
+    def run(self, flat_args):
+        self._call_tensors = [s.resolve(flat_args) for s in self.slots]
+        outputs = _Entry.run(self, flat_args)
+        self._last_outputs = outputs
+        self._node = None
+        if autograd.is_grad_enabled():
+            saved = []
+            for kind, i in self.residual_plan:
+                if kind == "input":
+                    t = self._call_tensors[i]
+                    # (An array input has no version counter: read as it is, as eagerly.)
+                    saved.append((t, None) if isinstance(t, np.ndarray) else (t, t._version.value))
+                else:
+                    saved.append((outputs[i], None))
+            self._node = CompiledBackward(self, saved,
+                                          [self._call_tensors[i] for i in self.wrt])
+        return outputs
+
+    def make_output(self, i, arr):
+        t = _Entry.make_output(self, i, arr)
+        if self._node is not None and i in self.differentiable:
+            t._grad_fn = self._node
+            t._output_nr = self.differentiable.index(i)
+            t._requires_grad = True
+        return t
+
+
+class CompiledBackward(autograd.Node):
+    """``grad_fn`` of a compiled forward's outputs: runs the compiled backward program."""
+    __slots__ = ("entry", "saved", "num_outputs_", "freed", "retained")
+
+    def __init__(self, entry, saved, wrt_tensors):
+        self.entry = entry
+        self.saved = saved
+        self.num_outputs_ = len(entry.differentiable)
+        self.next_functions = tuple(autograd.input_edge(t) for t in wrt_tensors)
+        self.seq = next(autograd._sequence)
+        self.freed = False
+        self.retained = None
+        if autograd._anomaly_mode:  # the call, to re-run eagerly ([Anomaly mode])
+            autograd._anomaly.record_compiled(self)
+
+    @property
+    def num_outputs(self):
+        return self.num_outputs_
+
+    def name(self) -> str:
+        return f"Compiled{self.entry.graph.name.title().replace('_', '')}Backward"
+
+    def apply(self, grads):
+        if autograd.is_grad_enabled():
+            raise GraphjitError("create_graph=True through a compiled function is not supported: "
+                                "its backward is a compiled program; differentiate the eager "
+                                "function instead")
+        if self.freed:
+            raise GraphjitError(f"trying to backward through {self.name()} a second time; pass "
+                                "retain_graph=True to the first backward")
+        arrays = []
+        for t, version in self.saved:
+            if version is None:
+                arrays.append(t)
+            else:
+                if t._version.value != version:
+                    raise GraphjitError(f"a tensor of shape {tuple(t.shape)} saved by {self.name()} "
+                                        "was modified by an in-place operation before backward")
+                arrays.append(t._data)
+        for g, t in zip(grads, self.entry.seed_types):
+            arrays.append(devices.zeros(t.shape, t.dtype.np, self.entry.device) if g is None
+                          else g._data)
+        outs, _ = self.entry.bw_program(arrays)
+        return tuple(Tensor._wrap(devices.copy(a)) for a in outs)
+
+    def release(self):
+        self.saved = None
+        self.freed = True

@@ -1,0 +1,176 @@
+"""Lowering: from a finished trace to a compiled program and its entry.
+
+``lower`` completes the traced graph (outputs, updates, roles, host inputs), runs the
+target's pass pipeline and has its backend compile the result: one program, or for a
+compiled forward two ([Forward/backward partition] in passes/partition.py; the glue is in
+forward_backward.py). ``backend_for`` says which target runs programs on a device.
+``Lowered`` is what ``CompiledFunction.lower()`` returns: the IR after each stage and the
+generated source, without running or compiling anything.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .. import devices
+from ..tensor import Tensor
+from .forward_backward import _ForwardBackwardEntry, lower_forward_backward
+from .optimizers import _created_state
+from .runtime import Assumed, Outputs, _Entry
+from .tracer_tensor import TracerTensor, traced_tensors
+
+
+def backend_for(device):
+    """``(compile_graph, generate, passes)`` of the target that runs programs on ``device``
+    (``passes``: its pipeline, None for the default one)."""
+    if device.type == "cuda":
+        from ..backend import cuda as target
+        return target.compile_graph, target.generate, target.cuda_passes()
+    from ..backend import cpu as target
+    return target.compile_graph, target.generate, None
+
+
+def _generate_only(graph, name=None, fastmath=False, device=devices.CPU):
+    """A stand-in for ``compile_graph`` when lowering: the generated module's text only."""
+    generate = backend_for(device)[1]
+    options = {"fastmath": fastmath} if device.type == "cpu" else {}
+    return _Generated(graph, generate(graph, name or graph.name, inplace=True, **options).source)
+
+
+class _Generated:
+    """What ``_generate_only`` makes in place of a program: the graph and its source."""
+
+    def __init__(self, graph, source):
+        self.graph = graph
+        self.source = source
+
+
+def lower(tracer, result, *, verify: bool, fastmath: bool, assumed: Assumed = Assumed(),
+          build=None):
+    """The entry of the program(s) for a finished trace whose function returned ``result``.
+    ``build(graph, name=...)`` makes a program from the optimised graph (default: the
+    target's ``compile_graph``, updates in place where legal)."""
+    from passes.pipeline import run_pipeline
+
+    compile_graph, _, passes = backend_for(tracer.device)
+    # Updates go straight into the tensors' buffers where legal ([In-place updates]).
+    build = build or functools.partial(compile_graph, inplace=True, fastmath=fastmath)
+    graph = tracer.graph
+    _mark_state_roles(tracer)
+    graph.host_inputs = _host_inputs(tracer)
+    out_tensors = _collect_outputs(result)
+    out_values = [t._value for t in out_tensors]
+    created = _created_state(tracer)
+    traced_state = [(opt, p, k, v) for opt, p, k, v in created if isinstance(v, TracerTensor)]
+    graph.outputs = list(out_values) + [v._value for *_, v in traced_state]
+    graph.updates = [(s.value, v) for _, (t, v) in tracer.current.items()
+                     for s in [tracer._slot_of[id(t)]] if v is not s.value]
+    # Outputs whose graph a backward() inside the function used up get no compiled
+    # backward (calling backward on them again is an error in eager mode too).
+    freed = frozenset(i for i, t in enumerate(out_tensors)
+                      if t._requires_grad and t._value in tracer.freed_roots)
+    outputs = Outputs(result, out_values, freed,
+                      new_state=tuple((opt, p, k, len(out_values) + j)
+                                      for j, (opt, p, k, _) in enumerate(traced_state)),
+                      one_shot=bool(created))
+    differentiable = [t for i, t in enumerate(out_tensors) if t._requires_grad and i not in freed]
+    if differentiable:
+        # A compiled forward: its outputs get a grad_fn that runs a compiled backward.
+        return lower_forward_backward(tracer, out_tensors, differentiable, build=build,
+                                      compile_graph=compile_graph, passes=passes,
+                                      verify=verify, fastmath=fastmath,
+                                      outputs=outputs, assumed=assumed)
+    stats = []
+    graph, snapshots = run_pipeline(graph, verify=verify, stats=stats, passes=passes)
+    # Passes may replace output values; outputs keep their positions (``Outputs.values``).
+    return _Entry(tracer, build(graph, name=graph.name), graph, snapshots=snapshots,
+                  pass_stats=stats, outputs=outputs, assumed=assumed)
+
+
+def _collect_outputs(tree) -> list:
+    """The distinct traced tensors (by value) in the function's result, in order."""
+    found = []
+    for t in traced_tensors(tree):
+        if all(o._value is not t._value for o in found):
+            found.append(t)
+    return found
+
+
+def _host_inputs(tracer) -> list:
+    """The inputs of a CUDA program that stay on the host ([Host scalars] in
+    graphjit/ir/host.py): optimizer options, and 0-d tensors whose data is on the CPU."""
+    if tracer.device.type != "cuda":
+        return []
+    found = []
+    for s in tracer.slots:
+        if s.value.shape != ():
+            continue
+        obj = s.resolve(tracer._flat_args)
+        data = obj if s.kind == "array" else getattr(obj, "_data", None)
+        if s.kind == "hyper" or type(data) is np.ndarray:
+            found.append(s.value)
+    return found
+
+
+def _mark_state_roles(tracer):
+    """Lifted tensors that are optimizer state get the role "state" (they were "buffer")."""
+    states = set()
+    for opt in tracer.optimizers:
+        for st in opt.state.values():
+            for v in st.values():
+                if isinstance(v, Tensor):
+                    states.add(id(v))
+    for s in tracer.slots:
+        if s.kind == "tensor" and id(s.tensor) in states:
+            s.value.role = "state"
+
+
+class Lowered:
+    """What ``CompiledFunction.lower(...)`` returns: the program(s) for one signature."""
+
+    def __init__(self, entry):
+        self.entry = entry
+
+    @property
+    def stages(self) -> list:
+        """Stage names in pipeline order: "trace", then each pass (and the forward/backward
+        split of a compiled forward, as "forward" and "backward")."""
+        names = [name for name, _ in self.entry.snapshots]
+        if isinstance(self.entry, _ForwardBackwardEntry):
+            names += ["forward", "backward"]
+        return names
+
+    def as_text(self, stage: str = "final") -> str:
+        """The IR text after ``stage`` ("final": the optimised graph; for a compiled forward
+        "final" is the forward program, "backward" the backward one). A pass that runs twice
+        (dce) is named by its last run; "dce#1" names the first."""
+        from ..ir import print_graph
+        e = self.entry
+        if stage == "final" or stage == "forward":
+            return print_graph(e.graph)
+        if stage == "backward" and isinstance(e, _ForwardBackwardEntry):
+            return print_graph(e.backward_graph)
+        found = _stage_text(e.snapshots, stage)
+        if found is None:
+            raise KeyError(f"no stage {stage!r}; stages: {', '.join(self.stages)}")
+        return found
+
+    def kernel_source(self, program: str = "forward") -> str:
+        """The generated Numba module of the program ("forward"; "backward" for a compiled
+        forward's backward program)."""
+        e = self.entry
+        if program == "backward":
+            generate = backend_for(e.device)[1]
+            options = {"fastmath": getattr(e, "fastmath", False)} if e.device.type == "cpu" else {}
+            return generate(e.backward_graph, **options).source
+        return e.program.source
+
+
+def _stage_text(snapshots, stage):
+    base, _, nth = stage.partition("#")
+    matches = [text for name, text in snapshots if name == base]
+    if not matches:
+        return None
+    return matches[int(nth) - 1 if nth else -1]
+

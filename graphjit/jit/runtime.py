@@ -1,0 +1,384 @@
+"""Running a compiled program: its guards, the steady-state call path, the write-back.
+
+An ``_Entry`` is one traced and compiled program with everything it assumed (the guards)
+and everything needed to run it: where each input's array comes from (its tracer's slots),
+where each update goes, and how to build the function's result from the program's
+outputs. ``CompiledFunction`` (compile.py) keeps a list of entries per cache key and runs
+the first whose guards hold. A compiled forward's entry, whose outputs get a compiled
+backward, is ``_ForwardBackwardEntry`` in forward_backward.py.
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import autograd, devices
+from ..errors import GraphjitError
+from ..shapes import numel
+from ..tensor import Tensor
+from .optimizers import optimizer_guards
+from .tracer_tensor import TracerTensor
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What a traced function returns, and what its program's outputs are for."""
+    tree: object  # the function's result, with the traced tensors in it
+    values: list  # the traced output values, by position in the graph's outputs
+    freed: frozenset = frozenset()  # positions whose graph a backward() inside used up
+    new_state: tuple = ()  # (opt, param, key, output position): state the trace made
+    one_shot: bool = False  # see [Optimizer state created while tracing] in optimizers.py
+
+
+@dataclass(frozen=True)
+class Assumed:
+    """What a program assumed besides its tracer's records, known before the trace ran
+    (``CompiledFunction._compile`` fills it; ``lower()`` assumes nothing more)."""
+    trace_number: int = 0  # its place in explain()'s history
+    modules: tuple = ()  # (name, module): modules whose ``training`` flag is assumed
+    training: tuple = ()  # their flags at the call (Python code may branch on them)
+    python_guards: object = None  # guards.PythonGuards, or None when nothing is guarded
+
+
+# NOTE: [Steady-state calls]
+# A training step calls the same program thousands of times with the same tensors, so the
+# per-call Python work is planned once per program and kept to what can change:
+# - ``CompiledFunction`` (compile.py) remembers the program of its last call and, for plain
+#   positional tensor arguments, compares each argument's type, shape, NumPy dtype,
+#   requires_grad and leafness directly (what ``_key`` would put in the cache key) instead of
+#   building the key.
+# - ``guards_hold`` checks the same facts as ``guard_failures`` (which words the reasons
+#   for ``explain()``) without formatting anything; the optimizer part is [Optimizer guards].
+# - The input arrays: each slot's current array (a tensor's ``_data``, a ``.grad``'s, a
+#   NumPy array, an option's value) is compared by identity with the previous call's. The
+#   same objects as last time mean the same driver arguments: the list of flat views built
+#   then is passed again, through ``program.run_trusted`` ([Trusted program calls] in
+#   backend/cpu/program.py). A new object goes through ``program.flat_input``, which checks
+#   its dtype and shape and returns a flat view, or a copy for a non-contiguous or read-only
+#   array; a copy (and a ``.grad`` still to be created) is never reused, since the tensor
+#   may change before the next call. A flat view stays right for as long as we hold it: it
+#   keeps the buffer alive (NumPy refuses to resize an array that has views), and its own
+#   dtype, shape and flags are ours; a change to the tensor itself (a new ``_data``, or
+#   its shape or dtype set in place) is a new object or a failing guard. (So the previous
+#   call's arrays, a batch included, stay alive until the next call replaces them.)
+# - Updates computed in place went into the tensor's buffer through its flat view (nothing
+#   to copy); others are copied into the flat view, or into the tensor when its input was a
+#   copy. The program's ``update_plan`` says which is which, so nothing is compared.
+
+_FRESH = object()  # in the kept sources: an input made for one call only (never `is` anything)
+
+
+class _Entry:
+    """One traced and compiled program with what it assumed.
+
+    Made by ``lowering.lower`` with everything it is: the program and its graph, the trace's
+    slots, the pipeline's snapshots and statistics, what the function returns
+    (``Outputs``) and what was assumed before the trace (``Assumed``)."""
+
+    residuals = ()  # values a compiled forward saves for its backward (forward_backward.py)
+
+    def __init__(self, tracer, program, graph, *, snapshots, pass_stats, outputs: Outputs,
+                 assumed: Assumed = Assumed()):
+        self.slots = tracer.slots
+        self.program = program
+        self.graph = graph
+        self.snapshots = snapshots  # (stage, IR text) of the pipeline run
+        self.pass_stats = pass_stats  # (pass name, stats) of the pipeline run
+        self.device = tracer.device  # where the program runs (see [Devices])
+        self.output_tree = outputs.tree
+        self.graph_outputs = outputs.values
+        self.freed = outputs.freed
+        self.new_state = outputs.new_state
+        self.one_shot = outputs.one_shot
+        self.trace_number = assumed.trace_number
+        self.update_slots = [tracer_slot_index(self.slots, target) for target, _ in graph.updates]
+        # ---- what it assumed (the guards) ----
+        self.slot_meta = [None] * len(self.slots)
+        for i, s in enumerate(self.slots):
+            if s.kind == "tensor":
+                t = s.tensor
+                self.slot_meta[i] = (tuple(t.shape), t.dtype, t._requires_grad)
+        self.grad_seen = list(tracer.grad_seen.values())
+        self.optimizers, self.hyper_guards = optimizer_guards(tracer)
+        self.modules = [m for _, m in assumed.modules]
+        self.module_names = [n for n, _ in assumed.modules]
+        self.training = list(assumed.training)
+        self.python_guards = assumed.python_guards
+        # What guards_hold compares, per slot kind ([Steady-state calls]).
+        self._tensor_checks = [(s.tensor, tuple(s.tensor.shape), s.tensor._data.dtype,
+                                s.tensor._requires_grad, type(s.tensor._data))
+                               for s in self.slots if s.kind == "tensor"]
+        self._array_checks = [(s.tensor, tuple(s.value.shape), s.value.dtype.np)
+                              for s in self.slots if s.kind == "array"]
+        self._grad_owners = [owner for owner, _ in self.grad_seen]
+        self._grad_absent = [not existed for _, existed in self.grad_seen]
+        self._plan = None  # built by the first run (a lowered entry never runs)
+
+    # ---- guards ---------------------------------------------------------------------------
+
+    def guards_hold(self, flat_args) -> bool:
+        """Whether this program is right for the current situation (``guard_failures``
+        would be empty), checked without words; see [Steady-state calls]."""
+        for t, shape, dtype, requires_grad, kind in self._tensor_checks:
+            d = t._data
+            if (d.shape != shape or d.dtype != dtype or t._requires_grad != requires_grad
+                    or type(d) is not kind):
+                return False
+        for a, shape, dtype in self._array_checks:
+            if a.shape != shape or a.dtype != dtype:
+                return False
+        if self._grad_owners and [o._grad is None for o in self._grad_owners] != self._grad_absent:
+            return False
+        if self.modules and [m.training for m in self.modules] != self.training:
+            return False
+        for guard in self.optimizers:
+            if not guard.holds(flat_args):
+                return False
+        if self.python_guards is not None and not self.python_guards.holds():
+            return False
+        return True
+
+    def guard_failures(self, flat_args) -> list[str]:
+        bad = []
+        for s, meta in zip(self.slots, self.slot_meta):
+            if s.kind == "array" and (s.tensor.shape != tuple(s.value.shape)
+                                      or s.tensor.dtype != s.value.dtype.np):
+                bad.append(f"array {s.name}: {s.value.type} -> {s.tensor.dtype}{list(s.tensor.shape)}")
+            if meta is not None:
+                t = s.tensor
+                now = (tuple(t.shape), t.dtype, t._requires_grad)
+                if now != meta:
+                    bad.append(f"tensor {s.name}: shape/dtype/requires_grad {meta[0]}/{meta[1].name}/"
+                               f"{meta[2]} -> {now[0]}/{now[1].name}/{now[2]}")
+                if t.device != self.device:
+                    bad.append(f"tensor {s.name}: device {self.device} -> {t.device}")
+        for owner, existed in self.grad_seen:
+            if (owner._grad is not None) != existed:
+                name = next((s.name for s in self.slots if s.kind == "tensor" and s.tensor is owner),
+                            "a tensor")
+                bad.append(f"{name}.grad: {'exists' if existed else 'None'} -> "
+                           f"{'None' if existed else 'exists'}")
+        for name, m, was in zip(self.module_names, self.modules, self.training):
+            if m.training != was:
+                bad.append(f"module {name}: training {was} -> {m.training}")
+        for guard in self.optimizers:
+            bad += guard.failures(flat_args, with_decisions=False)
+        if self.python_guards is not None:
+            bad += self.python_guards.failures()
+        if not bad:
+            for guard in self.optimizers:
+                bad += guard._decision_failures(flat_args)
+        return bad
+
+    # ---- running --------------------------------------------------------------------------
+
+    def make_output(self, i, arr):
+        # The program's result arrays are pooled and reused, unless it says an output is
+        # fresh (allocated by this call, shared with nothing: [Fresh outputs] in
+        # backend/cuda/program.py).
+        fresh = getattr(self.program, "fresh_outputs", None)
+        t = Tensor._wrap(arr if fresh and fresh[i] else devices.copy(arr))
+        if i in self.freed:
+            t._grad_fn = _UsedUp()
+            t._requires_grad = True
+        return t
+
+    def finish(self, outputs):
+        """The function's result, with the program's outputs in place of traced tensors."""
+        tree = self.output_tree
+        if isinstance(tree, TracerTensor):
+            i = self._single_output
+            if i is None:
+                i = self._single_output = next(i for i, v in enumerate(self.graph_outputs)
+                                               if v is tree._value)
+            return self.make_output(i, outputs[i])
+        return _rebuild(tree, outputs, self.graph_outputs, self.make_output)
+
+    _single_output = None
+
+    def input_arrays(self, tensors) -> list:
+        """The program's input arrays, from each slot's current tensor (``resolve``)."""
+        arrays = []
+        for s, t in zip(self.slots, tensors):
+            if t is None:  # a .grad this program creates (eager semantics: first backward)
+                arrays.append(devices.zeros(s.value.shape, s.value.dtype.np, self.device))
+            elif s.kind == "array":
+                arrays.append(t)
+            elif s.kind == "hyper":
+                arrays.append(np.array(t, dtype=np.float64))
+            else:
+                arrays.append(t._data)
+        return arrays
+
+    def _build_plan(self):
+        kinds = ("arg", "tensor", "grad", "array", "hyper")
+        by_kind = {kind: [i for i, s in enumerate(self.slots) if s.kind == kind] for kind in kinds}
+        p = _RunPlan()
+        p.arg_index = [self.slots[i].index for i in by_kind["arg"]]
+        p.tensors = [self.slots[i].tensor for i in by_kind["tensor"]]
+        p.grad_owners = [self.slots[i].owner for i in by_kind["grad"]]
+        p.arrays = [self.slots[i].tensor for i in by_kind["array"]]
+        p.hypers = [self.slots[i].owner for i in by_kind["hyper"]]
+        # Sources are gathered kind by kind; `order` maps their positions to slot positions.
+        p.order = [i for kind in kinds for i in by_kind[kind]]
+        p.kept = ([_FRESH] * len(self.slots), [None] * len(self.slots), [True] * len(self.slots))
+        plan = self.program.update_plan
+        p.updates = []
+        for j, i in enumerate(self.update_slots):
+            s = self.slots[i]
+            where, k = plan[j]
+            if where == "input" and k != i:
+                raise GraphjitError(f"program {self.program.name}: update {j} of %{s.name} is "
+                                    "computed in place into another input")
+            ref = s.index if s.kind == "arg" else s.owner if s.kind == "grad" else s.tensor
+            p.updates.append((i, s.kind, ref, where == "input", k, tuple(s.value.shape)))
+        # Without copies: updates written in place into a fixed tensor need only its
+        # version bumped; the others need their target found at each call.
+        p.fixed_in_place = [u[2] for u in p.updates if u[3] and u[1] == "tensor"]
+        p.other_updates = [u for u in p.updates if not (u[3] and u[1] == "tensor")]
+        return p
+
+    def _driver_args(self, flat_args):
+        """The program's flat input arrays for this call, and which are copies (see
+        [Steady-state calls])."""
+        p = self._plan
+        # (A comprehension costs a call even when empty: only the kinds there are.)
+        sources = [flat_args[i]._data for i in p.arg_index]
+        if p.tensors:
+            sources += [t._data for t in p.tensors]
+        if p.grad_owners:
+            sources += [None if g is None else g._data for g in [o._grad for o in p.grad_owners]]
+        if p.arrays:
+            sources += p.arrays
+        if p.hypers:
+            sources += [opt.param_groups[index][key] if element is None
+                        else opt.param_groups[index][key][element]
+                        for opt, index, key, element in p.hypers]
+        kept_sources, kept_args, kept_copied = p.kept
+        if all(map(operator.is_, sources, kept_sources)):
+            return kept_args, kept_copied
+        # Sources are in `p.order` (kind by kind), driver arguments in slot order.
+        kept_sources, driver_args, copied = list(kept_sources), list(kept_args), list(kept_copied)
+        program = self.program
+        for q, (src, i) in enumerate(zip(sources, p.order)):
+            if src is kept_sources[q]:
+                continue
+            s = self.slots[i]
+            if s.kind == "hyper":
+                flat, fresh = np.array(src, dtype=np.float64).reshape(1), False
+            elif src is None:  # a .grad this program creates (eager semantics: first backward)
+                flat, fresh = devices.zeros(numel(s.value.shape), s.value.dtype.np, self.device), True
+            else:
+                flat, fresh = program.flat_input(i, src)
+            driver_args[i], copied[i] = flat, fresh
+            kept_sources[q] = _FRESH if fresh else src
+        p.kept = (kept_sources, driver_args, copied)
+        return driver_args, copied
+
+    def run(self, flat_args):
+        if self._plan is None:
+            self._plan = self._build_plan()
+        p = self._plan
+        driver_args, copied = self._driver_args(flat_args)
+        # Off, anomaly mode costs this one flag test; on, a program with backward work runs
+        # with its in-place updates in private copies and its results are checked before
+        # anything is written back ([Anomaly mode] in graphjit/anomaly.py).
+        anomaly = autograd._anomaly_mode and autograd._anomaly.watch(self, flat_args)
+        if anomaly:
+            driver_args, copied, private = _private_updates(p, driver_args, copied)
+        results = self.program.run_trusted(driver_args)
+        if anomaly:
+            autograd._anomaly.check_results(self, results, driver_args, private)
+        outputs = [r.reshape(shape) for r, shape in zip(results, self.program.output_shapes)]
+        # Write back only now: a failing program leaves every tensor as it was.
+        if not any(copied):
+            for t in p.fixed_in_place:
+                t._version.value += 1
+            updates = p.other_updates
+        else:
+            updates = p.updates
+        for i, kind, ref, in_place, k, shape in updates:
+            t = flat_args[ref] if kind == "arg" else ref._grad if kind == "grad" else ref
+            if t is None:  # the .grad this program computed
+                ref._grad = Tensor._wrap(devices.copy(
+                    (driver_args[i] if in_place else results[k]).reshape(shape)))
+                continue
+            if not in_place:
+                if copied[i]:
+                    devices.copyto(t._data, results[k].reshape(shape))
+                elif self.device.type == "cpu":  # into the flat view of t's array
+                    driver_args[i][...] = results[k]
+                else:
+                    devices.copyto(driver_args[i], results[k])
+            elif copied[i]:  # computed into a copy of the tensor's array
+                devices.copyto(t._data, driver_args[i].reshape(shape))
+            t._version.value += 1
+        for opt, param, key, i in self.new_state:
+            opt.state[param][key] = Tensor._wrap(devices.copy(outputs[i]))
+        return outputs
+
+
+def _private_updates(plan, driver_args, copied):
+    """Anomaly mode: the driver arguments with every input updated in place replaced by a
+    private copy (marked copied, so the write-back copies it into the tensor), and the
+    positions of those copies."""
+    driver_args, copied, private = list(driver_args), list(copied), []
+    for i, _, _, in_place, _, _ in plan.updates:
+        if in_place:
+            if not copied[i]:
+                driver_args[i], copied[i] = devices.copy(driver_args[i]), True
+            private.append(i)
+    return driver_args, copied, private
+
+
+class _RunPlan:
+    """Per program: where each slot's array comes from and where each update goes.
+
+    ``kept``: the previous call's sources (in ``order``: kind by kind), driver arguments and
+    which of those are copies (both in slot order); see [Steady-state calls]. ``updates``:
+    ``(slot, kind, tensor / owner / argument index, in place, result index, shape)``."""
+    __slots__ = ("arg_index", "tensors", "grad_owners", "arrays", "hypers", "order", "kept",
+                 "updates", "fixed_in_place", "other_updates")
+
+
+def tracer_slot_index(slots, value) -> int:
+    for i, s in enumerate(slots):
+        if s.value is value:
+            return i
+    raise GraphjitError("an update targets a value that is not a graph input")
+
+
+def _rebuild(tree, outputs, out_values, make):
+    """Replace the traced tensors in the function's result by the program's outputs."""
+    if isinstance(tree, TracerTensor):
+        i = next(i for i, v in enumerate(out_values) if v is tree._value)
+        return make(i, outputs[i])
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return type(tree)(*[_rebuild(v, outputs, out_values, make) for v in tree])
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_rebuild(v, outputs, out_values, make) for v in tree)
+    if isinstance(tree, dict):
+        return {k: _rebuild(v, outputs, out_values, make) for k, v in tree.items()}
+    return tree
+
+
+class _UsedUp(autograd.Node):
+    """``grad_fn`` of an output that ``backward()`` already ran through inside the compiled
+    function: the graph behind it is used up, as after a backward in eager mode."""
+    __slots__ = ()
+
+    def __init__(self):
+        self.seq = next(autograd._sequence)
+        self.next_functions = ()
+
+    def name(self) -> str:
+        return "CompiledUsedUpBackward"
+
+    def apply(self, grads):
+        raise GraphjitError("trying to backward through the graph a second time: backward() "
+                            "already ran through this tensor inside the compiled function. "
+                            "Pass retain_graph=True to that backward() to differentiate the "
+                            "returned tensor again")
+

@@ -1,0 +1,130 @@
+"""Views inside a trace: in-place changes through a view reach the tensor it views.
+
+# NOTE: [Views while tracing]
+Eagerly, a view (``x[1:3]``, ``x.t()``, ``x.reshape(...)``, ``x.detach()``, ``x.data``)
+shares its tensor's memory: an in-place change through either is seen by both. A graph
+has values, not memory, so the tracer keeps for each traced view its root (the real or
+traced tensor whose memory it shares; never a view itself), the view ops from the root to
+it, and an "index shadow": the same ops applied to an int8 array of the root's shape. The
+shadow answers what memory answers eagerly: whether NumPy returned a view at all (a
+reshape of a transposed layout copies, and then there is nothing to track), which
+elements of the root the view covers, and whether it is writeable (broadcasts are not).
+An in-place op on a view writes its result back into the root (``_write_through``); a
+view read after its root changed is rebuilt from the root's current value
+(``_refresh``). So ``x[1:3].add_(1)``, ``p.data.mul_(0.9)``, ``x.detach().zero_()`` and
+``x[0] = v`` inside a compiled function change ``x`` as they do eagerly.
+
+The state these methods use (``_shadows``) is set up in ``Tracer.__init__`` (trace.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..ops import registry
+from .tracer_tensor import TracerTensor
+
+
+class _View:
+    """What the tracer knows of a traced view ([Views while tracing])."""
+    __slots__ = ("root", "chain", "shadow", "source")
+
+    def __init__(self, root, chain, shadow, source):
+        self.root = root        # the tensor whose memory the view shares
+        self.chain = chain      # ((op, attrs), ...) from the root's value to the view's
+        self.shadow = shadow    # the chain applied to the root's int8 shadow
+        self.source = source    # the root's value the view's value was computed from
+
+
+class TracerViews:
+    """The methods of ``Tracer`` that track views ([Views while tracing])."""
+
+    def alias(self, t) -> "TracerTensor":
+        """``t.data``: the same memory, outside autograd."""
+        out = self.wrap(self.value_of(t), False)
+        self._note_view(t, out, registry.get("detach"), {})
+        return out
+
+    def _shadow(self, root):
+        entry = self._shadows.get(id(root))
+        if entry is None:
+            entry = self._shadows[id(root)] = (root, np.zeros(tuple(root.shape), np.int8))
+            self._keep.append(root)
+        return entry[1]
+
+    def _root_value(self, root):
+        return root._value if isinstance(root, TracerTensor) else self.value_of(root)
+
+    def _note_view(self, parent, out, op, attrs) -> None:
+        """``out = op(parent)`` for a view op: record it as a view when eager mode's NumPy
+        result would share the parent's memory."""
+        view = parent._view if isinstance(parent, TracerTensor) else None
+        if view is not None:
+            root, chain, parent_shadow = view.root, view.chain, view.shadow
+        else:
+            root, chain, parent_shadow = parent, (), self._shadow(parent)
+        shadow = np.asarray(op.impl(parent_shadow, **attrs))
+        if shadow.size == 0 or not np.may_share_memory(shadow, self._shadows[id(root)][1]):
+            return  # NumPy copied (a reshape of a transposed layout): not a view
+        out._view = _View(root, chain + ((op, attrs),), shadow, self._root_value(root))
+
+    def _refresh(self, t) -> None:
+        """Rebuild a view's value from its root's current one, if the root changed since."""
+        view = t._view
+        now = self._root_value(view.root)
+        if now is view.source:
+            return
+        v, carries = now, now in self._grad_values
+        for op, attrs in view.chain:
+            v = self.builder.apply(op, [v], attrs)
+            carries = carries and op.vjp is not None
+        if t._requires_grad:
+            self._grad_values.add(v)
+        elif carries:
+            v = self.builder.apply(registry.get("detach"), [v], {})
+        t._value, view.source = v, now
+
+    def _write_through(self, target, new_value, op_name) -> None:
+        """In-place op ``op_name`` on the view ``target``: its root gets the new elements."""
+        view = target._view
+        if not view.shadow.flags.writeable:
+            raise ShapeError(f"the tensor of shape {tuple(target.shape)} is a read-only broadcast "
+                             "view; clone() it before modifying it in place", op=op_name)
+        root = view.root
+        base = self._root_value(root)
+        if all(op.name == "detach" for op, _ in view.chain):
+            new_root = new_value
+        else:
+            new_root = self._scatter_into(base, view.shadow, self._shadows[id(root)][1], new_value)
+        if isinstance(root, TracerTensor):
+            root._value = new_root
+        else:
+            self.current[id(root)] = (root, new_root)
+        target._value, view.source = new_value, new_root
+
+    def _scatter_into(self, base, shadow, root_shadow, new_value):
+        """``base`` with the elements that ``shadow`` (a view of ``root_shadow``) covers
+        replaced by ``new_value``: a reshape when the view is the whole root in order, else
+        a gather from the view's elements and a where over the covered ones."""
+        apply = self.builder.apply
+        n, m = root_shadow.size, shadow.size
+        offset = shadow.__array_interface__["data"][0] - root_shadow.__array_interface__["data"][0]
+        # Element k of the view is element positions[k] of the root (int8: strides in elements).
+        positions = np.lib.stride_tricks.as_strided(
+            np.arange(n, dtype=np.int64)[offset:], shadow.shape,
+            [st * 8 for st in shadow.strides], writeable=False)
+        flat_pos = positions.reshape(-1)
+        if m == n and np.array_equal(flat_pos, np.arange(n)):
+            return apply(registry.get("reshape"), [new_value], {"shape": tuple(base.shape)})
+        source = np.zeros(n, np.int64)
+        source[flat_pos] = np.arange(m)
+        flat_new = apply(registry.get("reshape"), [new_value], {"shape": (m,)})
+        gathered = apply(registry.get("index"), [flat_new, self.builder.constant(source)],
+                         {"key": (("t", 0),)})
+        covered = np.zeros(n, np.bool_)
+        covered[flat_pos] = True
+        if not covered.all():
+            flat_base = apply(registry.get("reshape"), [base], {"shape": (n,)})
+            gathered = apply(registry.get("where"), [self.builder.constant(covered), gathered,
+                                                     flat_base], {})
+        return apply(registry.get("reshape"), [gathered], {"shape": tuple(base.shape)})
