@@ -152,6 +152,17 @@ def test_cosine_similarity(rng):
         F.cosine_similarity(gj.zeros(2, 3), gj.zeros(4, 3))
 
 
+def test_normalize(rng):
+    x = rng.standard_normal((3, 4))
+    x[1] = 0.0  # max(||x||, eps): zeros stay zeros
+    for p in (2.0, 1.0, 3.0):
+        norm = (np.abs(x) ** p).sum(1, keepdims=True) ** (1 / p)
+        close(F.normalize(f64(x), p=p), x / np.maximum(norm, 1e-12))
+    close(F.normalize(f64(x), dim=0), x / np.linalg.norm(x, axis=0, keepdims=True))
+    a = f64(rng.standard_normal((2, 3)), requires_grad=True)
+    assert gradcheck(lambda a: F.normalize(a, dim=1), (a,))
+
+
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_cosine_embedding_loss(reduction, rng):
     x1, x2 = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
