@@ -20,6 +20,8 @@ forward's compiled backward).
 from __future__ import annotations
 
 import functools
+import sys
+import types
 import warnings
 
 from .. import autograd, devices
@@ -29,7 +31,7 @@ from . import guards, lowering
 from .lowering import Lowered, _generate_only
 from .runtime import Assumed
 from .signature import (_arg_names, _bound_arguments, _describe_sig_change, _flatten,
-                        _reachable, _reachable_modules, _scan_names, _tensor_sig)
+                        _inspected, _reachable, _reachable_modules, _scan_names, _tensor_sig)
 from .trace import trace
 from .tracer_tensor import TracerTensor
 
@@ -50,7 +52,14 @@ class CompiledFunction:
     """What ``graphjit.compile(fn)`` returns: call it like ``fn``."""
 
     def __init__(self, fn, *, verify: bool = False, fastmath: bool = False):
-        functools.update_wrapper(self, fn)
+        if hasattr(fn, "__name__"):  # a function or method: look like it (functools.wraps)
+            functools.update_wrapper(self, fn)
+        else:
+            # A callable object (a module): no function metadata to copy (update_wrapper
+            # would merge its attributes into ours and leave us without a __name__).
+            self.__name__ = self.__qualname__ = type(fn).__name__
+            self.__doc__ = type(fn).__doc__
+            self.__wrapped__ = fn
         self.fn = fn
         self.verify = verify
         self.fastmath = fastmath
@@ -66,8 +75,10 @@ class CompiledFunction:
         self._last_call = None
 
     def __get__(self, obj, objtype=None):
-        # Decorating a method: bind like a function would.
-        return self if obj is None else functools.partial(self.__call__, obj)
+        # Decorating a method: bind like a function would (``obj.method.explain()`` then
+        # reaches this object). The instance is an argument, so it is part of the cache key
+        # (by identity): each instance gets programs of its own.
+        return self if obj is None else types.MethodType(self, obj)
 
     def _key(self, args, kwargs):
         leaves, paths = [], []
@@ -146,7 +157,7 @@ class CompiledFunction:
                            None if len(tensor_at) == len(args) else tensor_at)
 
     def _compile(self, args, kwargs, flat, sig, key, reasons):
-        names = _arg_names(self.fn, args, kwargs, len(flat))
+        names = _arg_names(_inspected(self.fn), args, kwargs, len(flat))
         if self._last_sig is None:
             why = ["first call"]
         elif reasons is not None:
@@ -168,14 +179,18 @@ class CompiledFunction:
                           f"the latest because: {'; '.join(why)}. See .explain()",
                           GraphjitWarning, stacklevel=3)
         flat_args = list(flat)
-        found = _reachable(self.fn, args, kwargs)
+        inspected = _inspected(self.fn)
+        found = _reachable(inspected, args, kwargs)
         # Python code may branch on `module.training`: the flags at the call are assumed.
         modules = tuple(_reachable_modules(found))
-        reach = guards.Reachable(self.fn, _bound_arguments(self.fn, args, kwargs))
+        reach = guards.Reachable(inspected, _bound_arguments(inspected, args, kwargs))
         python_guards = guards.PythonGuards(reach)  # the values before the trace ran
+        objects = []  # what the key names by identity
+        _flatten((args, kwargs), "", [], [], objects)
         assumed = Assumed(trace_number=len(self._history), modules=modules,
                           training=tuple(m.training for _, m in modules),
-                          python_guards=python_guards if python_guards else None)
+                          python_guards=python_guards if python_guards else None,
+                          objects=tuple(objects))
         attributes = guards.AttributeSnapshot(reach)
         tracer, result = trace(self.fn, args, kwargs, flat_args, names, _scan_names(found),
                                self.__name__)
@@ -208,9 +223,10 @@ class CompiledFunction:
 
     def _lower_only(self, device, args, kwargs):
         key, flat, sig = self._key(args, kwargs)
-        names = _arg_names(self.fn, args, kwargs, len(flat))
+        inspected = _inspected(self.fn)
+        names = _arg_names(inspected, args, kwargs, len(flat))
         tracer, result = trace(self.fn, args, kwargs, list(flat), names,
-                               _scan_names(_reachable(self.fn, args, kwargs)), self.__name__)
+                               _scan_names(_reachable(inspected, args, kwargs)), self.__name__)
         if device is not None:
             tracer.device = device  # the graph is the same; the target follows the device
         try:
@@ -240,11 +256,18 @@ class CompiledFunction:
 def compile(fn=None, *, verify: bool = False, fastmath: bool = False):  # noqa: A001
     """Compile ``fn`` into a static graph program (``@graphjit.compile`` or ``compile(fn)``).
 
+    ``fn`` is a function or a method, or an ``nn.Module``: then the result is a module whose
+    calls run compiled and which is the original for everything else, like
+    ``torch.compile(module)`` (``CompiledModule``, [Compiled modules] in compiled_module.py).
     ``verify``: run the IR verifier after every pass. ``fastmath``: let LLVM reassociate
     float arithmetic in the generated kernels (faster reductions and polynomial code, results
     no longer bit-comparable with eager mode; off by default)."""
     if fn is None:
-        return lambda f: CompiledFunction(f, verify=verify, fastmath=fastmath)
+        return lambda f: compile(f, verify=verify, fastmath=fastmath)
+    module = sys.modules.get("graphjit.nn.module")  # (not imported: fn is no module)
+    if module is not None and isinstance(fn, module.Module):
+        from .compiled_module import CompiledModule
+        return CompiledModule(fn, verify=verify, fastmath=fastmath)
     return CompiledFunction(fn, verify=verify, fastmath=fastmath)
 
 

@@ -40,6 +40,7 @@ class Assumed:
     modules: tuple = ()  # (name, module): modules whose ``training`` flag is assumed
     training: tuple = ()  # their flags at the call (Python code may branch on them)
     python_guards: object = None  # guards.PythonGuards, or None when nothing is guarded
+    objects: tuple = ()  # what the cache key names by identity: held, so no id is reused
 
 
 # NOTE: [Steady-state calls]
@@ -106,6 +107,7 @@ class _Entry:
         self.module_names = [n for n, _ in assumed.modules]
         self.training = list(assumed.training)
         self.python_guards = assumed.python_guards
+        self.held = assumed.objects
         # What guards_hold compares, per slot kind ([Steady-state calls]).
         self._tensor_checks = [(s.tensor, tuple(s.tensor.shape), s.tensor._data.dtype,
                                 s.tensor._requires_grad, type(s.tensor._data))

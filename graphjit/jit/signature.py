@@ -16,21 +16,27 @@ import inspect
 from ..tensor import Tensor
 
 
-def _flatten(obj, path, leaves, names):
-    """Flatten nested tuples/lists/dicts; returns a hashable tree description."""
+def _flatten(obj, path, leaves, names, objects=None):
+    """Flatten nested tuples/lists/dicts; returns a hashable tree description. The objects
+    it describes by identity are added to ``objects`` when given."""
     if isinstance(obj, Tensor):
         leaves.append(obj)
         names.append(path)
         return ("T",)
     if isinstance(obj, (tuple, list)):
-        return (type(obj).__name__,) + tuple(_flatten(v, f"{path}.{i}", leaves, names)
+        return (type(obj).__name__,) + tuple(_flatten(v, f"{path}.{i}", leaves, names, objects)
                                              for i, v in enumerate(obj))
     if isinstance(obj, dict):
-        return ("dict",) + tuple((k, _flatten(obj[k], f"{path}.{k}", leaves, names))
+        return ("dict",) + tuple((k, _flatten(obj[k], f"{path}.{k}", leaves, names, objects))
                                  for k in sorted(obj, key=repr))
     if isinstance(obj, (bool, int, float, str, type(None))):
         return ("S", type(obj).__name__, obj)  # a static value: part of the key
-    return ("O", id(obj))  # modules, optimizers, functions: by identity
+    if objects is not None:
+        objects.append(obj)
+    # Modules, optimizers, ``self`` of a compiled method: by identity. Each program holds
+    # the objects its key names this way (``Assumed.objects``), so while it is cached no
+    # new object can get one of their ids and be taken for it.
+    return ("O", id(obj))
 
 
 def _tensor_sig(t: Tensor):
@@ -54,6 +60,13 @@ def _describe_sig_change(old, new, names) -> list[str]:
 
 
 # ---- names -------------------------------------------------------------------------------------
+
+def _inspected(fn):
+    """What names a compiled callable's arguments and what it can reach (globals, closure,
+    ``self``): a module's ``forward``, bound to it, for a module; else ``fn`` itself."""
+    from ..nn import Module
+    return fn.forward if isinstance(fn, Module) else fn
+
 
 def _reachable(fn, args, kwargs) -> dict:
     """The objects the function names: its globals and closure cells, ``self``, arguments."""
