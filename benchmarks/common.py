@@ -161,6 +161,29 @@ def machine_info():
     }
 
 
+def blas_kernels():
+    """Per BLAS library loaded in this process: its file, kernel architecture (OpenBLAS's
+    core type, e.g. Haswell or SkylakeX) and threads, from threadpoolctl's
+    ``threadpool_info()``; or one entry with a ``note`` where threadpoolctl is missing
+    (``pip install -e .[bench]``)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return [{"note": "threadpoolctl is not installed (pip install -e .[bench]): the "
+                         "OpenBLAS kernels that ran are unknown"}]
+    return [{"file": os.path.basename(m.get("filepath") or "?"),
+             "architecture": m.get("architecture"), "num_threads": m.get("num_threads"),
+             "version": m.get("version")}
+            for m in threadpool_info() if m.get("user_api") == "blas"]
+
+
+def fmt_blas_kernels(libs):
+    """``blas_kernels()`` as one line."""
+    return "; ".join(b["note"] if "note" in b else
+                     f"{b['file']}: {b['architecture']} kernels, {b['num_threads']} threads"
+                     for b in libs) or "no BLAS loaded"
+
+
 def fmt_seconds(s):
     if s is None:
         return "-"

@@ -2,6 +2,7 @@
 
     python benchmarks/suite.py [--quick] [--only W1,W3] [--check] [--json PATH]
                                [--threads N] [--no-compile-time] [--no-torch-compile]
+                               [--openblas-env unset|keep]
 
 Per workload (``benchmarks/workloads/``) it prints the median time per step, after warmup,
 of graphjit compiled (``@graphjit.compile`` on the whole step), graphjit eager, a
@@ -19,6 +20,12 @@ this one, in turns), so one library's idle thread pool cannot slow the next, and
 thread per library by default (``--threads``; 0 keeps each library's own default): on a
 small shared machine a multi-threaded op waits at its barrier for a core another process
 holds, which made PyTorch's and OpenBLAS's steps 10-100x slower and their times random.
+
+``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` are unset in the children's environment
+(``--openblas-env keep``: as they are), so OpenBLAS runs the kernels it picks for this CPU,
+and every child reports the kernels that ran (threadpoolctl, ``pip install -e .[bench]``):
+see [OpenBLAS variables in the suite]. Speed beside busy processes is
+``benchmarks/load.py``'s.
 
 ``--check`` runs no timing: it runs three steps of every implementation from the same
 initial state and compares the loss, gradients, parameter updates and optimizer state with
@@ -60,23 +67,40 @@ if _THREADS > 0:
 
 
 
-def _openblas_kernels():
-    """OpenBLAS's core type as graphjit chooses it (graphjit/_blas.py, [OpenBLAS core type]),
-    set here before NumPy loads, so that every child inherits it: the NumPy peer runs the
-    same GEMM kernels as graphjit's compiled programs, and the GEMM limit is theirs. Loaded
-    from its file: importing the package would import NumPy first."""
-    import importlib.util
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "graphjit", "_blas.py")
-    spec = importlib.util.spec_from_file_location("_graphjit_blas_choice", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if "GRAPHJIT_SUITE_OPENBLAS_WAS" not in os.environ:  # the parent: note what it found
-        os.environ["GRAPHJIT_SUITE_OPENBLAS_WAS"] = os.environ.get("OPENBLAS_CORETYPE", "unset")
-    module.choose_openblas_kernels()
+# NOTE: [OpenBLAS variables in the suite]
+# The development VMs' environment sets OPENBLAS_CORETYPE=Haswell (right for their Zen 3
+# machines), which on the Zen 5 ones holds OpenBLAS to its AVX2 kernels, about half the GEMM
+# rate. graphjit leaves the variable alone ([OpenBLAS core type] in graphjit/_blas.py); the
+# suite unsets it, with OPENBLAS_L2_SIZE (the two go together), in the environment of its own
+# child processes, where every implementation is timed, so that they run the kernels
+# OpenBLAS picks for this CPU: the numbers are the machine's. ``--openblas-env keep`` times
+# them with the environment as it is. Every child says which kernels ran (threadpoolctl);
+# this process's own environment is not changed (--check and --in-process run here).
+OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
-_openblas_kernels()
+def _early_openblas_env(argv):
+    for i, a in enumerate(argv):
+        if a == "--openblas-env" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--openblas-env="):
+            return a.split("=", 1)[1]
+    return "unset"
+
+
+_OPENBLAS_ENV = _early_openblas_env(sys.argv[1:])
+
+
+def child_env(**extra):
+    """The environment of the suite's child processes (see [OpenBLAS variables in the
+    suite]), with ``extra`` on top."""
+    env = dict(os.environ)
+    if _OPENBLAS_ENV == "unset":
+        for var in OPENBLAS_VARS:
+            env.pop(var, None)
+    env.update(extra)
+    return env
+
 
 import argparse  # noqa: E402
 import gc  # noqa: E402
@@ -92,8 +116,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-from common import (fmt_seconds, gemm_rate, machine_info, stream_bandwidths,  # noqa: E402
-                    time_interleaved, warm_up)
+from common import (blas_kernels, fmt_blas_kernels, fmt_seconds, gemm_rate,  # noqa: E402
+                    machine_info, stream_bandwidths, time_interleaved, warm_up)
 from workloads import WORKLOADS  # noqa: E402
 from workloads.base import GRAPHJIT_COMPILED, NUMPY, TORCH_COMPILE, Unavailable  # noqa: E402
 
@@ -122,7 +146,8 @@ def probe(key):
         t0 = time.perf_counter()
         step()
         steady.append(time.perf_counter() - t0)
-    _emit({"import_s": import_s, "calls_s": calls, "steady_s": float(np.median(steady))})
+    _emit({"import_s": import_s, "calls_s": calls, "steady_s": float(np.median(steady)),
+           "blas": blas_kernels()})
 
 
 RESULT_MARK = "SUITE-RESULT "
@@ -139,8 +164,9 @@ def run_child(child_args, env=None, timeout=900):
         # The child must run with the parent's --threads: without it, it would set up its
         # libraries with the default (1 thread), whatever the parent was asked for.
         proc = subprocess.run([sys.executable, os.path.abspath(__file__), *child_args,
-                               "--threads", str(_THREADS)],
-                              env=env, capture_output=True, text=True, timeout=timeout)
+                               "--threads", str(_THREADS), "--openblas-env", _OPENBLAS_ENV],
+                              env=env if env is not None else child_env(),
+                              capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s"}
     for line in reversed(proc.stdout.splitlines()):
@@ -156,8 +182,8 @@ def run_child(child_args, env=None, timeout=900):
 def compile_times(key):
     """Cold and warm compile of ``key``'s graphjit compiled step, each in a fresh process."""
     tmp = tempfile.mkdtemp(prefix="graphjit-suite-")
-    env = dict(os.environ, GRAPHJIT_CACHE_DIR=os.path.join(tmp, "graphjit"),
-               NUMBA_CACHE_DIR=os.path.join(tmp, "numba"))
+    env = child_env(GRAPHJIT_CACHE_DIR=os.path.join(tmp, "graphjit"),
+                    NUMBA_CACHE_DIR=os.path.join(tmp, "numba"))
     env.pop("GRAPHJIT_DUMP", None)
     out = {}
     try:
@@ -221,7 +247,7 @@ def time_one(key, name, quick, verbose=False):
         if verbose:
             traceback.print_exc()
         return _emit({"error": _error_text(e)})
-    _emit({"first_s": first, **res})
+    _emit({"first_s": first, **res, "blas": blas_kernels()})
 
 
 def _bench_in_process(w, args, timing):
@@ -340,6 +366,10 @@ def print_workload(res, limits):
         iqr = f"{fmt_seconds(r['p25_s'])}-{fmt_seconds(r['p75_s'])}"
         print(f"  {mark} {r['name']:<46} {fmt_seconds(r['median_s']):>10} {iqr:>21} "
               f"{fmt_seconds(r['first_s']):>10} {ratio:>12} {rate:>8.2f} {r['of_limit']:>8.1%}")
+    kernels = sorted({f"{b['architecture']} ({b['file']})" for r in res["rows"]
+                      for b in r.get("blas", []) if "architecture" in b})
+    if kernels:
+        print(f"    OpenBLAS kernels that ran in these processes: {', '.join(kernels)}")
     if res.get("compile"):
         print(f"    graphjit compiled, fresh process: {_fmt_compile(res['compile'])}")
 
@@ -467,14 +497,20 @@ def check_workload(w, args):
 
 # ---------------------------------------------------------------- main
 
-def _print_machine(info, limits):
+def _print_machine(info, limits, blas, here=False):
+    """``blas``: the BLAS libraries of the processes that ran (``blas_kernels()``); ``here``:
+    they ran in this process, whose environment the suite leaves as it is."""
     print("machine:")
     print(f"  CPU: {info['cpu']}, {info['logical_cores']} logical cores "
           f"({info['usable_cores']} usable)")
-    was, now = os.environ["GRAPHJIT_SUITE_OPENBLAS_WAS"], os.environ.get("OPENBLAS_CORETYPE")
-    print(f"  OpenBLAS core type: {now or 'chosen by OpenBLAS'}"
-          + (f" (the environment's {was} replaced: see graphjit/_blas.py)" if was not in
-             ("unset", now) else ""))
+    set_here = ", ".join(f"{v}={os.environ[v]}" for v in OPENBLAS_VARS if v in os.environ)
+    if _OPENBLAS_ENV == "unset" and not here:
+        how = (f"{set_here} in the environment, unset for the suite's processes"
+               if set_here else "OPENBLAS_CORETYPE unset")
+    else:
+        how = f"the environment as it is ({set_here or 'OPENBLAS_CORETYPE unset'})"
+    print(f"  OpenBLAS: {how}; kernels that ran: "
+          f"{fmt_blas_kernels(blas)}")
     versions = [f"python {info['python']}", f"numpy {info['numpy']} ({info['blas']})",
                 f"numba {info['numba']}",
                 f"torch {info['torch']}" if info["torch"] else "torch: not installed",
@@ -501,6 +537,11 @@ def main(argv=None):
                              "parallel loops, torch; 1 also makes XLA single-threaded); "
                              "0: each library's default. Default 1: on a small shared machine "
                              "a busy core stalls every multi-threaded op at its barrier")
+    parser.add_argument("--openblas-env", choices=("unset", "keep"), default="unset",
+                        help="unset (default): OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are "
+                             "unset in the suite's child processes, so OpenBLAS picks the "
+                             "kernels for this CPU; keep: the environment as it is. Each "
+                             "child reports the kernels that ran")
     parser.add_argument("--verbose", action="store_true", help="print tracebacks of failures")
     parser.add_argument("--in-process", action="store_true",
                         help="time every implementation in this one process, in turns, instead "
@@ -528,7 +569,7 @@ def main(argv=None):
 
     report["threads"] = args.threads
     if args.check:
-        _print_machine(info, None)
+        _print_machine(info, None, blas_kernels(), here=True)  # --check runs here
         print(f"  threads: {_thread_note(args.threads)}")
         report["check"] = {k: check_workload(WORKLOADS[k], args) for k in keys}
         failed = [f"{k} {r['name']}" for k, rs in report["check"].items() for r in rs if not r["ok"]]
@@ -539,7 +580,7 @@ def main(argv=None):
 
     limits = Limits(args.quick)
     limits.measure()
-    _print_machine(info, None)
+    _print_machine(info, None, limits.blas)
     print(f"threads: {_thread_note(args.threads)}; load average at start "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     results = []
@@ -559,7 +600,7 @@ def main(argv=None):
     report["limits"] = limits.summary()
     report["load_average_end"] = os.getloadavg()
     print()
-    _print_machine(info, report["limits"])
+    _print_machine(info, report["limits"], limits.blas)
     print(f"  threads: {_thread_note(args.threads)}; load average (1, 5, 15 min) at the end "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     where = ("all in this process, timed in turns" if args.in_process
@@ -599,7 +640,7 @@ class Limits:
     def __init__(self, quick):
         self.n = 1 << 24 if quick else 1 << 25
         self.repeats = 3 if quick else 8
-        self.streams, self.gemm = [], []
+        self.streams, self.gemm, self.blas = [], [], []
 
     def measure(self):
         # In a process of its own: a process that has run an OpenBLAS GEMM keeps threads
@@ -611,6 +652,7 @@ class Limits:
             raise RuntimeError(f"measuring the machine's limits failed: {res['error']}")
         self.streams.append(res["streams"])
         self.gemm.append(res["gemm"])
+        self.blas = res.get("blas", [])
 
 
     def summary(self):
@@ -618,6 +660,7 @@ class Limits:
         best = {k: max(m[k] for m in self.streams) for k in kinds}
         low = min(max(m.values()) for m in self.streams)
         return {"bandwidth_gb_s": max(best.values()), "gemm_gflop_s": max(self.gemm),
+                "blas": self.blas,
                 "bandwidth_by_stream_gb_s": best, "bandwidth_measurements": self.streams,
                 "gemm_measurements_gflop_s": self.gemm,
                 "bandwidth_note": f"best NumPy stream over {self.n * 4 >> 20} MiB float32 arrays, "
@@ -630,7 +673,7 @@ class Limits:
 def measure_limits(n, repeats):
     """The child of ``Limits.measure``."""
     _emit({"streams": stream_bandwidths(n, repeats),
-           "gemm": gemm_rate(2048, max(2, repeats // 2), best=True)})
+           "gemm": gemm_rate(2048, max(2, repeats // 2), best=True), "blas": blas_kernels()})
 
 
 def _write_json(path, report):

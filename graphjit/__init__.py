@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import importlib as _importlib
 
-from ._blas import choose_openblas_kernels as _choose_openblas_kernels
-
-_choose_openblas_kernels()  # before NumPy and SciPy load OpenBLAS: see graphjit/_blas.py
-
 from . import ops as _ops  # noqa: F401  (registers every primitive op)
 from . import autograd  # noqa: F401
 from .autograd import enable_grad, grad, is_grad_enabled, no_grad, set_grad_enabled

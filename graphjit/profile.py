@@ -4,7 +4,9 @@
 one-node program and timed on the values it really sees (computed by the reference
 interpreter from the call's inputs), the fixed cost of calling a program is subtracted, and
 the achieved GB/s and GFLOP/s are set against the memory bandwidth and matrix-multiply rate
-measured on this machine (once, then read from ``<cache>/machine.json``).
+measured on this machine (once, then read from ``<cache>/machine.json``). Where OpenBLAS
+runs AVX2 kernels on a CPU with AVX-512 (``OPENBLAS_CORETYPE`` set so), a note says the
+products run below the CPU's rate, and why.
 """
 from __future__ import annotations
 
@@ -140,4 +142,16 @@ def format_profile(graph, rows, limits) -> list:
         lines.append(f"  {what:<34} {seconds * 1e6:>8.1f}us {gbs:>8.2f} {gbs / bw:>6.1%} "
                      f"{gflops:>9.2f} {gflops / peak:>8.1%}")
     lines.append(f"  sum of kernels: {total * 1e6:.1f} us")
+    if any(n.op.name in ("gemm", "matmul") for n, *_ in rows):
+        note = openblas_note()
+        if note:
+            lines.append(f"  {note}")
     return lines
+
+
+def openblas_note() -> str | None:
+    """A line when the matrix products run OpenBLAS kernels below this CPU's, and why
+    ([OpenBLAS core type] in graphjit/_blas.py: graphjit says so, and changes nothing)."""
+    from ._blas import cpu_flags, kernel_note, numba_openblas
+    lib = numba_openblas()
+    return kernel_note(lib.corename() if lib is not None else None, cpu_flags())

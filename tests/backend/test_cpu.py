@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from graphjit import dtypes
+from graphjit.ops import window
 from graphjit.backend import source
 from graphjit.backend.cpu import compile_graph, emitter_for, generate
 from graphjit.backend.cpu.native import run_kernel_in_python
@@ -176,7 +177,7 @@ def elementwise_graph(dt) -> Built:
             api.softplus(x, beta=2.0, threshold=1.0), api.clamp(x, -0.5, 0.5),
             api.clamp(x, min=-0.3), api.clamp(x, max=0.1), api.clamp(x, -math.inf, 0.25),
             api.abs(x), api.sign(z), api.neg(x), api.pow(x, 2), api.pow(x, 3), api.pow(p, 0.5),
-            api.pow(p, -1.5), api.pow(p, x), api.detach(x),
+            api.pow(p, -1.5), api.pow(p, x), api.detach(x), api.clone(x),
             # binary, broadcast every way
             api.add(x, y), api.sub(z, y), api.mul(x, z), api.div(x, z), api.maximum(x, y),
             api.minimum(z, x), api.add(x, 2.5), api.sub(1.0, x), api.div(y, 3.0),
@@ -235,6 +236,13 @@ def reduce_linalg_shape_graph() -> Built:
             api.slice_backward(g, (2, 3, 4), (0, 1, 0), (2, 3, 4), (1, 1, 2)),
             api.cat([x, x2], 1), api.cat([x, x], 0), api.cat([x, x2, x], 1),
             api.cat([n, n], 2), api.stack([a2, a2], 1),
+            # sliding windows: padding (-inf for max pooling), stride, dilation
+            window.unfold(a4, (2, 3), (1, 1), (1, 2), (1, 0, 2, 1), -math.inf),
+            window.unfold(api.reshape(d, (1, 2, 3, 4)), (2, 2), (1, 2), (2, 1), (0, 1, 0, 0)),
+            window.fold(window.unfold(api.reshape(x, (1, 2, 3, 4)), (2, 2), (1, 1), (1, 1), (1, 1, 0, 1)), (3, 4),
+                        (2, 2), (1, 1), (1, 1), (1, 1, 0, 1)),
+            window.fold(window.unfold(api.reshape(d, (1, 2, 3, 4)), (2, 3), (1, 1), (2, 2), (0, 1, 1, 1)), (3, 4),
+                        (2, 3), (1, 1), (2, 2), (0, 1, 1, 1)),
         ]
 
     return build("reduce_linalg_shape", specs, body)

@@ -127,22 +127,3 @@ def test_passes_over_one_long_row_run_in_chunks():
     e = np.exp(x - x.max())
     np.testing.assert_allclose(s, [e.sum()], rtol=1e-13)
     np.testing.assert_allclose(p, e / e.sum(), rtol=1e-13, atol=1e-300)
-
-
-def test_idle_openmp_threads_spin_briefly_unless_the_user_chose_a_policy():
-    """NOTE [Idle worker threads] in backend/cpu/__init__.py."""
-    import os
-    import subprocess
-    import sys
-    code = ("import os, graphjit.backend.cpu; "
-            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))")
-    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True).stdout.split()
-    assert out == ["1000", "None"]
-    out = subprocess.run([sys.executable, "-c", code], env=dict(env, OMP_WAIT_POLICY="ACTIVE"),
-                         capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["None", "ACTIVE"]
-    out = subprocess.run([sys.executable, "-c", code], env=dict(env, GOMP_SPINCOUNT="5"),
-                         capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["5", "None"]

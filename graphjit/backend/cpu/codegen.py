@@ -328,6 +328,7 @@ def generate(graph, name: str | None = None, inplace: bool = False,
     slot_params = [namer.fresh(f"w{j}") for j in range(len(slots))]
 
     kernels, by_text = [], {}
+    threaded_blas = False  # a GEMM large enough for OpenBLAS's threads ([Threads under load])
     # (kernel, argument dtypes) -> its entry in the address table ([Kernel calls by address]).
     table_index = {}
     table_param = namer.fresh("kernels")
@@ -347,6 +348,7 @@ def generate(graph, name: str | None = None, inplace: bool = False,
                     k.outs[j] = k.ins[w]
             writes_input.append(w)
         emitter_for(node.op)(node, k)
+        threaded_blas = threaded_blas or k.threaded_blas
         driver.line(f"# {k.ir_line}")
         if k.alias_of is not None:
             src = node.inputs[k.alias_of]
@@ -471,6 +473,9 @@ def generate(graph, name: str | None = None, inplace: bool = False,
     module.kernel_table = [(kernel.name, dtypes, len(kernel.body) * (4 if kernel.parallel else 1))
                            for kernel, dtypes in table_index]
     module.slots = [(n, dtype) for dtype, n in slots]
+    # What the program's calls may run on threads: see [Threads under load] in threads.py.
+    module.parallel = any(kernel.parallel for kernel in kernels)
+    module.threaded_blas = threaded_blas
     # Update position -> index of its target among the inputs, for updates done in place.
     module.in_place = {j: params.index(t) for j, (t, v) in enumerate(graph.updates)
                        if in_place.get(v) is t}

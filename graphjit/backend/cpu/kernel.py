@@ -61,6 +61,8 @@ class KernelWriter:
         self.fill_value = None              # driver fills the output with this literal (no kernel)
         self.zero_output = False            # driver zeroes the output before the kernel runs
         self.parallel = False               # its outer loop is a prange (see [Parallel loops])
+        # it calls BLAS on products large enough for OpenBLAS's threads ([Threads under load])
+        self.threaded_blas = False
         self.chunk = None                   # the prange's chunk variable
         self._names = Namer(list(MODULE_GLOBALS) + self.ins + self.outs)
 

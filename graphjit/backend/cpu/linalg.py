@@ -7,6 +7,7 @@ broadcast batch offsets. BLAS has no int64 GEMM, so int64 matmuls are plain loop
 """
 from __future__ import annotations
 
+from ..._blas import GEMM_SINGLE_THREAD_MAX
 from ...shapes import numel
 from .kernel import emits
 from .loops import affine, broadcast_strides, c_strides, coalesce, loop_nest
@@ -27,8 +28,10 @@ def emit_matmul(node, k) -> None:
         _emit_loops(node, k, m, kk, n, batch)
         return
     a_in, b_in, out = k.ins[0], k.ins[1], k.out
+    k.threaded_blas = m * kk * n > GEMM_SINGLE_THREAD_MAX
     if numel(b.shape[:-2]) == 1 and tuple(a.shape[:-2]) == batch:
         rows = numel(batch) * m
+        k.threaded_blas = rows * kk * n > GEMM_SINGLE_THREAD_MAX
         k.line(f"np.dot({a_in}.reshape(({rows}, {kk})), {b_in}.reshape(({kk}, {n})), "
                f"{out}.reshape(({rows}, {n})))")
         return
@@ -92,6 +95,7 @@ def emit_gemm(node, k) -> None:
         a_view = f"{k.ins[0]}.reshape(({kk}, {m})).T" if ta else f"{k.ins[0]}.reshape(({m}, {kk}))"
         b_view = f"{k.ins[1]}.reshape(({n}, {kk})).T" if tb else f"{k.ins[1]}.reshape(({kk}, {n}))"
         k.line(f"np.dot({a_view}, {b_view}, {target}.reshape(({m}, {n})))")
+        k.threaded_blas = m * kk * n > GEMM_SINGLE_THREAD_MAX
     if epilogue:
         body_node = Node(FUSED, [Value(p)] + list(extras), {"body": epilogue}, node.out_type)
         emit_fused(body_node, k.view(body_node, [target] + k.ins[2:]))

@@ -12,6 +12,7 @@ import threading
 import numpy as np
 
 from ...errors import DTypeError, ShapeError
+from .threads import ThreadChoice
 
 # Result arrays a program keeps for reuse, per result (see CompiledProgram).
 POOLED_RESULTS = 2
@@ -35,7 +36,9 @@ class CompiledProgram:
     program refers to it (its reference count says so, views included), so a caller never
     sees an array it holds change. Fresh pages cost more than the kernels (two 16 MiB
     results allocated per call made a 3 ms loop take 33 ms on the development VM). Calls
-    on one program are serialised by a lock, since they share the workspace.
+    on one program are serialised by a lock, since they share the workspace. ``threads``
+    chooses how many threads each call's parallel loops and GEMMs run on, from the calls'
+    own times ([Threads under load] in threads.py; None where there is nothing to choose).
     """
 
     def __init__(self, graph, name, generated, path, driver, kernel_table, compile_seconds):
@@ -66,6 +69,10 @@ class CompiledProgram:
         self._lock = threading.Lock()
         self._in_place = generated.in_place  # update position -> driver argument position
         self.update_plan = update_plan(generated, self._n_out, len(self._update_shapes))
+        # How many threads each call runs its loops and GEMMs on ([Threads under load] in
+        # threads.py); None: nothing to choose, the libraries' settings hold.
+        self.threads = ThreadChoice.for_program(getattr(generated, "parallel", False),
+                                                getattr(generated, "threaded_blas", False))
 
     @property
     def workspace_bytes(self) -> int:
@@ -167,7 +174,9 @@ class CompiledProgram:
             for j, const in self._const_at:
                 args.insert(j, const)
         with self._lock:
-            return self._driver(*args, *self._buffers())
+            if self.threads is None:
+                return self._driver(*args, *self._buffers())
+            return self.threads.run(self._driver, *args, *self._buffers())
 
     def __repr__(self) -> str:
         return f"<CompiledProgram {self.name} at {self.path}>"
