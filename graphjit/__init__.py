@@ -25,6 +25,9 @@ from .ops.api import (abs, add, amax, amin, argmax, argmin, broadcast_to, cat, c
                       pow, relu, reshape, rsqrt, sigmoid, sign, silu, sin, softmax, softplus, split,
                       sqrt, squeeze, stack, std, sub, sum, t, tanh, transpose, unsqueeze, var,
                       where)
+from .ops.composite import (addmm, baddbmm, bmm, dot, einsum, flip, isclose, isfinite, isinf,
+                            isnan, masked_fill, mv, nan_to_num, norm, outer, roll, square, tile,
+                            tril, triu)
 from .random import initial_seed, manual_seed
 from .serialization import load, save
 from .tensor import Tensor, tensor
@@ -62,3 +65,13 @@ def numel(input) -> int:
 
 def is_tensor(obj) -> bool:
     return isinstance(obj, Tensor)
+
+
+def equal(input, other) -> bool:  # noqa: A002 - torch.equal
+    """Same shape and the same elements: a Python bool (it reads the data)."""
+    return input.equal(other)
+
+
+def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:  # noqa: A002
+    """Whether every element is close (``isclose``): a Python bool (it reads the data)."""
+    return input.allclose(other, rtol, atol, equal_nan)

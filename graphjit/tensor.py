@@ -15,7 +15,7 @@ from . import autograd as _ag
 from . import devices, dtypes
 from .dtypes import DType
 from .errors import AutogradError, DTypeError, GraphjitError, ShapeError
-from .ops import api
+from .ops import api, composite
 
 
 def _unpickle(data, device, requires_grad, attributes):
@@ -51,7 +51,24 @@ class Tensor:
     # NumPy defers binary operators to ours (ndarray * Tensor -> Tensor.__rmul__).
     __array_ufunc__ = None
 
-    def __init__(self, data, requires_grad: bool = False):
+    def __init__(self, *args, requires_grad: bool = False):
+        """As ``torch.Tensor``: ``Tensor(2, 3)`` (sizes: a float tensor of the default dtype,
+        zeros here where PyTorch leaves it uninitialised), ``Tensor()`` (empty), ``Tensor(t)``
+        (sharing t's memory), ``Tensor(array)`` (sharing a NumPy array of a graphjit dtype),
+        ``Tensor([1, 2])`` (data, converted to the default float dtype as PyTorch's legacy
+        constructor does; ``graphjit.tensor`` infers the dtype instead)."""
+        if not args or all(isinstance(a, (int, np.integer)) and not isinstance(a, bool)
+                           for a in args):
+            data = np.zeros(tuple(int(a) for a in args) if args else (0,),
+                            dtypes.get_default_dtype().np)
+        elif len(args) == 1:
+            data = args[0]
+            if isinstance(data, (float, bool, complex)):
+                raise TypeError(f"Tensor(): data must be a sequence or sizes, got "
+                                f"{type(data).__name__} (use graphjit.tensor({data!r}))")
+        else:
+            raise TypeError(f"Tensor(): expected sizes (ints) or one data argument, got "
+                            f"{', '.join(type(a).__name__ for a in args)}")
         if isinstance(data, Tensor):
             tracer = _tracing.active()
             if tracer is not None:
@@ -62,7 +79,7 @@ class Tensor:
         elif isinstance(data, np.ndarray) and data.dtype in (d.np for d in dtypes.ALL):
             arr = data if type(data) is np.ndarray else data.view(np.ndarray)  # (np.memmap)
         else:
-            arr = _to_array(data, None)
+            arr = _to_array(data, dtypes.get_default_dtype())
         self._data = arr
         self._requires_grad = False
         self._grad_fn = None
@@ -708,24 +725,58 @@ class Tensor:
         return api.permute(self, _shape_args(dims))
 
     def repeat(self, *sizes):
-        sizes = _shape_args(sizes)
-        x = self
-        lead = len(sizes) - x.ndim
-        if lead < 0:
-            raise ShapeError(f"repeat needs at least {x.ndim} sizes, got {sizes}", op="repeat")
-        x = api.reshape(x, (1,) * lead + tuple(x.shape))
-        # Interleave a new size-r dim before each dim, expand it, and merge.
-        inter = []
-        for s in x.shape:
-            inter += [1, s]
-        x = api.reshape(x, tuple(inter))
-        target = []
-        for r, s in zip(sizes, x.shape[1::2]):
-            target += [r, s]
-        x = api.expand(x, tuple(target))
-        # A copy, as PyTorch's repeat: the reshape of the expanded view can be a view of
-        # self when the repeated dims lead.
-        return api.clone(api.reshape(x, tuple(r * s for r, s in zip(sizes, x.shape[1::2]))))
+        return composite.repeat(self, _shape_args(sizes))
+
+    def tile(self, *dims):
+        return composite.tile(self, _shape_args(dims))
+
+    def masked_fill_(self, mask, value):
+        return self._inplace("masked_fill_", lambda: composite.masked_fill(self, mask, value))
+
+    def tril_(self, diagonal=0):
+        return self._inplace("tril_", lambda: composite.tril(self, diagonal))
+
+    def triu_(self, diagonal=0):
+        return self._inplace("triu_", lambda: composite.triu(self, diagonal))
+
+    def flip(self, *dims):
+        return composite.flip(self, _shape_args(dims))
+
+    # ---- new tensors with this one's dtype and device (PyTorch's new_*) -----------------------
+
+    def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
+        """Zeros of ``size`` with this tensor's dtype and device unless given (PyTorch's)."""
+        from .creation import zeros
+        return zeros(*size, dtype=dtype or self.dtype, device=device or self.device,
+                     requires_grad=requires_grad)
+
+    def new_ones(self, *size, dtype=None, device=None, requires_grad=False):
+        from .creation import ones
+        return ones(*size, dtype=dtype or self.dtype, device=device or self.device,
+                    requires_grad=requires_grad)
+
+    def new_empty(self, *size, dtype=None, device=None, requires_grad=False):
+        from .creation import empty
+        return empty(*size, dtype=dtype or self.dtype, device=device or self.device,
+                     requires_grad=requires_grad)
+
+    def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False):
+        from . import creation
+        return creation.full(_shape_args((size,)), fill_value, dtype=dtype or self.dtype,
+                             device=device or self.device, requires_grad=requires_grad)
+
+    def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
+        return tensor(data, dtype=dtype or self.dtype, device=device or self.device,
+                      requires_grad=requires_grad)
+
+    # ---- Python answers about the data (eager only: they read it) ----------------------------
+
+    def equal(self, other) -> bool:
+        """Same shape and the same elements (``torch.equal``): a Python bool."""
+        return tuple(self.shape) == tuple(other.shape) and bool(api.eq(self, other).all())
+
+    def allclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
+        return bool(composite.isclose(self, other, rtol, atol, equal_nan).all())
 
     @property
     def T(self):
@@ -840,6 +891,9 @@ for _name in ("add", "sub", "mul", "div", "neg", "pow", "exp", "log", "log1p", "
               "unsqueeze", "flatten", "softmax", "log_softmax", "gather", "split", "chunk",
               "narrow", "logical_and", "logical_or", "logical_not"):
     setattr(Tensor, _name, _method(getattr(api, _name)))
+for _name in ("square", "masked_fill", "isnan", "isinf", "isfinite", "nan_to_num", "isclose",
+              "roll", "tril", "triu", "bmm", "mv", "dot", "outer", "addmm", "baddbmm", "norm"):
+    setattr(Tensor, _name, _method(getattr(composite, _name)))
 Tensor.clip = Tensor.clamp
 Tensor.multiply = Tensor.mul
 Tensor.divide = Tensor.div

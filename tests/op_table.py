@@ -750,6 +750,85 @@ case("fold/op_asymmetric_uncovered_rows",
      lambda x: _fold_ref(x, (5, 4), (2, 2), (1, 1), (2, 3), (0, 1, 2, 0)), ops=("fold",))
 
 
+# ============================================================================================
+# Composites (graphjit/ops/composite.py): no op of their own; the rows check their numbers,
+# gradients and compiled programs through the ops they are made of.
+# ============================================================================================
+
+def _norm_ref(x, p, axis=None, keepdims=False):
+    a = np.abs(x)
+    if p == math.inf:
+        return np.max(a, axis=axis, keepdims=keepdims)
+    return np.sum(a ** p, axis=axis, keepdims=keepdims) ** (1.0 / p)
+
+
+case("flip/dims", lambda x: gj.flip(x, (0, 2)), [A(2, 3, 4)], lambda x: np.flip(x, (0, 2)),
+     ops=("index", "clone"))
+case("flip/method_last", lambda x: x.flip(-1), [A(3, 4)], lambda x: np.flip(x, -1),
+     ops=("index", "clone"))
+case("roll/dim", lambda x: gj.roll(x, 2, 1), [A(3, 4)], lambda x: np.roll(x, 2, 1),
+     ops=("cat", "clone"))
+case("roll/two_dims_negative", lambda x: x.roll((-1, 3), (0, 1)), [A(3, 4)],
+     lambda x: np.roll(x, (-1, 3), (0, 1)), ops=("cat", "clone"))
+case("roll/flat", lambda x: gj.roll(x, 5), [A(3, 4)], lambda x: np.roll(x, 5),
+     ops=("cat", "clone"))
+case("tril/diag", lambda x: gj.tril(x, -1), [A(2, 3, 4)], lambda x: np.tril(x, -1),
+     ops=("where", "iota"))
+case("triu/method", lambda x: x.triu(1), [A(4, 3)], lambda x: np.triu(x, 1),
+     ops=("where", "iota"))
+case("tile/dims", lambda x: gj.tile(x, (2, 1, 3)), [A(3, 2)], lambda x: np.tile(x, (2, 1, 3)),
+     ops=("expand", "clone"))
+case("square/fn", lambda x: gj.square(x), [A(3, 4)], np.square, ops=("mul",))
+case("masked_fill/scalar", lambda x, m: x.masked_fill(m, -1.5), [A(3, 4), M(3, 4)],
+     lambda x, m: np.where(m, -1.5, x), ops=("where",))
+case("masked_fill/broadcast", lambda x, m: gj.masked_fill(x, m, 2.0), [A(3, 4), M(4)],
+     lambda x, m: np.where(m, 2.0, x), ops=("where",))
+case("norm/fro", lambda x: gj.norm(x), [A(3, 4)], lambda x: np.sqrt(np.sum(x * x)),
+     ops=("sqrt", "sum"))
+case("norm/p1_dim", lambda x: x.norm(1, dim=1), [A(3, 4)], lambda x: _norm_ref(x, 1, 1),
+     ops=("abs", "sum"), domain="nonzero")
+case("norm/p3_keepdim", lambda x: x.norm(3, dim=0, keepdim=True), [A(3, 4)],
+     lambda x: _norm_ref(x, 3, 0, True), ops=("pow_scalar",), domain="nonzero")
+case("norm/inf", lambda x: gj.norm(x, math.inf, dim=1), [distinct((3, 4))],
+     lambda x: _norm_ref(x, math.inf, 1), ops=("amax",))
+case("einsum/matmul_transposed", lambda a, b: gj.einsum("ij,kj->ik", a, b), [A(3, 4), A(2, 4)],
+     lambda a, b: np.einsum("ij,kj->ik", a, b), ops=("matmul",))
+case("einsum/batched_sum", lambda a, b: gj.einsum("bij,bjk->bk", a, b), [A(2, 3, 4), A(2, 4, 5)],
+     lambda a, b: np.einsum("bij,bjk->bk", a, b), ops=("matmul", "sum"))
+case("einsum/outer_implicit", lambda a, b: gj.einsum("i,j", a, b), [A(3), A(4)],
+     lambda a, b: np.einsum("i,j", a, b), ops=("matmul",))
+case("einsum/three_operands", lambda a, b, c: gj.einsum("ij,jk,kl->il", a, b, c),
+     [A(2, 3), A(3, 4), A(4, 2)], lambda a, b, c: np.einsum("ij,jk,kl->il", a, b, c),
+     ops=("matmul",))
+case("bmm/fn", lambda a, b: gj.bmm(a, b), [A(2, 3, 4), A(2, 4, 2)], np.matmul, ops=("matmul",))
+case("addmm/scaled", lambda c, a, b: gj.addmm(c, a, b, beta=0.5, alpha=2.0),
+     [A(3, 2), A(3, 4), A(4, 2)], lambda c, a, b: 0.5 * c + 2.0 * (a @ b), ops=("matmul",))
+case("baddbmm/fn", lambda c, a, b: gj.baddbmm(c, a, b), [A(2, 3, 2), A(2, 3, 4), A(2, 4, 2)],
+     lambda c, a, b: c + a @ b, ops=("matmul",))
+case("mv/fn", lambda a, v: gj.mv(a, v), [A(3, 4), A(4)], np.matmul, ops=("matmul",))
+case("dot/fn", lambda a, b: gj.dot(a, b), [A(4), A(4)], np.dot, ops=("matmul",))
+case("outer/fn", lambda a, b: gj.outer(a, b), [A(3), A(4)], np.outer, ops=("mul",))
+case("isclose/fn", lambda a, b: gj.isclose(a, b + 1e-9), [A(3, 4), A(3, 4)],
+     lambda a, b: np.isclose(a, b + 1e-9, rtol=1e-5, atol=1e-8), ops=("le",), grad=False,
+     out_dtype="bool")
+def _quiet(fn):
+    """A reference that makes NaN and inf on purpose, without NumPy's warnings."""
+    def ref(*xs):
+        with np.errstate(all="ignore"):
+            return fn(*xs)
+    return ref
+
+
+case("nan_tests/isfinite", lambda x: gj.isfinite(x / (x > 0)), [A(3, 4)],
+     _quiet(lambda x: np.isfinite(x / (x > 0))), ops=("lt",), grad=False, out_dtype="bool")
+case("nan_tests/isnan_isinf", lambda x: gj.isnan(gj.log(x)) | gj.isinf(1 / (x > 0)), [A(3, 4)],
+     _quiet(lambda x: np.isnan(np.log(x)) | np.isinf(1 / (x > 0))), ops=("ne", "eq"),
+     grad=False, out_dtype="bool")
+case("nan_to_num/fn", lambda x: gj.nan_to_num(gj.log(x), nan=0.5), [A(3, 4)],
+     _quiet(lambda x: np.nan_to_num(np.log(x), nan=0.5, posinf=np.finfo(x.dtype).max,
+                                    neginf=np.finfo(x.dtype).min)), ops=("where",), grad=False)
+
+
 def by_name(name: str) -> OpCase:
     for c in CASES:
         if c.name == name:

@@ -81,3 +81,26 @@ def test_tensor_metadata_and_conversions():
     assert gj.tensor([3]).sum().item() == 3 and isinstance(gj.tensor([3]).sum().item(), int)
     with pytest.raises((ValueError, gj.GraphjitError)):
         t.item()  # more than one element
+
+
+def test_tensor_constructor_takes_sizes_or_data_as_pytorch():
+    t = gj.Tensor(2, 3)
+    assert t.shape == (2, 3) and t.dtype is gj.float32 and not t.requires_grad
+    assert gj.Tensor().shape == (0,)
+    assert gj.Tensor(4).shape == (4,)
+    data = gj.Tensor([1, 2])  # the legacy constructor makes floats of int data
+    assert data.dtype is gj.float32 and data.tolist() == [1.0, 2.0]
+    with pytest.raises(TypeError, match="sizes"):
+        gj.Tensor(2.5)
+    with pytest.raises(TypeError):
+        gj.Tensor([1.0], 3)
+
+
+def test_new_tensors_take_dtype_and_device_from_self():
+    x = gj.ones(2, dtype=gj.float64)
+    for t, shape, value in ((x.new_zeros(2, 3), (2, 3), 0.0), (x.new_ones((3,)), (3,), 1.0),
+                            (x.new_full((2, 2), 7.0), (2, 2), 7.0)):
+        assert t.shape == shape and t.dtype is gj.float64 and (t == value).all().item()
+    assert x.new_empty(4).shape == (4,) and x.new_empty(4).dtype is gj.float64
+    assert x.new_tensor([1, 2]).dtype is gj.float64
+    assert x.new_zeros(2, dtype=gj.int64).dtype is gj.int64

@@ -135,6 +135,30 @@ VALUE = {
     "var": lambda b, k: b.var(),
     "view": lambda b, k: b.view(2, 6),
     "view_as": lambda b, k: b.view(12).view_as(k["other"]),
+    "tile": lambda b, k: b.tile((2,)),
+    "masked_fill": lambda b, k: b.masked_fill(k["mask"], 0.5),
+    "flip": lambda b, k: b.flip(0),
+    "roll": lambda b, k: b.roll(1, 1),
+    "tril": lambda b, k: b.tril(),
+    "triu": lambda b, k: b.triu(1),
+    "square": lambda b, k: b.square(),
+    "isnan": lambda b, k: (b / b).isnan(),
+    "isinf": lambda b, k: (1 / (b > 0)).isinf(),
+    "isfinite": lambda b, k: (1 / (b > 0)).isfinite(),
+    "nan_to_num": lambda b, k: (b.log()).nan_to_num(),
+    "isclose": lambda b, k: b.isclose(k["other"]),
+    "bmm": lambda b, k: b[None].bmm(k["mat"][None]),
+    "mv": lambda b, k: b.mv(k["mat"][:, 0]),
+    "dot": lambda b, k: b[0].dot(k["other"][0]),
+    "outer": lambda b, k: b[0].outer(k["other"][1]),
+    "addmm": lambda b, k: b.addmm(k["other"][:, :2], k["mat"].T, beta=0.5),
+    "baddbmm": lambda b, k: b[None, :, :2].baddbmm(b[None], k["mat"][None]),
+    "norm": lambda b, k: (b.norm(), b.norm(1, dim=1)),
+    "new_zeros": lambda b, k: b.new_zeros(2, 3).add_(b[0, 0]),
+    "new_ones": lambda b, k: b.new_ones((2,)).mul_(b[1, 1]),
+    "new_empty": lambda b, k: b.new_empty(2).copy_(b[0, :2]),
+    "new_full": lambda b, k: b.new_full((2,), 3.0).sub_(b[2, :2]),
+    "new_tensor": lambda b, k: b.new_tensor([1.0, 2.0]) * b[0, :2],
     "__abs__": lambda b, k: abs(b),
     "__add__": lambda b, k: b + k["other"],
     "__and__": lambda b, k: (b > 0) & k["mask"],
@@ -192,6 +216,9 @@ INPLACE = {
     "data (in place)": lambda b, k: b.data.mul_(2.0),
     "view (in place)": lambda b, k: b.view(12)[5:9].add_(1.0),
     "T (in place)": lambda b, k: b.T[1].sub_(3.0),
+    "masked_fill_": lambda b, k: b.masked_fill_(k["mask"], 0.25),
+    "tril_": lambda b, k: b.tril_(1),
+    "triu_": lambda b, k: b[:, 1:].triu_(),
 }
 
 # Rows that read the data into Python (or copy it out of the program): refused while tracing.
@@ -210,6 +237,8 @@ REFUSED = {
     "__deepcopy__": lambda b, s, k: __import__("copy").deepcopy(b),
     "__reduce_ex__": lambda b, s, k: __import__("pickle").dumps(b),
     "retain_grad": lambda b, s, k: (b * 1).retain_grad(),
+    "equal": lambda b, s, k: b.equal(b),
+    "allclose": lambda b, s, k: b.allclose(b),
 }
 
 # Autograd entry points, tested with tensors that require grad in tests/jit/test_compile.py
@@ -390,6 +419,20 @@ GJ_VALUE = {
     "ones_like": lambda b, k: gj.ones_like(b).add_(b),
     "full_like": lambda b, k: gj.full_like(b, 3.0).add_(b),
     "empty_like": lambda b, k: gj.empty_like(b).copy_(b),
+    "flip": lambda b, k: gj.flip(b, (0, 1)), "roll": lambda b, k: gj.roll(b, 3),
+    "tril": lambda b, k: gj.tril(b, -1), "triu": lambda b, k: gj.triu(b),
+    "tile": lambda b, k: gj.tile(b, (1, 2)), "square": lambda b, k: gj.square(b),
+    "masked_fill": lambda b, k: gj.masked_fill(b, k["mask"], 1.0),
+    "isnan": lambda b, k: gj.isnan(b.log()), "isinf": lambda b, k: gj.isinf(1 / (b > 0)),
+    "isfinite": lambda b, k: gj.isfinite(b.log()), "nan_to_num": lambda b, k: gj.nan_to_num(b),
+    "isclose": lambda b, k: gj.isclose(b, b * 1.0000001),
+    "norm": lambda b, k: gj.norm(b, 3, dim=0),
+    "einsum": lambda b, k: gj.einsum("ij,jk->ik", b, k["mat"]),
+    "bmm": lambda b, k: gj.bmm(b[None], k["mat"][None]),
+    "mv": lambda b, k: gj.mv(b, k["mat"][:, 1]),
+    "dot": lambda b, k: gj.dot(b[1], b[2]), "outer": lambda b, k: gj.outer(b[0], b[1]),
+    "addmm": lambda b, k: gj.addmm(b, b, gj.eye(4)),
+    "baddbmm": lambda b, k: gj.baddbmm(b[None], b[None], gj.eye(4)[None], alpha=2.0),
 }
 
 GJ_REFUSED = {
@@ -397,11 +440,13 @@ GJ_REFUSED = {
     "randint": lambda b, k: gj.randint(0, 3, (3, 4)) + b, "randperm": lambda b, k: gj.randperm(4),
     "rand_like": lambda b, k: gj.rand_like(b), "randn_like": lambda b, k: gj.randn_like(b),
     "save": lambda b, k: gj.save(b, "/dev/null"),
+    "equal": lambda b, k: gj.equal(b, b), "allclose": lambda b, k: gj.allclose(b, b),
 }
 
 # Not about tensor data: modes, dtypes, devices, seeds, the compiler, errors, submodules.
 GJ_NOT_DATA = {
-    "AutogradError", "DTypeError", "GraphjitError", "ShapeError", "TraceError", "Tensor", "annotations",
+    "AutogradError", "DTypeError", "GraphjitError", "ShapeError", "TraceError", "Tensor",
+    "annotations",
     "autograd", "bool", "compile", "creation", "device", "devices", "double", "dtype", "dtypes",
     "enable_grad", "errors", "float", "float32", "float64", "from_numpy", "get_default_dtype",
     "grad", "initial_seed", "int64", "ir", "is_grad_enabled", "jit", "long", "manual_seed",
