@@ -32,6 +32,7 @@ from typing import Callable
 import numpy as np
 
 import graphjit as gj
+from graphjit.ops import custom
 from graphjit.testing import make_array
 
 FLOATS = ("float32", "float64")
@@ -827,6 +828,21 @@ case("nan_tests/isnan_isinf", lambda x: gj.isnan(gj.log(x)) | gj.isinf(1 / (x > 
 case("nan_to_num/fn", lambda x: gj.nan_to_num(gj.log(x), nan=0.5), [A(3, 4)],
      _quiet(lambda x: np.nan_to_num(np.log(x), nan=0.5, posinf=np.finfo(x.dtype).max,
                                     neginf=np.finfo(x.dtype).min)), ops=("where",), grad=False)
+
+
+class _ExpRule:
+    """The gradient rule of the custom_function row (what graphjit.autograd.Function
+    registers for a traced apply, see [Custom gradient rules]): exp's, with graphjit ops."""
+    name = "op_table_exp"
+
+    def vjp(self, g, inputs, index):
+        (x,) = inputs
+        return (gj.mul(g, gj.exp(x)),)
+
+
+_EXP_RULE = custom.register_rule(_ExpRule(), "op_table_exp")
+case("custom_function/exp", lambda x: custom.custom_function(gj.exp(x).detach(), x, key=_EXP_RULE),
+     [A(*U)], np.exp, ops=("custom_function",))
 
 
 def by_name(name: str) -> OpCase:
