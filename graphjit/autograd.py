@@ -717,3 +717,6 @@ def add_retained(node: BackwardNode, t) -> None:
     if node.retained is None:
         node.retained = []
     node.retained.append(weakref.ref(t))
+
+
+from .autograd_function import Function, FunctionCtx, once_differentiable  # noqa: E402,F401  (see there)
