@@ -381,8 +381,7 @@ class _Sandbox:
                             opt.state, {p: (st, dict(st)) for p, st in opt.state.items()})
                            for opt in self.optimizers]
         self.saved_training = [(m, m.training) for m in self.modules]
-        gen = _random.generator()
-        self.saved_rng = (gen, gen.bit_generator.state)
+        self.saved_rng = _random.get_rng_state()
         for t in self.tensors:
             t._data = devices.copy(self.data.get(id(t), t._data))
         return self
@@ -417,9 +416,7 @@ class _Sandbox:
                     st.update(items)
         for m, training in self.saved_training:
             m.training = training
-        gen, state = self.saved_rng
-        _random._generator = gen
-        gen.bit_generator.state = state
+        _random.set_rng_state(self.saved_rng)
         return False
 
 

@@ -1,6 +1,8 @@
 """Tensor creation functions with PyTorch's signatures."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _tracing, devices, dtypes
@@ -90,32 +92,64 @@ def _random_float(dtype: DType | None, name: str) -> DType:
     return dt
 
 
-def randn(*size, dtype=None, requires_grad=False, device=None) -> Tensor:
-    _refuse_random("randn")
+def _random_result(value, requires_grad, device):
+    """A draw (``graphjit.random.uniform`` and ops on it) as a new leaf on ``device``."""
+    if _tracing.active() is not None:
+        if requires_grad:
+            _refuse_leaf(_tracing.active())
+        return value
+    out = Tensor._wrap(value._data)
+    if device is not None:
+        out = out.to(device)
+    if requires_grad:
+        out.requires_grad = True
+    return out
+
+
+def randn(*size, dtype=None, requires_grad=False, device=None, generator=None) -> Tensor:
+    """Standard normal numbers (Box-Muller on two uniform draws from ``generator``)."""
+    from .ops import api
     dt = _random_float(dtype, "randn")
-    arr = _random.generator().standard_normal(_shape_args(size)).astype(dt.np)
-    return _finish(arr, requires_grad, device)
+    shape = _shape_args(size)
+    u = _random.uniform((2,) + shape, dt, generator)
+    with _no_grad():
+        radius = api.sqrt(api.mul(api.log(api.sub(1.0, u[0])), -2.0))  # 1 - u in (0, 1]
+        z = api.mul(radius, api.cos(api.mul(u[1], 2.0 * math.pi)))
+    return _random_result(z, requires_grad, device)
 
 
-def rand(*size, dtype=None, requires_grad=False, device=None) -> Tensor:
-    _refuse_random("rand")
+def rand(*size, dtype=None, requires_grad=False, device=None, generator=None) -> Tensor:
+    """Uniform numbers in [0, 1) from ``generator`` (the default one)."""
     dt = _random_float(dtype, "rand")
-    arr = _random.generator().random(_shape_args(size)).astype(dt.np)
-    return _finish(arr, requires_grad, device)
+    return _random_result(_random.uniform(_shape_args(size), dt, generator), requires_grad,
+                          device)
 
 
-def randint(low, high=None, size=(), dtype=None, device=None) -> Tensor:
-    _refuse_random("randint")
+def randint(low, high=None, size=(), dtype=None, device=None, generator=None) -> Tensor:
+    """Integers in [low, high) (``torch.randint(high, size)`` or ``(low, high, size)``)."""
+    from .ops import api
     if high is None:
         low, high = 0, low
-    arr = _random.generator().integers(low, high, size=_shape_args((size,)))
-    return _finish(arr.astype((dtype or dtypes.int64).np), False, device)
+    if high <= low:
+        raise ValueError(f"randint: high ({high}) must be greater than low ({low})")
+    u = _random.uniform(_shape_args((size,)), dtypes.float64, generator)
+    with _no_grad():
+        # u < 1 is a multiple of 2**-53: u * n rounds below n, and truncation is floor here.
+        k = api.add(api.cast(api.mul(u, float(high - low)), dtypes.int64), int(low))
+        if dtype is not None and dtype is not dtypes.int64:
+            k = api.cast(k, dtype)
+    return _random_result(k, False, device)
 
 
-def randperm(n, dtype=None, device=None) -> Tensor:
+def randperm(n, dtype=None, device=None, generator=None) -> Tensor:
     _refuse_random("randperm")
-    perm = _random.generator().permutation(n)
+    perm = (generator or _random.default_generator).host().permutation(n)
     return _finish(perm.astype((dtype or dtypes.int64).np), False, device)
+
+
+def _no_grad():
+    from .autograd import no_grad
+    return no_grad()
 
 
 def _like(fn):

@@ -845,6 +845,30 @@ case("custom_function/exp", lambda x: custom.custom_function(gj.exp(x).detach(),
      [A(*U)], np.exp, ops=("custom_function",))
 
 
+# ============================================================================================
+# Random numbers (graphjit/ops/random.py): NumPy's Philox words as the reference
+# ============================================================================================
+
+def _rand(dtype):
+    def fn(seed, offset):
+        from graphjit.ops.registry import bind, get
+        return bind(get("rand_uniform"), seed, offset, shape=(3, 5), dtype=getattr(gj, dtype))
+    return fn
+
+
+def _rand_ref(dtype):
+    def ref(seed, offset):
+        from graphjit.ops.random import to_unit_float, words
+        w = words(int(seed) & (2**64 - 1), int(offset) & (2**64 - 1), 15)
+        return to_unit_float(w, np.dtype(dtype)).reshape(3, 5)
+    return ref
+
+
+for _dt, _seed in (("float32", 12345), ("float64", -7)):  # (-7: a seed above 2**63, as int64)
+    case(f"rand_uniform/{_dt}", _rand(_dt), [I(_seed), I(2**40 + 3)], _rand_ref(_dt),
+         ops=("rand_uniform",), grad=False, dtypes=(_dt,), tol={_dt: (0.0, 0.0)})
+
+
 def by_name(name: str) -> OpCase:
     for c in CASES:
         if c.name == name:

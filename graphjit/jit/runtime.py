@@ -94,6 +94,7 @@ class _Entry:
         self.new_state = outputs.new_state
         self.one_shot = outputs.one_shot
         self.trace_number = assumed.trace_number
+        self.random_advances = tracer.random_advances()  # [Random numbers while tracing]
         self.update_slots = [tracer_slot_index(self.slots, target) for target, _ in graph.updates]
         # ---- what it assumed (the guards) ----
         self.slot_meta = [None] * len(self.slots)
@@ -319,6 +320,8 @@ class _Entry:
             t._version.value += 1
         for opt, param, key, i in self.new_state:
             opt.state[param][key] = Tensor._wrap(devices.copy(outputs[i]))
+        for generator, blocks in self.random_advances:
+            generator.advance(blocks)
         return outputs
 
 

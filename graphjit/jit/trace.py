@@ -73,6 +73,7 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
         self._device_seen = None               # (name, tensor) that set it
         self._grad_values: set = set()         # values that carry a gradient ([Gradients while tracing])
         self._shadows: dict = {}               # id(root) -> (root, index shadow) ([Views while tracing])
+        self._random: dict = {}                # id(generator) -> [generator, seed, offset, blocks used]
 
     # ---- naming and lifting -------------------------------------------------------------
 
@@ -255,10 +256,44 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
             return TracerTensor._make(self.builder.constant(array), self, False)
         # Arrays are inputs, not baked-in data: a large array does not slow compilation, and
         # a change the user makes to it in place is seen by the next call, as in eager mode.
+        return self._input_array(array, f"array{len(self.slots)}")
+
+    # ---- random numbers ---------------------------------------------------------------------
+    #
+    # NOTE: [Random numbers while tracing]
+    # A draw is ``rand_uniform(seed, offset)`` on a generator's state ([Counter-based random
+    # numbers] in graphjit/ops/random.py). While tracing, the generator's seed and offset (0-d
+    # int64 arrays it changes in place) become inputs of the program, read at every call;
+    # the k-th draw of a call uses the offset plus the blocks the draws before it took, and
+    # after each successful call the runtime moves the generator past all of them
+    # (``random_advances``). So a compiled function draws what eager mode draws from the same
+    # state, call after call, and the generator ends where eager mode leaves it.
+
+    def random_state(self, generator, n_blocks: int):
+        """``(seed, offset)`` for a draw of ``n_blocks`` blocks from ``generator``, as values of
+        the program (see [Random numbers while tracing])."""
+        record = self._random.get(id(generator))
+        if record is None:
+            seed = self._input_array(generator._seed_arr, "rng.seed")
+            offset = self._input_array(generator._offset_arr, "rng.offset")
+            record = self._random[id(generator)] = [generator, seed, offset, 0]
+            self._keep.append(generator)
+        _, seed, offset, used = record
+        record[3] = used + n_blocks
+        if used:
+            with autograd.no_grad():
+                offset = api.add(offset, used)
+        return seed, offset
+
+    def random_advances(self) -> list:
+        """``(generator, blocks)`` each generator must move on after a call of the program."""
+        return [(g, used) for g, _, _, used in self._random.values() if used]
+
+    def _input_array(self, array, name):
+        """``array`` (any shape, 0-d included) as an input read at every call."""
         slot = self._slot_of.get(id(array))
         if slot is None:
-            value = self.graph.add_input(_type_of(array), self._unique(f"array{len(self.slots)}"),
-                                         "buffer")
+            value = self.graph.add_input(_type_of(array), self._unique(name), "buffer")
             slot = _Slot("array", value, value.name, tensor=array)
             self._register(array, slot)
         return TracerTensor._make(slot.value, self, False)

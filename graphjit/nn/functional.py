@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .. import _tracing, autograd, creation, dtypes
+from .. import autograd, dtypes
 from ..errors import DTypeError, ShapeError
 from ..ops import api
 from ..ops.api import (gelu, leaky_relu, log_softmax, relu, sigmoid, silu, softmax,  # noqa: F401
@@ -31,26 +31,57 @@ def linear(input, weight, bias=None):
 
 # ---- dropout masks --------------------------------------------------------------------------
 
-def _dropout(x, p: float, who: str):
-    """``x`` with each element zeroed with probability ``p`` and the rest scaled by
-    ``1 / (1 - p)``, as PyTorch's dropout. The mask is drawn from graphjit's generator, so
-    only eagerly: inside a compiled function it is a TraceError naming ``who``.
-
-    TODO(issue 21): random numbers inside compiled functions (a counter-based generator)
-    are being designed separately; then this, ``nn.Dropout`` and ``F.dropout`` can trace."""
+def _dropout(x, p: float, who: str, mask_shape=None):
+    """``x`` with each element (or each slice, when the mask has ``mask_shape``, broadcast
+    over ``x``) zeroed with probability ``p`` and the rest scaled by ``1 / (1 - p)``, as
+    PyTorch's dropout. The mask is drawn from graphjit's default generator, eagerly and in
+    compiled functions alike ([Random numbers while tracing] in graphjit/jit/trace.py), so a
+    compiled training step draws the masks the eager one would."""
+    p = float(p)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"{who}: dropout probability has to be between 0 and 1, got {p}")
     if p == 0:
         return x
-    tracer = _tracing.active()
-    if tracer is not None:
-        tracer.refuse(f"{who} with dropout {p} in training mode (it draws random numbers)",
-                      "call .eval() on the module (or pass dropout 0) for the compiled function, "
-                      "or run it eagerly")
+    if not x.dtype.is_floating_point:
+        raise DTypeError(f"dropout needs a floating point tensor, got {x.dtype.name} of shape "
+                         f"{tuple(x.shape)}", op=who)
     if p == 1:
         return api.mul(x, 0.0)
-    u = creation.rand(*x.shape, dtype=x.dtype, device=x.device)
+    from .. import random as _random
+    u = _random.uniform(tuple(x.shape) if mask_shape is None else mask_shape, x.dtype)
     return api.mul(api.mul(x, api.cast(api.lt(u, 1.0 - p), x.dtype)), 1.0 / (1.0 - p))
+
+
+def dropout(input, p=0.5, training=True, inplace=False):
+    """Zero each element with probability ``p`` and scale the rest by ``1 / (1 - p)`` while
+    ``training`` (``torch.nn.functional.dropout``); the identity otherwise."""
+    if not training:
+        return input
+    out = _dropout(input, p, "dropout")
+    return input.copy_(out) if inplace and out is not input else out
+
+
+def _feature_dropout(input, p, training, inplace, who, spatial):
+    if not training:
+        return input
+    shape = tuple(input.shape)
+    if len(shape) not in (spatial + 1, spatial + 2):
+        raise ShapeError(f"expects a {spatial + 1}-D (unbatched) or {spatial + 2}-D (batched) "
+                         f"input, got shape {shape}", op=who)
+    # One draw per channel: the mask covers the batch and channel dims, 1 elsewhere.
+    lead = len(shape) - spatial
+    out = _dropout(input, p, who, shape[:lead] + (1,) * spatial)
+    return input.copy_(out) if inplace and out is not input else out
+
+
+def dropout1d(input, p=0.5, training=True, inplace=False):
+    """Zero whole channels of [N, C, L] (or [C, L]) with probability ``p``."""
+    return _feature_dropout(input, p, training, inplace, "dropout1d", 1)
+
+
+def dropout2d(input, p=0.5, training=True, inplace=False):
+    """Zero whole channels of [N, C, H, W] (or [C, H, W]) with probability ``p``."""
+    return _feature_dropout(input, p, training, inplace, "dropout2d", 2)
 
 
 # ---- embeddings -----------------------------------------------------------------------------

@@ -5,4 +5,5 @@
 from . import creation, elementwise, grad, index, linalg, reduce, shape  # noqa: F401  (registration)
 from . import window  # noqa: F401  (registration: unfold, fold)
 from . import custom  # noqa: F401  (registration: custom_function, see graphjit.autograd.Function)
+from . import random  # noqa: F401  (registration: rand_uniform)
 from .registry import OpDef, all_ops, bind, describe, get, register  # noqa: F401

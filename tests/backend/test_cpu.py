@@ -213,9 +213,11 @@ def reduce_linalg_shape_graph() -> Built:
              ("a64", (2, 3, 4), F64, "real"), ("b64", (4, 2), F64, "real"),
              ("ae", (3, 0), F32, "real"), ("be", (0, 2), F32, "real"),
              ("s", (3, 1), F32, "real"), ("x2", (2, 2, 4), F32, "real"),
-             ("g", (2, 2, 2), F32, "real")]
+             ("g", (2, 2, 2), F32, "real"), ("seed", (), I64, integers(-2**62, 2**62)),
+             ("offset", (), I64, integers(0, 2**40))]
 
-    def body(x, d, n, b, a2, b2, a3, b3, a4, b4, ai, bi, a64, b64, ae, be, s, x2, g):
+    def body(x, d, n, b, a2, b2, a3, b3, a4, b4, ai, bi, a64, b64, ae, be, s, x2, g, seed,
+             offset):
         return [
             api.sum(x), api.sum(x, 0), api.sum(x, 1, keepdim=True), api.sum(x, 2),
             api.sum(x, (0, 2), keepdim=True), api.sum(x, (1, 2)), api.sum(x, (0, 1)),
@@ -243,6 +245,11 @@ def reduce_linalg_shape_graph() -> Built:
                         (2, 2), (1, 1), (1, 1), (1, 1, 0, 1)),
             window.fold(window.unfold(api.reshape(d, (1, 2, 3, 4)), (2, 3), (1, 1), (2, 2), (0, 1, 1, 1)), (3, 4),
                         (2, 3), (1, 1), (2, 2), (0, 1, 1, 1)),
+            # random numbers: a partial last block, both dtypes
+            registry.bind(registry.get("rand_uniform"), seed, offset, shape=(3, 5),
+                          dtype=F32),
+            registry.bind(registry.get("rand_uniform"), seed, offset, shape=(2, 4),
+                          dtype=F64),
         ]
 
     return build("reduce_linalg_shape", specs, body)

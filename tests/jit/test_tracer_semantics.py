@@ -203,7 +203,8 @@ def test_tensors_made_inside_start_afresh_at_every_call():
         assert pair.tolist() == [1.0, 2.0]
 
 
-@pytest.mark.parametrize("make", [lambda: gj.randn(3), lambda: gj.zeros(3, requires_grad=True),
+@pytest.mark.parametrize("make", [lambda: gj.randperm(3).float(),
+                                  lambda: gj.zeros(3, requires_grad=True),
                                   lambda: nn.Parameter(gj.ones(3))])
 def test_what_cannot_be_made_inside_refuses(make):
     with pytest.raises(TraceError):

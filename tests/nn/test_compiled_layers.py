@@ -104,17 +104,6 @@ def test_recurrent_layers_compiled_equal_eager_and_batch_their_products(rng):
         assert ok, line
 
 
-def test_dropout_between_layers_refuses_to_trace_until_eval(rng):
-    lstm = nn.LSTM(3, 4, num_layers=2, dropout=0.5)
-    x = gj.randn(T, B, 3)
-    step = gj.compile(lambda x: lstm(x)[0])
-    with pytest.raises(gj.TraceError, match=r"LSTM \(dropout between layers\) with dropout 0.5 in "
-                                            r"training mode.*\.eval\(\)"):
-        step(x)
-    lstm.eval()  # no dropout: traces (checked by lower, without compiling kernels)
-    assert "gemm" in step.lower(x).as_text("dce")
-
-
 # ---- attention and normalisation -----------------------------------------------------------------
 
 class AttentionModel(nn.Module):

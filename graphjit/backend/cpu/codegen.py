@@ -48,7 +48,7 @@ from ...ir.printer import format_node, print_graph, value_names
 from ...shapes import numel
 from ..source import (Namer, SourceWriter, identifier, import_module, module_file_name,
                       write_module)
-from . import creation, fused, index, linalg, reduce, shape, vmath, window  # noqa: F401  (emitters)
+from . import creation, fused, index, linalg, random, reduce, shape, vmath, window  # noqa: F401,E501  (emitters)
 from .elementwise import emit_elementwise, emits_generic
 from .kernel import EMITTERS, MAY_ALIAS, MODULE_GLOBALS, KernelWriter
 from .loops import np_type

@@ -55,7 +55,7 @@ from ...shapes import numel
 from ..cpu.codegen import inplace_updates
 from ..source import Namer, SourceWriter, identifier, import_module, module_file_name, write_module
 from . import runtime
-from . import window  # noqa: F401  (emitters)
+from . import random, window  # noqa: F401  (emitters)
 from .emit import ALIAS_OPS, CudaKernelWriter, emitter_for
 from .program import CudaProgram
 
