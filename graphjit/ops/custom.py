@@ -9,8 +9,8 @@ function traces the user's ``forward`` as ordinary ops into ``%o`` (under ``no_g
 so no gradient flows through them), traces its ``backward`` at once into a small program
 of registry ops over a gradient placeholder and the values it reads (the inputs ``%xi``,
 saved tensors and anything else, passed as the extra operands ``%ei``), and binds this op
-to tie them together (graphjit/autograd_function.py). ``passes/autodiff`` then calls the
-rule like any VJP, which replays that program through the active interpreter;
+to tie them together (graphjit/autograd_function_trace.py). ``passes/autodiff`` then
+calls the rule like any VJP, which replays that program through the active interpreter;
 ``passes/decompose`` (after autodiff) replaces the node by ``%o``, so no backend ever
 sees it. Replaying the program on NumPy values (the eager interpreter, the reference
 interpreter) works too: the rule only binds registry ops.
