@@ -301,17 +301,15 @@ def _strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_chang
 
     # Phase 1: bracketing.
     while ls_iter < max_ls:
-        if f_new > f + c1 * t * gtd or (ls_iter > 1 and f_new >= f_prev):
-            bracket = [t_prev, t]  # sufficient decrease fails: the minimum is before t
-            bracket_f, bracket_g, bracket_gtd = [f_prev, f_new], [g_prev, g_new], [gtd_prev, gtd_new]
-            break
-        if abs(gtd_new) <= -c2 * gtd:
+        no_decrease = f_new > f + c1 * t * gtd or (ls_iter > 1 and f_new >= f_prev)
+        if not no_decrease and abs(gtd_new) <= -c2 * gtd:
             bracket, bracket_f, bracket_g = [t], [f_new], [g_new]  # both conditions hold
             done = True
             break
-        if gtd_new >= 0:
-            bracket = [t_prev, t]  # the slope turned: the minimum is between
-            bracket_f, bracket_g, bracket_gtd = [f_prev, f_new], [g_prev, g_new], [gtd_prev, gtd_new]
+        if no_decrease or gtd_new >= 0:
+            # The minimum is before t, or the slope turned: it is between t_prev and t.
+            bracket, bracket_f = [t_prev, t], [f_prev, f_new]
+            bracket_g, bracket_gtd = [g_prev, g_new], [gtd_prev, gtd_new]
             break
         # Still going down: extrapolate, between 1.01 t - 0.01 t_prev and 10 t.
         low, high = t + 0.01 * (t - t_prev), t * 10

@@ -156,7 +156,7 @@ def reference_lbfgs_step(fg, x, memo, lr=1.0, max_iter=20, max_eval=None, tolera
     return x, first_loss
 
 
-# ---- objectives, in NumPy (for the reference) and with graphjit ops -------------------------------
+# ---- objectives, in NumPy (for the reference) and with graphjit ops -----------------------------
 
 def rosenbrock_np(x):
     a, b = x[:-1], x[1:]
@@ -203,7 +203,7 @@ def flat(params):
     return np.concatenate([p.detach().numpy().reshape(-1) for p in params])
 
 
-# ---- minima ---------------------------------------------------------------------------------------
+# ---- minima -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
 def test_quadratic_reaches_its_minimum(rng, line_search_fn):
@@ -236,7 +236,7 @@ def test_rosenbrock_over_several_parameters_in_float32():
     assert_close(gj.tensor(flat([a, b])), gj.ones(7), rtol=0, atol=2e-3)
 
 
-# ---- trajectories against the reference -------------------------------------------------------------
+# ---- trajectories against the reference ---------------------------------------------------------
 
 @pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
 @pytest.mark.parametrize("problem", ["rosenbrock", "quadratic"])
