@@ -106,6 +106,7 @@ def apply_traced(cls, args, tracer, where):
     for i in diff:
         extra = [tracer.wrap(v, False) for v in programs[i].externals]
         results[i] = custom.custom_function(outs[i], *tensor_args, *extra, key=key, index=i)
+        programs[i].externals = ()  # (the rule lives on: it must not keep the graph alive)
     return tuple(results) if isinstance(raw, tuple) else results[0]
 
 
