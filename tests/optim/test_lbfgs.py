@@ -360,7 +360,6 @@ def test_compiled_model_and_compiled_closure_match_eager():
     """A compiled model called in an eager closure (its compiled forward and backward), and a
     closure compiled whole (zero_grad, forward, backward): the trajectory of eager mode."""
     options = dict(max_iter=5, line_search_fn="strong_wolfe")
-    X, Y, eager_model = _regression(1)
     runs = {}
     for kind in ("eager", "compiled model", "compiled closure"):
         X, Y, model = _regression(1)
