@@ -21,6 +21,7 @@ import weakref
 
 import numpy as np
 
+from . import _tracing
 from . import anomaly as _anomaly
 from . import devices
 from . import tensor as _tensor
@@ -661,6 +662,12 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         tensors = [tensors]
     if isinstance(grad_tensors, _tensor.Tensor):
         grad_tensors = [grad_tensors]
+    tracer = _tracing.active()
+    if tracer is not None:  # inside graphjit.compile (also for a real tensor: a leaf itself)
+        for j, t in enumerate(tensors):
+            tracer.backward(t, None if grad_tensors is None else grad_tensors[j], inputs,
+                            create_graph, retain_graph)
+        return
     if inputs is not None:
         inputs = [inputs] if isinstance(inputs, _tensor.Tensor) else list(inputs)
         edges = [_capture_edge(t, "backward") for t in inputs]
@@ -690,7 +697,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     returned as a tuple, without touching any ``.grad``."""
     single_out = isinstance(outputs, _tensor.Tensor)
     outputs = [outputs] if single_out else list(outputs)
-    tracer = getattr(outputs[0], "_tracer", None) if outputs else None
+    tracer = _tracing.active()
     if tracer is not None:  # inside graphjit.compile: a gradient request in the graph
         return tracer.grad(outputs, inputs, grad_outputs, create_graph, allow_unused)
     inputs = [inputs] if isinstance(inputs, _tensor.Tensor) else list(inputs)

@@ -115,6 +115,10 @@ def result_type(operands) -> DType:
         d = dts[0]
         for other in dts[1:]:
             d = promote(d, other)
-        if result is None or d.category > result.category:
+        if result is None:
             result = d
+        elif d.category > result.category:
+            # A scalar of a higher category over tensors takes that category's default dtype
+            # (int tensor * 0.5 is float32), also a float64 optimizer option while tracing.
+            result = _default_float if tier == 0 and d.is_floating_point else d
     return result

@@ -111,13 +111,13 @@ class CompiledFunction:
                     # The flat arguments are the tensors (what "arg" slots index).
                     flat = args if tensor_at is None else [args[i] for i in tensor_at]
                     if entry.guards_hold(flat):
-                        return entry.finish(entry.run(flat))
+                        return entry.finish(entry.run(flat), flat)
         key, flat, sig = self._key(args, kwargs)
         entries = self._cache.setdefault(key, [])
         for entry in entries:
             if entry.guards_hold(flat):
                 self._remember(entry, args, kwargs, key)
-                return entry.finish(entry.run(flat))
+                return entry.finish(entry.run(flat), flat)
         reasons = (entries[-1].guard_failures(flat) or None) if entries else None
         with paused_gc():  # [No GC while compiling] in graphjit/_gc.py
             entry, tracer = self._compile(args, kwargs, flat, sig, key, reasons)
@@ -130,7 +130,7 @@ class CompiledFunction:
         if not entry.one_shot:
             entries.append(entry)
             self._remember(entry, args, kwargs, key)
-        return entry.finish(outputs)
+        return entry.finish(outputs, flat)
 
     def _remember(self, entry, args, kwargs, key):
         """Keep ``entry`` for the next call's shortcut when the arguments are positional

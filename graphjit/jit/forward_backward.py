@@ -37,19 +37,22 @@ def lower_forward_backward(tracer, out_tensors, differentiable, *, build, compil
         seeds.append(graph.add_input(t._value.type, f"seed{j}", "arg"))
     grad_op = registry.get("grad")
     add_op = registry.get("add")
+    reaches = []  # per gradient computed: the differentiable outputs it depends on
     for s in diff_slots:
-        # With respect to the tensor's current value ([Gradients while tracing] in
+        # With respect to every value the tensor held ([Gradients while tracing] in
         # tracer_autograd.py).
-        current = tracer.value_of(s.resolve(tracer._flat_args))
-        total = None
-        for t, seed in zip(differentiable, seeds):
-            if not tracer.reached_by(t._value, [current]):
-                continue
-            g = tracer.builder.apply(grad_op, [t._value, current, seed], {})
-            total = g if total is None else tracer.builder.apply(add_op, [total, g], {})
+        held = tracer._values_held(s.resolve(tracer._flat_args))
+        total, outs = None, set()
+        for j, (t, seed) in enumerate(zip(differentiable, seeds)):
+            reached = tracer.reached_by(t._value, held)
+            for v in (v for v in held if v in reached):
+                g = tracer.builder.apply(grad_op, [t._value, v, seed], {})
+                total = g if total is None else tracer.builder.apply(add_op, [total, g], {})
+                outs.add(j)
         if total is not None:
             wrt.append(s)
             grad_values.append(total)
+            reaches.append(frozenset(outs))
     graph.outputs = graph.outputs + grad_values
     stats = []
     # Fusion must not put forward and backward work in one node: they run as two programs.
@@ -63,7 +66,7 @@ def lower_forward_backward(tracer, out_tensors, differentiable, *, build, compil
         # By identity: `==` on tensors is the elementwise comparison op.
         differentiable=[next(i for i, o in enumerate(out_tensors) if o is t)
                         for t in differentiable],
-        wrt=[tracer.slots.index(s) for s in wrt],
+        wrt=[tracer.slots.index(s) for s in wrt], reaches=reaches,
         compile_graph=compile_graph, fastmath=fastmath, **entry)
 
 
@@ -71,7 +74,7 @@ class _ForwardBackwardEntry(_Entry):
     """The entry of a compiled forward: ``graph`` is the forward program's graph."""
     _bw_program = None
 
-    def __init__(self, tracer, program, split, *, seed_types, differentiable, wrt,
+    def __init__(self, tracer, program, split, *, seed_types, differentiable, wrt, reaches,
                  compile_graph, fastmath, **entry):
         super().__init__(tracer, program, split.forward, **entry)
         self.backward_graph = split.backward
@@ -84,6 +87,11 @@ class _ForwardBackwardEntry(_Entry):
         self.seed_types = seed_types
         self.differentiable = differentiable  # output positions that get the compiled backward
         self.wrt = wrt  # slot positions of the inputs it computes gradients for
+        # Per input of ``wrt``: the differentiable outputs (positions in ``differentiable``)
+        # its gradient depends on. An input none of whose outputs got a gradient in a
+        # backward gets None, as eagerly (a zero gradient would still move an optimizer
+        # with weight decay or momentum).
+        self.reaches = reaches
         self._compile_graph = compile_graph
         self.fastmath = fastmath
 
@@ -167,7 +175,9 @@ class CompiledBackward(autograd.Node):
             arrays.append(devices.zeros(t.shape, t.dtype.np, self.entry.device) if g is None
                           else g._data)
         outs, _ = self.entry.bw_program(arrays)
-        return tuple(Tensor._wrap(devices.copy(a)) for a in outs)
+        got = {j for j, g in enumerate(grads) if g is not None}
+        return tuple(Tensor._wrap(devices.copy(a)) if reach & got else None
+                     for a, reach in zip(outs, self.entry.reaches))
 
     def release(self):
         self.saved = None

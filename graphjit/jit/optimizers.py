@@ -45,6 +45,9 @@ class HyperTensor(TracerTensor):
     """An optimizer hyper-parameter inside a trace: a runtime input that knows its value."""
 
     __hash__ = TracerTensor.__hash__
+    # It stands for the Python float eager mode computes with: type promotion treats it as
+    # one (a 0-d float32 parameter times it stays float32), not as a 0-d float64 tensor.
+    _weak_scalar = True
 
     def _decide(self, what: str, other, result):
         self._tracer.hyper_guards.append((self._slot, what, other, result))

@@ -88,13 +88,14 @@ class _Entry:
         self.snapshots = snapshots  # (stage, IR text) of the pipeline run
         self.pass_stats = pass_stats  # (pass name, stats) of the pipeline run
         self.device = tracer.device  # where the program runs (see [Devices])
-        self.output_tree = outputs.tree
+        self.output_tree = _output_plan(outputs.tree, tracer)
         self.graph_outputs = outputs.values
         self.freed = outputs.freed
         self.new_state = outputs.new_state
         self.one_shot = outputs.one_shot
         self.trace_number = assumed.trace_number
         self.random_advances = tracer.random_advances()  # [Random numbers while tracing]
+        self.cleared_grads = tracer.cleared_grads()
         self.update_slots = [tracer_slot_index(self.slots, target) for target, _ in graph.updates]
         # ---- what it assumed (the guards) ----
         self.slot_meta = [None] * len(self.slots)
@@ -188,8 +189,9 @@ class _Entry:
             t._requires_grad = True
         return t
 
-    def finish(self, outputs):
-        """The function's result, with the program's outputs in place of traced tensors."""
+    def finish(self, outputs, flat_args):
+        """The function's result, with the program's outputs in place of traced tensors
+        (see ``_output_plan``)."""
         tree = self.output_tree
         if isinstance(tree, TracerTensor):
             i = self._single_output
@@ -197,7 +199,7 @@ class _Entry:
                 i = self._single_output = next(i for i, v in enumerate(self.graph_outputs)
                                                if v is tree._value)
             return self.make_output(i, outputs[i])
-        return _rebuild(tree, outputs, self.graph_outputs, self.make_output)
+        return _rebuild(tree, outputs, self.graph_outputs, self.make_output, flat_args)
 
     _single_output = None
 
@@ -272,7 +274,7 @@ class _Entry:
             if s.kind == "hyper":
                 flat, fresh = np.array(src, dtype=np.float64).reshape(1), False
             elif src is None:  # a .grad this program creates (eager semantics: first backward)
-                flat, fresh = devices.zeros(numel(s.value.shape), s.value.dtype.np, self.device), True
+                flat, fresh = devices.zeros((numel(s.value.shape),), s.value.dtype.np, self.device), True
             else:
                 flat, fresh = program.flat_input(i, src)
             driver_args[i], copied[i] = flat, fresh
@@ -322,6 +324,8 @@ class _Entry:
             opt.state[param][key] = Tensor._wrap(devices.copy(outputs[i]))
         for generator, blocks in self.random_advances:
             generator.advance(blocks)
+        for owner in self.cleared_grads:
+            owner._grad = None
         return outputs
 
 
@@ -355,17 +359,77 @@ def tracer_slot_index(slots, value) -> int:
     raise GraphjitError("an update targets a value that is not a graph input")
 
 
-def _rebuild(tree, outputs, out_values, make):
-    """Replace the traced tensors in the function's result by the program's outputs."""
+# NOTE: [Returned tensors]
+# What a compiled call returns is the traced function's result with each traced tensor
+# replaced by a program output, except where eager mode would return one of the caller's own
+# tensors: an argument returned as it is is this call's argument (not the one the trace
+# saw), and a view of an argument or of a tensor the function reached (``p.view(-1)``,
+# ``x[0]``, ``p.detach()``) is that view, made eagerly after the program ran, so it shares
+# memory with its base and sees later in-place changes as eagerly (a program output would
+# be a copy).
+
+class _Argument:
+    """In an output plan: the call's flat argument ``index``."""
+    __slots__ = ("index",)
+
+    def __init__(self, index):
+        self.index = index
+
+
+class _ViewOf:
+    """In an output plan: the view ops ``chain`` applied to ``base`` (a tensor or an
+    ``_Argument``) after the call, eagerly."""
+    __slots__ = ("base", "chain")
+
+    def __init__(self, base, chain):
+        self.base, self.chain = base, chain
+
+
+def _output_plan(tree, tracer):
+    """The function's result with arguments and views of real tensors marked ([Returned
+    tensors])."""
+    def base_of(t):
+        slot = tracer._slot_of.get(id(t))
+        return _Argument(slot.index) if slot is not None and slot.kind == "arg" else t
+
+    def plan(v):
+        if isinstance(v, TracerTensor):
+            root = v._view.root if v._view is not None else None
+            if root is not None and not isinstance(root, TracerTensor):
+                return _ViewOf(base_of(root), v._view.chain)
+            return v
+        if isinstance(v, Tensor):
+            return base_of(v)
+        if isinstance(v, tuple) and hasattr(v, "_fields"):
+            return type(v)(*[plan(x) for x in v])
+        if isinstance(v, (tuple, list)):
+            return type(v)(plan(x) for x in v)
+        if isinstance(v, dict):
+            return {k: plan(x) for k, x in v.items()}
+        return v
+    return plan(tree)
+
+
+def _rebuild(tree, outputs, out_values, make, flat_args):
+    """The function's result from its output plan: the program's outputs in place of traced
+    tensors, this call's arguments and views ([Returned tensors])."""
     if isinstance(tree, TracerTensor):
         i = next(i for i, v in enumerate(out_values) if v is tree._value)
         return make(i, outputs[i])
+    if isinstance(tree, _Argument):
+        return flat_args[tree.index]
+    if isinstance(tree, _ViewOf):
+        from ..ops.registry import bind
+        t = flat_args[tree.base.index] if isinstance(tree.base, _Argument) else tree.base
+        for op, attrs in tree.chain:
+            t = bind(op, t, **attrs)
+        return t
     if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-        return type(tree)(*[_rebuild(v, outputs, out_values, make) for v in tree])
+        return type(tree)(*[_rebuild(v, outputs, out_values, make, flat_args) for v in tree])
     if isinstance(tree, (tuple, list)):
-        return type(tree)(_rebuild(v, outputs, out_values, make) for v in tree)
+        return type(tree)(_rebuild(v, outputs, out_values, make, flat_args) for v in tree)
     if isinstance(tree, dict):
-        return {k: _rebuild(v, outputs, out_values, make) for k, v in tree.items()}
+        return {k: _rebuild(v, outputs, out_values, make, flat_args) for k, v in tree.items()}
     return tree
 
 

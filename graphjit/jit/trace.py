@@ -74,6 +74,9 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
         self._grad_values: set = set()         # values that carry a gradient ([Gradients while tracing])
         self._shadows: dict = {}               # id(root) -> (root, index shadow) ([Views while tracing])
         self._random: dict = {}                # id(generator) -> [generator, seed, offset, blocks used]
+        self._held: dict = {}                  # id(real tensor) -> every value it held ([Gradients while tracing])
+        self._saved: dict = {}                 # value -> (op, [(tensor its VJP reads, version)])
+        self._bumps: dict = {}                 # id(real tensor) -> in-place changes while tracing
 
     # ---- naming and lifting -------------------------------------------------------------
 
@@ -219,7 +222,7 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
                         "use graphjit.where(mask, v, x) for a mask of x's shape, or compute the "
                         "assignment outside the compiled function")
         view = target[key]
-        if view._view is None:
+        if self.live_view(view) is None:
             view = target  # a 0-d target indexed with (): the whole tensor
         view.copy_(value)
 
@@ -236,10 +239,20 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
             # tensor that was detached): the gradient stops here, as on eager's tape.
             out = self.builder.apply(registry.get("detach"), [out], {})
         result = TracerTensor._make(out, self, requires)
+        if inputs and all(getattr(t, "_weak_scalar", False) for t in inputs):
+            # Arithmetic on optimizer options and Python numbers only: what eager mode does
+            # in Python floats, so the result still promotes like one ([Hyper-parameters]).
+            result._weak_scalar = True
         if requires:
             self._grad_values.add(out)
         if op.view and inputs and isinstance(inputs[0], Tensor):
             self._note_view(inputs[0], result, op, attrs)
+        if requires:  # what its VJP will read, at which version ([Saved values while tracing])
+            saved = [(i, t) for i, t in enumerate(inputs) if op.saves_input(i)]
+            if "out" in op.saves:
+                saved.append(("out", result))
+            if saved:
+                self._saved[out] = (op, [(i, t, self.version(t)) for i, t in saved])
         return result
 
     def made(self, array):
@@ -252,8 +265,10 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
         return self.constant(array)
 
     def constant(self, array):
-        if array.ndim == 0:
-            return TracerTensor._make(self.builder.constant(array), self, False)
+        if array.ndim == 0:  # a Python number in an op (api.constant): promotes like one
+            t = TracerTensor._make(self.builder.constant(array), self, False)
+            t._weak_scalar = True
+            return t
         # Arrays are inputs, not baked-in data: a large array does not slow compilation, and
         # a change the user makes to it in place is seen by the next call, as in eager mode.
         return self._input_array(array, f"array{len(self.slots)}")
@@ -314,8 +329,9 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
                 raise DTypeError(f"result type {result.dtype.name} can't be cast to the tensor's "
                                  f"dtype {target.dtype.name} in place", op=op_name)
             result = api.cast(result, target.dtype)
+        self._bump(target)
         if isinstance(target, TracerTensor):
-            if target._view is None:
+            if self.live_view(target) is None:
                 target._value = result._value
                 target._requires_grad = result._requires_grad
                 return target
@@ -334,9 +350,51 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
         if not devices.writeable(target._data):
             raise ShapeError(f"the tensor of shape {tuple(target.shape)} is a read-only broadcast "
                              "view; clone() it before modifying it in place", op=op_name)
-        self.value_of(target)  # make sure it is an input, so its buffer is written back
-        self.current[id(target)] = (target, result._value)
+        self.set_current(target, result._value)
         return target
+
+    # NOTE: [Saved values while tracing]
+    # Eager mode refuses a backward through an op whose saved input (or output) was changed
+    # in place after the op ran: its gradient would use the new data. A graph has no such
+    # problem (the op's VJP reads the value it was given), but a compiled function must fail
+    # where eager mode fails, so the tracer keeps eager's bookkeeping: a version per tensor
+    # (a view counts its root's), bumped by every in-place change while tracing, and for
+    # each recorded op the versions of what its VJP reads; ``backward``/``grad`` check the
+    # ops on the way from the output to the leaves and raise eager's error. As eagerly, a
+    # changed value only matters where a gradient needs it: a changed input for the
+    # gradients of the op's other inputs (mul's gradient for b reads a, not b), a changed
+    # output for the gradient of any input.
+
+    def _version_key(self, t):
+        if isinstance(t, TracerTensor):
+            view = self.live_view(t)
+            return view.root if view is not None else t
+        return t
+
+    def version(self, t) -> int:
+        key = self._version_key(t)
+        if isinstance(key, TracerTensor):
+            return key._version.value
+        return self._bumps.get(id(key), 0)
+
+    def _bump(self, t) -> None:
+        key = self._version_key(t)
+        if isinstance(key, TracerTensor):
+            key._version.value += 1
+        else:
+            self._bumps[id(key)] = self._bumps.get(id(key), 0) + 1
+
+    def set_current(self, target: Tensor, value) -> None:
+        """Real tensor ``target`` holds ``value`` from here on (the program writes it back).
+        For a leaf that requires grad the value starts a history of its own (a ``detach``):
+        its gradient is the sum over the values it held ([Gradients while tracing]), and
+        no gradient may flow from one of them into another."""
+        before = self.value_of(target)  # an input, so its buffer is written back
+        if target._requires_grad:
+            value = self.builder.apply(registry.get("detach"), [value], {})
+            self._grad_values.add(value)
+        self.current[id(target)] = (target, value)
+        self._held.setdefault(id(target), [before]).append(value)
 
     def note_grad_assign(self, owner: Tensor, old) -> None:
         """``owner.grad`` is being replaced while tracing (``zero_grad``, a first backward)."""
@@ -344,15 +402,30 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
         self._undo.append(("grad", owner, old))
 
     def grad_value(self, owner: Tensor, value):
-        """What ``owner.grad = value`` stores while tracing: a traced value becomes a new
-        ``.grad`` tensor that the program fills (as a first backward's gradient does)."""
+        """What ``owner.grad = value`` stores while tracing: a traced value goes into the
+        ``.grad`` tensor the owner has (its value from here on: the program writes it back
+        after the call, as it writes an accumulated gradient), or into a new one the program
+        fills (as a first backward's gradient). ``p.grad = None`` takes effect at every call:
+        see ``cleared_grads``."""
         if not isinstance(value, TracerTensor):
             return value
+        existing = owner._grad
+        if existing is not None:
+            self._grad_owner.setdefault(id(existing), owner)
+            self.value_of(existing)  # an input, so the program writes its buffer back
+            self.current[id(existing)] = (existing, self.value_of(value))
+            return existing
         placeholder = Tensor._wrap(devices.zeros(owner.shape, owner.dtype.np, owner.device))
         self._grad_owner[id(placeholder)] = owner
         self._lift(placeholder, owner=owner)
         self.current[id(placeholder)] = (placeholder, self.value_of(value))
         return placeholder
+
+    def cleared_grads(self) -> list:
+        """Tensors whose ``.grad`` the traced function left None: after each call of the
+        program it is None again (``p.grad = None``, ``opt.zero_grad()`` at the end of a
+        step), whatever the program computed into it on the way."""
+        return [owner for owner, _ in self.grad_seen.values() if owner._grad is None]
 
     def rollback(self) -> None:
         """Undo the Python-side effects of a trace that failed, newest first, so a failing

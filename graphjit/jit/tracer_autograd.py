@@ -6,10 +6,12 @@ requires grad through it: the inputs of such tensors and the results of recorded
 (``_grad_values``). Eager mode records no edge for work done under ``no_grad`` or on a
 detached tensor, but the graph's autodiff differentiates every op with a VJP rule, so
 such a result gets an explicit ``detach`` node (``apply``, ``wrap``): a traced tensor that
-does not require grad never passes a gradient on. ``backward()`` asks for gradients with
-respect to each leaf's current value: after an in-place update under ``no_grad`` (an
-optimizer step inside the function) a leaf holds a new, detached value, and the next
-backward differentiates at that value, as eagerly.
+does not require grad never passes a gradient on. A leaf's gradient is the sum over every
+value it held while tracing (``_held``: its input, then each in-place update, each made
+under ``no_grad`` and so detached from the one before): after an optimizer step inside the
+function the next backward differentiates at the updated value, and a loss computed before
+an in-place change (a weight decay by hand before ``backward()``) still reaches the value
+it read, as eagerly, where the gradient goes to the leaf whatever its data was.
 
 A ``grad`` request is a graph node ``grad(root, wrt, seed)`` that ``passes/autodiff`` expands
 with the ops' VJP rules. The state these methods use (``_grad_values``, ``freed_roots``,
@@ -37,9 +39,10 @@ class TracerAutograd:
         if value in self._grad_values:
             t._value = self.builder.apply(registry.get("detach"), [value], {})
         t._requires_grad = False
-        if t._view is not None:
-            t._view.chain += ((registry.get("detach"), {}),)
-            t._view.source = self._root_value(t._view.root)
+        view = self.live_view(t)
+        if view is not None:
+            view.chain += ((registry.get("detach"), {}),)
+            view.source = self._root_value(view.root)
 
     def reached_by(self, root_value, values) -> set:
         """Those of ``values`` that reach ``root_value`` through differentiable ops."""
@@ -57,6 +60,53 @@ class TracerAutograd:
                 continue
             stack.extend(i for i in n.inputs if i.dtype.is_floating_point)
         return found
+
+    def _check_saved(self, root_value, leaf_values) -> None:
+        """Raise eager mode's error if an op on a path from ``leaf_values`` to ``root_value``
+        reads a value changed in place since it ran ([Saved values while tracing] in
+        trace.py)."""
+        if not self._saved or not leaf_values:
+            return
+        above, stack = set(), [root_value]  # the values root_value depends on, differentiably
+        while stack:
+            v = stack.pop()
+            if v in above:
+                continue
+            above.add(v)
+            n = v.node
+            if n is not None and n.op.vjp is not None:
+                stack.extend(i for i in n.inputs if i.dtype.is_floating_point)
+        on_path = set(leaf_values)  # ... and that depend on a leaf
+        for n in self.graph.nodes:
+            if n.op.vjp is not None and any(i in on_path for i in n.inputs):
+                on_path.update(n.outs)
+        for v in [v for v in on_path & above if v in self._saved]:
+            op, saved = self._saved[v]
+            needing = [j for j, x in enumerate(v.node.inputs) if x in on_path]
+            for i, t, version in saved:
+                if not any(j != i for j in needing):
+                    continue  # no gradient that needs this value is wanted
+                now = self.version(t)
+                if now != version:
+                    raise AutogradError(
+                        f"a value needed to compute the gradient of {op.name} was modified by "
+                        f"an in-place operation: a {t.dtype.name} tensor of shape "
+                        f"{tuple(t.shape)} is at version {now}; expected version {version}. "
+                        "Use an out-of-place op (x = x + y instead of x.add_(y)) or .clone() "
+                        "the value before modifying it", op="backward")
+
+    def _values_held(self, t) -> list:
+        """Every value tensor ``t`` held while tracing (one for a traced tensor)."""
+        if isinstance(t, TracerTensor):
+            return [self.value_of(t)]
+        return list(self._held.get(id(t), [self.value_of(t)]))
+
+    def _sum_requests(self, root, values, seed):
+        total = None
+        for v in values:
+            g = self._grad_request(root, v, seed)
+            total = g if total is None else self.builder.apply(registry.get("add"), [total, g], {})
+        return total
 
     def _grad_request(self, root, wrt_value, seed):
         inputs = [self.value_of(root), wrt_value] + ([self.value_of(seed)] if seed is not None else [])
@@ -93,14 +143,16 @@ class TracerAutograd:
         else:
             leaves = [s for s in self.slots if s.kind != "grad"
                       and _leaf_requiring_grad(s.resolve(self._flat_args))]
-        # With respect to each leaf's current value: see [Gradients while tracing].
-        current = [self.value_of(s.resolve(self._flat_args)) for s in leaves]
-        reached = self.reached_by(self.value_of(root), current)
-        for slot, value in zip(leaves, current):
-            if value not in reached:
+        # With respect to every value each leaf held: see [Gradients while tracing].
+        held = [self._values_held(s.resolve(self._flat_args)) for s in leaves]
+        reached = self.reached_by(self.value_of(root), [v for vs in held for v in vs])
+        self._check_saved(self.value_of(root), reached)
+        for slot, values in zip(leaves, held):
+            values = [v for v in values if v in reached]
+            if not values:
                 continue
             leaf = slot.resolve(self._flat_args)
-            g = self._grad_request(root, value, seed)
+            g = self._sum_requests(root, values, seed)
             self.note_grad_read(leaf)
             existing = leaf._grad
             if existing is None:
@@ -125,13 +177,16 @@ class TracerAutograd:
             grad_outputs = [grad_outputs]
         result = []
         for i, x in enumerate(inputs):
-            xv = self.value_of(x)
+            held = self._values_held(x)
             total = None
             for j, y in enumerate(outputs):
                 seed = self._seed(y, None if grad_outputs is None else grad_outputs[j])
-                if not self.reached_by(self.value_of(y), [xv]):
+                reached = self.reached_by(self.value_of(y), held)
+                self._check_saved(self.value_of(y), reached)
+                values = [v for v in held if v in reached]
+                if not values:
                     continue
-                g = self._grad_request(y, xv, seed)
+                g = self._sum_requests(y, values, seed)
                 total = g if total is None else self.builder.apply(registry.get("add"), [total, g], {})
             if total is None and not allow_unused:
                 raise AutogradError(f"grad: input {i} (shape {tuple(x.shape)}) was not used to "

@@ -18,6 +18,8 @@ The state these methods use (``_shadows``) is set up in ``Tracer.__init__`` (tra
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from ..errors import ShapeError
@@ -26,14 +28,24 @@ from .tracer_tensor import TracerTensor
 
 
 class _View:
-    """What the tracer knows of a traced view ([Views while tracing])."""
-    __slots__ = ("root", "chain", "shadow", "source")
+    """What the tracer knows of a traced view ([Views while tracing]). A traced root is held
+    weakly: once it is gone (a temporary a composite reshaped, as the 1-D matmul's product)
+    no other tensor shares the memory, and the view is a tensor of its own, as eagerly
+    ([Views of dead tensors] in autograd.py)."""
+    __slots__ = ("_root", "chain", "shadow", "root_shadow", "source")
 
-    def __init__(self, root, chain, shadow, source):
-        self.root = root        # the tensor whose memory the view shares
+    def __init__(self, root, chain, shadow, root_shadow, source):
+        self._root = weakref.ref(root) if isinstance(root, TracerTensor) else root
         self.chain = chain      # ((op, attrs), ...) from the root's value to the view's
         self.shadow = shadow    # the chain applied to the root's int8 shadow
+        self.root_shadow = root_shadow
         self.source = source    # the root's value the view's value was computed from
+
+    @property
+    def root(self):
+        """The tensor whose memory the view shares, or None when it no longer exists."""
+        root = self._root
+        return root() if isinstance(root, weakref.ref) else root
 
 
 class TracerViews:
@@ -45,7 +57,19 @@ class TracerViews:
         self._note_view(t, out, registry.get("detach"), {})
         return out
 
+    def live_view(self, t):
+        """``t``'s view record, or None when it is no view (any more)."""
+        view = t._view
+        if view is not None and view.root is None:
+            t._view = view = None
+        return view
+
     def _shadow(self, root):
+        if isinstance(root, TracerTensor):  # kept on the root itself: no reference from here
+            shadow = root.__dict__.get("_shadow")
+            if shadow is None:
+                shadow = root._shadow = np.zeros(tuple(root.shape), np.int8)
+            return shadow
         entry = self._shadows.get(id(root))
         if entry is None:
             entry = self._shadows[id(root)] = (root, np.zeros(tuple(root.shape), np.int8))
@@ -58,19 +82,24 @@ class TracerViews:
     def _note_view(self, parent, out, op, attrs) -> None:
         """``out = op(parent)`` for a view op: record it as a view when eager mode's NumPy
         result would share the parent's memory."""
-        view = parent._view if isinstance(parent, TracerTensor) else None
+        view = self.live_view(parent) if isinstance(parent, TracerTensor) else None
         if view is not None:
             root, chain, parent_shadow = view.root, view.chain, view.shadow
+            root_shadow = view.root_shadow
         else:
-            root, chain, parent_shadow = parent, (), self._shadow(parent)
+            root, chain = parent, ()
+            parent_shadow = root_shadow = self._shadow(parent)
         shadow = np.asarray(op.impl(parent_shadow, **attrs))
-        if shadow.size == 0 or not np.may_share_memory(shadow, self._shadows[id(root)][1]):
+        if shadow.size == 0 or not np.may_share_memory(shadow, root_shadow):
             return  # NumPy copied (a reshape of a transposed layout): not a view
-        out._view = _View(root, chain + ((op, attrs),), shadow, self._root_value(root))
+        out._view = _View(root, chain + ((op, attrs),), shadow, root_shadow,
+                          self._root_value(root))
 
     def _refresh(self, t) -> None:
         """Rebuild a view's value from its root's current one, if the root changed since."""
-        view = t._view
+        view = self.live_view(t)
+        if view is None:
+            return
         now = self._root_value(view.root)
         if now is view.source:
             return
@@ -95,11 +124,11 @@ class TracerViews:
         if all(op.name == "detach" for op, _ in view.chain):
             new_root = new_value
         else:
-            new_root = self._scatter_into(base, view.shadow, self._shadows[id(root)][1], new_value)
+            new_root = self._scatter_into(base, view.shadow, view.root_shadow, new_value)
         if isinstance(root, TracerTensor):
             root._value = new_root
         else:
-            self.current[id(root)] = (root, new_root)
+            self.set_current(root, new_root)
         target._value, view.source = new_value, new_root
 
     def _scatter_into(self, base, shadow, root_shadow, new_value):

@@ -64,8 +64,11 @@ def ones_like(x):
 # ---- operands and promotion -----------------------------------------------------------------
 
 def _operand_info(x):
-    """(dtype, tier) of an operand: tier 2 = tensor with dims, 1 = 0-d tensor, 0 = Python scalar."""
+    """(dtype, tier) of an operand: tier 2 = tensor with dims, 1 = 0-d tensor, 0 = Python scalar
+    (also a value that stands for one: an optimizer option while tracing, ``_weak_scalar``)."""
     if is_value(x):
+        if getattr(x, "_weak_scalar", False):
+            return x.dtype, 0
         return x.dtype, (2 if len(x.shape) else 1)
     if isinstance(x, (bool, int, float, np.bool_, np.integer, np.floating)):
         return dtypes.scalar_dtype(x), 0

@@ -52,3 +52,155 @@ def test_two_unit_dim_reductions_in_one_fused_node():
     got = gj.compile(step)(x)
     np.testing.assert_array_equal(got.numpy(), want.numpy())
     np.testing.assert_allclose(e.grad.item(), g_eager, rtol=1e-12)
+
+
+def _both(fn):
+    """``fn(compiled)`` for eager and compiled: each builds fresh state."""
+    return fn(False), fn(True)
+
+
+def _run(step, compiled):
+    return gj.compile(step) if compiled else step
+
+
+def test_grad_set_to_none_inside_stays_none():
+    def run(compiled):
+        p = gj.tensor([1.0, 2.0], requires_grad=True)
+        f = _run(lambda x: ((p * x).sum().backward(), setattr(p, "grad", None)), compiled)
+        out = []
+        for _ in range(3):
+            f(gj.tensor([3.0, 4.0]))
+            out.append(p.grad)
+        return out
+    eager, compiled = _both(run)
+    assert eager == [None] * 3 and compiled == [None] * 3
+
+
+def test_grad_assigned_after_accumulating_backward():
+    def run(compiled):
+        p = gj.tensor([1.0], requires_grad=True)
+
+        def step(x):
+            (p * x).sum().backward()
+            p.grad = p.grad * 2.0
+        f = _run(step, compiled)
+        return [(f(gj.tensor([1.0])), p.grad.tolist())[1] for _ in range(2)]
+    eager, compiled = _both(run)
+    assert eager == compiled == [[2.0], [6.0]]
+
+
+def test_backward_of_a_leaf_itself_accumulates():
+    def run(compiled):
+        p = gj.tensor([[1.0]], requires_grad=True)
+        f = _run(lambda: p.backward(gj.ones(1, 1)), compiled)
+        return [(f(), p.grad.tolist())[1] for _ in range(2)]
+    eager, compiled = _both(run)
+    assert eager == compiled == [[[1.0]], [[2.0]]]
+
+
+def test_parameter_changed_in_place_after_its_use_still_gets_its_gradient():
+    def run(compiled):
+        p = gj.tensor([1.0, 2.0], requires_grad=True)
+
+        def step(x):
+            loss = (p * x).sum()
+            with gj.no_grad():
+                p.sub_(0.01)
+            loss.backward()
+        _run(step, compiled)(gj.tensor([3.0, 4.0]))
+        return p.grad.tolist(), p.tolist()
+    eager, compiled = _both(run)
+    assert eager == compiled
+
+
+def test_compiled_forward_gives_no_gradient_to_inputs_the_loss_does_not_use():
+    def run(compiled):
+        a = gj.tensor([1.0, 2.0], requires_grad=True)
+        b = gj.tensor([3.0, 4.0], requires_grad=True)
+        loss, _ = _run(lambda a, b: ((a * 2.0).sum(), b * 3.0), compiled)(a, b)
+        loss.backward()
+        return a.grad.tolist(), b.grad
+    eager, compiled = _both(run)
+    assert eager == compiled == ([2.0, 2.0], None)
+
+
+def test_returned_argument_is_this_calls():
+    f = gj.compile(lambda x: [x, x[...]])
+    for v in (1.0, 2.0, 3.0):
+        x = gj.tensor([v])
+        out = f(x)
+        assert out[0] is x and out[1].tolist() == [v]
+
+
+def test_returned_view_of_a_parameter_shares_its_memory():
+    def run(compiled):
+        p = gj.nn.Parameter(gj.tensor([[1.0, 2.0]]))
+        opt = gj.optim.SGD([p], lr=0.1, fused=False)
+
+        def forward():
+            v = p.view(-1)
+            return v, (v * 0.5).sum()
+        out, loss = _run(forward, compiled)()
+        loss.backward()
+        opt.step()  # in place: the returned view sees it, as eagerly
+        return out.detach().tolist()
+    eager, compiled = _both(run)
+    assert eager == compiled
+
+
+def test_zero_d_parameter_options_keep_float32():
+    def run(compiled):
+        p = gj.nn.Parameter(gj.tensor(-1.8671875))
+        opt = gj.optim.SGD([p], lr=0.01, momentum=0.5, weight_decay=0.01, fused=False)
+
+        def step(x):
+            opt.zero_grad()
+            (p * x).sum().backward()
+            opt.step()
+        _run(step, compiled)(gj.tensor(-1.2578125))
+        buf = opt.state[p]["momentum_buffer"]
+        return buf.dtype, buf.item(), p.item()
+    eager, compiled = _both(run)
+    assert eager == compiled and eager[0] is gj.float32
+
+
+def test_saved_value_changed_in_place_before_backward_is_an_error_as_eagerly():
+    def run(compiled):
+        p = gj.nn.Parameter(gj.tensor([[-0.85]]))
+
+        def step(x):
+            y = gj.minimum(x, p)
+            x.clamp_(-1.0, 1.0)  # minimum's gradient for p reads x
+            y.sum().backward()
+        with pytest.raises(gj.AutogradError, match="modified by an in-place operation"):
+            _run(step, compiled)(gj.tensor([[1.9]]))
+    _both(run)
+
+
+def test_in_place_on_a_one_d_matmul_result_with_autograd():
+    def run(compiled):
+        w = gj.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], requires_grad=True)
+
+        def step(x):
+            y = x @ w         # a reshape of a temporary: no other tensor shares it
+            y.mul_(2.0)
+            y.sum().backward()
+        _run(step, compiled)(gj.tensor([1.0, 2.0]))
+        return w.grad.tolist()
+    eager, compiled = _both(run)
+    assert eager == compiled
+
+
+def test_cuda_step_that_sets_grad_to_none_runs():
+    # The driver made the zero .grad input from an int where a shape tuple is needed.
+    pytest.importorskip("numba.cuda")
+    p = gj.nn.Parameter(gj.tensor([[1.0, 2.0]], device="cuda"))
+
+    @gj.compile
+    def step(x):
+        (p * x).sum().backward()
+        p.grad = None
+
+    for _ in range(2):
+        step(gj.tensor([[3.0, 4.0]], device="cuda"))
+        assert p.grad is None
