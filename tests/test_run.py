@@ -1,5 +1,5 @@
 """``graphjit run SCRIPT.py``: PyTorch scripts run unchanged with graphjit as ``torch``
-(graphjit/run.py)."""
+(graphjit/run.py), and the coverage figure of docs/coverage in the README."""
 from __future__ import annotations
 
 import os
@@ -183,3 +183,18 @@ def test_run_script_restores_argv_and_path(tmp_path):
     assert run_script(write(tmp_path, "import torch\n"), ["a"]) == 0
     assert sys.argv == argv and sys.path == path and "torch" not in sys.modules
 
+
+def test_readme_carries_the_coverage_figure():
+    """docs/coverage/coverage.py computes the share of the names in
+    docs/coverage/pytorch_api_used.txt that graphjit has; the README states it. When this
+    fails after adding names to graphjit, put the sentence this prints into the README."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "graphjit_api_coverage", os.path.join(ROOT, "docs", "coverage", "coverage.py"))
+    cov = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cov)
+    have, total, _, _ = cov.report()
+    sentence = cov.figure_sentence(have, total)
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = " ".join(f.read().split())
+    assert sentence in readme, f"README.md should say: {sentence}"
