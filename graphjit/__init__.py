@@ -17,6 +17,7 @@ from .dtypes import float32, float64, get_default_dtype, int64, set_default_dtyp
 from .dtypes import bool_ as bool  # noqa: A001 - torch.bool
 from .dtypes import DType as dtype  # noqa: F401
 from .jit import compile  # noqa: A004 - graphjit.compile
+from . import dump as _dump  # noqa: F401  (hooks the IR dump into the jit: GRAPHJIT_DUMP=DIR)
 from .errors import AutogradError, DTypeError, GraphjitError, ShapeError, TraceError
 from .ops.api import (abs, add, amax, amin, argmax, argmin, broadcast_to, cat, chunk, clamp, cos,
                       div, eq, erf, exp, expand, flatten, gather, ge, gelu, gt, le, leaky_relu, log,

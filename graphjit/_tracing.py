@@ -38,7 +38,9 @@ def hyper_group(opt, index: int, group: dict) -> dict:
 
 
 # The compiler (graphjit.jit.compile), registered by graphjit.jit when it is imported, so that
-# lower layers (optimizers, clipping) can compile their eager work without importing it.
+# lower layers (optimizers, clipping) can compile their eager work without importing it (see
+# tests/test_layering.py). ``import graphjit`` imports graphjit.jit, and every submodule's
+# import runs the package's first, so it is always there by the time anyone asks.
 _compiler = None
 
 
@@ -48,6 +50,5 @@ def set_compiler(compile_fn) -> None:
 
 
 def compiler():
-    if _compiler is None:
-        from . import jit  # noqa: F401  (registers itself)
+    assert _compiler is not None, "graphjit.jit registers the compiler when graphjit is imported"
     return _compiler

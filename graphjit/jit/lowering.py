@@ -20,6 +20,11 @@ from .optimizers import _created_state
 from .runtime import Assumed, Outputs, _Entry
 from .tracer_tensor import TracerTensor, traced_tensors
 
+# Called as ``hook(compiled_function, entry, flat_args)`` after each new signature of a compiled
+# function is lowered and compiled. graphjit.dump, a layer above the jit, adds its writer here
+# when it is imported (tests/test_layering.py).
+LOWERED_HOOKS: list = []
+
 
 def backend_for(device):
     """``(compile_graph, generate, passes)`` of the target that runs programs on ``device``

@@ -16,7 +16,7 @@ import operator
 
 import numpy as np
 
-from .. import devices, dtypes
+from .. import dtypes
 from ..dtypes import DType
 from ..errors import DTypeError, ShapeError
 from ..shapes import broadcast_shapes, normalize_dim, normalize_dims, numel
@@ -678,7 +678,8 @@ def gather(x, dim, index_):
             raise ShapeError(f"index of shape {tuple(index_.shape)} is larger than the input of shape "
                              f"{tuple(x.shape)} in dim {i}", op="gather")
     data = getattr(index_, "_data", None)  # None while tracing: values are not known
-    data = None if data is None else devices.to_host(data)
+    if data is not None and type(data) is not np.ndarray:  # on a GPU: check a host copy
+        data = data.copy_to_host()
     if data is not None and data.size and (data.min() < 0 or data.max() >= x.shape[d]):
         bad = int(data.min() if data.min() < 0 else data.max())
         raise ShapeError(f"index {bad} is out of bounds for dimension {d} with size {x.shape[d]} "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import graphjit as gj
+from ..creation import zeros_like
 
 from .optimizer import Optimizer, required
 
@@ -44,8 +44,8 @@ class Adadelta(Optimizer):
         state = self.state[p]
         if not state:
             state["step"] = self._new_step_tensor(p)
-            state["square_avg"] = gj.zeros_like(p)
-            state["acc_delta"] = gj.zeros_like(p)
+            state["square_avg"] = zeros_like(p)
+            state["acc_delta"] = zeros_like(p)
         state["step"].add_(1)
         square_avg = state["square_avg"]
         acc_delta = state["acc_delta"]

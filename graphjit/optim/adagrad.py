@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import graphjit as gj
+from ..creation import full_like
 
 from .optimizer import Optimizer, required
 
@@ -48,7 +48,7 @@ class Adagrad(Optimizer):
         state = self.state[p]
         if not state:
             state["step"] = self._new_step_tensor(p)
-            state["sum"] = gj.full_like(p, float(group["initial_accumulator_value"]))
+            state["sum"] = full_like(p, float(group["initial_accumulator_value"]))
         step_t = state["step"]
         step_t.add_(1)
         clr = group["lr"] / ((step_t - 1) * group["lr_decay"] + 1)

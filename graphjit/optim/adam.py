@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import graphjit as gj
+from ..creation import zeros_like
+from ..ops.api import maximum
 
 from .optimizer import Optimizer, required
 
@@ -53,10 +54,10 @@ class Adam(Optimizer):
     def _init_state(self, p, amsgrad):
         state = self.state[p]
         state["step"] = self._new_step_tensor(p)
-        state["exp_avg"] = gj.zeros_like(p)
-        state["exp_avg_sq"] = gj.zeros_like(p)
+        state["exp_avg"] = zeros_like(p)
+        state["exp_avg_sq"] = zeros_like(p)
         if amsgrad:
-            state["max_exp_avg_sq"] = gj.zeros_like(p)
+            state["max_exp_avg_sq"] = zeros_like(p)
         return state
 
     def _update(self, p, g, group):
@@ -67,7 +68,7 @@ class Adam(Optimizer):
         if not state:
             self._init_state(p, amsgrad)
         elif amsgrad and "max_exp_avg_sq" not in state:
-            state["max_exp_avg_sq"] = gj.zeros_like(p)
+            state["max_exp_avg_sq"] = zeros_like(p)
         step_t = state["step"]
         step_t.add_(1)
         if self._decoupled_weight_decay and group["weight_decay"] != 0:
@@ -81,7 +82,7 @@ class Adam(Optimizer):
         bias_correction2 = 1 - beta2 ** step_t
         if amsgrad:
             max_sq = state["max_exp_avg_sq"]
-            max_sq.copy_(gj.maximum(max_sq, exp_avg_sq))
+            max_sq.copy_(maximum(max_sq, exp_avg_sq))
             second = max_sq
         else:
             second = exp_avg_sq

@@ -21,7 +21,9 @@ import math
 
 import numpy as np
 
-import graphjit as gj
+from ..autograd import enable_grad, no_grad
+from ..ops.api import cat
+from ..tensor import Tensor
 from graphjit import _tracing
 from graphjit.errors import TraceError
 
@@ -39,7 +41,7 @@ def _max_abs(t) -> float:
 
 
 def _evaluate(closure):
-    with gj.enable_grad():
+    with enable_grad():
         return closure()
 
 
@@ -104,7 +106,7 @@ class LBFGS(Optimizer):
         views = [p.new_zeros(p.numel()) if p.grad is None else p.grad.reshape(-1)
                  for p in self._params]
         # (A copy even for one parameter: the closure may zero .grad in place later.)
-        return gj.cat(views, 0) if len(views) > 1 else views[0].clone()
+        return cat(views, 0) if len(views) > 1 else views[0].clone()
 
     def _add_grad(self, step_size: float, update) -> None:
         """``params += step_size * update`` (``update`` flat)."""
@@ -140,7 +142,7 @@ class LBFGS(Optimizer):
         if closure is None:
             raise RuntimeError("LBFGS.step needs a closure that clears the gradients, "
                                "computes the loss, calls backward() and returns the loss")
-        with gj.no_grad():
+        with no_grad():
             return self._step(closure)
 
     def _step(self, closure):
@@ -260,7 +262,7 @@ def _two_loop(flat_grad, old_dirs, old_stps, ro, H_diag, al, on_arrays=None):
     for i in range(len(old_dirs)):
         be_i = dot(vec(old_dirs[i]), r) * ro[i]
         r = r + (al[i] - be_i) * vec(old_stps[i])
-    return gj.Tensor._wrap(r) if on_arrays else r
+    return Tensor._wrap(r) if on_arrays else r
 
 
 # ---- the strong-Wolfe line search ---------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 The update rules of the concrete optimizers are written purely as graphjit
 tensor expressions and in-place tensor methods executed under
-``gj.no_grad()`` so that a tracer can later capture an optimizer step into a
+``no_grad()`` so that a tracer can later capture an optimizer step into a
 graph.  No NumPy is used inside ``step()``.
 
 Per-parameter state lives in ``Optimizer.state``: a dict keyed by the
@@ -18,7 +18,9 @@ import weakref
 from collections import defaultdict
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
-import graphjit as gj
+from ..autograd import enable_grad, no_grad
+from ..dtypes import get_default_dtype
+from ..tensor import Tensor, tensor
 from graphjit import _tracing, devices
 
 __all__ = ["Optimizer", "required"]
@@ -51,7 +53,7 @@ required = _RequiredParameter()
 
 
 def _is_tensor(x: Any) -> bool:
-    return isinstance(x, gj.Tensor)
+    return isinstance(x, Tensor)
 
 
 def _typename(x: Any) -> str:
@@ -431,18 +433,18 @@ class Optimizer:
             return
         kind = type(p._data)
         for key, value in state.items():
-            if (isinstance(value, gj.Tensor) and value._data is not None
+            if (isinstance(value, Tensor) and value._data is not None
                     and type(value._data) is not kind and value.ndim > 0):
                 # A copy of the data, not an op: inside a compiled step this runs once, while
                 # tracing, before anything reads the state, and the moved tensor replaces the
                 # old one for good (a state change that persists, like state creation).
-                state[key] = gj.Tensor._wrap(devices.to_device(value._data, p.device))
+                state[key] = Tensor._wrap(devices.to_device(value._data, p.device))
 
     @staticmethod
     def _eval_closure(closure: Optional[Callable[[], Any]]):
         if closure is None:
             return None
-        with gj.enable_grad():
+        with enable_grad():
             return closure()
 
     @staticmethod
@@ -453,8 +455,8 @@ class Optimizer:
         corrections computed from it (``beta ** step``) have the precision of
         the parameter and do not promote the update.
         """
-        dtype = p.dtype if p.dtype.is_floating_point else gj.get_default_dtype()
-        return gj.tensor(0.0, dtype=dtype)
+        dtype = p.dtype if p.dtype.is_floating_point else get_default_dtype()
+        return tensor(0.0, dtype=dtype)
 
     # ----------------------------------------------------------------- API
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -471,7 +473,7 @@ class Optimizer:
                 if set_to_none:
                     p.grad = None
                     continue
-                with gj.no_grad():
+                with no_grad():
                     if g.grad_fn is not None or g.requires_grad:
                         g = g.detach()
                         p.grad = g
@@ -500,7 +502,7 @@ class Optimizer:
 
     def _reference_step(self) -> None:
         """The update of every parameter with a gradient, as graphjit tensor operations."""
-        with gj.no_grad():
+        with no_grad():
             for index, group in enumerate(self.param_groups):
                 group = _tracing.hyper_group(self, index, group)
                 weight_decay = group.get("weight_decay", 0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import graphjit as gj
+from ..creation import zeros_like
 
 from .optimizer import Optimizer, required
 
@@ -54,11 +54,11 @@ class RMSprop(Optimizer):
         state = self.state[p]
         if not state:
             state["step"] = self._new_step_tensor(p)
-            state["square_avg"] = gj.zeros_like(p)
+            state["square_avg"] = zeros_like(p)
         if momentum > 0 and "momentum_buffer" not in state:
-            state["momentum_buffer"] = gj.zeros_like(p)
+            state["momentum_buffer"] = zeros_like(p)
         if centered and "grad_avg" not in state:
-            state["grad_avg"] = gj.zeros_like(p)
+            state["grad_avg"] = zeros_like(p)
         state["step"].add_(1)
 
         square_avg = state["square_avg"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import graphjit as gj
 
 from .optimizer import Optimizer, required
 
