@@ -3,8 +3,8 @@
 Subcommands: ``version``, ``ops`` (every registered op with its kind and whether it has a
 gradient rule and a scalar expression), ``describe OP`` (where each rule of an op is
 defined), ``dump SCRIPT.py`` (the IR dump tool, graphjit/dump.py), ``run SCRIPT.py``
-(a PyTorch script with graphjit as ``torch``, graphjit/run.py) and ``cache info|clear``
-(the on-disk compile cache).
+(a PyTorch script with graphjit as ``torch``, graphjit/run.py), ``cache info|clear``
+(the on-disk compile cache) and ``fuzz`` (the differential fuzzer, graphjit/fuzz/).
 """
 from __future__ import annotations
 
@@ -187,6 +187,9 @@ def main(argv=None) -> int:
         # graphjit/run.py: the script and its own arguments follow, untouched.
         from graphjit.run import main as run_main
         return run_main(argv[1:])
+    if argv and argv[0] == "fuzz":
+        from graphjit.fuzz import main as fuzz_main  # its own options and --help
+        return fuzz_main(argv[1:])
     parser = argparse.ArgumentParser(prog="graphjit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("version", help="print the version").set_defaults(fn=_cmd_version)
@@ -196,6 +199,8 @@ def main(argv=None) -> int:
     d.set_defaults(fn=_cmd_describe)
     sub.add_parser("dump", help="run a script and write every compiled program's IR stages, "
                                 f"kernels, graph drawings and report: {DUMP_USAGE}")
+    sub.add_parser("fuzz", help="differential fuzzer: random programs run eagerly and compiled, "
+                                "compared, mismatches shrunk to scripts (graphjit fuzz --help)")
     sub.add_parser("run", help="run a PyTorch script with graphjit standing in for torch "
                                "(import torch gives graphjit): graphjit run SCRIPT.py [args]")
     c = sub.add_parser("cache", help="the on-disk compile cache")
