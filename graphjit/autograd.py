@@ -635,6 +635,7 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, capture=None
                     continue
             elif isinstance(node, AccumulateGrad):
                 _accumulate(node.variable, slots[0], create_graph)
+                post_accumulate_grad(node.variable)
                 continue
             if getattr(node, "retained", None) and capture is None:
                 for ref in node.retained:
@@ -657,7 +658,72 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, capture=None
 
 
 def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
-    """``graphjit.autograd.backward``: accumulate d(tensors)/d(leaves) into the leaves' ``.grad``."""
+    """``graphjit.autograd.backward``: accumulate d(tensors)/d(leaves) into the leaves' ``.grad``.
+
+    Hooks registered with ``Tensor.register_post_accumulate_grad_hook`` run after each
+    leaf's ``.grad`` is written, and callbacks queued during the pass (``queue_callback``)
+    when it has finished, eagerly and while tracing alike (see [Backward hooks])."""
+    _callbacks.append([])
+    try:
+        _backward(tensors, grad_tensors, retain_graph, create_graph, inputs)
+        queued = _callbacks[-1]
+        i = 0
+        while i < len(queued):  # a callback may queue another
+            queued[i]()
+            i += 1
+    finally:
+        _callbacks.pop()
+
+
+# NOTE: [Backward hooks]
+# Two of PyTorch's hooks, for code that must act on gradients as a backward pass produces
+# them (DistributedDataParallel's all-reduce, graphjit/nn/parallel/distributed.py):
+# - ``Tensor.register_post_accumulate_grad_hook(hook)``: ``hook(leaf)`` after ``backward``
+#   has accumulated into ``leaf.grad`` (not for ``graphjit.grad``, which writes no ``.grad``);
+# - ``queue_callback(fn)``, during a backward pass (from such a hook): ``fn()`` once the
+#   pass has finished (PyTorch's ``Variable._execution_engine.queue_callback``).
+# While tracing (graphjit.compile) both run at trace time, right after the leaf's gradient
+# request is recorded (the hook then reads ``leaf.grad`` as a traced value) and after the
+# whole ``backward()`` call: what they do with tensor ops becomes part of the program.
+_callbacks: list = []
+
+
+def queue_callback(fn) -> None:
+    """Run ``fn()`` when the backward pass now running has finished (see [Backward hooks])."""
+    if not _callbacks:
+        raise AutogradError("queue_callback: final callbacks can only be installed during "
+                            "the backward pass (from a hook)")
+    _callbacks[-1].append(fn)
+
+
+class RemovableHandle:
+    """What registering a hook returns: ``remove()`` unregisters it."""
+    _ids = itertools.count()
+
+    def __init__(self, hooks: dict, hook):
+        self.id = next(self._ids)
+        self._hooks = hooks
+        hooks[self.id] = hook
+
+    def remove(self) -> None:
+        self._hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+def post_accumulate_grad(t) -> None:
+    """Run ``t``'s post-accumulate-grad hooks (its ``.grad`` was just written)."""
+    hooks = t.__dict__.get("_post_accumulate_grad_hooks")
+    if hooks:
+        for hook in list(hooks.values()):
+            hook(t)
+
+
+def _backward(tensors, grad_tensors, retain_graph, create_graph, inputs):
     if isinstance(tensors, _tensor.Tensor):
         tensors = [tensors]
     if isinstance(grad_tensors, _tensor.Tensor):
@@ -677,6 +743,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
             for t, e in zip(inputs, edges):
                 if captured.get(e) is not None:
                     _accumulate(t, captured[e], create_graph)
+                    post_accumulate_grad(t)
         return
     run_backward(list(tensors), grad_tensors, retain_graph, create_graph)
 

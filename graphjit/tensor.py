@@ -112,8 +112,10 @@ class Tensor:
     # ``.grad`` and the attributes set on the tensor; a pickle holds the data as a NumPy
     # array and the device it was on (unpickled there: CUDA must be available), with
     # ``requires_grad`` and those attributes, not the graph or ``.grad``. graphjit's own
-    # per-tensor markers (``_COPY_SKIPS``) describe the original's memory and are dropped.
-    _COPY_SKIPS = ("_device_view", "_copy_of", "_made_here", "_view_of")
+    # per-tensor markers (``_COPY_SKIPS``) describe the original's memory and are dropped,
+    # and so are its hooks (they belong to whoever registered them, DDP say).
+    _COPY_SKIPS = ("_device_view", "_copy_of", "_made_here", "_view_of",
+                   "_post_accumulate_grad_hooks")
 
     def _attributes(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k not in Tensor._COPY_SKIPS}
@@ -248,6 +250,16 @@ class Tensor:
         if self._accumulator is None:
             self._accumulator = _ag.AccumulateGrad(self)
         return self._accumulator
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(self)`` each time ``backward`` has accumulated into this leaf's
+        ``.grad`` (``torch.Tensor.register_post_accumulate_grad_hook``); returns a handle
+        whose ``remove()`` unregisters it. See [Backward hooks] in autograd.py."""
+        if self._grad_fn is not None:
+            raise AutogradError("post accumulate grad hooks cannot be registered on non-leaf "
+                                "tensors")
+        hooks = self.__dict__.setdefault("_post_accumulate_grad_hooks", {})
+        return _ag.RemovableHandle(hooks, hook)
 
     def retain_grad(self) -> None:
         """Keep ``.grad`` for this non-leaf tensor in later backward passes."""

@@ -135,7 +135,9 @@ class TracerTensor(Tensor):
                          "tensor and use graphjit.grad on it instead")
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
-        self._tracer.backward(self, gradient, inputs, create_graph, retain_graph)
+        # Through autograd.backward, for its hooks and callbacks ([Backward hooks]).
+        autograd.backward([self], None if gradient is None else [gradient], retain_graph,
+                          create_graph, inputs)
 
 
 def traced_tensors(tree):
