@@ -6,4 +6,5 @@ from . import creation, elementwise, grad, index, linalg, reduce, shape  # noqa:
 from . import window  # noqa: F401  (registration: unfold, fold)
 from . import custom  # noqa: F401  (registration: custom_function, see graphjit.autograd.Function)
 from . import random  # noqa: F401  (registration: rand_uniform)
+from . import distributed  # noqa: F401  (registration: all_reduce, broadcast)
 from .registry import OpDef, all_ops, bind, describe, get, register  # noqa: F401

@@ -48,9 +48,9 @@ from ...ir.printer import format_node, print_graph, value_names
 from ...shapes import numel
 from ..source import (Namer, SourceWriter, identifier, import_module, module_file_name,
                       write_module)
-from . import creation, fused, index, linalg, random, reduce, shape, vmath, window  # noqa: F401,E501  (emitters)
+from . import collective, creation, fused, index, linalg, random, reduce, shape, vmath, window  # noqa: F401,E501  (emitters)
 from .elementwise import emit_elementwise, emits_generic
-from .kernel import EMITTERS, MAY_ALIAS, MODULE_GLOBALS, KernelWriter
+from .kernel import EMITTERS, KERNEL_IMPORTS, MAY_ALIAS, MODULE_GLOBALS, KernelWriter
 from .loops import np_type
 from .native import ADDRESS_DTYPE
 from .program import CompiledProgram
@@ -168,6 +168,7 @@ def _imports(code: str, extra=()) -> list:
     helpers = [name for name in vmath.NAMES if name in used]
     if helpers:
         ours.append(f"from graphjit.backend.cpu.vmath import {', '.join(helpers)}")
+    ours += [line for name, line in KERNEL_IMPORTS.items() if name in used]
     groups = [["import math"] if "math" in used else [],
               (["import numpy as np"] if "np" in used else [])
               + [f"from numba import {', '.join(numba)}"],

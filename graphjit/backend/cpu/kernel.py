@@ -27,6 +27,16 @@ MODULE_GLOBALS = ("math", "np", "numba", "njit", "prange", "kernel", "parallel_k
                   "acc_add", "run_kernel", "import_sibling") + vmath.NAMES
 
 
+# Functions kernel bodies may call that live in a module of their own: name -> import line
+# (``kernel_import``); a kernel module imports those its body uses.
+KERNEL_IMPORTS: dict = {}
+
+
+def kernel_import(name: str, line: str) -> None:
+    """Let kernel bodies call ``name``, imported by ``line`` (an emitter's helper)."""
+    KERNEL_IMPORTS[name] = line
+
+
 # Ops whose emitter may make the output a view of an input's buffer (``KernelWriter.alias``):
 # code generation asks only their emitters which buffers are shared before it emits kernels.
 MAY_ALIAS = set()

@@ -1,0 +1,2 @@
+"""``graphjit.distributed.nn``: collectives that autograd differentiates (``functional``)."""
+from . import functional  # noqa: F401
