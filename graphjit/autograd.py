@@ -715,6 +715,11 @@ class RemovableHandle:
         self.remove()
 
 
+def backward_pass():
+    """An object that identifies the backward pass now running (None outside one)."""
+    return _callbacks[-1] if _callbacks else None
+
+
 def post_accumulate_grad(t) -> None:
     """Run ``t``'s post-accumulate-grad hooks (its ``.grad`` was just written)."""
     hooks = t.__dict__.get("_post_accumulate_grad_hooks")

@@ -158,6 +158,13 @@ NOT_EAGER = {
             "user code (covered by tests/passes/test_gemm.py and tests/backend/test_cpu.py)",
 }
 
+# Collectives need ranks to talk to: tests/distributed runs them (values, gradient, eager
+# against compiled) in MPI programs under mpiexec, not in this process.
+NEEDS_RANKS = {
+    "all_reduce": "a collective (tests/distributed/mpi_training.py)",
+    "broadcast": "a collective (tests/distributed/mpi_training.py)",
+}
+
 
 def case(name, fn, inputs, ref, **kw):
     if isinstance(inputs, (list, tuple)):

@@ -1,5 +1,5 @@
 """``graphjit.nn``: modules, layers and losses with PyTorch's names."""
-from . import functional, init, utils  # noqa: F401
+from . import functional, init, parallel, utils  # noqa: F401
 from .attention import MultiheadAttention  # noqa: F401
 from .batchnorm import BatchNorm1d, BatchNorm2d  # noqa: F401
 from .conv import Conv1d, Conv2d, ConvTranspose2d, Fold, Unfold  # noqa: F401

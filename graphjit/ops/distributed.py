@@ -121,7 +121,7 @@ def _cost(out: TensorType, x: TensorType, handles, **attrs):
 
 
 ALL_REDUCE = register(OpDef(name="all_reduce", kind="opaque", infer=_all_reduce_infer,
-                            impl=_all_reduce, vjp=_all_reduce_vjp, saves=(0, "out"),
+                            impl=_all_reduce, vjp=_all_reduce_vjp, saves=(0, 1, "out"),
                             cost=_cost))
 BROADCAST = register(OpDef(name="broadcast", kind="opaque", infer=_broadcast_infer,
                            impl=_broadcast, vjp=None, cost=_cost,

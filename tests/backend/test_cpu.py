@@ -385,7 +385,8 @@ def test_the_test_graphs_cover_every_op():
     for built in (elementwise_graph(F32), reduce_linalg_shape_graph(), index_graph(),
                   fused_elementwise_graph(F32)[0], gemm_graph()[0]):
         used |= {n.op.name for n in built.graph.nodes}
-    assert set(all_ops()) - used == _never_emitted()
+    # (The collectives' kernels run in tests/distributed, under mpiexec.)
+    assert set(all_ops()) - used == _never_emitted() | {"all_reduce", "broadcast"}
 
 
 def test_products_fold_transposes_and_take_epilogues_and_match_the_reference(rng):
