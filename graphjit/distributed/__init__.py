@@ -323,3 +323,6 @@ def _scatter_back(pg, request, gathered, tensors, who, async_op, send):
         return work
     work.wait()
     return None
+
+
+from . import nn  # noqa: E402,F401  (graphjit.distributed.nn.functional: differentiable collectives)

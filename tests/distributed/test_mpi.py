@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,7 +42,8 @@ def _launcher() -> list:
 
 
 def run_mpi(program: str, *args, timeout: float = 600):
-    """``mpiexec -n 2 python program args...``: (exit status, output, seconds)."""
+    """``mpiexec -n 2 python program args...`` (``program`` relative to this folder):
+    (exit status, output, seconds)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
     start = time.perf_counter()
@@ -72,3 +74,13 @@ def test_a_failing_rank_ends_the_job(mode, message):
     assert message in output, output
     assert "MPI_Abort" in output, output
     assert "should not get here" not in output, output
+
+
+def test_the_data_parallel_example_trains_and_reports_each_rank():
+    status, output, _ = run_mpi("../../examples/train_distributed.py", "--epochs", "2")
+    assert status == 0, output
+    losses = [float(v) for v in re.findall(r"epoch \d+: loss (\S+)", output)]
+    assert len(losses) == 2 and losses[1] < losses[0], output
+    for rank in range(RANKS):
+        assert re.search(rf"rank {rank}: \d+\.\d+ ms per step, \d+ samples/s", output), output
+    assert "replicas identical: True" in output, output
