@@ -97,6 +97,10 @@ def data_parallel(opt_name, compiled, bucket_cap_mb):
     return model, step
 
 
+def shard(a):
+    return a[rank * BATCH // world:(rank + 1) * BATCH // world].copy()
+
+
 for opt_name in ("sgd", "adam"):
     want = reference(opt_name)
     for compiled in (False, True):
@@ -112,6 +116,26 @@ for opt_name in ("sgd", "adam"):
             assert len(reduces) == len(model.reducer.buckets) == 3, \
                 (len(reduces), len(model.reducer.buckets))
         ok(f"{opt_name} {'compiled' if compiled else 'eager'}: {world} ranks == 1 process")
+
+# Eagerly, each bucket starts from the hook of its last gradient, before backward ends.
+model = DDP(make_model(0), bucket_cap_mb=200 / 2**20)
+x, y = data()
+F.cross_entropy(model(gj.from_numpy(shard(x))), gj.from_numpy(shard(y))).backward()
+assert model.reducer.started_during_backward == len(model.reducer.buckets) == 3, \
+    model.reducer.started_during_backward
+ok("eager buckets start during backward")
+
+# CUDA tensors (Numba's simulator in the tests) go through host copies.
+if gj.cuda.is_available():
+    model = DDP(make_model(rank).to("cuda"))
+    F.cross_entropy(model(gj.from_numpy(shard(x)).cuda()), gj.from_numpy(shard(y)).cuda()
+                    ).backward()
+    ref = make_model(0)
+    F.cross_entropy(ref(gj.from_numpy(x)), gj.from_numpy(y)).backward()
+    for p, r in zip(model.parameters(), ref.parameters()):
+        assert p.grad.device.type == "cuda"
+        np.testing.assert_allclose(p.grad.cpu().numpy(), r.grad.numpy(), **TOL)
+    ok("cuda tensors through host copies")
 
 # state_dict keys as PyTorch's, and the wrapped module.
 model = DDP(make_model(0))

@@ -69,6 +69,9 @@ class _Reducer:
         self.buckets = assign_buckets(params, cap_bytes, first_cap_bytes)
         self.bucket_of = {id(p): b for b, bucket in enumerate(self.buckets) for p in bucket}
         self.flat = [None] * len(self.buckets)
+        # How many buckets the last eager backward started before it had finished (the
+        # rest at its end): what could overlap the backward ([Gradient buckets]).
+        self.started_during_backward = 0
         self._reset()
         self.handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
 
@@ -120,6 +123,7 @@ class _Reducer:
             if _tracing.active() is not None:
                 self._finish_traced()
                 return
+            self.started_during_backward = len(self.started)
             while len(self.started) < len(self.buckets):
                 self._start(len(self.started))
             for b, work in enumerate(self.started):
