@@ -21,8 +21,8 @@ every bucket and writes the averages back.
 
 Inside a compiled function (``loss.backward()`` in a ``@graphjit.compile``'d training
 step) the same callback runs at trace time and adds, per bucket, a ``cat`` of the
-gradients, one ``all_reduce`` node, the division and the slices written back to each
-``.grad``: the reduction is part of the program between the backward and the optimizer
+gradients, one ``all_reduce`` node, and its slices divided by the world size written back
+to each ``.grad``: the reduction is part of the program between the backward and the optimizer
 update, whose fused loops read the averaged gradients ([Compiled collectives] in
 backend/cpu/collective.py). The program runs its buckets' all-reduces one after another
 where they stand, after the whole backward (no overlap). ``require_backward_grad_sync``
@@ -151,11 +151,13 @@ class _Reducer:
                 grads = [(api.zeros_like(p) if p.grad is None else p.grad).reshape(-1)
                          for p in bucket]
                 flat = grads[0] if len(grads) == 1 else api.cat(grads)
-                mean = reduced(flat, "avg", self.group)
+                total = reduced(flat, "sum", self.group)
                 offset = 0
                 for p in bucket:
                     n = p.numel()
-                    piece = mean[offset:offset + n].reshape(p.shape)
+                    # Divided per slice, so that the division fuses into the loops that
+                    # read the gradient (the optimizer's), not a pass of its own.
+                    piece = api.div(total[offset:offset + n].reshape(p.shape), self.group.size)
                     if p.grad is None:
                         p.grad = piece
                     else:
