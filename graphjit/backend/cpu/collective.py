@@ -26,6 +26,7 @@ run eagerly on host copies.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from llvmlite import ir
@@ -105,6 +106,7 @@ for _name in ("c_call_int", "mpi_wait"):
     kernel_import(_name, f"from graphjit.backend.cpu.collective import {_name}")
 
 
+@functools.cache
 def _helpers_version() -> str:
     """A hash of this file: Numba compiles ``mpi_wait`` and the intrinsics into each
     kernel's cache entry, so the kernel text names the version it was built with."""
