@@ -34,6 +34,7 @@ from ..ops import distributed as ops
 
 # Tests of a request before the wait starts yielding the processor ([Collective timeouts]).
 SPIN_TESTS = 64
+_yield = getattr(os, "sched_yield", lambda: time.sleep(0))  # (Python has none on macOS)
 
 _ids = itertools.count(1)
 
@@ -135,7 +136,7 @@ class ProcessGroup:
                     "or runs code that calls other collectives; every rank must call the same "
                     "collectives in the same order). Raise the limit with "
                     "init_process_group(timeout=...)", op="graphjit.distributed")
-            os.sched_yield()
+            _yield()
 
     # ---- eager collectives on NumPy arrays (the ops' impl, and graphjit.distributed) -----
 
