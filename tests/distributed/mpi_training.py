@@ -47,8 +47,8 @@ def same_on_every_rank(arrays, what):
 
 def make_model(seed):
     gj.manual_seed(seed)
-    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 16), nn.ReLU(),
-                         nn.Linear(16, 3))
+    # (Small: compiling its steps is most of what this program costs CI.)
+    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
 
 
 def make_opt(name, params):
@@ -104,7 +104,7 @@ def shard(a):
 for opt_name in ("sgd", "adam"):
     want = reference(opt_name)
     for compiled in (False, True):
-        # 200 bytes: three buckets for six tensors (ordering, several MPI calls).
+        # 200 bytes: two buckets for four tensors (ordering, several MPI calls).
         model, step = data_parallel(opt_name, compiled, bucket_cap_mb=200 / 2**20)
         got = [p.detach().numpy() for p in model.parameters()]
         for g, w in zip(got, want):
@@ -113,7 +113,7 @@ for opt_name in ("sgd", "adam"):
         if compiled:
             graph = step.graphs()[-1]
             reduces = [n for n in graph.nodes if n.op.name == "all_reduce"]
-            assert len(reduces) == len(model.reducer.buckets) == 3, \
+            assert len(reduces) == len(model.reducer.buckets) == 2, \
                 (len(reduces), len(model.reducer.buckets))
         ok(f"{opt_name} {'compiled' if compiled else 'eager'}: {world} ranks == 1 process")
 
@@ -121,7 +121,7 @@ for opt_name in ("sgd", "adam"):
 model = DDP(make_model(0), bucket_cap_mb=200 / 2**20)
 x, y = data()
 F.cross_entropy(model(gj.from_numpy(shard(x))), gj.from_numpy(shard(y))).backward()
-assert model.reducer.started_during_backward == len(model.reducer.buckets) == 3, \
+assert model.reducer.started_during_backward == len(model.reducer.buckets) == 2, \
     model.reducer.started_during_backward
 ok("eager buckets start during backward")
 
