@@ -32,6 +32,9 @@ INTERNAL = {
     "custom_function": "the traced form of a user's autograd.Function (the custom_function "
                        "spec's UserXTanh.apply in compiled programs); eager mode runs the "
                        "Function's own forward and backward",
+    "all_reduce": "a collective over MPI ranks: tests/distributed runs it under mpiexec (a "
+                  "fuzzed program is one process)",
+    "broadcast": "a collective over MPI ranks: tests/distributed runs it under mpiexec",
 }
 
 FEATURES = ("ops", "broadcast", "views", "inplace", "view_inplace", "setitem", "clone",
