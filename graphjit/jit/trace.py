@@ -222,8 +222,10 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
                         "use graphjit.where(mask, v, x) for a mask of x's shape, or compute the "
                         "assignment outside the compiled function")
         view = target[key]
-        if self.live_view(view) is None:
-            view = target  # a 0-d target indexed with (): the whole tensor
+        if view is target or self.live_view(view) is None:
+            # A key that selects everything (x[...], x[:, 0:2] of a 2-column x; () of a 0-d x)
+            # gives x itself, not a view: the assignment is to the whole tensor.
+            view = target
         view.copy_(value)
 
     # ---- the interpreter interface --------------------------------------------------------

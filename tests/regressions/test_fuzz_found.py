@@ -204,3 +204,19 @@ def test_cuda_step_that_sets_grad_to_none_runs():
     for _ in range(2):
         step(gj.tensor([[3.0, 4.0]], device="cuda"))
         assert p.grad is None
+
+
+@pytest.mark.parametrize("key, value", [
+    (Ellipsis, lambda x: 0.5), ((slice(None), slice(0, 2)), lambda x: x * 2.0),
+    ((), lambda x: x - 1.0)])
+def test_setitem_with_a_key_that_selects_the_whole_tensor(key, value):
+    """x[...] = v (and any key that selects everything) is an assignment to all of x; it
+    raised AttributeError in compiled functions (x[key] is x itself, not a view)."""
+    def step(x):
+        x[key] = value(x)
+        return x * 3.0
+    f = gj.compile(step)
+    for data in ([[1.5, -2.0]], [[0.25, 4.0]]):
+        x, y = gj.tensor(data), gj.tensor(data)
+        out, expected = f(x), step(y)
+        assert x.tolist() == y.tolist() and out.tolist() == expected.tolist()
