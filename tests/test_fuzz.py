@@ -175,8 +175,6 @@ FUZZ_SEED = 2024
 OPEN_BUGS = {
     "unit_dims": "fused_reduction_assertion_compiled_backward.py: a fused reduction over "
                  "size-1 dims fails to compile (AssertionError in backend/core/fused.py)",
-    "saved_inplace": "forward_mode_saved_value_modified_not_detected.py: a compiled forward "
-                     "that changes a value saved for its backward gives a wrong gradient",
 }
 OPEN_MODES_OFF: tuple = ()
 

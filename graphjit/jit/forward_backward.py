@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import autograd, devices
-from ..errors import GraphjitError
+from ..errors import AutogradError, GraphjitError
 from ..ops import registry
 from ..tensor import Tensor
 from .runtime import _Entry, tracer_slot_index
@@ -38,6 +38,16 @@ def lower_forward_backward(tracer, out_tensors, differentiable, *, build, compil
     grad_op = registry.get("grad")
     add_op = registry.get("add")
     reaches = []  # per gradient computed: the differentiable outputs it depends on
+    # Outputs whose backward would read a value the forward changed in place after saving
+    # it: eager mode's backward raises there, so the compiled backward raises the same error
+    # when it is given a gradient for one ([Saved values while tracing] in trace.py).
+    every_held = [v for s in diff_slots for v in tracer._values_held(s.resolve(tracer._flat_args))]
+    stale = {}
+    for j, t in enumerate(differentiable):
+        try:
+            tracer._check_saved(t._value, every_held)
+        except AutogradError as e:
+            stale[j] = e.bare_message
     for s in diff_slots:
         # With respect to every value the tensor held ([Gradients while tracing] in
         # tracer_autograd.py).
@@ -66,7 +76,7 @@ def lower_forward_backward(tracer, out_tensors, differentiable, *, build, compil
         # By identity: `==` on tensors is the elementwise comparison op.
         differentiable=[next(i for i, o in enumerate(out_tensors) if o is t)
                         for t in differentiable],
-        wrt=[tracer.slots.index(s) for s in wrt], reaches=reaches,
+        wrt=[tracer.slots.index(s) for s in wrt], reaches=reaches, stale=stale,
         compile_graph=compile_graph, fastmath=fastmath, **entry)
 
 
@@ -75,7 +85,7 @@ class _ForwardBackwardEntry(_Entry):
     _bw_program = None
 
     def __init__(self, tracer, program, split, *, seed_types, differentiable, wrt, reaches,
-                 compile_graph, fastmath, **entry):
+                 stale, compile_graph, fastmath, **entry):
         super().__init__(tracer, program, split.forward, **entry)
         self.backward_graph = split.backward
         # What the forward saves for the backward (the dump tool's report lists them).
@@ -92,6 +102,8 @@ class _ForwardBackwardEntry(_Entry):
         # backward gets None, as eagerly (a zero gradient would still move an optimizer
         # with weight decay or momentum).
         self.reaches = reaches
+        # Output position (in ``differentiable``) -> eager's error for a backward through it.
+        self.stale = stale
         self._compile_graph = compile_graph
         self.fastmath = fastmath
 
@@ -162,6 +174,9 @@ class CompiledBackward(autograd.Node):
         if self.freed:
             raise GraphjitError(f"trying to backward through {self.name()} a second time; pass "
                                 "retain_graph=True to the first backward")
+        for j, g in enumerate(grads):
+            if g is not None and j in self.entry.stale:
+                raise AutogradError(self.entry.stale[j], op="backward")
         arrays = []
         for t, version in self.saved:
             if version is None:

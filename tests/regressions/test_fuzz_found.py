@@ -220,3 +220,29 @@ def test_setitem_with_a_key_that_selects_the_whole_tensor(key, value):
         x, y = gj.tensor(data), gj.tensor(data)
         out, expected = f(x), step(y)
         assert x.tolist() == y.tolist() and out.tolist() == expected.tolist()
+
+
+def test_compiled_forward_that_changes_a_saved_value_fails_at_backward_as_eagerly():
+    """A compiled forward that changes in place a value its matmul saved: eager mode's
+    backward raises, and so must the compiled backward (it returned a gradient computed from
+    the changed value). A backward that does not need the value still runs."""
+    def forward(x, w):
+        y = gj.mm(x, w)           # saves x for w's gradient
+        z = (w * w).sum()         # its backward needs nothing x held
+        x[0, 0] = 0.5
+        return y.sum(), z
+
+    def run(fn, which):
+        x = gj.tensor([[0.109375]], dtype=gj.float64)
+        w = gj.tensor([[-1.328125]], dtype=gj.float64, requires_grad=True)
+        outs = fn(x, w)
+        try:
+            outs[which].backward()
+        except gj.AutogradError as e:
+            assert "modified by an in-place operation" in str(e)
+            return "AutogradError"
+        return w.grad.tolist()
+
+    f = gj.compile(forward)
+    assert run(f, 0) == run(forward, 0) == "AutogradError"
+    assert run(f, 1) == run(forward, 1) == [[2 * -1.328125]]
