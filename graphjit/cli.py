@@ -146,7 +146,7 @@ def _cmd_cache(args) -> int:
     import os
     import shutil
 
-    from graphjit.backend.source import cache_dir, numba_cache_folder
+    from graphjit.backend.cache import cache_dir, numba_cache_folder
     root = cache_dir()
     # Numba's files of the generated modules: in __pycache__ next to them, so under root,
     # unless NUMBA_CACHE_DIR puts them elsewhere ([Generated modules on disk]).

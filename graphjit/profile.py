@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 
+from .backend.cache import cache_dir
 from .backend.cpu import compile_graph
-from .backend.source import cache_dir
 from .ir import Graph
 
 ALIASES = ("reshape", "detach")

@@ -17,7 +17,7 @@ import textwrap
 import pytest
 
 from graphjit import cli
-from graphjit.backend import source
+from graphjit.backend import cache
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -255,7 +255,7 @@ def test_numba_cache_dir_is_respected(tmp_path, monkeypatch):
     assert result["ok"] and result["misses"] == [1, 1]
     assert not os.path.exists(folder / "cpu" / "__pycache__")
     monkeypatch.setattr(config, "CACHE_DIR", str(numba_dir))
-    numba_folder = source.numba_cache_folder(str(folder / "cpu"))
+    numba_folder = cache.numba_cache_folder(str(folder / "cpu"))
     assert numba_folder.startswith(str(numba_dir))
     assert len([n for n in os.listdir(numba_folder) if n.endswith(".nbi")]) == 4  # + 2 kernels
 
@@ -276,14 +276,14 @@ def test_cache_info_and_clear(seeded, tmp_path, monkeypatch, capsys):
 def test_the_default_cache_folder_is_the_users_cache_folder(tmp_path, monkeypatch):
     monkeypatch.delenv("GRAPHJIT_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert source.default_cache_root() == str(tmp_path / "xdg" / "graphjit")
-    assert source.cache_dir("cpu") == str(tmp_path / "xdg" / "graphjit" / "cpu")
+    assert cache.default_cache_root() == str(tmp_path / "xdg" / "graphjit")
+    assert cache.cache_dir("cpu") == str(tmp_path / "xdg" / "graphjit" / "cpu")
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     if sys.platform.startswith("linux"):
-        assert source.default_cache_root() == str(tmp_path / "home" / ".cache" / "graphjit")
+        assert cache.default_cache_root() == str(tmp_path / "home" / ".cache" / "graphjit")
     monkeypatch.setenv("GRAPHJIT_CACHE_DIR", str(tmp_path / "mine"))
-    assert source.default_cache_root() == str(tmp_path / "mine")
+    assert cache.default_cache_root() == str(tmp_path / "mine")
 
 
 CUDA_CACHE_SCRIPT = textwrap.dedent("""

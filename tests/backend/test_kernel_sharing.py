@@ -17,7 +17,7 @@ import textwrap
 
 import numpy as np
 
-from graphjit.backend import source
+from graphjit.backend import cache, numba_cache, source
 from graphjit.backend.cpu import compile_graph, generate
 from graphjit.ir import parse_graph, run_graph, verify
 from graphjit.testing import assert_close
@@ -166,7 +166,7 @@ def test_a_new_process_loads_a_shared_kernel_from_the_cache_and_rebuilds_a_corru
     with open(kernel_path, "wb") as f:
         f.write(pristine[:len(pristine) // 2])
     stem = os.path.splitext(os.path.basename(kernel_path))[0]
-    numba_folder = source.numba_cache_folder(os.path.dirname(kernel_path))
+    numba_folder = cache.numba_cache_folder(os.path.dirname(kernel_path))
     (data,) = glob.glob(os.path.join(numba_folder, f"{stem}.*.nbc"))
     blob = bytearray(open(data, "rb").read())
     for i in range(len(blob) // 3, len(blob) // 3 + 64):
@@ -185,7 +185,7 @@ def test_a_new_process_loads_a_shared_kernel_from_the_cache_and_rebuilds_a_corru
         assert f.read() == pristine
     (data,) = glob.glob(os.path.join(numba_folder, f"{stem}.*.nbc"))
     with open(data, "rb") as f:
-        source._unseal(f.read(), data)  # a whole, checked entry again
+        numba_cache._unseal(f.read(), data)  # a whole, checked entry again
 
 
 def test_one_update_kernel_serves_every_size():

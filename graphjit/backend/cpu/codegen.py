@@ -46,8 +46,8 @@ from ...errors import GraphjitError
 from ...ir.fused import has_reduction
 from ...ir.printer import format_node, print_graph, value_names
 from ...shapes import numel
-from ..source import (Namer, SourceWriter, identifier, import_module, module_file_name,
-                      write_module)
+from ..source import import_module, module_file_name, write_module
+from ..writer import Namer, SourceWriter, identifier
 from . import collective, creation, fused, index, linalg, random, reduce, shape, vmath, window  # noqa: F401,E501  (emitters)
 from .elementwise import emit_elementwise, emits_generic
 from .kernel import EMITTERS, KERNEL_IMPORTS, MAY_ALIAS, MODULE_GLOBALS, KernelWriter
@@ -142,7 +142,7 @@ class _Kernel:
 # a program loads each kernel from the kernel's own cache entry, or compiles it.
 #
 # Numba caches these wrapper-less functions like any other (numba 0.68); a cached parallel
-# kernel needed one fix, see _keep_reload_hooks in backend/source.py. ``generate(...).source``
+# kernel needed one fix, see _keep_reload_hooks in backend/numba_cache.py. ``generate(...).source``
 # is the program written as one module, for reading (the dump's kernels.py, tests): the same
 # driver, with each kernel's text in place of its import, under the name of its file.
 #

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 
 from ...ir.printer import format_node
-from ..source import Namer, SourceWriter
+from ..writer import Namer, SourceWriter
 from . import vmath
 
 EMITTERS: dict = {}

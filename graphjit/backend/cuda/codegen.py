@@ -53,7 +53,8 @@ from ...ir.host import host_nodes, host_values
 from ...ir.printer import format_attr, format_node, print_graph, value_names
 from ...shapes import numel
 from ..cpu.codegen import inplace_updates
-from ..source import Namer, SourceWriter, identifier, import_module, module_file_name, write_module
+from ..source import import_module, module_file_name, write_module
+from ..writer import Namer, SourceWriter, identifier
 from . import runtime
 from . import random, window  # noqa: F401  (emitters)
 from .emit import ALIAS_OPS, CudaKernelWriter, emitter_for

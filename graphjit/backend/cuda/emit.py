@@ -43,7 +43,7 @@ from ..cpu.fused import _domain_strides, _split
 from ..cpu.index import index_plan
 from ..cpu.loops import affine, broadcast_strides, c_strides, literal, max_value, min_value, np_type
 from ..cpu.reduce import combine
-from ..source import Namer, SourceWriter
+from ..writer import Namer, SourceWriter
 from . import runtime
 
 EMITTERS: dict = {}
