@@ -223,12 +223,13 @@ def test_one_update_kernel_serves_every_size():
 
 
 def test_a_kernel_using_the_helpers_names_their_version(monkeypatch):
-    """Numba compiles vmath/accumulate into each kernel's cache entry, so editing them must
-    give kernels new files (and so new cache entries), not reuse stale code."""
+    """Numba compiles vmath (with vmath_llvm) and accumulate into each kernel's cache entry,
+    so editing them must give kernels new files (and new cache entries), not stale code."""
     from graphjit.backend.cpu import codegen
     graph = parse_graph("graph h(%x: f32[8] {arg}) {\n  %0 = exp(%x) : f32[8]\n  return %0\n}")
     before = generate(graph).kernel_sources
-    assert len(before) == 1 and f"# helpers (vmath.py, accumulate.py): {codegen._helpers_hash()}" \
+    assert len(before) == 1 and \
+        f"# helpers (vmath.py, vmath_llvm.py, accumulate.py): {codegen._helpers_hash()}" \
         in before[0]
     monkeypatch.setattr(codegen._helpers_hash, "value", "0" * 16)
     after = generate(graph).kernel_sources

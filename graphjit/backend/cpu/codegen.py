@@ -181,14 +181,15 @@ def _imports(code: str, extra=()) -> list:
 
 
 def _helpers_hash() -> str:
-    """A hash of the helper modules kernels import (vmath, accumulate): Numba compiles their
-    code into each kernel's cache entry, so a kernel's text names the version it was built
-    with, and editing them gives new kernel modules instead of stale cached code."""
+    """A hash of the helper modules kernels import (vmath and its intrinsics, accumulate):
+    Numba compiles their code into each kernel's cache entry, so a kernel's text names the
+    version it was built with, and editing them gives new kernel modules instead of stale
+    cached code."""
     if not hasattr(_helpers_hash, "value"):
         import hashlib
-        from . import accumulate
+        from . import accumulate, vmath_llvm
         digest = hashlib.sha256()
-        for module in (vmath, accumulate):
+        for module in (vmath, vmath_llvm, accumulate):
             with open(module.__file__, "rb") as f:
                 digest.update(f.read())
         _helpers_hash.value = digest.hexdigest()[:16]
@@ -202,7 +203,7 @@ def _kernel_module(params, body, flags) -> str:
     out.line("# it ([Kernel modules] in graphjit/backend/cpu/codegen.py). Do not edit: the file")
     out.line("# name is the hash of its text (graphjit/backend/source.py).")
     if "acc_add" in code or any(name in code for name in vmath.NAMES):
-        out.line(f"# helpers (vmath.py, accumulate.py): {_helpers_hash()}")
+        out.line(f"# helpers (vmath.py, vmath_llvm.py, accumulate.py): {_helpers_hash()}")
     for line in _imports(code):
         out.line(line)
     out.line()
