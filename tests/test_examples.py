@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+import graphjit as gj
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -52,3 +54,93 @@ def test_optimizer_comparison_trains_all_seven(tmp_path):
         assert re.search(rf"^{re.escape(name)}\s+\d+\.\d+\s+\d\.\d+$", table, re.M), name
     losses = [float(v) for v in re.findall(r"^\S+\s+(\d+\.\d+)\s+\d\.\d+$", table, re.M)]
     assert losses == sorted(losses) and losses[0] < 0.5  # ranked; the best one learned
+
+
+CIFAR_EPOCH = re.compile(r"^\[epoch (\d+)\] loss: (\S+)  test accuracy: (\S+) %", re.M)
+DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def test_cifar_classifier_learns_digits_with_the_tutorial_network():
+    # Cold, this is mostly compiling the step (two programs, ~27 s of CPU time on 2 cores);
+    # each epoch then takes ~1.5 s.
+    text = run_example("cifar_classifier.py", "--epochs", "2")
+    assert "1437 train, 360 test images; training step compiled" in text
+    epochs = [(float(loss), float(acc)) for _, loss, acc in CIFAR_EPOCH.findall(text)]
+    assert len(epochs) == 2 and epochs[1][0] < epochs[0][0]
+    # The tutorial's lr 0.001 starts slowly: ~15 % after one epoch, ~82 % after two (chance 10 %).
+    assert epochs[-1][1] > 50
+    overall = re.search(r"^Accuracy of the network on the 360 test images: (\d+) %$", text, re.M)
+    assert overall and int(overall.group(1)) == int(epochs[-1][1])
+    per_class = re.findall(r"^Accuracy for class: (\w+)\s+is (\d+\.\d) %$", text, re.M)
+    assert [name for name, _ in per_class] == DIGIT_NAMES
+    assert sum(float(acc) > 50 for _, acc in per_class) >= 6
+
+
+def test_cifar_classifier_compiled_step_matches_eager():
+    compiled = run_example("cifar_classifier.py", "--epochs", "1", "--limit", "40")
+    eager = run_example("cifar_classifier.py", "--epochs", "1", "--limit", "40", "--eager")
+    assert "training step eager" in eager and "training step compiled" in compiled
+    (_, loss_c, acc_c), = CIFAR_EPOCH.findall(compiled)
+    (_, loss_e, acc_e), = CIFAR_EPOCH.findall(eager)
+    assert abs(float(loss_c) - float(loss_e)) <= 0.002 and abs(float(acc_c) - float(acc_e)) <= 1
+
+
+TASK_ACCURACY = {task: re.compile(rf"^task {task} epoch \d+: .* test accuracy (\S+)", re.M)
+                 for task in "AB"}
+
+
+def no_gradient_section(report):
+    """The lines of a dump report's ``inputs with no gradient work:`` section."""
+    section = report.split("inputs with no gradient work:\n")[1].split("\n\n")[0]
+    return [line.strip() for line in section.splitlines()]
+
+
+def test_finetune_freezes_the_backbone_and_learns_the_new_task(tmp_path):
+    # One BasicBlock (--blocks 1): the three-block default takes minutes to compile cold.
+    # Cold, ~40 s of CPU time, nearly all of it compiling the two steps' four programs.
+    checkpoint, out = tmp_path / "task_a.gj", tmp_path / "dump"
+    run = subprocess.run(
+        [sys.executable, "-m", "graphjit", "dump", os.path.join(ROOT, "examples", "finetune.py"),
+         "--report", "--format", "text", "--out", str(out), "--",
+         "--blocks", "1", "--epochs", "3", "--finetune-epochs", "3",
+         "--checkpoint", str(checkpoint)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    text = run.stdout
+
+    # Task A (digits 0-4, chance 20 %) is learned by the whole network.
+    task_a = [float(v) for v in TASK_ACCURACY["A"].findall(text)]
+    assert len(task_a) == 3 and task_a[-1] > 0.5
+
+    # The checkpoint holds every parameter and batch-norm buffer and loads into a fresh model
+    # that classifies as the original did.
+    saved = re.search(r"(\d+) tensors, (\d+) identical after loading; reloaded task A test "
+                      r"accuracy (\S+) \(before saving (\S+)\)", text)
+    assert saved and saved.group(1) == saved.group(2) == "20"
+    assert saved.group(3) == saved.group(4) == f"{task_a[-1]:.3f}"
+    state = gj.load(str(checkpoint))
+    assert {"conv1.weight", "bn1.running_mean", "layers.0.bn2.running_var",
+            "layers.0.bn2.num_batches_tracked", "fc.bias"} <= set(state)
+    assert state["layers.0.bn2.num_batches_tracked"].item() == 3 * (720 // 32)  # steps trained
+    assert not gj.equal(state["bn1.running_var"], gj.ones(16))  # running statistics were kept
+
+    # Task B (digits 5-9) is learned by the new head alone, on frozen features.
+    before = float(re.search(r"task B test accuracy before: (\S+)", text).group(1))
+    task_b = [float(v) for v in TASK_ACCURACY["B"].findall(text)]
+    assert len(task_b) == 3 and task_b[-1] > max(0.4, before + 0.15)
+    assert "backbone parameters with a .grad after fine-tuning: 0 of 9" in text
+
+    # The dump report: the fine-tuning step did no gradient work for any frozen parameter,
+    # and the pre-training step did it for all of them.
+    backbone = ["conv1.weight", "bn1.weight", "bn1.bias"] + [
+        f"layers.0.{m}.{p}" for m, p in [("conv1", "weight"), ("bn1", "weight"), ("bn1", "bias"),
+                                         ("conv2", "weight"), ("bn2", "weight"), ("bn2", "bias")]]
+    assert sorted(os.listdir(out)) == ["finetune_step_1", "finetune_step_2", "pretrain_step_1",
+                                       "pretrain_step_2"]
+    for trace in (1, 2):
+        report = (out / f"finetune_step_{trace}" / "report.txt").read_text()
+        assert no_gradient_section(report) == [f"net.{name}: frozen (requires_grad=False)"
+                                               for name in backbone]
+        report = (out / f"pretrain_step_{trace}" / "report.txt").read_text()
+        assert no_gradient_section(report) == ["none"]
+    assert "net.layers.0.conv1.weight: frozen (requires_grad=False)" in text  # --report printed
