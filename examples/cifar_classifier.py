@@ -42,7 +42,7 @@ class Net(nn.Module):
     def forward(self, x):
         x = self.pool(F.relu(self.conv1(x)))
         x = self.pool(F.relu(self.conv2(x)))
-        x = gj.flatten(x, 1)  # flatten all dimensions except batch
+        x = gj.flatten(x, 1)  # [N, 16, 5, 5] -> [N, 400]
         x = F.relu(self.fc1(x))
         x = F.relu(self.fc2(x))
         x = self.fc3(x)
@@ -90,19 +90,20 @@ def _plain_progress(iterable, desc):
                   end="" if i + 1 < total else "\n", file=sys.stderr, flush=True)
 
 
-def evaluate(net, loader):
-    """Accuracy over ``loader``, and per class: (correct, total) counts indexed by class."""
-    correct_pred = np.zeros(len(classes), np.int64)
-    total_pred = np.zeros(len(classes), np.int64)
-    net.eval()
+def evaluate(net, testloader):
+    """The tutorial's test loop: (correct, total) predictions over ``testloader``."""
+    correct = 0
+    total = 0
+    # no backward pass follows: record nothing for one
     with gj.no_grad():
-        for images, labels in loader:
+        for data in testloader:
+            images, labels = data
             outputs = net(images)
-            _, predictions = gj.max(outputs, 1)
-            np.add.at(total_pred, labels.numpy(), 1)
-            np.add.at(correct_pred, labels.numpy()[predictions.numpy() == labels.numpy()], 1)
-    net.train()
-    return correct_pred, total_pred
+            # the predicted class is the one with the largest output
+            _, predicted = gj.max(outputs.data, 1)
+            total += labels.size(0)
+            correct += (predicted == labels).sum().item()
+    return correct, total
 
 
 def main():
@@ -146,15 +147,28 @@ def main():
         correct, total = evaluate(net, testloader)
         compiling = ", compiling included" if epoch == 0 and not args.eager else ""
         print(f"[epoch {epoch + 1}] loss: {running_loss / len(trainloader):.3f}  "
-              f"test accuracy: {100 * correct.sum() / total.sum():.1f} %  "
+              f"test accuracy: {100 * correct / total:.1f} %  "
               f"({seconds:.1f} s training{compiling})", flush=True)
     print(f"Finished Training ({time.perf_counter() - start:.1f} s)")
 
     correct, total = evaluate(net, testloader)
-    print(f"Accuracy of the network on the {total.sum()} test images: "
-          f"{100 * correct.sum() // total.sum()} %")
-    for classname, correct_count, total_count in zip(classes, correct, total):
-        accuracy = 100 * float(correct_count) / total_count
+    print(f"Accuracy of the network on the {total} test images: {100 * correct // total} %")
+
+    # per class: how many test images of it there are, and how many were predicted right
+    correct_pred = {classname: 0 for classname in classes}
+    total_pred = {classname: 0 for classname in classes}
+    with gj.no_grad():
+        for data in testloader:
+            images, labels = data
+            outputs = net(images)
+            _, predictions = gj.max(outputs, 1)
+            for label, prediction in zip(labels, predictions):
+                if label == prediction:
+                    correct_pred[classes[label]] += 1
+                total_pred[classes[label]] += 1
+
+    for classname, correct_count in correct_pred.items():
+        accuracy = 100 * float(correct_count) / total_pred[classname]
         print(f"Accuracy for class: {classname:5s} is {accuracy:.1f} %")
 
 
