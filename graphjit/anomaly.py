@@ -374,8 +374,8 @@ class _Sandbox:
         self.data = data or {}
 
     def __enter__(self):
-        self.saved = [(t, t._data, t._version.value, t._grad, t._grad_fn, t._output_nr,
-                       t._requires_grad) for t in self.tensors]
+        self.saved = [(t, t._data, (t._version.value, t._version.history), t._grad,
+                       t._grad_fn, t._output_nr, t._requires_grad) for t in self.tensors]
         self.saved_arrays = [(a, a.copy()) for a in self.arrays]
         self.saved_opts = [(opt, opt.param_groups, [(g, dict(g)) for g in opt.param_groups],
                             opt.state, {p: (st, dict(st)) for p, st in opt.state.items()})
@@ -389,7 +389,7 @@ class _Sandbox:
     def __exit__(self, *exc):
         for t, data, version, grad, grad_fn, output_nr, requires_grad in self.saved:
             t._data = data
-            t._version.value = version
+            t._version.value, t._version.history = version
             t._grad = grad
             t._grad_fn = grad_fn
             t._output_nr = output_nr

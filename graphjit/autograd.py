@@ -335,12 +335,16 @@ class BackwardNode(Node):
                       ".clone() the value before modifying it")
 
     def apply(self, grads):
-        if (self.view_of is not None and self.view_of[0].value != self.view_of[1]
+        if (self.view_of is not None and self.view_of[0].history != self.view_of[1]
                 and (self.view_of[2] is None or self.view_of[2]() is not None)):
             # NOTE: [In-place through views] the view and its base share memory and a version
-            # counter; an in-place change of either after the view was taken means the view's
-            # gradient no longer describes how the data was computed. PyTorch rebases the
-            # view's history (CopySlices); graphjit refuses rather than give a wrong gradient.
+            # counter; an in-place change of either that autograd recorded (one that gave
+            # the tensor a new grad_fn) after the view was taken means the view's gradient
+            # no longer describes how the data was computed. PyTorch rebases the view's
+            # history (CopySlices); graphjit refuses rather than give a wrong gradient. A
+            # change autograd did not record (under no_grad, or of data that requires no
+            # grad) is not part of any gradient, here or in PyTorch: the view's backward
+            # reads no data, and ops that saved the changed data check its version.
             raise AutogradError(f"{self.name()}: the view it made (shape {tuple(self.out.shape)}) "
                                 "or the tensor it views was modified by an in-place operation "
                                 "after the view was taken; autograd cannot follow in-place "
@@ -520,7 +524,7 @@ class EagerInterpreter:
             if out._version is inputs[0]._version:  # a view: see [In-place through views]
                 # (The root viewed, weakly: a view of a tensor that no longer exists can
                 # change in place; see [Views of dead tensors].)
-                out._grad_fn.view_of = (out._version, out._version.value,
+                out._grad_fn.view_of = (out._version, out._version.history,
                                         out.__dict__.get("_view_of"))
         return out
 

@@ -27,11 +27,14 @@ def _unpickle(data, device, requires_grad, attributes):
 
 
 class _Version:
-    """The version counter shared by a tensor and its views; bumped by in-place ops."""
-    __slots__ = ("value",)
+    """The version counter shared by a tensor and its views; bumped by in-place ops.
+    ``history`` counts only the in-place ops autograd recorded (those that gave the tensor a
+    new ``grad_fn``): see [In-place through views] in autograd.py."""
+    __slots__ = ("value", "history")
 
     def __init__(self):
         self.value = 0
+        self.history = 0
 
     def bump(self):
         self.value += 1
@@ -610,6 +613,7 @@ class Tensor:
         devices.copyto(self._data, result._data)
         self._version.bump()
         if result._grad_fn is not None:
+            self._version.history += 1
             result._grad_fn.bind_output(self)
             self._grad_fn = result._grad_fn
             self._output_nr = result._output_nr

@@ -240,12 +240,25 @@ def find_groups(graph, refused=None) -> list:
         constants = {v.node for m in members for v in m.inputs if _is_constant(v.node)}
         if len(members) + len(constants) < 2:
             continue
+        if len(members) == 1 and _unfusable_alone(members[0]):
+            continue  # (a group of one never went through _merge_problem's checks)
         groups.append(members)
     if refused is not None:
         for (p, n), why in problems.items():
             if group[p] is not group[n]:
                 refused.append((p, n, why))
     return sorted(groups, key=lambda g: position[g[-1]])
+
+
+def _unfusable_alone(node) -> bool:
+    """A reduction the code generator cannot emit as a fused loop even on its own: its
+    reduced dims are neither the innermost nor the outermost (a sum over the middle dim of
+    a constant was fused with the constant and compiled to a wrong loop)."""
+    if node.op.name not in REDUCTIONS:
+        return False
+    domain = tuple(node.inputs[0].shape)
+    dims = split_dim_sets(domain, {tuple(sorted(node.attrs["dims"]))})[0]
+    return dims is not None and reduction_layout(domain, dims) is None
 
 
 def _split_dependent(graph) -> set:

@@ -246,3 +246,47 @@ def test_compiled_forward_that_changes_a_saved_value_fails_at_backward_as_eagerl
     f = gj.compile(forward)
     assert run(f, 0) == run(forward, 0) == "AutogradError"
     assert run(f, 1) == run(forward, 1) == [[2 * -1.328125]]
+
+
+def test_sum_over_the_middle_dim_of_a_constant():
+    """x.zero_() then x.sum(1): the sum of a constant over a dim that is neither innermost
+    nor outermost was fused with the constant and compiled to a loop that wrote the wrong
+    elements, leaving the rest uninitialised."""
+    def f(x):
+        x.zero_()
+        return x.sum(1), (gj.zeros(2, 3, 2, dtype=gj.float64) + 1).sum(1)
+    x = gj.randn(2, 3, 2, dtype=gj.float64)
+    a, b = gj.compile(f)(x)
+    assert a.tolist() == [[0.0, 0.0]] * 2 and b.tolist() == [[3.0, 3.0]] * 2
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_view_base_changed_under_no_grad_after_the_view_was_used(compiled):
+    """p.repeat (a view of p inside) used by the loss, then p changed under no_grad: the
+    gradient is the view's, as in PyTorch. Eager mode refused it (any in-place change of a
+    viewed tensor counted, not only those autograd records); compiled mode ran."""
+    p = gj.nn.Parameter(gj.tensor([1.5, 0.5, 1.25]))
+
+    def step(target):
+        loss = gj.nn.functional.cross_entropy(p.repeat(2, 1), target, reduction="sum")
+        with gj.no_grad():
+            p.sub_(0.01)
+        loss.backward()
+        return loss
+    (gj.compile(step) if compiled else step)(gj.tensor([2, 0]))
+    e = np.exp(np.array([1.5, 0.5, 1.25]))
+    softmax = e / e.sum()
+    expected = 2 * softmax - np.array([1.0, 0.0, 1.0])
+    np.testing.assert_allclose(p.grad.numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(p.detach().numpy(), [1.49, 0.49, 1.24], rtol=1e-6)
+
+
+def test_view_base_changed_with_autograd_after_the_view_is_still_refused():
+    """The case the refusal is for: the base changed in place with autograd recording it,
+    then the view read. Its gradient would ignore the change, so eager mode raises."""
+    x = gj.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 1.0
+    v = y.view(2, 1)
+    y.mul_(3.0)
+    with pytest.raises(gj.AutogradError, match="in-place"):
+        v.sum().backward()
