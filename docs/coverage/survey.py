@@ -89,6 +89,11 @@ def resolve(qualname):
     return obj
 
 
+# Internal classes that appear only in the examples' torch.load allowlists
+# (torch.serialization.safe_globals): MultiheadAttention's output projection.
+INTERNAL = {"torch.nn.NonDynamicallyQuantizableLinear"}
+
+
 def public(name):
     """torch.nn.modules.linear.Linear -> torch.nn.Linear (the name users write)."""
     if name.startswith("torch.nn.modules."):
@@ -175,7 +180,7 @@ def survey(paths):
             where = f"{label}/{os.path.relpath(path, root if not root.endswith('.py') else os.path.dirname(root))}" \
                 if not root.endswith(".py") else f"{label}/{os.path.basename(path)}"
             for name in v.found:
-                if resolve(name) is not None:
+                if resolve(name) is not None and public(name) not in INTERNAL:
                     uses[public(name)].add(where)
     return uses
 
