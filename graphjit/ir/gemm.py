@@ -13,7 +13,11 @@ is Fortran-contiguous, which BLAS takes as a flag), so no ``permute`` is materia
 the epilogue runs over the product while it is still in cache, writing its results once
 instead of storing ``P`` and reading it back in another kernel. An epilogue has no inner
 reductions (it may sum over the rows, a bias gradient), and one of its results has ``P``'s
-type: the code generator computes ``P`` into that result's buffer.
+type and is computed from ``P``: the code generator computes ``P`` into that result's buffer
+(``product_output``). Each element of that buffer is then read (as ``i0``) before the
+epilogue stores the result there. A result that does not read ``P`` (``relu(i1)`` next to
+``where(mask, i0, 0)``) would be stored over ``P`` before the body had read it: a wrong
+gradient, found by the fuzzer.
 """
 from __future__ import annotations
 
@@ -48,9 +52,21 @@ def epilogue_graph(epilogue: str, product: TensorType, extras):
     if dims is not None and reduction_layout(product.shape, dims) != "outer":
         raise ShapeError("an epilogue may only reduce over the rows (an outer reduction)",
                          op="gemm")
-    if not any(v.type == product for v in body.outputs):
-        raise ShapeError(f"no epilogue result has the product's type {product}", op="gemm")
+    if product_output(body, product) is None:
+        raise ShapeError(f"no epilogue result computed from the product has its type {product}",
+                         op="gemm")
     return body
+
+
+def product_output(body, product: TensorType):
+    """The index of the epilogue result whose buffer the product is computed into (see
+    [GEMM nodes]): the first that has the product's type and reads it, or None."""
+    reads = {body.inputs[0]}
+    for n in body.nodes:
+        if any(v in reads for v in n.inputs):
+            reads.update(n.outs)
+    return next((j for j, v in enumerate(body.outputs) if v.type == product and v in reads),
+                None)
 
 
 def _infer(a, b, *extras, trans_a, trans_b, epilogue):

@@ -290,3 +290,30 @@ def test_view_base_changed_with_autograd_after_the_view_is_still_refused():
     y.mul_(3.0)
     with pytest.raises(gj.AutogradError, match="in-place"):
         v.sum().backward()
+
+
+def test_gemm_epilogue_result_that_does_not_read_the_product():
+    # The backward's grad_output @ w gained the epilogue 'relu(p0); sum over rows;
+    # where(relu > 0, product, 0)' and the product was computed into relu's buffer, which
+    # the epilogue then wrote before reading the product: p0.grad came out as relu(p0).
+    def run(compiled):
+        p0 = gj.nn.Parameter(gj.tensor([[-0.078125, -1.90625, -0.5859375],
+                                        [1.96875, -0.4140625, 0.3203125]], dtype=gj.float64))
+        b0 = gj.tensor([-1.5625, 0.9375, 1.6953125], dtype=gj.float64)
+        p2 = gj.nn.Parameter(gj.tensor([[-0.1953125, -0.734375, 1.109375],
+                                        [-1.9140625, -1.3046875, -0.6328125]], dtype=gj.float64))
+        p3 = gj.nn.Parameter(gj.tensor([1.1328125], dtype=gj.float64))
+
+        def step():
+            v2 = p0.relu()
+            b0.mul_(0.9).add_(v2.detach().mean(0), alpha=0.1)
+            loss = gj.nn.functional.linear(v2, p2, p3).mean()
+            loss.backward()
+            return loss
+
+        loss = (gj.compile(step) if compiled else step)()
+        return [loss.detach().numpy(), b0.numpy(), p0.grad.numpy(), p2.grad.numpy(),
+                p3.grad.numpy()]
+
+    for want, got in zip(*_both(run)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)

@@ -74,7 +74,7 @@ def emit_gemm(node, k) -> None:
     """``np.dot`` on (transposed) views, then the epilogue over the product in place: see
     [GEMM nodes] in graphjit/ir/gemm.py."""
     from ...ir.fused import FUSED
-    from ...ir.gemm import epilogue_graph, product_type
+    from ...ir.gemm import epilogue_graph, product_output, product_type
     from ...ir.graph import Node, Value
     from .fused import emit_fused
 
@@ -85,9 +85,8 @@ def emit_gemm(node, k) -> None:
     kk = a.shape[0] if ta else a.shape[1]
     if numel(p.shape) == 0:
         return
-    target = k.out if not epilogue else k.outs[next(
-        j for j, v in enumerate(epilogue_graph(epilogue, p, [v.type for v in extras]).outputs)
-        if v.type == p)]
+    target = k.out if not epilogue else k.outs[product_output(
+        epilogue_graph(epilogue, p, [v.type for v in extras]), p)]
     if kk == 0:
         with loop_nest(k, (m * n,)) as (i,):
             k.line(f"{target}[{affine(0, [(i, 1)])}] = 0")
