@@ -242,8 +242,9 @@ REFUSED = {
 }
 
 # Autograd entry points, tested with tensors that require grad in tests/jit/test_compile.py
-# and tests/test_autograd.py rather than on buf (which does not require grad).
-ELSEWHERE = {"backward"}
+# and tests/test_autograd.py rather than on buf (which does not require grad); the
+# post-accumulate hook, eager and traced, in tests/distributed/test_local.py.
+ELSEWHERE = {"backward", "register_post_accumulate_grad_hook"}
 
 
 def _public_tensor_names():
