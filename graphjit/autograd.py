@@ -477,8 +477,8 @@ class EagerInterpreter:
         if result.dtype != out_type.dtype.np:
             result = result.astype(out_type.dtype.np)
         out = _tensor.Tensor._wrap(result)
-        if not inputs:
-            out._made_here = True
+        if all(t.__dict__.get("_made_here") for t in inputs):
+            out._made_here = True  # (so is what is computed from such values only: tril's mask)
         if op.view and inputs and np.may_share_memory(result, arrays[0]):
             out._version = inputs[0]._version
             _note_view(out, inputs[0], op)

@@ -59,6 +59,7 @@ from . import runtime
 from . import random, window  # noqa: F401  (emitters)
 from .emit import ALIAS_OPS, CudaKernelWriter, emitter_for
 from .program import CudaProgram
+from .simmath import IEEE_MATH
 
 KERNEL_STEM = "kernel"
 KERNEL_FLAGS = "cache=True"
@@ -350,9 +351,13 @@ def compile_graph(graph, name: str | None = None, inplace: bool = False,
     start = time.perf_counter()
     gen = generate(graph, name, inplace=inplace)
     runtime.cuda()  # numba.cuda before the modules that import it
-    kernels = [import_module(write_module(text, KERNEL_STEM, "cuda")).k
+    modules = [import_module(write_module(text, KERNEL_STEM, "cuda"))
                for text in gen.kernel_sources]
-    if not runtime.simulated():
+    kernels = [m.k for m in modules]
+    if runtime.simulated():
+        for m in modules:  # IEEE results where Python's math raises (see simmath.py)
+            m.math = IEEE_MATH
+    else:
         runtime.precompile(kernels, gen.kernel_signatures)
     path = write_module(gen.module_source, name, "cuda")
     with runtime.launch_configurations():

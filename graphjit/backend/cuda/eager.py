@@ -9,6 +9,7 @@ import threading
 import numpy as np
 
 from ...ir.graph import Graph
+from ...ops.registry import get
 from ...shapes import TensorType, numel
 
 _PROGRAMS: dict = {}
@@ -77,6 +78,8 @@ def run_op(op, arrays, attrs, out_type: TensorType):
     as NumPy's do on the CPU; the other view ops (permute, expand, strided slices) copy:
     see [Copied views] in graphjit/autograd.py."""
     shape = tuple(out_type.shape)
+    if op.name == "custom_function":  # its value is a copy of its first operand (ops/custom.py)
+        op, arrays, attrs = get("clone"), arrays[:1], {}
     if op.name in ("reshape", "detach"):
         return (arrays[0].reshape(shape) if op.name == "reshape" else arrays[0]), True
     if op.name == "slice":
