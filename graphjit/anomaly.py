@@ -466,8 +466,9 @@ def _localise_call(call, entry) -> None:
     """The eager re-run of a compiled call whose program computed NaN/Inf (see [Anomaly mode])."""
     name = getattr(call.cf, "__name__", "the function")
     flat = _tensors_in((call.args, call.kwargs), [])
-    tensors = flat + [s.tensor if s.kind == "tensor" else s.owner
-                      for s in entry.slots if s.kind in ("tensor", "grad")]
+    # (The owner of a .grad passed as an argument, jit/slot.py's ArgOwner, is in flat.)
+    tensors = flat + [s.tensor if s.kind == "tensor" else s.owner for s in entry.slots
+                      if s.kind == "tensor" or s.kind == "grad" and hasattr(s.owner, "_data")]
     arrays = [s.tensor for s in entry.slots if s.kind == "array"]
     sandbox = _Sandbox(tensors, [g.opt for g in entry.optimizers], entry.modules, arrays)
     try:

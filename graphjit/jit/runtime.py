@@ -19,6 +19,7 @@ from ..errors import GraphjitError
 from ..shapes import numel
 from ..tensor import Tensor
 from .optimizers import optimizer_guards
+from .slot import ArgOwner, owner_of, owner_refs
 from .tracer_tensor import TracerTensor
 
 
@@ -95,7 +96,8 @@ class _Entry:
         self.one_shot = outputs.one_shot
         self.trace_number = assumed.trace_number
         self.random_advances = tracer.random_advances()  # [Random numbers while tracing]
-        self.cleared_grads = tracer.cleared_grads()
+        ref = owner_refs(self.slots, tracer._slot_of)  # [Owners passed as arguments]
+        self.cleared_grads = [ref(o) for o in tracer.cleared_grads()]
         self.update_slots = [tracer_slot_index(self.slots, target) for target, _ in graph.updates]
         # ---- what it assumed (the guards) ----
         self.slot_meta = [None] * len(self.slots)
@@ -103,7 +105,7 @@ class _Entry:
             if s.kind == "tensor":
                 t = s.tensor
                 self.slot_meta[i] = (tuple(t.shape), t.dtype, t._requires_grad)
-        self.grad_seen = list(tracer.grad_seen.values())
+        self.grad_seen = [(ref(o), existed) for o, existed in tracer.grad_seen.values()]
         self.optimizers, self.hyper_guards = optimizer_guards(tracer)
         self.modules = [m for _, m in assumed.modules]
         self.module_names = [n for n, _ in assumed.modules]
@@ -133,7 +135,8 @@ class _Entry:
         for a, shape, dtype in self._array_checks:
             if a.shape != shape or a.dtype != dtype:
                 return False
-        if self._grad_owners and [o._grad is None for o in self._grad_owners] != self._grad_absent:
+        if self._grad_owners and [owner_of(o, flat_args)._grad is None
+                                  for o in self._grad_owners] != self._grad_absent:
             return False
         if self.modules and [m.training for m in self.modules] != self.training:
             return False
@@ -159,9 +162,10 @@ class _Entry:
                 if t.device != self.device:
                     bad.append(f"tensor {s.name}: device {self.device} -> {t.device}")
         for owner, existed in self.grad_seen:
-            if (owner._grad is not None) != existed:
-                name = next((s.name for s in self.slots if s.kind == "tensor" and s.tensor is owner),
-                            "a tensor")
+            if (owner_of(owner, flat_args)._grad is not None) != existed:
+                name = next((s.name for s in self.slots if s.kind == "tensor" and s.tensor is owner
+                             or s.kind == "arg" and type(owner) is ArgOwner
+                             and s.index == owner.index), "a tensor")
                 bad.append(f"{name}.grad: {'exists' if existed else 'None'} -> "
                            f"{'None' if existed else 'exists'}")
         for name, m, was in zip(self.module_names, self.modules, self.training):
@@ -254,7 +258,8 @@ class _Entry:
         if p.tensors:
             sources += [t._data for t in p.tensors]
         if p.grad_owners:
-            sources += [None if g is None else g._data for g in [o._grad for o in p.grad_owners]]
+            sources += [None if g is None else g._data
+                        for g in [owner_of(o, flat_args)._grad for o in p.grad_owners]]
         if p.arrays:
             sources += p.arrays
         if p.hypers:
@@ -305,6 +310,8 @@ class _Entry:
         else:
             updates = p.updates
         for i, kind, ref, in_place, k, shape in updates:
+            if kind == "grad":
+                ref = owner_of(ref, flat_args)
             t = flat_args[ref] if kind == "arg" else ref._grad if kind == "grad" else ref
             if t is None:  # the .grad this program computed
                 ref._grad = Tensor._wrap(devices.copy(
@@ -325,7 +332,7 @@ class _Entry:
         for generator, blocks in self.random_advances:
             generator.advance(blocks)
         for owner in self.cleared_grads:
-            owner._grad = None
+            owner_of(owner, flat_args)._grad = None
         return outputs
 
 

@@ -317,3 +317,36 @@ def test_gemm_epilogue_result_that_does_not_read_the_product():
 
     for want, got in zip(*_both(run)):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+def test_grad_of_a_tensor_passed_as_argument_is_this_calls():
+    # A compiled function given a new list of parameters (same shapes) read and scaled the
+    # .grad of the first call's parameters: eager clip_grad_norm_ (itself compiled) on a
+    # second model clipped the first model's gradients and left its own unclipped. (Found
+    # by tests/programs: word_lm run twice in one process.)
+    def make():
+        ps = [gj.nn.Parameter(gj.ones(3)), gj.nn.Parameter(gj.ones(2))]
+        for k, p in enumerate(ps):
+            p.grad = gj.full(p.shape, 2.0 + k)
+        return ps
+
+    first, second = make(), make()
+    gj.nn.utils.clip_grad_norm_(first, 0.25)
+    norm = gj.nn.utils.clip_grad_norm_(second, 0.25)
+    want = make()
+    want_norm = gj.nn.utils.clip_grad_norm_(want, 0.25, compiled=False)
+    np.testing.assert_allclose(norm.item(), want_norm.item(), rtol=1e-6)
+    for a, b in zip(second + first, want + want):
+        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-6)
+
+    @gj.compile
+    def scale_and_clear(ps, s):
+        ps[0].grad.mul_(s)
+        ps[1].grad = None
+        (ps[1] * ps[1]).sum().backward()  # a .grad created for the argument
+
+    for _ in range(3):
+        ps = make()
+        scale_and_clear(ps, 0.5)
+        np.testing.assert_array_equal(ps[0].grad.numpy(), [1.0, 1.0, 1.0])
+        np.testing.assert_array_equal(ps[1].grad.numpy(), [2.0, 2.0])
