@@ -10,6 +10,7 @@ backward, is ``_ForwardBackwardEntry`` in forward_backward.py.
 from __future__ import annotations
 
 import operator
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,8 +60,8 @@ class Assumed:
 #   then is passed again, through ``program.run_trusted`` ([Trusted program calls] in
 #   backend/cpu/program.py). A new object goes through ``program.flat_input``, which checks
 #   its dtype and shape and returns a flat view, or a copy for a non-contiguous or read-only
-#   array; a copy (and a ``.grad`` still to be created) is never reused, since the tensor
-#   may change before the next call. A flat view stays right for as long as we hold it: it
+#   array; a copy is never reused, since the tensor may change before the next call, and
+#   a ``.grad`` the call creates gets a buffer of its own ([Gradients a call creates]). A flat view stays right for as long as we hold it: it
 #   keeps the buffer alive (NumPy refuses to resize an array that has views), and its own
 #   dtype, shape and flags are ours; a change to the tensor itself (a new ``_data``, or
 #   its shape or dtype set in place) is a new object or a failing guard. (So the previous
@@ -69,7 +70,27 @@ class Assumed:
 #   to copy); others are copied into the flat view, or into the tensor when its input was a
 #   copy. The program's ``update_plan`` says which is which, so nothing is compared.
 
+# NOTE: [Gradients a call creates]
+# A ``.grad`` that does not exist when the program runs (``p.grad = None`` or
+# ``opt.zero_grad()`` before the call, then a backward inside), or that the traced function
+# makes anew itself (``p.grad = None`` then ``backward()`` inside it: a ``made`` slot, see
+# slot.py), is a new tensor after every call, as eagerly: a tensor the caller kept from an
+# earlier call never changes. The program computes it into a buffer the entry gives it
+# (``_new_grad``), and that buffer becomes the ``.grad`` as it is, with no copy. Fresh memory
+# costs more than the kernels filling it (a zeroed 16 MiB buffer, then its copy, per
+# gradient made W1's step four times slower than writing into an existing ``.grad``), so the
+# buffers are kept and reused, as a program's results are ([Buffer plan] in
+# passes/memory.py): one is reused only once nothing but the pool refers to it (its
+# reference count says so; a tensor or a view holding it counts), that is once the caller
+# let go of that ``.grad`` (``zero_grad()`` before the next call, a tensor replaced). Two
+# per slot cover a loop that lets go of the previous ``.grad`` only after the call (a made
+# slot, or a result kept in a variable). A buffer the program does not read (the update
+# writes every element) is not zeroed. On CUDA each call allocates one (the allocator is
+# Numba's).
+POOLED_GRADS = 2
+
 _FRESH = object()  # in the kept sources: an input made for one call only (never `is` anything)
+_NONE = {}  # no .grad created by this call (never written to)
 
 
 class _Entry:
@@ -90,6 +111,9 @@ class _Entry:
         self.pass_stats = pass_stats  # (pass name, stats) of the pipeline run
         self.device = tracer.device  # where the program runs (see [Devices])
         self.output_tree = _output_plan(outputs.tree, tracer)
+        # The keys of the .grad tensors the function returns ([Returned tensors]), or None.
+        self._grads_returned = _grads_in(self.output_tree) or None
+        self._call_grads = None
         self.graph_outputs = outputs.values
         self.freed = outputs.freed
         self.new_state = outputs.new_state
@@ -203,7 +227,8 @@ class _Entry:
                 i = self._single_output = next(i for i, v in enumerate(self.graph_outputs)
                                                if v is tree._value)
             return self.make_output(i, outputs[i])
-        return _rebuild(tree, outputs, self.graph_outputs, self.make_output, flat_args)
+        return _rebuild(tree, outputs, self.graph_outputs, self.make_output, flat_args,
+                        self._call_grads)
 
     _single_output = None
 
@@ -222,17 +247,24 @@ class _Entry:
         return arrays
 
     def _build_plan(self):
-        kinds = ("arg", "tensor", "grad", "array", "hyper")
-        by_kind = {kind: [i for i, s in enumerate(self.slots) if s.kind == kind] for kind in kinds}
+        kinds = ("arg", "tensor", "grad", "array", "hyper", "made")
+        by_kind = {kind: [i for i, s in enumerate(self.slots)
+                          if ("made" if s.made else s.kind) == kind] for kind in kinds}
         p = _RunPlan()
         p.arg_index = [self.slots[i].index for i in by_kind["arg"]]
         p.tensors = [self.slots[i].tensor for i in by_kind["tensor"]]
         p.grad_owners = [self.slots[i].owner for i in by_kind["grad"]]
         p.arrays = [self.slots[i].tensor for i in by_kind["array"]]
         p.hypers = [self.slots[i].owner for i in by_kind["hyper"]]
+        p.made = by_kind["made"]  # no source: a new .grad at every call
         # Sources are gathered kind by kind; `order` maps their positions to slot positions.
-        p.order = [i for kind in kinds for i in by_kind[kind]]
-        p.kept = ([_FRESH] * len(self.slots), [None] * len(self.slots), [True] * len(self.slots))
+        p.order = [i for kind in kinds[:-1] for i in by_kind[kind]]
+        # [Gradients a call creates]: a buffer per .grad slot, zeroed only where read.
+        read = {v for n in self.graph.nodes for v in n.inputs} | set(self.graph.outputs)
+        p.grad_pools = {i: [] for i in by_kind["grad"] + by_kind["made"]}
+        p.grad_read = {i for i in p.grad_pools if self.slots[i].value in read}
+        p.kept = ([_FRESH] * len(self.slots), [None] * len(self.slots),
+                  [i not in p.made for i in range(len(self.slots))])
         plan = self.program.update_plan
         p.updates = []
         for j, i in enumerate(self.update_slots):
@@ -249,9 +281,32 @@ class _Entry:
         p.other_updates = [u for u in p.updates if not (u[3] and u[1] == "tensor")]
         return p
 
+    def _new_grad(self, i):
+        """``(array, flat)``: the buffer of the ``.grad`` of slot ``i`` this call creates, in
+        the ``.grad``'s shape and as the program's flat input ([Gradients a call creates])."""
+        p, v = self._plan, self.slots[i].value
+        dtype, zeroed = v.dtype.np, i in p.grad_read
+        if self.device.type != "cpu":
+            flat = (devices.zeros if zeroed else devices.empty)((numel(v.shape),), dtype,
+                                                              self.device)
+            return flat.reshape(v.shape), flat
+        pool, found = p.grad_pools[i], None
+        for arr in pool:
+            # 3 references: the pool's list, `arr` and getrefcount's argument.
+            if sys.getrefcount(arr) == 3:
+                found = arr
+                break
+        if found is None:
+            found = np.empty(v.shape, dtype)
+            pool.insert(0, found)
+            del pool[POOLED_GRADS:]
+        if zeroed:
+            found.fill(0)
+        return found, found.reshape(-1)
+
     def _driver_args(self, flat_args):
-        """The program's flat input arrays for this call, and which are copies (see
-        [Steady-state calls])."""
+        """The program's flat input arrays for this call, which are copies, and the
+        ``.grad`` arrays the call creates by slot (see [Steady-state calls])."""
         p = self._plan
         # (A comprehension costs a call even when empty: only the kinds there are.)
         sources = [flat_args[i]._data for i in p.arg_index]
@@ -267,31 +322,52 @@ class _Entry:
                         else opt.param_groups[index][key][element]
                         for opt, index, key, element in p.hypers]
         kept_sources, kept_args, kept_copied = p.kept
-        if all(map(operator.is_, sources, kept_sources)):
-            return kept_args, kept_copied
+        created = _NONE
+        if not all(map(operator.is_, sources, kept_sources)):
+            kept_args, kept_copied, created = self._new_sources(sources)
+        if not p.made:
+            return kept_args, kept_copied, created
+        # A made .grad gets a new buffer at every call, never kept ([Gradients a call
+        # creates]); its `copied` entry stays False.
+        driver_args, created = list(kept_args), dict(created)
+        for i in p.made:
+            created[i], driver_args[i] = self._new_grad(i)
+        return driver_args, kept_copied, created
+
+    def _new_sources(self, sources):
+        """``_driver_args`` for sources that are not all the previous call's."""
+        p = self._plan
         # Sources are in `p.order` (kind by kind), driver arguments in slot order.
+        kept_sources, kept_args, kept_copied = p.kept
         kept_sources, driver_args, copied = list(kept_sources), list(kept_args), list(kept_copied)
-        program = self.program
+        program, created = self.program, {}
         for q, (src, i) in enumerate(zip(sources, p.order)):
             if src is kept_sources[q]:
                 continue
             s = self.slots[i]
             if s.kind == "hyper":
                 flat, fresh = np.array(src, dtype=np.float64).reshape(1), False
-            elif src is None:  # a .grad this program creates (eager semantics: first backward)
-                flat, fresh = devices.zeros((numel(s.value.shape),), s.value.dtype.np, self.device), True
+            elif src is None:  # a .grad this call creates ([Gradients a call creates])
+                created[i], driver_args[i] = self._new_grad(i)
+                copied[i], kept_sources[q] = False, _FRESH
+                continue
             else:
                 flat, fresh = program.flat_input(i, src)
             driver_args[i], copied[i] = flat, fresh
             kept_sources[q] = _FRESH if fresh else src
         p.kept = (kept_sources, driver_args, copied)
-        return driver_args, copied
+        return driver_args, copied, created or _NONE
 
     def run(self, flat_args):
         if self._plan is None:
             self._plan = self._build_plan()
         p = self._plan
-        driver_args, copied = self._driver_args(flat_args)
+        if self._grads_returned is not None:  # [Returned tensors]: .grad tensors at the call
+            self._call_grads = {
+                key: owner_of(self.slots[key].owner if isinstance(key, int) else key,
+                              flat_args)._grad
+                for key in self._grads_returned}
+        driver_args, copied, created = self._driver_args(flat_args)
         # Off, anomaly mode costs this one flag test; on, a program with backward work runs
         # with its in-place updates in private copies and its results are checked before
         # anything is written back ([Anomaly mode] in graphjit/anomaly.py).
@@ -312,11 +388,15 @@ class _Entry:
         for i, kind, ref, in_place, k, shape in updates:
             if kind == "grad":
                 ref = owner_of(ref, flat_args)
-            t = flat_args[ref] if kind == "arg" else ref._grad if kind == "grad" else ref
-            if t is None:  # the .grad this program computed
-                ref._grad = Tensor._wrap(devices.copy(
-                    (driver_args[i] if in_place else results[k]).reshape(shape)))
+            if i in created:  # a new .grad ([Gradients a call creates])
+                arr = created[i]
+                if not in_place:
+                    devices.copyto(arr, results[k].reshape(shape))
+                elif copied[i]:  # computed into a private copy (anomaly mode)
+                    devices.copyto(arr, driver_args[i].reshape(shape))
+                created[i] = ref._grad = Tensor._wrap(arr)
                 continue
+            t = flat_args[ref] if kind == "arg" else ref._grad if kind == "grad" else ref
             if not in_place:
                 if copied[i]:
                     devices.copyto(t._data, results[k].reshape(shape))
@@ -331,6 +411,14 @@ class _Entry:
             opt.state[param][key] = Tensor._wrap(devices.copy(outputs[i]))
         for generator, blocks in self.random_advances:
             generator.advance(blocks)
+        if created:
+            # The entry keeps no reference to a new .grad: the pool sees when it is let go
+            # (a made one's buffer was never kept).
+            kept_args = p.kept[1]
+            for i in created:
+                kept_args[i] = None
+            if self._grads_returned is not None:
+                self._call_grads.update((i, t) for i, t in created.items() if i in self._call_grads)
         for owner in self.cleared_grads:
             owner_of(owner, flat_args)._grad = None
         return outputs
@@ -355,8 +443,8 @@ class _RunPlan:
     ``kept``: the previous call's sources (in ``order``: kind by kind), driver arguments and
     which of those are copies (both in slot order); see [Steady-state calls]. ``updates``:
     ``(slot, kind, tensor / owner / argument index, in place, result index, shape)``."""
-    __slots__ = ("arg_index", "tensors", "grad_owners", "arrays", "hypers", "order", "kept",
-                 "updates", "fixed_in_place", "other_updates")
+    __slots__ = ("arg_index", "tensors", "grad_owners", "arrays", "hypers", "made", "order",
+                 "kept", "updates", "fixed_in_place", "other_updates", "grad_pools", "grad_read")
 
 
 def tracer_slot_index(slots, value) -> int:
@@ -370,10 +458,11 @@ def tracer_slot_index(slots, value) -> int:
 # What a compiled call returns is the traced function's result with each traced tensor
 # replaced by a program output, except where eager mode would return one of the caller's own
 # tensors: an argument returned as it is is this call's argument (not the one the trace
-# saw), and a view of an argument or of a tensor the function reached (``p.view(-1)``,
-# ``x[0]``, ``p.detach()``) is that view, made eagerly after the program ran, so it shares
-# memory with its base and sees later in-place changes as eagerly (a program output would
-# be a copy).
+# saw), a ``.grad`` (``return p.grad``) is this call's (the one the call created, or the
+# one the owner had at the call: not the trace's placeholder), and a view of an argument or
+# of a tensor the function reached (``p.view(-1)``, ``x[0]``, ``p.detach()``) is that view,
+# made eagerly after the program ran, so it shares memory with its base and sees later
+# in-place changes as eagerly (a program output would be a copy).
 
 class _Argument:
     """In an output plan: the call's flat argument ``index``."""
@@ -381,6 +470,15 @@ class _Argument:
 
     def __init__(self, index):
         self.index = index
+
+
+class _GradOf:
+    """In an output plan: a ``.grad`` tensor of this call; ``key`` is its slot's position,
+    or for one the function only looked at, its owner (the owner's ``.grad`` at the call)."""
+    __slots__ = ("key",)
+
+    def __init__(self, key):
+        self.key = key
 
 
 class _ViewOf:
@@ -397,7 +495,15 @@ def _output_plan(tree, tracer):
     tensors])."""
     def base_of(t):
         slot = tracer._slot_of.get(id(t))
-        return _Argument(slot.index) if slot is not None and slot.kind == "arg" else t
+        if slot is not None and slot.kind == "arg":
+            return _Argument(slot.index)
+        if slot is not None and slot.kind == "grad":
+            return _GradOf(tracer.slots.index(slot))
+        owner = tracer._grad_owner.get(id(t))
+        if owner is None:
+            return t
+        slot = tracer._slot_of.get(id(owner))  # [Owners passed as arguments] in slot.py
+        return _GradOf(ArgOwner(slot.index) if slot is not None and slot.kind == "arg" else owner)
 
     def plan(v):
         if isinstance(v, TracerTensor):
@@ -417,26 +523,43 @@ def _output_plan(tree, tracer):
     return plan(tree)
 
 
-def _rebuild(tree, outputs, out_values, make, flat_args):
+def _grads_in(tree) -> list:
+    """The keys of the ``_GradOf`` entries of an output plan."""
+    if isinstance(tree, _GradOf):
+        return [tree.key]
+    if isinstance(tree, _ViewOf):
+        return _grads_in(tree.base)
+    if isinstance(tree, dict):
+        tree = list(tree.values())
+    if isinstance(tree, (tuple, list)):
+        return [k for v in tree for k in _grads_in(v)]
+    return []
+
+
+def _rebuild(tree, outputs, out_values, make, flat_args, grads):
     """The function's result from its output plan: the program's outputs in place of traced
-    tensors, this call's arguments and views ([Returned tensors])."""
+    tensors, this call's arguments, ``.grad`` tensors (``grads``, by key) and views
+    ([Returned tensors])."""
     if isinstance(tree, TracerTensor):
         i = next(i for i, v in enumerate(out_values) if v is tree._value)
         return make(i, outputs[i])
     if isinstance(tree, _Argument):
         return flat_args[tree.index]
+    if isinstance(tree, _GradOf):
+        return grads[tree.key]
     if isinstance(tree, _ViewOf):
         from ..ops.registry import bind
-        t = flat_args[tree.base.index] if isinstance(tree.base, _Argument) else tree.base
+        t = _rebuild(tree.base, outputs, out_values, make, flat_args, grads)
         for op, attrs in tree.chain:
             t = bind(op, t, **attrs)
         return t
     if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-        return type(tree)(*[_rebuild(v, outputs, out_values, make, flat_args) for v in tree])
+        return type(tree)(*[_rebuild(v, outputs, out_values, make, flat_args, grads) for v in tree])
     if isinstance(tree, (tuple, list)):
-        return type(tree)(_rebuild(v, outputs, out_values, make, flat_args) for v in tree)
+        return type(tree)(_rebuild(v, outputs, out_values, make, flat_args, grads) for v in tree)
     if isinstance(tree, dict):
-        return {k: _rebuild(v, outputs, out_values, make, flat_args) for k, v in tree.items()}
+        return {k: _rebuild(v, outputs, out_values, make, flat_args, grads)
+                for k, v in tree.items()}
     return tree
 
 

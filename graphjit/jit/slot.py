@@ -8,6 +8,9 @@ input gets a slot saying where its array comes from on the next call, by kind:
 - ``"grad"``: ``owner.grad``, read afresh (it may be replaced or set to None between calls);
   an owner the function was given as an argument is that argument of each call
   (``ArgOwner``: see [Owners passed as arguments]);
+  ``made``: a ``.grad`` the traced call itself creates (a first backward, ``p.grad = value``
+  while it is None): a new tensor at every call, never the one the owner has at the call
+  ([Gradients a call creates] in runtime.py);
 - ``"array"``: a NumPy array the function used, held (in ``tensor``);
 - ``"hyper"``: an optimizer option read from ``param_groups`` ([Hyper-parameters] in
   optimizers.py); ``owner`` is ``(optimizer, group index, key, element of a tuple or None)``.
@@ -57,10 +60,11 @@ def owner_refs(slots, slot_of):
 
 class _Slot:
     """How to find one graph input again on the next call."""
-    __slots__ = ("kind", "tensor", "index", "owner", "value", "name")
+    __slots__ = ("kind", "tensor", "index", "owner", "value", "name", "made")
 
-    def __init__(self, kind, value, name, tensor=None, index=None, owner=None):
+    def __init__(self, kind, value, name, tensor=None, index=None, owner=None, made=False):
         self.kind = kind
+        self.made = made
         self.value = value
         self.name = name
         self.tensor = tensor

@@ -417,10 +417,16 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
             self.value_of(existing)  # an input, so the program writes its buffer back
             self.current[id(existing)] = (existing, self.value_of(value))
             return existing
+        return self.new_grad(owner, self.value_of(value))
+
+    def new_grad(self, owner: Tensor, value) -> Tensor:
+        """A ``.grad`` for ``owner`` that this call creates, holding ``value``: a placeholder
+        while tracing, a new tensor at every call of the program ([Gradients a call creates]
+        in runtime.py)."""
         placeholder = Tensor._wrap(devices.zeros(owner.shape, owner.dtype.np, owner.device))
         self._grad_owner[id(placeholder)] = owner
-        self._lift(placeholder, owner=owner)
-        self.current[id(placeholder)] = (placeholder, self.value_of(value))
+        self._lift(placeholder, owner=owner).made = True
+        self.current[id(placeholder)] = (placeholder, value)
         return placeholder
 
     def cleared_grads(self) -> list:

@@ -19,7 +19,7 @@ with the ops' VJP rules. The state these methods use (``_grad_values``, ``freed_
 """
 from __future__ import annotations
 
-from .. import autograd, devices
+from .. import autograd
 from ..errors import AutogradError, ShapeError, TraceError
 from ..ops import api, registry
 from ..tensor import Tensor
@@ -156,12 +156,8 @@ class TracerAutograd:
             self.note_grad_read(leaf)
             existing = leaf._grad
             if existing is None:
-                placeholder = Tensor._wrap(devices.zeros(leaf.shape, leaf.dtype.np, leaf.device))
                 self._undo.append(("grad", leaf, None))
-                leaf._grad = placeholder
-                self._grad_owner[id(placeholder)] = leaf
-                self._lift(placeholder, owner=leaf)
-                self.current[id(placeholder)] = (placeholder, g)
+                leaf._grad = self.new_grad(leaf, g)
             else:
                 with autograd.no_grad():
                     total = self.builder.apply(registry.get("add"), [self.value_of(existing), g], {})
