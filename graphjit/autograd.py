@@ -211,6 +211,10 @@ class Node:
     # anomaly mode (see [Anomaly mode] in graphjit/anomaly.py); read it with getattr.
     __slots__ = ("seq", "next_functions", "_anomaly", "__weakref__")
     num_outputs = 1
+    # True: every gradient ``apply`` returns is a tensor of its own that nothing else refers
+    # to, which the engine may store as a leaf's new ``.grad`` as it is ([Gradients the
+    # engine may keep]).
+    owns_grads = False
 
     def name(self) -> str:
         return type(self).__name__
@@ -370,8 +374,10 @@ class BackwardNode(Node):
             self.out = _Stale(self.out.shape, self.out.dtype, freed)
 
 
-def _accumulate(holder, g, create_graph: bool) -> None:
-    """Add ``g`` into ``holder.grad`` with PyTorch's rules (in place unless create_graph)."""
+def _accumulate(holder, g, create_graph: bool, owned: bool = False) -> None:
+    """Add ``g`` into ``holder.grad`` with PyTorch's rules (in place unless create_graph).
+    ``owned``: nothing else refers to ``g``, so a new ``.grad`` may be ``g`` itself rather
+    than a copy ([Gradients the engine may keep])."""
     if g.dtype is not holder.dtype:
         g = api.cast(g, holder.dtype)
     if g.device != holder.device:  # a VJP's zeros made on the CPU for a CUDA leaf
@@ -381,7 +387,7 @@ def _accumulate(holder, g, create_graph: bool) -> None:
         holder._grad = g if old is None else old + g
         return
     if old is None:
-        holder._grad = _tensor.Tensor._wrap(devices.copy(g._data))
+        holder._grad = g if owned else _tensor.Tensor._wrap(devices.copy(g._data))
     elif type(old._data) is not np.ndarray or type(g._data) is not np.ndarray:
         # CUDA (see [Devices]): the sum by the eager CUDA add, into the gradient's buffer.
         if old.device != g.device:
@@ -444,6 +450,23 @@ def _device_error(what, tensors):
 # matmul's [1, n] product, reshaped to [n]) returns a tensor no other tensor shares memory
 # with, which in-place ops with autograd may change, as PyTorch's fresh results can.
 # (``detach`` shares memory too but is not a view for autograd's in-place check, as before.)
+
+class _Gone:
+    pass
+
+
+_NO_ROOT = weakref.ref(_Gone())  # dead at once: "views no tensor"
+
+
+def buffer_tensor(arr):
+    """A tensor holding ``arr``, a NumPy view of a buffer no tensor owns (a compiled
+    program's pooled result): like a fresh result, it is no view for autograd's in-place
+    check (see above)."""
+    t = _tensor.Tensor._wrap(arr)
+    if devices.is_view(arr):
+        t._view_of = _NO_ROOT
+    return t
+
 
 def _note_view(out, base, op) -> None:
     if op.name == "detach":
@@ -604,6 +627,17 @@ def _add_grad(grads: dict, edge, g) -> None:
     slots[nr] = g if slots[nr] is None else api.add(slots[nr], g)
 
 
+# NOTE: [Gradients the engine may keep]
+# A leaf without a ``.grad`` gets a copy of the gradient that reaches it (``_accumulate``):
+# the gradient may be shared, e.g. the same tensor passed on to both inputs of an ``add``.
+# A node whose gradients are its own (``Node.owns_grads``: the compiled backward, whose
+# results come from its program's pool, [Buffer plan] in passes/memory.py) hands them to
+# the engine instead: ``run_backward`` remembers the tensors such a node returned, and the
+# first leaf one of them reaches as it is (not summed with another) keeps it as its
+# ``.grad``; any other place it reaches gets a copy as before. PyTorch's AccumulateGrad
+# steals a gradient nothing else refers to in the same way. For a large model the copy
+# (and its fresh memory) cost as much as the backward's own elementwise work.
+
 def run_backward(outputs, grad_outputs, retain_graph, create_graph, capture=None, who="backward"):
     """Propagate gradients from ``outputs``. With ``capture`` (a list of edges) return the
     gradient reaching each of them instead of accumulating into leaves' ``.grad``."""
@@ -622,6 +656,7 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, capture=None
             if n in targets or any(nxt in needed for nxt, _ in n.next_functions if nxt is not None):
                 needed.add(n)
     captured = {}
+    owned = {}  # id -> a gradient a node gave the engine ([Gradients the engine may keep])
     anomaly = _anomaly_mode  # read once: see [Anomaly mode]
     with set_grad_enabled(create_graph):
         for node in order:
@@ -638,7 +673,8 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, capture=None
                 if node not in needed or isinstance(node, AccumulateGrad):
                     continue
             elif isinstance(node, AccumulateGrad):
-                _accumulate(node.variable, slots[0], create_graph)
+                g = slots[0]
+                _accumulate(node.variable, g, create_graph, owned.pop(id(g), None) is g)
                 post_accumulate_grad(node.variable)
                 continue
             if getattr(node, "retained", None) and capture is None:
@@ -650,11 +686,14 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, capture=None
                 in_grads = _anomaly.apply_checked(node, slots, needed)
             else:
                 in_grads = node.apply(slots)
+            owns = node.owns_grads and capture is None
             for edge, gi in zip(node.next_functions, in_grads):
                 if edge[0] is None or gi is None:
                     continue
                 if capture is not None and edge[0] not in needed:
                     continue
+                if owns:
+                    owned[id(gi)] = gi
                 _add_grad(grads, edge, gi)
             if not retain_graph:
                 node.release()

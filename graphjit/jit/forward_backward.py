@@ -118,22 +118,22 @@ class _ForwardBackwardEntry(_Entry):
         return self._bw_program
 
     def run(self, flat_args):
-        self._call_tensors = [s.resolve(flat_args) for s in self.slots]
+        tensors = [s.resolve(flat_args) for s in self.slots]
         outputs = _Entry.run(self, flat_args)
-        self._last_outputs = outputs
         self._node = None
         if autograd.is_grad_enabled():
             saved = []
             for kind, i in self.residual_plan:
                 if kind == "input":
-                    t = self._call_tensors[i]
+                    t = tensors[i]
                     # (An array input has no version counter: read as it is, as eagerly.)
                     saved.append((t, None) if isinstance(t, np.ndarray) else (t, t._version.value))
                 else:
                     saved.append((outputs[i], None))
-            self._node = CompiledBackward(self, saved,
-                                          [self._call_tensors[i] for i in self.wrt])
+            self._node = CompiledBackward(self, saved, [tensors[i] for i in self.wrt])
         return outputs
+
+    own_outputs = None  # per backward output: whether it is the caller's (_own_outputs)
 
     def make_output(self, i, arr):
         t = _Entry.make_output(self, i, arr)
@@ -145,8 +145,17 @@ class _ForwardBackwardEntry(_Entry):
 
 
 class CompiledBackward(autograd.Node):
-    """``grad_fn`` of a compiled forward's outputs: runs the compiled backward program."""
+    """``grad_fn`` of a compiled forward's outputs: runs the compiled backward program.
+
+    Its gradients are the program's result arrays as they are, not copies: a CPU program
+    reuses a result array only once nothing refers to it ([Buffer plan] in
+    passes/memory.py), a CUDA program allocates its results at every call ([Fresh outputs]
+    in backend/cuda/program.py); only a result whose buffer another result shares is copied.
+    So the engine may keep each as a leaf's new ``.grad`` ([Gradients the engine may keep]
+    in autograd.py), and after ``zero_grad()`` the next backward computes into the arrays
+    the previous ``.grad`` tensors held."""
     __slots__ = ("entry", "saved", "num_outputs_", "freed", "retained")
+    owns_grads = True
 
     def __init__(self, entry, saved, wrt_tensors):
         self.entry = entry
@@ -189,11 +198,27 @@ class CompiledBackward(autograd.Node):
         for g, t in zip(grads, self.entry.seed_types):
             arrays.append(devices.zeros(t.shape, t.dtype.np, self.entry.device) if g is None
                           else g._data)
-        outs, _ = self.entry.bw_program(arrays)
+        program = self.entry.bw_program
+        outs, _ = program(arrays)
+        own = self.entry.own_outputs
+        if own is None:
+            own = self.entry.own_outputs = _own_outputs(program, outs)
         got = {j for j, g in enumerate(grads) if g is not None}
-        return tuple(Tensor._wrap(devices.copy(a)) if reach & got else None
-                     for a, reach in zip(outs, self.entry.reaches))
+        return tuple(None if not reach & got else autograd.buffer_tensor(a) if mine
+                     else Tensor._wrap(devices.copy(a))
+                     for a, reach, mine in zip(outs, self.entry.reaches, own))
 
     def release(self):
         self.saved = None
         self.freed = True
+
+
+def _own_outputs(program, outs) -> list:
+    """Per output of ``program`` (``outs``: one call's): whether its array may be handed out
+    as it is, its buffer shared with no other output (see ``CompiledBackward``). Which
+    outputs share a buffer is fixed by the program, so one call says it."""
+    fresh = getattr(program, "fresh_outputs", None)
+    if fresh is not None:  # a CUDA program ([Fresh outputs])
+        return list(fresh)
+    at = [a.__array_interface__["data"][0] if a.size else None for a in outs]
+    return [p is not None and at.count(p) == 1 for p in at]

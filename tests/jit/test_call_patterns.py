@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 import graphjit as gj
+import graphjit.nn as nn
+import graphjit.nn.functional as F
 
 
 def _leaves(rng, *shapes):
@@ -138,6 +140,171 @@ def test_returned_view_of_a_created_grad_views_this_calls_grad(rng):
         assert v.tolist() == [k + 1.0] * 6 and np.shares_memory(v._data, p.grad._data)
 
 
+# ---- a compiled forward, backward outside -------------------------------------------------
+
+def _mlp(rng):
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+    x = gj.tensor(rng.standard_normal((4, 5)).astype(np.float32))
+    y = gj.tensor(rng.integers(0, 3, 4))
+    return model, x, y
+
+
+def _copy_model(model):
+    other = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+    other.load_state_dict(model.state_dict())
+    return other
+
+
+@pytest.mark.parametrize("how", ["loss function", "compile(model)"])
+def test_compiled_forward_eager_backward_and_step_match_eager_bit_for_bit(rng, how):
+    model, x, y = _mlp(rng)
+    twin = _copy_model(model)
+    runs = {}
+    for compiled, m in ((False, model), (True, twin)):
+        opt = gj.optim.Adam(m.parameters(), lr=1e-2)
+        if not compiled:
+            loss_of = lambda x, y: F.cross_entropy(m(x), y)  # noqa: E731
+        elif how == "loss function":
+            loss_of = gj.compile(lambda x, y: F.cross_entropy(m(x), y))
+        else:
+            cm = gj.compile(m)
+            loss_of = lambda x, y: F.cross_entropy(cm(x), y)  # noqa: E731
+        trace = []
+        for _ in range(4):
+            opt.zero_grad()
+            loss = loss_of(x, y)
+            loss.backward()
+            opt.step()
+            trace.append([loss.item()] + [p.grad.numpy().copy() for p in m.parameters()]
+                         + [p.detach().numpy().copy() for p in m.parameters()])
+        runs[compiled] = trace
+    for eager_step, compiled_step in zip(runs[False], runs[True]):
+        for e, c in zip(eager_step, compiled_step):
+            np.testing.assert_allclose(c, e, rtol=2e-6, atol=1e-7)
+
+
+def test_compiled_backward_gradients_match_eager_exactly(rng):
+    # Elementwise work only (no GEMM, whose threads may round differently): bit for bit.
+    a, b = _leaves(rng, (7,), (7,))
+    fn = lambda a, b: (3 * a ** 3 - b ** 2).sum()  # noqa: E731
+    f = gj.compile(fn)
+    for step in range(3):
+        got = []
+        for g in (fn, f):
+            a.grad = b.grad = None
+            g(a, b).backward()
+            got.append((a.grad.numpy().copy(), b.grad.numpy().copy()))
+        np.testing.assert_array_equal(got[1][0], got[0][0])
+        np.testing.assert_array_equal(got[1][1], got[0][1])
+
+
+def test_a_kept_grad_never_changes_when_the_next_backward_reuses_buffers(rng):
+    a, b = _leaves(rng, (3, 4), (3, 4))
+    f = gj.compile(lambda a, b: (a * b).sum())
+    f(a, b).backward()
+    kept = a.grad
+    before = kept.numpy().copy()
+    for k in range(3):
+        a.grad = b.grad = None
+        with gj.no_grad():
+            b.add_(1.0)
+        f(a, b).backward()
+        np.testing.assert_array_equal(a.grad.numpy(), b.detach().numpy())
+        assert not np.shares_memory(a.grad._data, kept._data)
+    np.testing.assert_array_equal(kept.numpy(), before)
+    first = _memory(a.grad)
+    a.grad = b.grad = None
+    f(a, b).backward()
+    assert _memory(a.grad) == first  # let go of: reused (the program's result pool)
+
+
+def test_kept_grad_is_no_view_for_autograd(rng):
+    a, b = _leaves(rng, (3, 4), (3, 4))
+    f = gj.compile(lambda a, b: (a * b).sum())
+    f(a, b).backward()
+    assert not a.grad._is_view()
+    w = gj.tensor(np.ones((3, 4), np.float32), requires_grad=True)
+    a.grad.add_(w)  # as on an eager .grad: allowed, and recorded
+    a.grad.sum().backward()
+    assert w.grad.tolist() == np.ones((3, 4)).tolist()
+
+
+@pytest.mark.parametrize("retain", [False, True])
+def test_compiled_backward_accumulates_into_existing_grads_as_eagerly(rng, retain):
+    a, b = _leaves(rng, (5,), (5,))
+    fn = lambda a, b: (a * a * b).sum()  # noqa: E731
+    got = {}
+    for name, g in (("eager", fn), ("compiled", gj.compile(fn))):
+        a.grad = b.grad = None
+        a.grad = gj.tensor(np.arange(5, dtype=np.float32))  # an existing .grad: added to
+        existing = a.grad
+        loss = g(a, b)
+        loss.backward(retain_graph=retain)
+        if retain:
+            loss.backward()
+        else:
+            with pytest.raises(gj.GraphjitError if name == "compiled" else Exception,
+                               match="second time"):
+                loss.backward()
+        assert a.grad is existing
+        got[name] = (a.grad.numpy().copy(), b.grad.numpy().copy())
+    np.testing.assert_array_equal(got["compiled"][0], got["eager"][0])
+    np.testing.assert_array_equal(got["compiled"][1], got["eager"][1])
+
+
+def test_one_gradient_reaching_two_leaves_is_not_shared(rng):
+    # The compiled backward's gradient flows into an eager add, whose VJP passes the same
+    # tensor to both of its inputs: each leaf gets a .grad of its own.
+    a, b = _leaves(rng, (4,), (4,))
+    f = gj.compile(lambda x: (x * 2.0).sum())
+    f(a + b).backward()
+    assert a.grad.tolist() == b.grad.tolist() == [2.0] * 4
+    assert not np.shares_memory(a.grad._data, b.grad._data)
+    with gj.no_grad():
+        a.grad.add_(1.0)
+    assert b.grad.tolist() == [2.0] * 4
+
+
+def test_outputs_sharing_a_buffer_give_gradients_of_their_own(rng):
+    # Two gradients of the backward program that are one value (one buffer): copied apart.
+    a, b = _leaves(rng, (4,), (4,))
+    f = gj.compile(lambda a, b: (a + b).sum())
+    f(a, b).backward()
+    assert a.grad.tolist() == b.grad.tolist() == [1.0] * 4
+    assert not np.shares_memory(a.grad._data, b.grad._data)
+
+
+def test_zero_grad_outside_a_compiled_step_matches_the_step_with_it_inside(rng):
+    model, x, y = _mlp(rng)
+    twin = _copy_model(model)
+    opt_in = gj.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    opt_out = gj.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9)
+
+    @gj.compile
+    def inside(x, y):
+        opt_in.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt_in.step()
+        return loss
+
+    @gj.compile
+    def outside(x, y):
+        loss = F.cross_entropy(twin(x), y)
+        loss.backward()
+        opt_out.step()
+        return loss
+
+    for _ in range(4):
+        l_in = inside(x, y)
+        opt_out.zero_grad()
+        l_out = outside(x, y)
+        assert l_in.item() == l_out.item()
+        for p, q in zip(model.parameters(), twin.parameters()):
+            np.testing.assert_array_equal(p.grad.numpy(), q.grad.numpy())
+            np.testing.assert_array_equal(p.detach().numpy(), q.detach().numpy())
+
+
 @pytest.mark.parametrize("clear", ["inside", "outside"])
 def test_a_call_anomaly_mode_stops_creates_no_grad(rng, clear):
     # The program ran (into a new buffer) but its gradient is not finite: nothing is written
@@ -169,10 +336,11 @@ def test_a_call_anomaly_mode_stops_creates_no_grad(rng, clear):
 # ---- CUDA (Numba's simulator in the test suite) --------------------------------------------
 
 @pytest.mark.skipif(not gj.cuda.is_available(), reason="no CUDA")
-def test_cuda_grads_created_by_a_call(rng):
+def test_cuda_grads_created_by_a_call_and_by_a_compiled_backward(rng):
     data = [rng.standard_normal(6).astype(np.float32) for _ in range(2)]
     a, b = (gj.tensor(d, device="cuda", requires_grad=True) for d in data)
     f = gj.compile(_poly)
+    fwd = gj.compile(lambda a, b: (3 * a ** 3 - b ** 2).sum())
     want = (9 * data[0] ** 2, -2 * data[1])
     for _ in range(3):
         a.grad = b.grad = None
@@ -180,3 +348,7 @@ def test_cuda_grads_created_by_a_call(rng):
         assert ga is a.grad and ga.device == "cuda"
         np.testing.assert_allclose(ga.numpy(), want[0], rtol=1e-6)
         np.testing.assert_allclose(gb.numpy(), want[1], rtol=1e-6)
+        a.grad = b.grad = None
+        fwd(a, b).backward()
+        np.testing.assert_allclose(a.grad.numpy(), want[0], rtol=1e-6)
+        np.testing.assert_allclose(b.grad.numpy(), want[1], rtol=1e-6)
