@@ -3,12 +3,19 @@
 Every implementation clears the gradients first (``a.grad = None``), so each step computes
 them fresh instead of accumulating. At least 16 bytes per element move: read a and b, write
 their gradients (Q itself need not be written).
+
+graphjit is also called in the other ways users write (issue 21): the compiled function
+without the clearing, its caller setting ``a.grad = None`` before each call; accumulating
+into the existing ``.grad`` (never cleared: 8 more bytes per element, read and written;
+``--check`` compares the mean gradient over the steps); a compiled forward returning
+``Q.sum()`` with an eager ``backward()`` outside (its compiled backward program).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .base import (GRAPHJIT_COMPILED, GRAPHJIT_EAGER, JAX_JIT, NUMPY, TORCH_COMPILE, TORCH_EAGER,
+from .base import (GRAPHJIT_ACCUMULATE, GRAPHJIT_CLEARED_OUTSIDE, GRAPHJIT_COMPILED,
+                   GRAPHJIT_EAGER, GRAPHJIT_FORWARD, JAX_JIT, NUMPY, TORCH_COMPILE, TORCH_EAGER,
                    Impl, Workload, gj_np, need_jax, need_torch, torch_np)
 
 N = 1 << 22  # 4,194,304 elements
@@ -40,6 +47,43 @@ def _graphjit(compiled):
             out["ga"], out["gb"] = fn(a, b)
 
         return step, lambda: {"a.grad": gj_np(out["ga"]), "b.grad": gj_np(out["gb"])}
+    return make
+
+
+def _graphjit_call(how):
+    """The other ways of calling the compiler (see the module docstring)."""
+    def make(init):
+        import graphjit as gj
+        a = gj.tensor(init["a"].copy(), requires_grad=True)
+        b = gj.tensor(init["b"].copy(), requires_grad=True)
+
+        @gj.compile
+        def step_fn(a, b):
+            q = 3 * a ** 3 - b ** 2
+            q.sum().backward()
+            return a.grad, b.grad
+
+        @gj.compile
+        def forward(a, b):
+            return (3 * a ** 3 - b ** 2).sum()
+
+        out = {"steps": 0}
+
+        def step():
+            if how != "accumulate":
+                a.grad = None
+                b.grad = None
+            if how == "forward":
+                forward(a, b).backward()
+                out["ga"], out["gb"] = a.grad, b.grad
+            else:
+                out["ga"], out["gb"] = step_fn(a, b)
+            out["steps"] += 1
+
+        def values():
+            n = out["steps"] if how == "accumulate" else 1  # the mean gradient
+            return {"a.grad": gj_np(out["ga"]) / n, "b.grad": gj_np(out["gb"]) / n}
+        return step, values
     return make
 
 
@@ -106,6 +150,9 @@ WORKLOAD = Workload(
     limit_note="read a, b; write a.grad, b.grad: 16 B/element",
     impls=[
         Impl(GRAPHJIT_COMPILED, _graphjit(True), graphjit=True),
+        Impl(GRAPHJIT_CLEARED_OUTSIDE, _graphjit_call("cleared"), True, pattern=True, target=1.2),
+        Impl(GRAPHJIT_ACCUMULATE, _graphjit_call("accumulate"), True, pattern=True),
+        Impl(GRAPHJIT_FORWARD, _graphjit_call("forward"), True, pattern=True),
         Impl(GRAPHJIT_EAGER, _graphjit(False), graphjit=True),
         Impl(NUMPY, _numpy),
         Impl(TORCH_EAGER, _torch(False)),
