@@ -352,3 +352,19 @@ def test_cuda_grads_created_by_a_call_and_by_a_compiled_backward(rng):
         fwd(a, b).backward()
         np.testing.assert_allclose(a.grad.numpy(), want[0], rtol=1e-6)
         np.testing.assert_allclose(b.grad.numpy(), want[1], rtol=1e-6)
+
+
+def test_returned_grad_of_an_argument_is_this_calls_arguments():
+    # [Owners passed as arguments] in jit/slot.py, for a .grad the function returns.
+    @gj.compile
+    def step(w, x):
+        w.grad = None
+        (w * x).sum().backward()
+        return w.grad
+
+    x = gj.tensor([1.0, 2.0, 3.0])
+    for k in range(3):
+        w = gj.nn.Parameter(gj.full((3,), float(k)))
+        g = step(w, x * (k + 1))
+        assert g is w.grad
+        np.testing.assert_array_equal(g.numpy(), (x * (k + 1)).numpy())
