@@ -76,13 +76,8 @@ def test_cifar_classifier_learns_digits_with_the_tutorial_network():
     assert sum(float(acc) > 50 for _, acc in per_class) >= 6
 
 
-def test_cifar_classifier_compiled_step_matches_eager():
-    compiled = run_example("cifar_classifier.py", "--epochs", "1", "--limit", "40")
-    eager = run_example("cifar_classifier.py", "--epochs", "1", "--limit", "40", "--eager")
-    assert "training step eager" in eager and "training step compiled" in compiled
-    (_, loss_c, acc_c), = CIFAR_EPOCH.findall(compiled)
-    (_, loss_e, acc_e), = CIFAR_EPOCH.findall(eager)
-    assert abs(float(loss_c) - float(loss_e)) <= 0.002 and abs(float(acc_c) - float(acc_e)) <= 1
+# The tutorial network's compiled step against eager and PyTorch's own numbers:
+# tests/programs (cifar_cnn, eager and compiled).
 
 
 TASK_ACCURACY = {task: re.compile(rf"^task {task} epoch \d+: .* test accuracy (\S+)", re.M)
