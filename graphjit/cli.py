@@ -32,12 +32,15 @@ def _cmd_ops(args) -> int:
 
 
 def _cmd_describe(args) -> int:
+    # The op's rules (graphjit.ops, which may not import the backends), then its kernels.
+    from graphjit.backend import describe_kernels
     from graphjit.ops import describe
     try:
         print(describe(args.op))
     except KeyError as e:
         print(f"graphjit describe: {e.args[0]}", file=sys.stderr)
         return 2
+    print(describe_kernels(args.op))
     return 0
 
 

@@ -3,8 +3,8 @@
 Turn it on with ``graphjit dump SCRIPT.py`` (see ``graphjit.cli``) or ``GRAPHJIT_DUMP=DIR``.
 Each traced signature of each compiled function gets a folder ``DIR/<function>_<trace>/``:
 
-    00_trace.txt 01_autodiff.txt ... 09_dce.txt   the IR after tracing and after each pass
-    10_forward.txt 11_backward.txt                 a compiled forward's two programs
+    00_trace.txt 01_autodiff.txt ... 10_memory.txt  the IR after tracing and after each pass
+    11_forward.txt 12_backward.txt                 a compiled forward's two programs
     kernels.py (or kernels_forward.py, kernels_backward.py)   the generated program, as one
                                                    module: its driver and its kernels
     graph.dot / graph.svg (forward.*, backward.*)  the final graph, drawn
@@ -20,6 +20,8 @@ import os
 import shutil
 import subprocess
 
+from .backend import target_for
+from .ir.buffers import aliases_input, peak_bytes
 from .ir.printer import format_attr, print_graph, value_names
 from .jit import lowering as _lowering
 from .shapes import numel
@@ -68,8 +70,7 @@ def stage_names() -> list:
 def write_entry(cf, entry, flat_args=None) -> str:
     """Write the folder of one traced signature of compiled function ``cf`` (with
     ``--profile``, time its kernels on this call's arguments ``flat_args``)."""
-    from .jit.lowering import backend_for
-    generate = backend_for(entry.device)[1]  # the target the program was compiled for
+    target = target_for(entry.device)  # the target the program was compiled for
     cfg = active()
     folder = os.path.join(cfg.out_dir, f"{cf.__name__}_{entry.trace_number}")
     os.makedirs(folder, exist_ok=True)
@@ -89,7 +90,7 @@ def write_entry(cf, entry, flat_args=None) -> str:
     for label, graph in programs:
         stem = "graph" if len(programs) == 1 else label
         # As the program was compiled: updates in place where legal (none in a backward).
-        source = generate(graph, graph.name, inplace=(label != "backward")).source
+        source = target.generate(graph, graph.name, inplace=(label != "backward")).source
         _write(folder, "kernels.py" if len(programs) == 1 else f"kernels_{label}.py", source)
         parts = classify(graph) if len(programs) == 1 else {n: label for n in graph.nodes}
         if "dot" in cfg.formats or "svg" in cfg.formats:
@@ -285,7 +286,7 @@ def report(cf, entry) -> str:
         names = value_names(graph)
         total_flops = total_bytes = buffers = 0
         for n in graph.nodes:
-            if n.op.name in ("reshape", "detach"):
+            if aliases_input(n.op):
                 continue
             flops, moved = n.op.cost(n.out_type, *[v.type for v in n.inputs], **n.attrs)
             total_flops += flops
@@ -296,12 +297,8 @@ def report(cf, entry) -> str:
             types = ", ".join(str(v.type) for v in n.outs)
             lines.append(f"  {result:<6} {what:<40} {types:<16} "
                          f"{_bytes(moved):>10} moved {flops:>12,} FLOPs")
-        from passes.memory import peak_bytes
-
-        from .jit.lowering import backend_for
-        generate = backend_for(entry.device)[1]
         lines.append(f"  total: {_bytes(total_bytes)} moved, {total_flops:,} FLOPs")
-        generated = generate(graph, graph.name, inplace=True)
+        generated = target_for(entry.device).generate(graph, graph.name, inplace=True)
         workspace = sum(n * dt.itemsize for n, dt in generated.slots)
         results = sum(n * dt.itemsize for n, dt in generated.result_buffers)
         lines.append(f"  peak buffer memory: {_bytes(peak_bytes(graph))} (each buffer freed "

@@ -1,4 +1,7 @@
-"""THE pass order. The dump tool prints the graph after each entry of ``DEFAULT``.
+"""THE pass order: one list per target. The dump tool prints the graph after each entry.
+
+A target names its list (``graphjit.backend.Target.pipeline``); the lists differ only in
+what the target lowers differently, and every one ends with ``memory``.
 
 - ``autodiff`` first: it expands the ``grad`` requests, and every later pass then sees the
   forward and backward graphs together (CSE shares work between them).
@@ -15,10 +18,13 @@
 - ``dce``: it removes what the passes above left without readers, including the
   gradient work no output needs, before fusion looks at who reads what.
 - ``fuse`` on the clean graph: elementwise groups become single loops;
-- ``gemm`` after it: transposes fold into matrix products, and a fused group that only
+- ``gemm`` after it (CPU only: it lowers matrix products onto BLAS calls, which the CUDA
+  target has not): transposes fold into matrix products, and a fused group that only
   post-processes a product becomes its epilogue (so it needs the groups already formed);
 - the last ``dce`` drops the ``full`` constants copied into fused bodies and the permutes
-  folded into products, now without readers.
+  folded into products, now without readers;
+- ``memory`` last, on the graph the backend compiles: it records the buffer plan (see
+  passes/memory.py).
 """
 from __future__ import annotations
 
@@ -30,17 +36,26 @@ from .decompose import decompose
 from .fuse import fuse
 from .gemm import gemm
 from .manager import PassManager
+from .memory import memory
 from .simplify import simplify
 
-DEFAULT = [autodiff, decompose, simplify, cse, batch, dce, fuse, gemm, dce]
+CPU = [autodiff, decompose, simplify, cse, batch, dce, fuse, gemm, dce, memory]
+CUDA = [autodiff, decompose, simplify, cse, batch, dce, fuse, dce, memory]
+PIPELINES = {"cpu": CPU, "cuda": CUDA}
+DEFAULT = CPU
 
 
 def run_pipeline(graph, verify: bool = False, passes=None, stats=None):
-    """Run the default pipeline (or ``passes``); return ``(graph, snapshots)``, where
-    ``snapshots`` is ``[("trace", text), (pass name, text), ...]``. With ``verify`` (or
-    ``GRAPHJIT_VERIFY=1``) the IR verifier runs after every pass. A list ``stats`` receives
-    ``(pass name, dict)`` for the passes that report statistics."""
-    manager = PassManager(DEFAULT if passes is None else passes, verify=verify)
+    """Run the default pipeline (or ``passes``: a list of passes, or the name of one in
+    ``PIPELINES``); return ``(graph, snapshots)``, where ``snapshots`` is ``[("trace",
+    text), (pass name, text), ...]``. With ``verify`` (or ``GRAPHJIT_VERIFY=1``) the IR
+    verifier runs after every pass. A list ``stats`` receives ``(pass name, dict)`` for the
+    passes that report statistics."""
+    if passes is None:
+        passes = DEFAULT
+    elif isinstance(passes, str):
+        passes = PIPELINES[passes]
+    manager = PassManager(passes, verify=verify)
     graph = manager.run(graph)
     if stats is not None:
         stats.extend(manager.stats)

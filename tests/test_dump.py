@@ -73,13 +73,13 @@ def test_one_folder_per_function_and_signature_with_every_file(dumped):
     # step: the one-shot first step and the steady state; forward: one signature.
     assert sorted(os.listdir(out)) == ["forward_1", "step_1", "step_2"]
     stages = ["00_trace", "01_autodiff", "02_decompose", "03_simplify", "04_cse", "05_batch", "06_dce",
-              "07_fuse", "08_gemm", "09_dce"]
+              "07_fuse", "08_gemm", "09_dce", "10_memory"]
     for name in ("step_1", "step_2"):
         files = set(os.listdir(out / name))
         assert {f"{s}.txt" for s in stages} <= files
         assert {"kernels.py", "graph.dot", "graph.json", "report.txt"} <= files
     files = set(os.listdir(out / "forward_1"))
-    assert {"10_forward.txt", "11_backward.txt", "kernels_forward.py", "kernels_backward.py",
+    assert {"11_forward.txt", "12_backward.txt", "kernels_forward.py", "kernels_backward.py",
             "forward.dot", "backward.dot", "forward.json", "backward.json"} <= files
     assert "compiled function step, trace 2" in r.stdout  # --report prints the reports
 
@@ -218,7 +218,7 @@ def test_lower_gives_stage_text_without_running_the_step():
 
     lowered = step.lower(gj.ones(4, 3, dtype=gj.float64))
     assert lowered.stages == ["trace", "autodiff", "decompose", "simplify", "cse", "batch", "dce", "fuse",
-                              "gemm", "dce"]
+                              "gemm", "dce", "memory"]
     assert "grad(" in lowered.as_text("trace") and "grad(" not in lowered.as_text("autodiff")
     assert "fused(" in lowered.as_text("fuse") and lowered.as_text() == lowered.as_text("dce")
     assert lowered.as_text("dce#1") != lowered.as_text("dce")

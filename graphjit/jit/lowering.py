@@ -3,7 +3,8 @@
 ``lower`` completes the traced graph (outputs, updates, roles, host inputs), runs the
 target's pass pipeline and has its backend compile the result: one program, or for a
 compiled forward two ([Forward/backward partition] in passes/partition.py; the glue is in
-forward_backward.py). ``backend_for`` says which target runs programs on a device.
+forward_backward.py). ``graphjit.backend.target_for`` says which target runs programs on
+a device.
 ``Lowered`` is what ``CompiledFunction.lower()`` returns: the IR after each stage and the
 generated source, without running or compiling anything.
 """
@@ -14,6 +15,7 @@ import functools
 import numpy as np
 
 from .. import devices
+from ..backend import target_for
 from ..tensor import Tensor
 from .forward_backward import _ForwardBackwardEntry, lower_forward_backward
 from .optimizers import _created_state
@@ -26,21 +28,11 @@ from .tracer_tensor import TracerTensor, traced_tensors
 LOWERED_HOOKS: list = []
 
 
-def backend_for(device):
-    """``(compile_graph, generate, passes)`` of the target that runs programs on ``device``
-    (``passes``: its pipeline, None for the default one)."""
-    if device.type == "cuda":
-        from ..backend import cuda as target
-        return target.compile_graph, target.generate, target.cuda_passes()
-    from ..backend import cpu as target
-    return target.compile_graph, target.generate, None
-
-
 def _generate_only(graph, name=None, fastmath=False, device=devices.CPU):
     """A stand-in for ``compile_graph`` when lowering: the generated module's text only."""
-    generate = backend_for(device)[1]
-    options = {"fastmath": fastmath} if device.type == "cpu" else {}
-    return _Generated(graph, generate(graph, name or graph.name, inplace=True, **options).source)
+    generated = target_for(device).generate(graph, name or graph.name, inplace=True,
+                                            fastmath=fastmath)
+    return _Generated(graph, generated.source)
 
 
 class _Generated:
@@ -56,11 +48,12 @@ def lower(tracer, result, *, verify: bool, fastmath: bool, assumed: Assumed = As
     """The entry of the program(s) for a finished trace whose function returned ``result``.
     ``build(graph, name=...)`` makes a program from the optimised graph (default: the
     target's ``compile_graph``, updates in place where legal)."""
-    from passes.pipeline import run_pipeline
+    from passes.pipeline import PIPELINES, run_pipeline
 
-    compile_graph, _, passes = backend_for(tracer.device)
+    target = target_for(tracer.device)
+    passes = PIPELINES[target.pipeline]
     # Updates go straight into the tensors' buffers where legal ([In-place updates]).
-    build = build or functools.partial(compile_graph, inplace=True, fastmath=fastmath)
+    build = build or functools.partial(target.compile, inplace=True, fastmath=fastmath)
     graph = tracer.graph
     _mark_state_roles(tracer)
     graph.host_inputs = _host_inputs(tracer)
@@ -83,7 +76,7 @@ def lower(tracer, result, *, verify: bool, fastmath: bool, assumed: Assumed = As
     if differentiable:
         # A compiled forward: its outputs get a grad_fn that runs a compiled backward.
         return lower_forward_backward(tracer, out_tensors, differentiable, build=build,
-                                      compile_graph=compile_graph, passes=passes,
+                                      compile_graph=target.compile, passes=passes,
                                       verify=verify, fastmath=fastmath,
                                       outputs=outputs, assumed=assumed)
     stats = []
@@ -166,9 +159,8 @@ class Lowered:
         forward's backward program)."""
         e = self.entry
         if program == "backward":
-            generate = backend_for(e.device)[1]
-            options = {"fastmath": getattr(e, "fastmath", False)} if e.device.type == "cpu" else {}
-            return generate(e.backward_graph, **options).source
+            return target_for(e.device).generate(
+                e.backward_graph, fastmath=getattr(e, "fastmath", False)).source
         return e.program.source
 
 

@@ -1,5 +1,5 @@
 """Updates computed straight into their targets' buffers (NOTE [In-place updates] in
-backend/cpu/codegen.py): which updates qualify, and that the numbers are those of the
+graphjit/ir/buffers.py): which updates qualify, and that the numbers are those of the
 interpreter with every buffer the caller passed left as it should be."""
 
 import numpy as np

@@ -92,8 +92,12 @@ def test_what_counts_as_a_pass():
 
 
 def test_the_pipeline_order():
-    order = ["autodiff", "decompose", "simplify", "cse", "batch", "dce", "fuse", "gemm", "dce"]
+    order = ["autodiff", "decompose", "simplify", "cse", "batch", "dce", "fuse", "gemm", "dce",
+             "memory"]
     assert [p.name for p in pipeline.DEFAULT] == order
+    # The CUDA target's list: the CPU's without the lowering onto BLAS calls.
+    assert pipeline.PIPELINES["cuda"] == [p for p in pipeline.CPU if p.name != "gemm"]
+    assert pipeline.DEFAULT is pipeline.PIPELINES["cpu"]
     g, snapshots = pipeline.run_pipeline(parse_graph(TEXT), verify=True)
     assert [name for name, _ in snapshots] == ["trace"] + order
     assert print_graph(g) == textwrap.dedent("""
@@ -103,6 +107,8 @@ def test_the_pipeline_order():
         }""").strip()
     g, snapshots = pipeline.run_pipeline(parse_graph(TEXT), passes=[identity])
     assert [name for name, _ in snapshots] == ["trace", "identity"]
+    g, snapshots = pipeline.run_pipeline(parse_graph(TEXT), passes="cuda")
+    assert [name for name, _ in snapshots] == ["trace"] + [n for n in order if n != "gemm"]
 
 
 # ---- layering ---------------------------------------------------------------------------------

@@ -1,13 +1,16 @@
-"""passes/memory: buffer liveness and peak bytes, on IR text and random graphs."""
+"""passes/memory and the buffer plan it records (graphjit/ir/buffers.py): liveness, peak
+bytes, workspace slots and in-place updates, on IR text and random graphs."""
 import textwrap
 
 import numpy as np
 import pytest
 
 from graphjit.ir import parse_graph
+from graphjit.ir.buffers import (assign_slots, buffer_owner, live_ranges, peak_bytes, plan_buffers,
+                                 plan_of)
 from graphjit.shapes import numel
 from passes.dce import dce
-from passes.memory import live_ranges, peak_bytes
+from passes.memory import memory
 
 from test_fuse import random_graph
 
@@ -48,7 +51,6 @@ def test_peak_is_between_the_largest_buffer_and_all_of_them(seed):
 @pytest.mark.parametrize("seed", range(60))
 def test_the_plan_never_shares_a_buffer_between_two_live_values(seed):
     from passes.fuse import fuse
-    from passes.memory import buffer_owner, plan_buffers
     rng = np.random.default_rng(seed)
     g = random_graph(rng, n_nodes=int(rng.integers(6, 30)))
     if seed % 2:
@@ -56,7 +58,7 @@ def test_the_plan_never_shares_a_buffer_between_two_live_values(seed):
     owner = buffer_owner(g)
     results = {owner[v] for v in g.outputs}
     temps = [v for n in g.nodes for v in n.outs if owner[v] is v and v not in results]
-    slot_of, slots = plan_buffers(g, temps, owner)
+    slot_of, slots = assign_slots(g, temps, owner)
     assert set(slot_of) == set(temps)
     ranges = live_ranges(g, owner)
     for v, k in slot_of.items():
@@ -72,6 +74,9 @@ def test_the_plan_never_shares_a_buffer_between_two_live_values(seed):
     # Reuse happens: fewer slots than temporaries whenever lifetimes allow it.
     if len(temps) > 3:
         assert len(slots) <= len(temps)
+    # The plan of the whole graph: its temporaries are those, slotted the same way.
+    plan = plan_buffers(g)
+    assert plan.temps == temps and plan.slot_of == slot_of and plan.slots == slots
 
 
 def test_a_chain_of_temporaries_reuses_two_slots():
@@ -84,7 +89,48 @@ def test_a_chain_of_temporaries_reuses_two_slots():
       %4 = sum(%3, dims=[0, 1], keepdim=false) : f32[]
       return %4
     }"""))
-    from passes.memory import buffer_owner, plan_buffers
     temps = [n.out for n in g.nodes[:4]]
-    slot_of, slots = plan_buffers(g, temps, buffer_owner(g))
+    slot_of, slots = assign_slots(g, temps, buffer_owner(g))
     assert len(slots) == 2 and slot_of[temps[0]] == slot_of[temps[2]]
+
+
+STEP = """
+graph step(%x: f32[4,3] {arg}, %w: f32[3,3] {param}, %m: f32[3,3] {state}, %n: f32[] {state}, %lr: f32[] {hyper}) {
+  %0 = matmul(%x, %w) : f32[4,3]
+  %1 = sum(%0, dims=[0, 1], keepdim=false) : f32[]
+  %2 = full(shape=[], value=1.0, dtype=f32) : f32[]
+  %3 = add(%n, %2) : f32[]
+  %4 = mul(%m, %lr) : f32[3,3]
+  %5 = sub(%w, %4) : f32[3,3]
+  return %1
+  update %w <- %5
+  update %n <- %3
+}"""
+
+
+def test_the_pass_records_the_plan_the_backends_read():
+    g = parse_graph(STEP)
+    g = memory.run(g)
+    plan = g.buffer_plan
+    assert plan_of(g) is plan  # what a code generator reads
+    # %5 into w's buffer (elementwise, reads w at the index it writes); %3 into n's.
+    assert {t.name for t in plan.in_place.values()} == {"w", "n"}
+    assert plan.temps == [g.nodes[i].out for i in (0, 2, 4)]  # the product, the 1, %4
+    assert memory.last_stats["in_place"] == ["n", "w"]
+    # A graph changed after the pass is planned again, never with the stale plan.
+    g.outputs = [g.nodes[0].out]
+    assert plan_of(g) is not plan and g.nodes[0].out not in plan_of(g).temps
+
+
+def test_host_values_take_no_buffer_and_are_never_updated_in_place():
+    g = parse_graph(STEP)
+    g.host_inputs = [v for v in g.inputs if v.name in ("n", "lr")]
+    plan = plan_buffers(g)
+    assert {t.name for t in plan.in_place.values()} == {"w"}  # not the host step count
+    assert g.nodes[3].out in plan.host and g.nodes[3].out not in plan.temps
+
+
+def test_every_pipeline_ends_with_the_memory_pass():
+    from passes.pipeline import PIPELINES
+    for name, passes in PIPELINES.items():
+        assert passes[-1] is memory, name

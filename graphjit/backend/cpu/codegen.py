@@ -39,19 +39,19 @@ import re
 import time
 
 import numpy as np
-from passes.memory import plan_buffers
 
 from ..._gc import paused_gc
 from ...errors import GraphjitError
-from ...ir.fused import has_reduction
 from ...ir.printer import format_node, print_graph, value_names
 from ...shapes import numel
+from ..core.buffers import ProgramBuffers
+from ..core.kernel import check_graph, needs_kernel
+from ..core.literals import np_type
 from ..source import import_module, module_file_name, write_module
 from ..writer import Namer, SourceWriter, identifier
-from . import collective, creation, fused, index, linalg, random, reduce, shape, vmath, window  # noqa: F401,E501  (emitters)
-from .elementwise import emit_elementwise, emits_generic
-from .kernel import EMITTERS, KERNEL_IMPORTS, MAY_ALIAS, MODULE_GLOBALS, KernelWriter
-from .loops import np_type
+from . import (collective, creation, elementwise, fused, index, linalg, random,  # noqa: F401
+               reduce, shape, vmath, window)  # (emitters)
+from .kernel import EMITTERS, KERNEL_IMPORTS, MODULE_GLOBALS, KernelWriter
 from .native import ADDRESS_DTYPE
 from .program import CompiledProgram
 from .workers import compile_kernels
@@ -80,12 +80,9 @@ def kernel_flags(parallel: bool, fastmath: bool) -> str:
 
 
 def emitter_for(op):
-    """The CPU emitter of ``op`` (an OpDef), or None when the backend cannot compile it."""
-    if op.name in EMITTERS:
-        return EMITTERS[op.name]
-    if emits_generic(op):
-        return emit_elementwise
-    return None
+    """The CPU emitter of ``op`` (an OpDef), or None when the backend cannot compile it (or
+    it needs no kernel: a flat view)."""
+    return EMITTERS.for_op(op)
 
 
 class GeneratedModule:
@@ -213,97 +210,13 @@ def _kernel_module(params, body, flags) -> str:
     return out.text()
 
 
-def _check_graph(graph) -> None:
-    names = value_names(graph)
-    for node in graph.nodes:
-        if node.op.name == "grad":
-            raise GraphjitError(
-                f"the graph {graph.name!r} still holds a gradient request "
-                f"({format_node(node, names)}); run the autodiff pass (passes/autodiff) to expand "
-                "it into backward nodes before compiling", op="grad")
-        if emitter_for(node.op) is None:
-            raise GraphjitError(f"the CPU backend has no emitter for op {node.op.name!r} "
-                                f"({format_node(node, names)})", op=node.op.name)
-
-
-def _buffer_owners(graph, names) -> dict:
-    """Each value -> the value whose buffer holds it: itself, or the buffer a free reshape
-    views (found by asking the emitters that may alias, kernel.MAY_ALIAS, on a scratch
-    writer: emitting every kernel twice cost 17 ms of 42 per trace of W2's step)."""
-    owner = {v: v for v in graph.inputs}
-    for node in graph.nodes:
-        alias_of = None
-        if node.op.name in MAY_ALIAS:
-            k = KernelWriter(node, "scratch", names)
-            emitter_for(node.op)(node, k)
-            alias_of = k.alias_of
-        for v in node.outs:
-            owner[v] = owner[node.inputs[alias_of]] if alias_of is not None else v
-    return owner
-
-
-def inplace_updates(graph, owner) -> dict:
-    """``{value: target input}`` for the updates whose new value can be computed straight
-    into the target's own buffer.
-
-    # NOTE: [In-place updates]
-    ``update %p <- %u`` may be computed in place when ``%u`` is a node's own result (not a
-    view of another buffer; or a reshape of one when nothing reads ``%p``) of ``%p``'s shape
-    and dtype, no other result is ``%p``'s old value, no node after ``%u``'s node ``n``
-    reads it nor can raise (index bounds checks: a program that fails has then written
-    nothing in place), and either
-    - no node reads ``%p``'s old value at all: any kernel may write its result there (a
-      gradient after ``zero_grad()``, made by a GEMM: no copy into ``.grad``), or
-    - ``n`` is an elementwise or fused node without a reduction: its loop reads every
-      buffer of ``%p``'s shape at the index it writes, so each element is read before it is
-      overwritten (a fused node with a reduction reads rows more than once). Optimizer
-      updates (``p``, ``exp_avg``, ``momentum_buffer``...) are all of this form, so a step
-      allocates nothing proportional to the parameters for them.
-    A multi-result node may compute several updates in place.
-    """
-    position = {n: i for i, n in enumerate(graph.nodes)}
-    results = list(graph.outputs) + [v for _, v in graph.updates]
-    read = {owner[v] for m in graph.nodes for v in m.inputs}  # buffers some node reads
-    found = {}
-    for target, value in graph.updates:
-        if tuple(value.shape) != tuple(target.shape) or value.dtype is not target.dtype:
-            continue
-        unread = target not in read
-        # A free reshape of a node's result (a bias gradient summed with keepdim): that
-        # result, in the target's buffer, when nothing reads the target.
-        src = owner[value] if unread else value
-        n = src.node
-        if n is None or not n.inputs or owner[src] is not src or target.role == "const":
-            continue
-        if not unread and not (n.op.name == "fused" or (n.op.kind == "elementwise"
-                                                         and n.op.name != "detach")):
-            continue
-        if not unread and n.op.name == "fused" and has_reduction(n.attrs["body"]):
-            continue
-        if any(owner[v] is target and tuple(v.shape) != tuple(value.shape) for v in n.inputs):
-            continue  # reads the target through a reshape: not at the index it writes
-        later = graph.nodes[position[n] + 1:]
-        if any(owner[v] is target for m in later for v in m.inputs):
-            continue
-        if any(m.op.kind == "index" for m in later):
-            continue
-        if any(owner[r] is target for r in results):
-            continue
-        if src in graph.outputs or value in graph.outputs:
-            continue  # an output in an input's buffer would alias it for the caller
-        if src in found or target in found.values():
-            continue  # one value updating two inputs: only one can hold it in place
-        found[src] = found[value] = target
-    return found
-
-
 def generate(graph, name: str | None = None, inplace: bool = False,
              fastmath: bool = False) -> GeneratedModule:
     """The source of the module that runs ``graph`` (no file is written, nothing compiled).
     With ``inplace``, updates are computed in their targets' buffers where legal (see
-    [In-place updates]); the driver then does not return them. ``fastmath``: see
-    FASTMATH_FLAG."""
-    _check_graph(graph)
+    [In-place updates] in graphjit/ir/buffers.py); the driver then does not return them.
+    ``fastmath``: see FASTMATH_FLAG."""
+    check_graph(graph, EMITTERS, "CPU")
     names = value_names(graph)
     namer = Namer(MODULE_GLOBALS)
     driver_name = namer.fresh(f"run_{identifier(name or graph.name)}")
@@ -313,20 +226,13 @@ def generate(graph, name: str | None = None, inplace: bool = False,
         buf[v] = namer.fresh(v.name)
         owner[v] = v
     params = list(graph.inputs)
-    owners = _buffer_owners(graph, names)
-    in_place = inplace_updates(graph, owners) if inplace else {}
-    # Buffers come from the caller (see [Buffer plan] in passes/memory.py): one per result
-    # a node computes, from the program's result pool, then the workspace slots the
+    # Buffers come from the caller (see [Buffer plan] in graphjit/ir/buffers.py): one per
+    # result a node computes, from the program's result pool, then the workspace slots the
     # temporaries share.
-    results = list(graph.outputs) + [v for t, v in graph.updates if in_place.get(v) is not t]
-    result_buffers = []
-    for v in results:
-        if owners[v].node is not None and owners[v] not in result_buffers:
-            result_buffers.append(owners[v])
-    temps = [v for n in graph.nodes for v in n.outs
-             if owners[v] is v and v not in result_buffers and v not in in_place]
-    slot_of, slots = plan_buffers(graph, temps, owners)
-    result_params = {v: namer.fresh(f"r{j}") for j, v in enumerate(result_buffers)}
+    buffers = ProgramBuffers(graph, inplace)
+    in_place, results = buffers.in_place, buffers.results
+    slot_of, slots = buffers.slot_of, buffers.slots
+    result_params = {v: namer.fresh(f"r{j}") for j, v in enumerate(buffers.result_buffers)}
     slot_params = [namer.fresh(f"w{j}") for j in range(len(slots))]
 
     kernels, by_text = [], {}
@@ -336,6 +242,12 @@ def generate(graph, name: str | None = None, inplace: bool = False,
     table_param = namer.fresh("kernels")
     driver = SourceWriter(indent=1)
     for i, node in enumerate(graph.nodes):
+        if not needs_kernel(node.op):  # a flat view: its input's buffer ([Flat buffers])
+            src = node.inputs[0]
+            buf[node.out], owner[node.out] = buf[src], owner[src]
+            driver.line(f"# {format_node(node, names)}")
+            driver.line(f"#   (no kernel: the buffer of {buf[src]} as is)")
+            continue
         k = KernelWriter(node, kernel_names[i], names)
         # An update computed in place that reads its target writes through that same
         # parameter: LLVM's runtime check that the output does not overlap an input would
@@ -352,13 +264,8 @@ def generate(graph, name: str | None = None, inplace: bool = False,
         emitter_for(node.op)(node, k)
         threaded_blas = threaded_blas or k.threaded_blas
         driver.line(f"# {k.ir_line}")
-        if k.alias_of is not None:
-            src = node.inputs[k.alias_of]
-            buf[node.out], owner[node.out] = buf[src], owner[src]
-            driver.line(f"#   (no kernel: the buffer of {buf[src]} as is)")
-            continue
         out_vars = []
-        for v in node.outs:
+        for j, v in enumerate(node.outs):
             n, dtype = numel(v.shape), np_type(v.dtype)
             if v in in_place:
                 var = buf[in_place[v]]
@@ -372,13 +279,11 @@ def generate(graph, name: str | None = None, inplace: bool = False,
                     slot = slot_of[v]
                     whole = slots[slot][1] == n
                     driver.line(f"{var} = {slot_params[slot]}{'' if whole else f'[:{n}]'}")
-            if k.fill_value is not None:
-                driver.line(f"{var}[:] = {k.fill_value}")
-            elif k.zero_output:
-                driver.line(f"{var}[:] = 0")
+            if j in k.fills:
+                driver.line(f"{var}[:] = {k.fills[j]}")
             buf[v], owner[v] = var, v
             out_vars.append(var)
-        if k.fill_value is not None:
+        if k.no_kernel:
             continue
         kernel_params = k.ins + [name for name, w in zip(k.outs, writes_input) if w is None]
         text = _kernel_module(kernel_params, k.body, kernel_flags(k.parallel, fastmath))
@@ -401,7 +306,7 @@ def generate(graph, name: str | None = None, inplace: bool = False,
         returned = ["0"]  # a program whose only effects are in-place updates
     driver.line(f"return ({', '.join(returned)}{',' if len(returned) == 1 else ''})")
 
-    driver_params = ([buf[v] for v in params] + [result_params[v] for v in result_buffers]
+    driver_params = ([buf[v] for v in params] + [result_params[v] for v in buffers.result_buffers]
                      + slot_params + [table_param])
     driver_code = [f"@njit({DRIVER_FLAGS})", f"def {driver_name}({', '.join(driver_params)}):"]
     driver_code += driver.lines
@@ -468,19 +373,18 @@ def generate(graph, name: str | None = None, inplace: bool = False,
     out.lines_from("\n".join(driver_code))
     module = GeneratedModule(out.text(), driver_name, params, results, module_source,
                              [kernel.module_source for kernel in kernels])
-    module.result_buffers = [(numel(v.shape), v.dtype) for v in result_buffers]
+    module.result_buffers = buffers.result_types()
     # Per address-table entry: the kernel's name in the program module, its argument dtypes
     # and a guess of its compile time (the order workers take kernels in: see [Parallel
     # kernel compilation] in workers.py; parfor lowering makes parallel kernels the dearest).
     module.kernel_table = [(kernel.name, dtypes, len(kernel.body) * (4 if kernel.parallel else 1))
                            for kernel, dtypes in table_index]
-    module.slots = [(n, dtype) for dtype, n in slots]
+    module.slots = buffers.slot_types()
     # What the program's calls may run on threads: see [Threads under load] in threads.py.
     module.parallel = any(kernel.parallel for kernel in kernels)
     module.threaded_blas = threaded_blas
     # Update position -> index of its target among the inputs, for updates done in place.
-    module.in_place = {j: params.index(t) for j, (t, v) in enumerate(graph.updates)
-                       if in_place.get(v) is t}
+    module.in_place = buffers.in_place_positions()
     return module
 
 

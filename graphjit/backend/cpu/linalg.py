@@ -9,20 +9,20 @@ from __future__ import annotations
 
 from ..._blas import GEMM_SINGLE_THREAD_MAX
 from ...shapes import numel
+from ..core.indexing import affine, c_strides
+from ..core.linalg import batch_strides, matmul_sizes
 from .kernel import emits
-from .loops import affine, broadcast_strides, c_strides, coalesce, loop_nest
+from .loops import coalesce, loop_nest
 
 
 @emits("matmul")
 def emit_matmul(node, k) -> None:
     a, b = node.inputs
-    out_shape = tuple(node.out.shape)
-    m, kk, n = a.shape[-2], a.shape[-1], b.shape[-1]
-    batch = out_shape[:-2]
-    if numel(out_shape) == 0:
+    m, kk, n, batch = matmul_sizes(node)
+    if numel(node.out.shape) == 0:
         return
     if kk == 0:
-        k.zero_output = True  # a sum over nothing
+        k.fill("0")  # a sum over nothing
         return
     if not a.dtype.is_floating_point:
         _emit_loops(node, k, m, kk, n, batch)
@@ -48,8 +48,7 @@ def emit_matmul(node, k) -> None:
 
 def _batch_strides(a, b, batch, m, kk, n):
     """Coalesced batch loop and the element offsets of each operand's matrix per batch index."""
-    sa = tuple(s * m * kk for s in broadcast_strides(a.shape[:-2], batch))
-    sb = tuple(s * kk * n for s in broadcast_strides(b.shape[:-2], batch))
+    sa, sb = batch_strides(a, b, batch, m, kk, n)
     so = tuple(s * m * n for s in c_strides(batch))
     return coalesce(batch, [sa, sb, so])
 

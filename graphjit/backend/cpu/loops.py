@@ -1,36 +1,13 @@
-"""Static index arithmetic shared by the emitters: strides, dim coalescing, loop nests.
+"""CPU loop nests: dim coalescing, ``for`` loops over a shape, parallel chunks.
 
 Shapes are static, so every loop bound and stride is a constant in the generated source
-(see [Flat buffers] in kernel.py). An operand is described per loop dim by its stride
-(0 for a broadcast dim); its element is ``buf[base + i0 * s0 + i1 * s1 ...]``.
+(the index arithmetic both targets share is in core/indexing.py).
 """
 from __future__ import annotations
 
 import contextlib
-import math
-
-import numpy as np
 
 from ...shapes import numel
-
-
-def c_strides(shape) -> tuple:
-    """Element strides of a C-contiguous array of ``shape``."""
-    strides, acc = [], 1
-    for n in reversed(tuple(shape)):
-        strides.append(acc)
-        acc *= n
-    return tuple(reversed(strides))
-
-
-def broadcast_strides(in_shape, out_shape) -> tuple:
-    """Strides of a C-contiguous ``in_shape`` read along the dims of ``out_shape`` by NumPy
-    broadcasting: missing leading dims and size-1 dims get stride 0."""
-    in_shape, out_shape = tuple(in_shape), tuple(out_shape)
-    lead = len(out_shape) - len(in_shape)
-    own = c_strides(in_shape)
-    return tuple(0 if d < lead or in_shape[d - lead] == 1 else own[d - lead]
-                 for d in range(len(out_shape)))
 
 
 def coalesce(shape, strides_list):
@@ -54,19 +31,6 @@ def coalesce(shape, strides_list):
     new_shape = tuple(n for n, _ in merged)
     new_strides = [tuple(st[i] for _, st in merged) for i in range(len(strides_list))]
     return new_shape, new_strides
-
-
-def affine(base: int, terms) -> str:
-    """``base + v0 * s0 + ...`` as source text; ``terms`` are (var or None, stride) pairs.
-    A None var (a loop of one trip) or a zero stride contributes nothing."""
-    parts = []
-    for var, stride in terms:
-        if var is None or stride == 0:
-            continue
-        parts.append(var if stride == 1 else f"{var} * {stride}")
-    if base or not parts:
-        parts.append(str(base))
-    return " + ".join(parts)
 
 
 # NOTE: [Parallel loops]
@@ -164,51 +128,3 @@ def loop_nest(k, shape, hint: str = "i", parallel: bool = False, chunk_start=Non
     for var in names:
         if var is not None:
             k.release(var)
-
-
-# ---- literals -------------------------------------------------------------------------------
-
-_NP_NAME = {"float32": "np.float32", "float64": "np.float64", "int64": "np.int64",
-            "bool": "np.bool_"}
-
-
-def np_type(dtype) -> str:
-    """The NumPy scalar type of a graphjit dtype, as generated source (``np.float32``)."""
-    return _NP_NAME[dtype.name]
-
-
-def literal(value, dtype) -> str:
-    """``value`` as a source literal of ``dtype``, so float32 code stays float32.
-
-    ``0.5`` -> ``np.float32(0.5)`` for f32 and ``0.5`` for f64 (a Python float is float64
-    in Numba); ints for i64; ``True``/``False`` for bool; ``np.inf``/``np.nan`` spelled out.
-    """
-    if dtype.name == "bool":
-        return repr(bool(value))
-    if dtype.name == "int64":
-        if isinstance(value, float) and not math.isfinite(value):
-            return _float_text(value)  # no int64 inf: keep the float (NumPy would raise)
-        return repr(int(value))
-    text = _float_text(float(value))
-    return f"np.float32({text})" if dtype.name == "float32" else text
-
-
-def _float_text(value: float) -> str:
-    if math.isnan(value):
-        return "np.nan"
-    if math.isinf(value):
-        return "np.inf" if value > 0 else "-np.inf"
-    return repr(float(value))
-
-
-def min_value(dtype) -> str:
-    """The identity of ``max`` for ``dtype`` as a literal."""
-    if dtype.is_floating_point:
-        return literal(-math.inf, dtype)
-    return repr(int(np.iinfo(np.int64).min))
-
-
-def max_value(dtype) -> str:
-    if dtype.is_floating_point:
-        return literal(math.inf, dtype)
-    return repr(int(np.iinfo(np.int64).max))

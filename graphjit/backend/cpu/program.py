@@ -1,36 +1,34 @@
 """``CompiledProgram``: the Python side of a compiled CPU program (inputs in, results out).
 
 ``codegen.compile_graph`` builds one from the generated driver; this module holds what
-runs on every call: the input checks, the result pool and the workspace.
+runs on every call beyond what both targets' programs do (core/program.py): the result
+pool, the workspace and the choice of threads.
 """
 from __future__ import annotations
 
 import itertools
 import sys
-import threading
 
 import numpy as np
 
-from ...errors import DTypeError, ShapeError
+from ..core.program import Program
 from .threads import ThreadChoice
 
 # Result arrays a program keeps for reuse, per result (see CompiledProgram).
 POOLED_RESULTS = 2
 
 
-class CompiledProgram:
-    """A compiled graph: ``program(inputs) -> (outputs, updates)``, like ``ir.run_graph``.
+class CompiledProgram(Program):
+    """A compiled graph: ``program(inputs) -> (outputs, updates)``, like ``ir.run_graph``
+    (see core/program.py).
 
-    ``inputs`` holds one array per graph input whose role is not "const", in graph order;
-    const inputs come from ``graph.constants``, held by the program. Results are fresh
-    arrays (or views of each other where the graph reshapes one value into another);
-    nothing is written back, except by a program compiled with ``inplace=True``: its
-    updates may be computed into the target input's array (see [In-place updates]), and
-    the update returned is then that array. ``source`` is the generated module's text,
-    ``path`` its file.
+    Results are fresh arrays (or views of each other where the graph reshapes one value into
+    another); nothing is written back, except by a program compiled with ``inplace=True``:
+    its updates may be computed into the target input's array (see [In-place updates]), and
+    the update returned is then that array.
 
     The program owns the buffers its driver computes into ([Buffer plan] in
-    passes/memory.py): the workspace of its temporaries, allocated on the first call and
+    graphjit/ir/buffers.py): the workspace of its temporaries, allocated on the first call and
     reused by every later one, and a pool of result arrays: a result array comes back to
     the pool, and is written again by the next call, only once nothing outside the
     program refers to it (its reference count says so, views included), so a caller never
@@ -42,42 +40,21 @@ class CompiledProgram:
     """
 
     def __init__(self, graph, name, generated, path, driver, kernel_table, compile_seconds):
-        self.graph = graph
-        self.name = name
-        self.source = generated.source
-        self.path = path
-        self.compile_seconds = compile_seconds
+        super().__init__(graph, name, generated, path, compile_seconds)
         self._driver = driver
         # The driver's last argument: its kernels' addresses ([Kernel calls by address]).
         self._kernel_table = kernel_table
-        # Inputs (non-const graph inputs) in driver-argument order; the consts' flat data
-        # with their driver-argument positions (see run_trusted).
-        self._args = [v for v in generated.params if v.role != "const"]
-        self._arg_types = [(v.dtype.np, tuple(v.shape)) for v in self._args]
+        # The consts' flat data with their driver-argument positions (see run_trusted).
         self._const_at = [(j, _flat(np.asarray(graph.constants[v], dtype=v.dtype.np)))
                           for j, v in enumerate(generated.params) if v.role == "const"]
-        self._n_out = len(graph.outputs)
-        self.output_shapes = [tuple(v.shape) for v in generated.results[:self._n_out]]
-        self._update_shapes = [tuple(v.shape) for _, v in graph.updates]
-        self._result_types = [(n, dtype.np) for n, dtype in generated.result_buffers]
-        self._slot_types = [(n, dtype.np) for n, dtype in generated.slots]
         self._pool = [None] * len(self._result_types)
-        self._workspace = None
         self._last_buffers = None  # the list of the previous call's buffers (see _buffers)
         self._n_results = len(self._result_types)
         self._free = [3] * self._n_results
-        self._lock = threading.Lock()
-        self._in_place = generated.in_place  # update position -> driver argument position
-        self.update_plan = update_plan(generated, self._n_out, len(self._update_shapes))
         # How many threads each call runs its loops and GEMMs on ([Threads under load] in
         # threads.py); None: nothing to choose, the libraries' settings hold.
         self.threads = ThreadChoice.for_program(getattr(generated, "parallel", False),
                                                 getattr(generated, "threaded_blas", False))
-
-    @property
-    def workspace_bytes(self) -> int:
-        """Bytes of the workspace the temporaries share (allocated on the first call)."""
-        return sum(n * np.dtype(dt).itemsize for n, dt in self._slot_types)
 
     def _buffers(self) -> list:
         last = self._last_buffers
@@ -128,18 +105,9 @@ class CompiledProgram:
             return arr.reshape(-1), False
         return _flat(arr), True
 
-    def _input_error(self, i, arr):
-        v = self._args[i]
-        error = DTypeError if arr.dtype != v.dtype.np else ShapeError
-        return error(f"program {self.name}: input %{v.name} expects {v.type}, got "
-                     f"{arr.dtype}{list(arr.shape)}")
-
     def __call__(self, inputs):
         inputs = list(inputs)
-        if len(inputs) != len(self._args):
-            wanted = ", ".join(f"%{v.name}: {v.type}" for v in self._args)
-            raise ShapeError(f"program {self.name} takes {len(self._args)} inputs ({wanted}), "
-                             f"got {len(inputs)}")
+        self._check_count(inputs)
         args = []
         for i, (arr, (dtype, shape)) in enumerate(zip(inputs, self._arg_types)):
             # What flat_input does, inline (this runs for every input of every call).
@@ -149,13 +117,7 @@ class CompiledProgram:
                 raise self._input_error(i, arr)
             flags = arr.flags
             args.append(arr.reshape(-1) if flags.c_contiguous and flags.writeable else _flat(arr))
-        results = self.run_trusted(args)
-        outputs = [r.reshape(s) for r, s in zip(results, self.output_shapes)]
-        if not self.update_plan:
-            return outputs, []
-        updates = [(args[k] if where == "input" else results[k]).reshape(shape)
-                   for (where, k), shape in zip(self.update_plan, self._update_shapes)]
-        return outputs, updates
+        return self._finish(args, self.run_trusted(args))
 
     def run_trusted(self, args):
         """Run the driver on ``args`` as they are: the flat results, in the driver's order
@@ -178,24 +140,6 @@ class CompiledProgram:
                 return self._driver(*args, *self._buffers())
             return self.threads.run(self._driver, *args, *self._buffers())
 
-    def __repr__(self) -> str:
-        return f"<CompiledProgram {self.name} at {self.path}>"
-
-
-def update_plan(generated, n_out: int, n_updates: int) -> list:
-    """Per update: ("input", k), written in place into input k (counted among the non-const
-    inputs), or ("result", k), the driver's result k (the CPU and CUDA programs alike)."""
-    input_index = {j: k for k, j in enumerate(j for j, v in enumerate(generated.params)
-                                              if v.role != "const")}
-    plan = []
-    k = n_out
-    for j in range(n_updates):
-        if j in generated.in_place:
-            plan.append(("input", input_index[generated.in_place[j]]))
-        else:
-            plan.append(("result", k))
-            k += 1
-    return plan
 
 
 def _flat(arr: np.ndarray) -> np.ndarray:

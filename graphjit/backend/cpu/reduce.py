@@ -7,13 +7,16 @@ kept dims (``f32[2,3,4]`` over dims (1, 2) is kept 2 x reduced 12), then:
   runs pairwise, which is about as accurate);
 - innermost run kept ("outer"): the output row is initialised to the identity and each
   input row is combined into it, like ``out[:] += x[r, :]``, a loop that vectorises.
-``keepdim`` changes only the output's shape, which flat buffers do not see.
+``keepdim`` changes only the output's shape, which flat buffers do not see. Combining and
+start values are the targets' shared ones (core/reduce.py).
 """
 from __future__ import annotations
 
 from ...shapes import numel
+from ..core.indexing import affine, c_strides
+from ..core.reduce import argmax_step, combine, identity
 from .kernel import emits
-from .loops import affine, c_strides, literal, loop_nest, max_value, min_value
+from .loops import loop_nest
 
 
 def _groups(shape, dims):
@@ -30,15 +33,6 @@ def _groups(shape, dims):
     return groups
 
 
-def combine(op_name, target, value) -> list:
-    """Statements folding ``value`` into ``target``. amax/amin propagate NaN like NumPy:
-    once the accumulator is NaN no comparison is true, so it stays NaN."""
-    if op_name == "sum":
-        return [f"{target} += {value}"]
-    cmp = ">" if op_name == "amax" else "<"
-    return [f"if {value} {cmp} {target} or {value} != {value}:", f"    {target} = {value}"]
-
-
 def accumulate_statements(op_name, target, value, in_dtype, in_buffer=False) -> list:
     """Statements folding ``value`` into the accumulator ``target`` inside a fused loop.
 
@@ -53,17 +47,6 @@ def accumulate_statements(op_name, target, value, in_dtype, in_buffer=False) -> 
     if op_name == "sum" and in_buffer:
         return [f"{target} = {target} + {value}"]
     return combine(op_name, target, value)
-
-
-def identity(op_name, in_dtype, accumulate: bool) -> str:
-    """The accumulator's start value; ``accumulate``: a scalar accumulator (float32 sums
-    accumulate in float64)."""
-    if op_name == "sum":
-        if not in_dtype.is_floating_point:
-            return "0"
-        # A Python float is float64 in Numba: float32 sums accumulate in float64.
-        return "0.0" if accumulate else literal(0.0, in_dtype)
-    return min_value(in_dtype) if op_name == "amax" else max_value(in_dtype)
 
 
 @emits("sum", "amax", "amin")
@@ -128,8 +111,5 @@ def emit_argmax(node, k) -> None:
         r = k.fresh("r")
         with k.block(f"for {r} in range(1, {n}):"):
             k.line(f"{v} = {k.ins[0]}[{affine(0, base + [(r, inner)])}]")
-            # The first maximum wins; a NaN is the maximum and the first NaN wins (NumPy).
-            with k.block(f"if {v} > {best} or ({v} != {v} and {best} == {best}):"):
-                k.line(f"{best} = {v}")
-                k.line(f"{at} = {r}")
+            argmax_step(k, v, best, at, r)
         k.line(f"{k.out}[{affine(0, [(a, inner), (b, 1)])}] = {at}")

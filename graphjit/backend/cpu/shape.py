@@ -1,12 +1,13 @@
-"""Movement ops. ``reshape`` is free (see [Flat buffers] in kernel.py); ``permute``,
+"""Movement ops. ``reshape`` is free (see [Flat buffers] in graphjit/ir/buffers.py); ``permute``,
 ``expand`` and ``slice`` are copies that read the input with per-dim strides
 (``expand``: stride 0 on broadcast dims; ``slice``: stride times step, from a start
 offset); ``slice_backward`` and ``cat`` write their input(s) into a region of the output.
 """
 from __future__ import annotations
 
+from ..core.indexing import affine, broadcast_strides, c_strides, slice_region
 from .kernel import emits
-from .loops import affine, broadcast_strides, c_strides, coalesce, loop_nest
+from .loops import coalesce, loop_nest
 
 
 def strided_copy(k, shape, dst, dst_base, dst_strides, src, src_base, src_strides) -> None:
@@ -15,11 +16,6 @@ def strided_copy(k, shape, dst, dst_base, dst_strides, src, src_base, src_stride
     shape, (ds, ss) = coalesce(shape, [dst_strides, src_strides])
     with loop_nest(k, shape) as idx:
         k.line(f"{dst}[{affine(dst_base, zip(idx, ds))}] = {src}[{affine(src_base, zip(idx, ss))}]")
-
-
-@emits("reshape", may_alias=True)
-def emit_reshape(node, k) -> None:
-    k.alias(0)
 
 
 @emits("permute")
@@ -37,16 +33,9 @@ def emit_expand(node, k) -> None:
                  k.ins[0], 0, broadcast_strides(node.inputs[0].shape, out_shape))
 
 
-def _slice_region(shape, starts, steps):
-    """Base offset and per-dim strides of the sliced region in a C-contiguous ``shape``."""
-    strides = c_strides(shape)
-    base = sum(a * s for a, s in zip(starts, strides))
-    return base, [s * c for s, c in zip(strides, steps)]
-
-
 @emits("slice")
 def emit_slice(node, k) -> None:
-    base, strides = _slice_region(node.inputs[0].shape, node.attrs["starts"], node.attrs["steps"])
+    base, strides = slice_region(node.inputs[0].shape, node.attrs["starts"], node.attrs["steps"])
     out_shape = node.out.shape
     strided_copy(k, out_shape, k.out, 0, c_strides(out_shape), k.ins[0], base, strides)
 
@@ -54,8 +43,8 @@ def emit_slice(node, k) -> None:
 @emits("slice_backward")
 def emit_slice_backward(node, k) -> None:
     # Zeros everywhere but the sliced region, which receives the gradient.
-    k.zero_output = True
-    base, strides = _slice_region(node.out.shape, node.attrs["starts"], node.attrs["steps"])
+    k.fill("0")
+    base, strides = slice_region(node.out.shape, node.attrs["starts"], node.attrs["steps"])
     g_shape = node.inputs[0].shape
     strided_copy(k, g_shape, k.out, base, strides, k.ins[0], 0, c_strides(g_shape))
 

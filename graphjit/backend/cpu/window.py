@@ -25,8 +25,9 @@ from __future__ import annotations
 import contextlib
 
 from ...shapes import numel
+from ..core.literals import literal
 from .kernel import emits
-from .loops import literal, parallel_chunks, parallel_min_elements
+from .loops import parallel_chunks, parallel_min_elements
 
 
 def _window_nest(k, n_planes, kernel, dilation, stride, padding, size, counts, body_valid,
@@ -103,7 +104,7 @@ def emit_fold(node, k) -> None:
     n, c = node.inputs[0].shape[:2]
     counts = tuple(node.inputs[0].shape[4:])
     sw = a["stride"][1]
-    k.zero_output = True
+    k.fill("0")
     if numel(node.inputs[0].shape) == 0:
         return
 

@@ -32,12 +32,13 @@ Host nodes (0-d scalar work on CPU values: hyperparameters, a step count) run in
 through the op's NumPy kernel, and kernels take host values by value: see [Host scalars] in
 graphjit/ir/host.py.
 
-The graph is the CPU target's fused graph (the pipeline without ``gemm``, a CPU lowering
-onto BLAS; see ``CUDA_PASSES``), so both targets fuse the same groups; buffers follow the
-same plan (results, in-place updates, workspace slots shared by temporaries: [Buffer plan]
-in passes/memory.py), all device arrays. The driver runs on the host: each launch is
-asynchronous, so a step's kernels queue up on the GPU back to back, and nothing comes back
-to the host unless a kernel may flag an index error (see [CUDA kernels] in emit.py).
+The graph is the CPU target's fused graph (its pass list is the CPU's without ``gemm``, a
+CPU lowering onto BLAS: passes/pipeline.py), so both targets fuse the same groups; buffers
+follow the same plan (results, in-place updates, workspace slots shared by temporaries:
+[Buffer plan] in graphjit/ir/buffers.py), all device arrays. The driver runs on the host:
+each launch is asynchronous, so a step's kernels queue up on the GPU back to back, and
+nothing comes back to the host unless a kernel may flag an index error (see [CUDA kernels]
+in kernel.py).
 """
 from __future__ import annotations
 
@@ -46,31 +47,23 @@ import time
 
 import numpy as np
 
-from passes.memory import plan_buffers
-
-from ...errors import GraphjitError
-from ...ir.host import host_nodes, host_values
+from ...ir.host import host_nodes
 from ...ir.printer import format_attr, format_node, print_graph, value_names
 from ...shapes import numel
-from ..cpu.codegen import inplace_updates
+from ..core.buffers import ProgramBuffers
+from ..core.kernel import check_graph, needs_kernel
 from ..source import import_module, module_file_name, write_module
 from ..writer import Namer, SourceWriter, identifier
 from . import runtime
-from . import random, window  # noqa: F401  (emitters)
-from .emit import ALIAS_OPS, CudaKernelWriter, emitter_for
+from . import (creation, elementwise, fused, index, linalg, random, reduce, shape,  # noqa: F401
+               window)  # (emitters)
+from .kernel import EMITTERS, CudaKernelWriter
 from .program import CudaProgram
 from .simmath import IEEE_MATH
 
 KERNEL_STEM = "kernel"
 KERNEL_FLAGS = "cache=True"
 DRIVER_GLOBALS = ("np", "fill", "copy_array", "check_flag", "host_op", "import_sibling")
-
-
-def cuda_passes():
-    """The pass pipeline of the CUDA target: the CPU's without ``gemm`` (which lowers matrix
-    products onto BLAS calls with fused epilogues)."""
-    from passes.pipeline import DEFAULT
-    return [p for p in DEFAULT if p.name != "gemm"]
 
 
 class GeneratedCudaModule:
@@ -96,38 +89,20 @@ class GeneratedCudaModule:
         self.fresh_outputs = []    # per output: in a buffer no other result shares
 
 
-def _check_graph(graph) -> None:
-    names = value_names(graph)
-    for node in graph.nodes:
-        if node.op.name == "grad":
-            raise GraphjitError(f"the graph {graph.name!r} still holds a gradient request "
-                                f"({format_node(node, names)}); run passes/autodiff first",
-                                op="grad")
-        if emitter_for(node.op) is None:
-            raise GraphjitError(f"the CUDA backend has no kernel for op {node.op.name!r} "
-                                f"({format_node(node, names)})", op=node.op.name)
+def emitter_for(op):
+    """The CUDA emitter of ``op`` (an OpDef), or None when the backend cannot compile it (or
+    it needs no kernel: a flat view)."""
+    return EMITTERS.for_op(op)
 
 
-def _owners(graph) -> dict:
-    owner = {v: v for v in graph.inputs}
-    for node in graph.nodes:
-        for v in node.outs:
-            owner[v] = owner[node.inputs[0]] if node.op.name in ALIAS_OPS else v
-    return owner
-
-
-def _inplace_updates(graph, owners, host) -> dict:
-    """The CPU target's in-place updates ([In-place updates] in backend/cpu/codegen.py),
-    less those of a value smaller than its kernel's largest result (an optimizer's 0-d
-    step count beside its parameters): every thread reads such a target, and the one
-    writing it would race the others' reads (the CPU loop reads it once, before). Host
-    values are never computed in place either: the driver makes them (see [Host scalars])."""
-    found = inplace_updates(graph, owners)
-    # (``found`` may map a value and the node result it views to one target: drop both.)
-    dropped = {t for v, t in found.items()
-               if v.node is not None and numel(v.shape) < max(numel(o.shape) for o in v.node.outs)}
-    dropped |= {t for v, t in found.items() if v in host or t in host}
-    return {v: t for v, t in found.items() if t not in dropped}
+def _refused_in_place(in_place) -> set:
+    """The targets of legal in-place updates ([In-place updates] in graphjit/ir/buffers.py)
+    that a CUDA kernel cannot compute in place: those of a value smaller than its kernel's
+    largest result (an optimizer's 0-d step count beside its parameters), since every
+    thread reads such a target, and the one writing it would race the others' reads (the
+    CPU loop reads it once, before)."""
+    return {t for v, t in in_place.items()
+            if v.node is not None and numel(v.shape) < max(numel(o.shape) for o in v.node.outs)}
 
 
 def _host_call(node) -> str:
@@ -166,25 +141,17 @@ def _kernel_module(params, body) -> str:
 
 def generate(graph, name: str | None = None, inplace: bool = False) -> GeneratedCudaModule:
     """The texts of the CUDA program of ``graph`` (nothing written or compiled)."""
-    _check_graph(graph)
+    check_graph(graph, EMITTERS, "CUDA")
     names = value_names(graph)
     gen = GeneratedCudaModule()
     namer = Namer(DRIVER_GLOBALS)
     gen.driver_name = namer.fresh(f"run_{identifier(name or graph.name)}")
     buf = {v: namer.fresh(v.name) for v in graph.inputs}
-    owners = _owners(graph)
     on_host = host_nodes(graph)
-    host = host_values(graph, on_host)
-    in_place = _inplace_updates(graph, owners, host) if inplace else {}
-    results = list(graph.outputs) + [v for t, v in graph.updates if in_place.get(v) is not t]
-    result_buffers = []
-    for v in results:
-        if owners[v].node is not None and owners[v] not in result_buffers and v not in host:
-            result_buffers.append(owners[v])
-    temps = [v for n in graph.nodes for v in n.outs
-             if owners[v] is v and v not in result_buffers and v not in in_place
-             and v not in host]
-    slot_of, slots = plan_buffers(graph, temps, owners)
+    buffers = ProgramBuffers(graph, inplace, refuse=_refused_in_place)
+    owners, host, in_place = buffers.owner, buffers.host, buffers.in_place
+    results, result_buffers = buffers.results, buffers.result_buffers
+    temps, slot_of = buffers.temps, buffers.slot_of
     result_params = {v: namer.fresh(f"r{j}") for j, v in enumerate(result_buffers)}
     temp_params = {}
     for v in temps:
@@ -207,12 +174,12 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
             driver.line(f"{buf[node.out]} = {hname}({', '.join(buf[v] for v in node.inputs)})"
                         "  # on the host")
             continue
-        k = CudaKernelWriter(node, kernel_names[i])
-        emitter_for(node.op)(node, k)
-        if k.alias_of is not None:
+        if not needs_kernel(node.op):  # a flat view: its input's buffer ([Flat buffers])
             buf[node.out] = buf[node.inputs[0]]
             driver.line(f"#   (no kernel: the buffer of {buf[node.out]} as is)")
             continue
+        k = CudaKernelWriter(node, kernel_names[i])
+        emitter_for(node.op)(node, k)
         out_vars = []
         for v in node.outs:
             if v in in_place:
@@ -252,7 +219,7 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
                           + ([(np.dtype(np.int32), True)] if k.errors else []))
         if signature not in signatures:
             signatures.append(signature)
-        launch = (kname, k.grid, k.block)
+        launch = (kname, k.grid, k.threads)
         if launch not in launchers:
             launchers[launch] = namer.fresh(f"{kname}_at")
         driver.line(f"{launchers[launch]}({', '.join(args)})")
@@ -297,25 +264,25 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
             for line in host_ops:
                 out.line(line)
 
-    out = SourceWriter()
-    header(out, "")
-    for text in kernels:
-        kname, file_name, ir_lines, _ = by_text[text]
+    def module(what, kernel_lines) -> str:
+        out = SourceWriter()
+        header(out, what)
+        for text in kernels:
+            kernel_lines(out, text, *by_text[text][:3])
+        launch_section(out)
+        host_section(out)
+        out.line()
+        out.line()
+        out.lines_from("\n".join(driver_code))
+        return out.text()
+
+    def kernel_import(out, text, kname, file_name, ir_lines):
         out.line()
         for line in ir_lines:
             out.line(f"# {line}")
         out.line(f'{kname} = import_sibling(__file__, "{file_name}").k')
-    launch_section(out)
-    host_section(out)
-    out.line()
-    out.line()
-    out.lines_from("\n".join(driver_code))
-    gen.module_source = out.text()
 
-    out = SourceWriter()
-    header(out, ": the program as one module, to read")
-    for text in kernels:
-        kname, file_name, ir_lines, _ = by_text[text]
+    def kernel_written_out(out, text, kname, file_name, ir_lines):
         out.line()
         out.line()
         out.line(f"# {file_name}")
@@ -323,30 +290,25 @@ def generate(graph, name: str | None = None, inplace: bool = False) -> Generated
             out.line(f"# {line}")
         body = text[text.index("@cuda.jit"):].replace("def k(", f"def {kname}(", 1)
         out.lines_from(body.rstrip())
-    launch_section(out)
-    host_section(out)
-    out.line()
-    out.line()
-    out.lines_from("\n".join(driver_code))
-    gen.source = out.text()
+
+    gen.module_source = module("", kernel_import)
+    gen.source = module(": the program as one module, to read", kernel_written_out)
     gen.kernel_sources = kernels
     gen.kernel_signatures = [by_text[text][3] for text in kernels]
     gen.params = list(graph.inputs)
     gen.host_params = [j for j, v in enumerate(graph.inputs) if v in host]
     gen.results = results
-    gen.result_buffers = [(numel(v.shape), v.dtype) for v in result_buffers]
-    gen.slots = [(n, dtype) for dtype, n in slots]
-    gen.in_place = {j: gen.params.index(t) for j, (t, v) in enumerate(graph.updates)
-                    if in_place.get(v) is t}
+    gen.result_buffers = buffers.result_types()
+    gen.slots = buffers.slot_types()
+    gen.in_place = buffers.in_place_positions()
     return gen
 
 
-def compile_graph(graph, name: str | None = None, inplace: bool = False,
-                  fastmath: bool = False) -> CudaProgram:
+def compile_graph(graph, name: str | None = None, inplace: bool = False) -> CudaProgram:
     """Generate, write and import the CUDA program of ``graph``. On a GPU every kernel is
     compiled here (or loaded from its disk cache) for the argument types of its launches
-    (``runtime.precompile``); the simulator compiles nothing. ``fastmath`` is accepted for
-    the CPU target's signature and ignored: CUDA kernels compile without it."""
+    (``runtime.precompile``); the simulator compiles nothing. (CUDA kernels compile without
+    fastmath: ``Target.compile`` drops the option.)"""
     name = name or graph.name
     start = time.perf_counter()
     gen = generate(graph, name, inplace=inplace)

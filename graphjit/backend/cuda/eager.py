@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 
+from ...ir.buffers import aliases_input
 from ...ir.graph import Graph
 from ...ops.registry import get
 from ...shapes import TensorType, numel
@@ -80,8 +81,9 @@ def run_op(op, arrays, attrs, out_type: TensorType):
     shape = tuple(out_type.shape)
     if op.name == "custom_function":  # its value is a copy of its first operand (ops/custom.py)
         op, arrays, attrs = get("clone"), arrays[:1], {}
-    if op.name in ("reshape", "detach"):
-        return (arrays[0].reshape(shape) if op.name == "reshape" else arrays[0]), True
+    if aliases_input(op):  # reshape, detach: the input's buffer ([Flat buffers])
+        same = tuple(arrays[0].shape) == shape and op.name == "detach"
+        return (arrays[0] if same else arrays[0].reshape(shape)), True
     if op.name == "slice":
         place = contiguous_slice(tuple(arrays[0].shape), **attrs)
         if place is not None:

@@ -1,8 +1,8 @@
 """``CudaProgram``: the host side of a compiled CUDA program (device arrays in and out).
 
 It has the CPU program's interface (``program(inputs)``, ``flat_input``, ``run_trusted``,
-``output_shapes``, ``update_plan``: see backend/cpu/program.py), so the jit runtime drives
-both alike; every array it takes and returns is a flat device array, except the host
+``output_shapes``, ``update_plan``: see core/program.py), so the jit runtime drives both
+alike; every array it takes and returns is a flat device array, except the host
 scalars ([Host scalars] in graphjit/ir/host.py): hyperparameters and 0-d CPU tensors come in
 as 1-element NumPy arrays and stay on the host (kernels take them by value), and host
 values it returns (a new step count) are NumPy arrays. The graph's constants are copied to
@@ -11,12 +11,10 @@ is an error.
 """
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
-from ...errors import DTypeError, GraphjitError, ShapeError
-from ..cpu.program import update_plan
+from ...errors import GraphjitError
+from ..core.program import Program
 from . import runtime
 
 
@@ -28,40 +26,22 @@ from . import runtime
 # For a 64 MB elementwise result that copy would double the step's memory traffic.
 
 
-class CudaProgram:
+class CudaProgram(Program):
     def __init__(self, graph, name, generated, path, driver, compile_seconds):
-        self.graph = graph
-        self.name = name
-        self.source = generated.source
-        self.path = path
-        self.compile_seconds = compile_seconds
+        super().__init__(graph, name, generated, path, compile_seconds)
         self.device = "cuda:0"
         self._driver = driver
         cuda = runtime.cuda()
-        self._args = [v for v in generated.params if v.role != "const"]
         host = {generated.params[j] for j in generated.host_params}
         self._on_host = [v in host for v in self._args]
-        self._arg_types = [(v.dtype.np, tuple(v.shape)) for v in self._args]
         self._const_at = [(j, cuda.to_device(np.ascontiguousarray(
                               np.asarray(graph.constants[v], dtype=v.dtype.np)).reshape(-1)))
                           for j, v in enumerate(generated.params) if v.role == "const"]
-        self._n_out = len(graph.outputs)
         self.fresh_outputs = list(generated.fresh_outputs)  # see [Fresh outputs]
-        self.output_shapes = [tuple(v.shape) for v in generated.results[:self._n_out]]
-        self._update_shapes = [tuple(v.shape) for _, v in graph.updates]
-        self.update_plan = update_plan(generated, self._n_out, len(self._update_shapes))
-        self._result_types = [(n, dtype.np) for n, dtype in generated.result_buffers]
-        self._slot_types = [(n, dtype.np) for n, dtype in generated.slots]
         self._temp_views = generated.temp_views
         self._errors = generated.errors
         self._check_at_end = generated.check_at_end
-        self._workspace = None
         self._err = None
-        self._lock = threading.Lock()
-
-    @property
-    def workspace_bytes(self) -> int:
-        return sum(n * np.dtype(dt).itemsize for n, dt in self._slot_types)
 
     def _buffers(self) -> list:
         cuda = runtime.cuda()
@@ -83,9 +63,7 @@ class CudaProgram:
                                 f"({arr.dtype}{list(arr.shape)}) is on the CPU; move it with "
                                 ".to('cuda')")
         if arr.dtype != dtype or tuple(arr.shape) != shape:
-            error = DTypeError if arr.dtype != dtype else ShapeError
-            raise error(f"program {self.name}: input %{v.name} expects {v.type}, got "
-                        f"{arr.dtype}{list(arr.shape)}")
+            raise self._input_error(i, arr)
         if self._on_host[i]:  # the tensor's own array; copied back if given on the GPU
             return (arr.reshape(1), False) if on_cpu else (arr.copy_to_host().reshape(1), True)
         if on_cpu:  # 0-d on the CPU where the trace had a device tensor: copied over
@@ -94,15 +72,9 @@ class CudaProgram:
 
     def __call__(self, inputs):
         inputs = list(inputs)
-        if len(inputs) != len(self._args):
-            raise ShapeError(f"program {self.name} takes {len(self._args)} inputs, got "
-                             f"{len(inputs)}")
+        self._check_count(inputs)
         args = [self.flat_input(i, a)[0] for i, a in enumerate(inputs)]
-        results = self.run_trusted(args)
-        outputs = [r.reshape(s) for r, s in zip(results, self.output_shapes)]
-        updates = [(args[k] if where == "input" else results[k]).reshape(shape)
-                   for (where, k), shape in zip(self.update_plan, self._update_shapes)]
-        return outputs, updates
+        return self._finish(args, self.run_trusted(args))
 
     def run_trusted(self, args):
         """Launch the program on ``args`` (flat device arrays; host arrays are copied over):
@@ -121,6 +93,3 @@ class CudaProgram:
             except runtime.FlaggedError as e:  # an index out of range (see [CUDA kernels])
                 raise IndexError(self._errors[e.code - 1]) from None
         return list(results)
-
-    def __repr__(self) -> str:
-        return f"<CudaProgram {self.name} at {self.path}>"

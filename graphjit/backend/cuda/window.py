@@ -10,9 +10,9 @@ adds, so the same bits, and no atomics (no two threads write one element).
 from __future__ import annotations
 
 from ...shapes import numel
-from ..cpu.loops import literal
+from ..core.literals import literal
 from . import runtime
-from .emit import emits, grid_stride, unflatten
+from .kernel import emits, grid_stride, unflatten
 
 
 @emits("unfold")
@@ -33,9 +33,9 @@ def emit_unfold(node, k) -> None:
         ih, iw = k.fresh("ih"), k.fresh("iw")
         k.line(f"{ih} = {r} * {sh} - {top} + {i} * {dh}")
         k.line(f"{iw} = {q} * {sw} - {left} + {j} * {dw}")
-        with k.block_(f"if {ih} >= 0 and {ih} < {h} and {iw} >= 0 and {iw} < {w}:"):
+        with k.block(f"if {ih} >= 0 and {ih} < {h} and {iw} >= 0 and {iw} < {w}:"):
             k.line(f"{k.out}[{e}] = {k.ins[0]}[{plane} * {h * w} + {ih} * {w} + {iw}]")
-        with k.block_("else:"):
+        with k.block("else:"):
             k.line(f"{k.out}[{e}] = {literal(a['pad_value'], node.out.dtype)}")
 
 
@@ -57,12 +57,12 @@ def emit_fold(node, k) -> None:
         plane, y, x = (idx[d] or "0" for d in range(3))
         acc, i, j, rr, cc = (k.fresh(s) for s in ("acc", "i", "j", "rr", "cc"))
         k.line(f"{acc} = {zero}")
-        with k.block_(f"for {i} in range({kh}):"):
+        with k.block(f"for {i} in range({kh}):"):
             k.line(f"{rr} = {y} + {top} - {i} * {dh}")
-            with k.block_(f"if {rr} >= 0 and {rr} % {sh} == 0 and {rr} // {sh} < {oh}:"):
-                with k.block_(f"for {j} in range({kw}):"):
+            with k.block(f"if {rr} >= 0 and {rr} % {sh} == 0 and {rr} // {sh} < {oh}:"):
+                with k.block(f"for {j} in range({kw}):"):
                     k.line(f"{cc} = {x} + {left} - {j} * {dw}")
-                    with k.block_(f"if {cc} >= 0 and {cc} % {sw} == 0 and {cc} // {sw} < {ow}:"):
+                    with k.block(f"if {cc} >= 0 and {cc} % {sw} == 0 and {cc} // {sw} < {ow}:"):
                         k.line(f"{acc} += {k.ins[0]}[(({plane} * {kh} + {i}) * {kw} + {j}) * "
                                f"{oh * ow} + ({rr} // {sh}) * {ow} + {cc} // {sw}]")
         k.line(f"{k.out}[{e}] = {acc}")
