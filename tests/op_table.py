@@ -850,6 +850,11 @@ class _ExpRule:
 _EXP_RULE = custom.register_rule(_ExpRule(), "op_table_exp")
 case("custom_function/exp", lambda x: custom.custom_function(gj.exp(x).detach(), x, key=_EXP_RULE),
      [A(*U)], np.exp, ops=("custom_function",))
+# reattach (the tracer's in-place change under no_grad, [In-place changes under no_grad]):
+# a value whose gradient goes to another operand. With the value x's own (detached) the
+# gradient is x's, which finite differences of the value can check.
+case("reattach/identity", lambda x: custom.reattach(gj.mul(x.detach(), 1.0), x), [A(*U)],
+     lambda x: x, ops=("reattach", "mul"))
 
 
 # ============================================================================================

@@ -334,6 +334,13 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
         self._bump(target)
         if isinstance(target, TracerTensor):
             if self.live_view(target) is None:
+                if target._requires_grad and not result._requires_grad \
+                        and not autograd.is_grad_enabled():
+                    # Its grad_fn stays: [In-place changes under no_grad] in ops/custom.py.
+                    target._value = self.builder.apply(
+                        registry.get("reattach"), [result._value, target._value], {})
+                    self._grad_values.add(target._value)
+                    return target
                 target._value = result._value
                 target._requires_grad = result._requires_grad
                 return target
@@ -363,9 +370,9 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
     # (a view counts its root's), bumped by every in-place change while tracing, and for
     # each recorded op the versions of what its VJP reads; ``backward``/``grad`` check the
     # ops on the way from the output to the leaves and raise eager's error. As eagerly, a
-    # changed value only matters where a gradient needs it: a changed input for the
-    # gradients of the op's other inputs (mul's gradient for b reads a, not b), a changed
-    # output for the gradient of any input.
+    # changed value only matters where a wanted gradient is computed from it (mul's gradient
+    # for b reads a, not b; sin's gradient reads its own input): ``_read_for`` in
+    # tracer_autograd.py traces the VJP rule to find out.
 
     def _version_key(self, t):
         if isinstance(t, TracerTensor):

@@ -30,6 +30,36 @@ def _leaf_requiring_grad(t) -> bool:
     return isinstance(t, Tensor) and t._requires_grad and t._grad_fn is None
 
 
+def _read_for(node, saved, needing) -> bool:
+    """Whether the VJP rule of ``node`` reads its operand ``saved`` (an input index, or
+    "out") to compute the gradient of any input in ``needing``: what eager mode's tape
+    finds out by running the rule (a changed saved value raises only where a gradient that
+    is wanted depends on it: ``x * w`` with ``w`` changed needs no error for ``x``'s
+    gradient, ``x.sin()`` with ``x`` changed does). The rule is traced on placeholders
+    into a scratch graph; only done for a value found changed, so rarely."""
+    from ..ir import Graph, GraphBuilder
+    if len(node.outs) != 1:
+        return True
+    g = Graph("vjp")
+    seed = g.add_input(node.out.type, "g", "arg")
+    out = g.add_input(node.out.type, "out", "arg")
+    ins = [g.add_input(x.type, f"x{k}", "arg") for k, x in enumerate(node.inputs)]
+    with registry.interpreter(GraphBuilder(g)):
+        grads = node.op.vjp(seed, out, *ins, **node.attrs)
+    target = out if saved == "out" else ins[saved]
+    for j in needing:
+        stack, seen = [grads[j]] if j < len(grads) and grads[j] is not None else [], set()
+        while stack:
+            v = stack.pop()
+            if v is target:
+                return True
+            if v in seen or v.node is None:
+                continue
+            seen.add(v)
+            stack.extend(v.node.inputs)
+    return False
+
+
 class TracerAutograd:
     """The methods of ``Tracer`` for gradients ([Gradients while tracing])."""
 
@@ -84,10 +114,8 @@ class TracerAutograd:
             op, saved = self._saved[v]
             needing = [j for j, x in enumerate(v.node.inputs) if x in on_path]
             for i, t, version in saved:
-                if not any(j != i for j in needing):
-                    continue  # no gradient that needs this value is wanted
                 now = self.version(t)
-                if now != version:
+                if now != version and _read_for(v.node, i, needing):
                     raise AutogradError(
                         f"a value needed to compute the gradient of {op.name} was modified by "
                         f"an in-place operation: a {t.dtype.name} tensor of shape "

@@ -22,6 +22,7 @@ import weakref
 
 import numpy as np
 
+from .. import autograd
 from ..errors import ShapeError
 from ..ops import registry
 from .tracer_tensor import TracerTensor
@@ -126,9 +127,16 @@ class TracerViews:
         else:
             new_root = self._scatter_into(base, view.shadow, view.root_shadow, new_value)
         if isinstance(root, TracerTensor):
+            if root._requires_grad and not autograd.is_grad_enabled():
+                # Its grad_fn stays: [In-place changes under no_grad] in ops/custom.py.
+                new_root = self.builder.apply(registry.get("reattach"), [new_root, base], {})
+                self._grad_values.add(new_root)
             root._value = new_root
         else:
             self.set_current(root, new_root)
+        if target._requires_grad and not autograd.is_grad_enabled():
+            new_value = self.builder.apply(registry.get("reattach"), [new_value, target._value], {})
+            self._grad_values.add(new_value)
         target._value, view.source = new_value, new_root
 
     def _scatter_into(self, base, shadow, root_shadow, new_value):

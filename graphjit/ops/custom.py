@@ -88,3 +88,29 @@ def _cost(out, *inputs, key, index):
 CUSTOM_FUNCTION = register(OpDef(
     name="custom_function", kind="opaque", infer=_infer, impl=_impl, vjp=_vjp,
     saves=("1:",), variadic=True, decompose=_decompose, cost=_cost))
+
+
+# NOTE: [In-place changes under no_grad]
+# ``with no_grad(): y.zero_()`` on a tensor ``y`` that has a history (a non-leaf requiring
+# grad) changes its data and leaves its ``grad_fn`` as it was: a later backward through
+# ``y`` reaches what ``y`` was computed from, as if the change had not happened (PyTorch's
+# rule; eager mode keeps the node). In a graph the new data is a new value computed under
+# no_grad, with no gradient path to anything. The tracer makes it
+# ``%y2 = reattach(%new, %y)``: the value of ``%new``, with the gradient passed to ``%y``
+# unchanged (and none to ``%new``). ``passes/decompose`` (after autodiff) replaces the
+# node by ``%new``, so no backend ever sees it.
+
+def reattach(value, history):
+    """``value``, whose gradient goes to ``history`` (see [In-place changes under no_grad])."""
+    return bind(REATTACH, value, history)
+
+
+def _reattach_infer(value, history):
+    return value
+
+
+REATTACH = register(OpDef(
+    name="reattach", kind="opaque", infer=_reattach_infer,
+    impl=lambda value, history: value.copy(),
+    vjp=lambda g, out, value, history: (None, g), saves=(),
+    decompose=lambda value, history: value, cost=_cost))

@@ -350,3 +350,63 @@ def test_grad_of_a_tensor_passed_as_argument_is_this_calls():
         scale_and_clear(ps, 0.5)
         np.testing.assert_array_equal(ps[0].grad.numpy(), [1.0, 1.0, 1.0])
         np.testing.assert_array_equal(ps[1].grad.numpy(), [2.0, 2.0])
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_in_place_change_under_no_grad_keeps_the_history(compiled):
+    # A non-leaf changed in place under no_grad keeps its grad_fn, as in PyTorch: the
+    # gradient goes through it to what it was computed from. Compiled, the change cut the
+    # history: p0.grad None and p1.grad missing the product's term, silently.
+    p0 = gj.nn.Parameter(gj.tensor([[0.375, 0.5]]))
+    p1 = gj.nn.Parameter(gj.tensor([1.8125, 0.25]))
+
+    def step():
+        v = p0 * p1
+        w = p0 @ p1
+        with gj.no_grad():
+            v.unsqueeze(0).zero_()   # through a view
+            v[0, 1] = 3.0
+            w.zero_()                # the tensor itself
+        loss = (v * p1).sum() + (w * p1).sum()
+        loss.backward()
+        return loss
+
+    loss = (gj.compile(step) if compiled else step)()
+    assert loss.item() == 0.75
+    # d/dp0 of (p0 * p1) . p1 through the kept history, and of (p0 @ p1) * sum(p1).
+    s = 1.8125 + 0.25
+    want_p0 = np.array([[1.8125 ** 2 + 1.8125 * s, 0.25 ** 2 + 0.25 * s]])
+    np.testing.assert_allclose(p0.grad.numpy(), want_p0, rtol=1e-6)
+    # d/dp1: the changed values read directly (0 and 3, and w now 0), plus p0 * p1 and
+    # p0 * sum(p1) through the kept histories.
+    np.testing.assert_allclose(p1.grad.numpy(), [0.375 * 1.8125 + 0.375 * s,
+                                                 3.0 + 0.5 * 0.25 + 0.5 * s], rtol=1e-6)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("make,changed_raises", [
+    (lambda x, w: x.sin(), True),      # sin's gradient reads x itself
+    (lambda x, w: 2.0 ** x, True),     # so does the exponent's gradient of pow
+    (lambda x, w: x * w, False),       # x's gradient reads w, not x
+    (lambda x, w: x.tanh(), False),    # tanh's reads its output only
+])
+def test_changed_saved_value_raises_where_a_wanted_gradient_reads_it(compiled, make,
+                                                                       changed_raises):
+    # Compiled skipped the check for an input's own gradient: x.sin(); x.add_(1) then
+    # backward ran (with cos of the old x) where eager mode (and PyTorch) raise.
+    x0 = gj.nn.Parameter(gj.tensor([0.5, 1.0]))
+    w = gj.tensor([2.0, 3.0])
+
+    def step():
+        x = x0 * 1.0
+        y = make(x, w)
+        x.add_(1.0)
+        y.sum().backward()
+
+    fn = gj.compile(step) if compiled else step
+    if changed_raises:
+        with pytest.raises(gj.AutogradError, match="modified by an in-place operation"):
+            fn()
+    else:
+        fn()
+        assert x0.grad is not None

@@ -79,7 +79,7 @@ def run_op(op, arrays, attrs, out_type: TensorType):
     as NumPy's do on the CPU; the other view ops (permute, expand, strided slices) copy:
     see [Copied views] in graphjit/autograd.py."""
     shape = tuple(out_type.shape)
-    if op.name == "custom_function":  # its value is a copy of its first operand (ops/custom.py)
+    if op.name in ("custom_function", "reattach"):  # a copy of its first operand (ops/custom.py)
         op, arrays, attrs = get("clone"), arrays[:1], {}
     if aliases_input(op):  # reshape, detach: the input's buffer ([Flat buffers])
         same = tuple(arrays[0].shape) == shape and op.name == "detach"

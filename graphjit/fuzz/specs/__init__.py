@@ -32,6 +32,8 @@ INTERNAL = {
     "custom_function": "the traced form of a user's autograd.Function (the custom_function "
                        "spec's UserXTanh.apply in compiled programs); eager mode runs the "
                        "Function's own forward and backward",
+    "reattach": "the traced form of an in-place change under no_grad of a tensor with a "
+                "history (the inplace_no_grad specs' changes of non-leaf values)",
     "all_reduce": "a collective over MPI ranks: tests/distributed runs it under mpiexec (a "
                   "fuzzed program is one process)",
     "broadcast": "a collective over MPI ranks: tests/distributed runs it under mpiexec",
