@@ -152,8 +152,8 @@ class CompiledBackward(autograd.Node):
     passes/memory.py), a CUDA program allocates its results at every call ([Fresh outputs]
     in backend/cuda/program.py); only a result whose buffer another result shares is copied.
     So the engine may keep each as a leaf's new ``.grad`` ([Gradients the engine may keep]
-    in autograd.py), and after ``zero_grad()`` the next backward computes into the arrays
-    the previous ``.grad`` tensors held."""
+    in autograd_engine.py), and after ``zero_grad()`` the next backward computes into the
+    arrays the previous ``.grad`` tensors held."""
     __slots__ = ("entry", "saved", "num_outputs_", "freed", "retained")
     owns_grads = True
 

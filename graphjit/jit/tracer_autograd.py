@@ -190,7 +190,7 @@ class TracerAutograd:
                 with autograd.no_grad():
                     total = self.builder.apply(registry.get("add"), [self.value_of(existing), g], {})
                 self.current[id(existing)] = (existing, total)
-            autograd.post_accumulate_grad(leaf)  # [Backward hooks] in autograd.py
+            autograd.post_accumulate_grad(leaf)  # [Backward hooks] in autograd_engine.py
 
     def grad(self, outputs, inputs, grad_outputs, create_graph, allow_unused):
         if create_graph:

@@ -2,8 +2,8 @@
 ``.grad`` cleared outside the call or inside it, accumulated into, returned; a compiled
 forward whose backward runs from an eager ``loss.backward()``. The gradients a call or a
 backward creates are the program's buffers, not copies ([Gradients a call creates] in
-graphjit/jit/runtime.py, [Gradients the engine may keep] in graphjit/autograd.py): these
-tests check that no tensor the caller holds ever changes because of that."""
+graphjit/jit/runtime.py, [Gradients the engine may keep] in graphjit/autograd_engine.py):
+these tests check that no tensor the caller holds ever changes because of that."""
 from __future__ import annotations
 
 import numpy as np

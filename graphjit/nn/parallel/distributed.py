@@ -11,7 +11,7 @@ have started, so every rank starts the same collectives in the same order. A par
 with no gradient on some rank (unused this step) contributes zeros, and every rank ends
 with the averaged gradient in its ``.grad``.
 
-Eager ``loss.backward()``: post-accumulate-grad hooks ([Backward hooks] in autograd.py)
+Eager ``loss.backward()``: post-accumulate-grad hooks ([Backward hooks] in autograd_engine.py)
 count a bucket's gradients; the full bucket is copied into its flat buffer and its
 ``MPI_Iallreduce`` starts while backward goes on with the earlier layers; each later hook
 tests the pending requests, which lets MPI progress them (MPI progresses a nonblocking
