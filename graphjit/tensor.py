@@ -257,7 +257,7 @@ class Tensor:
     def register_post_accumulate_grad_hook(self, hook):
         """Call ``hook(self)`` each time ``backward`` has accumulated into this leaf's
         ``.grad`` (``torch.Tensor.register_post_accumulate_grad_hook``); returns a handle
-        whose ``remove()`` unregisters it. See [Backward hooks] in autograd.py."""
+        whose ``remove()`` unregisters it. See [Backward hooks] in autograd_engine.py."""
         if self._grad_fn is not None:
             raise AutogradError("post accumulate grad hooks cannot be registered on non-leaf "
                                 "tensors")
