@@ -24,6 +24,7 @@ from .backend import target_for
 from .ir.buffers import aliases_input, peak_bytes
 from .ir.printer import format_attr, print_graph, value_names
 from .jit import lowering as _lowering
+from .jit.tiers import programs_of, tier_lines
 from .shapes import numel
 
 FORMATS = ("text", "dot", "svg", "json")
@@ -318,6 +319,10 @@ def report(cf, entry) -> str:
     lines += ["", "fusion candidates refused (value names of the stage before fuse):"]
     lines += [f"  {p} not fused into the loop of {root}: {why}" for p, root, why in refused] \
         or ["  none"]
+    lines += ["", "tiers (what each program has run on; rewritten when native code takes over):"]
+    lines += [f"  {line}" for line in tier_lines(entry)] \
+        or ["  native code, compiled before the first call (GRAPHJIT_TIERED=0 or compile(fn, "
+            "tiered=False))"]
     lines += ["", "trace history:"] + [f"  {h}" for h in cf.explain().splitlines()]
     return "\n".join(lines) + "\n"
 
@@ -387,7 +392,20 @@ def profile_lines(entry, flat_args) -> list:
 def _on_lowered(cf, entry, flat_args) -> None:
     """The jit calls this after lowering each new signature (``LOWERED_HOOKS``)."""
     if active():
-        write_entry(cf, entry, flat_args)
+        folder = write_entry(cf, entry, flat_args)
+        _rewrite_when_native(cf, entry, folder)
+
+
+def _rewrite_when_native(cf, entry, folder) -> None:
+    """report.txt says which tier each program ran on: written again when a program that
+    started on the NumPy interpreter switches to native code ([Tiered execution] in
+    graphjit/backend/cpu/tiered.py)."""
+    def rewrite(_status):
+        _write(folder, "report.txt", report(cf, entry))
+    for _, program in programs_of(entry):
+        status = getattr(program, "tier", None)
+        if status is not None and status.mode == "tiered" and status.native_since is None:
+            status.listeners.append(rewrite)
 
 
 _lowering.LOWERED_HOOKS.append(_on_lowered)

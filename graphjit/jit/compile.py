@@ -27,7 +27,7 @@ import warnings
 from .. import autograd, devices
 from .._gc import paused_gc
 from ..tensor import Tensor
-from . import guards, lowering
+from . import guards, lowering, tiers
 from .lowering import Lowered, _generate_only
 from .runtime import Assumed
 from .signature import (_arg_names, _bound_arguments, _describe_sig_change, _flatten,
@@ -51,7 +51,7 @@ _BY_IDENTITY = object()
 class CompiledFunction:
     """What ``graphjit.compile(fn)`` returns: call it like ``fn``."""
 
-    def __init__(self, fn, *, verify: bool = False, fastmath: bool = False):
+    def __init__(self, fn, *, verify: bool = False, fastmath: bool = False, tiered=None):
         if hasattr(fn, "__name__"):  # a function or method: look like it (functools.wraps)
             functools.update_wrapper(self, fn)
         else:
@@ -63,7 +63,9 @@ class CompiledFunction:
         self.fn = fn
         self.verify = verify
         self.fastmath = fastmath
+        self.tiered = tiered  # see tiers.py; None: GRAPHJIT_TIERED decides at each trace
         self._cache: dict = {}
+        self._one_shot_tiers: dict = {}  # trace number -> tier note of a program not kept
         self._history: list[str] = []
         # Traces before a recompile warning; graphjit's own helpers (clipping over any
         # parameter list) raise it, since each new parameter list is a legitimate trace.
@@ -127,7 +129,9 @@ class CompiledFunction:
             tracer.rollback()  # the first run failed: undo the trace's side effects too
             raise
         self._ran_once = entry.one_shot
-        if not entry.one_shot:
+        if entry.one_shot:
+            self._one_shot_tiers[entry.trace_number] = tiers.tier_note(entry)
+        else:
             entries.append(entry)
             self._remember(entry, args, kwargs, key)
         return entry.finish(outputs, flat)
@@ -197,7 +201,7 @@ class CompiledFunction:
         try:
             attributes.check_escapes(lambda v: isinstance(v, TracerTensor))
             entry = lowering.lower(tracer, result, verify=self.verify, fastmath=self.fastmath,
-                                   assumed=assumed)
+                                   assumed=assumed, tier=tiers.tier_mode(self.tiered))
         except BaseException:
             tracer.rollback()
             raise
@@ -240,8 +244,25 @@ class CompiledFunction:
 
     def explain(self) -> str:
         """Why each trace happened: the first call, then what changed (argument dims, dtypes,
-        requires_grad, grad mode, a ``.grad`` appearing, optimizer options...)."""
-        return "\n".join(self._history) if self._history else "not traced yet"
+        requires_grad, grad mode, a ``.grad`` appearing, optimizer options...), one line per
+        trace; a program that did not compile before its first call adds what it ran on
+        ("ran on: program step: NumPy interpreter for 3 calls while Numba compiled it in the
+        background (2.10 s), native since call 4": tiers.py)."""
+        if not self._history:
+            return "not traced yet"
+        live = {e.trace_number: e for entries in self._cache.values() for e in entries}
+        return "\n".join(line + (tiers.tier_note(live[n]) if n in live else
+                                 self._one_shot_tiers.get(n, ""))
+                         for n, line in enumerate(self._history, 1))
+
+    def wait_compiled(self, timeout: float | None = None) -> bool:
+        """Wait until every program of this function runs native code: those still on the
+        NumPy interpreter while Numba compiles them in the background (tiers.py) switch now,
+        so the next call is native. False if ``timeout`` seconds passed first. Raises the
+        error of a native program that could not be built. (A compiled forward's backward
+        program is built at the first backward; call this after one.)"""
+        return tiers.wait_native([e for entries in self._cache.values() for e in entries],
+                                 timeout)
 
     @property
     def cache_size(self) -> int:
@@ -252,7 +273,7 @@ class CompiledFunction:
         return [e.graph for entries in self._cache.values() for e in entries]
 
 
-def compile(fn=None, *, verify: bool = False, fastmath: bool = False):  # noqa: A001
+def compile(fn=None, *, verify: bool = False, fastmath: bool = False, tiered=None):  # noqa: A001
     """Compile ``fn`` into a static graph program (``@graphjit.compile`` or ``compile(fn)``).
 
     ``fn`` is a function or a method, or an ``nn.Module``: then the result is a module whose
@@ -260,13 +281,17 @@ def compile(fn=None, *, verify: bool = False, fastmath: bool = False):  # noqa: 
     ``torch.compile(module)`` (``CompiledModule``, [Compiled modules] in compiled_module.py).
     ``verify``: run the IR verifier after every pass. ``fastmath``: let LLVM reassociate
     float arithmetic in the generated kernels (faster reductions and polynomial code, results
-    no longer bit-comparable with eager mode; off by default)."""
+    no longer bit-comparable with eager mode; off by default). ``tiered``: whether a new
+    program's first calls run on NumPy while Numba compiles it in the background (True),
+    only after compiling (False), or only on NumPy ("interpret"); None (default): the
+    environment's ``GRAPHJIT_TIERED`` (1, 0 or interpret; unset: True). See
+    ``CompiledFunction.wait_compiled()`` and graphjit/jit/tiers.py."""
     if fn is None:
-        return lambda f: compile(f, verify=verify, fastmath=fastmath)
+        return lambda f: compile(f, verify=verify, fastmath=fastmath, tiered=tiered)
     module = sys.modules.get("graphjit.nn.module")  # (not imported: fn is no module)
     if module is not None and isinstance(fn, module.Module):
         from .compiled_module import CompiledModule
-        return CompiledModule(fn, verify=verify, fastmath=fastmath)
-    return CompiledFunction(fn, verify=verify, fastmath=fastmath)
+        return CompiledModule(fn, verify=verify, fastmath=fastmath, tiered=tiered)
+    return CompiledFunction(fn, verify=verify, fastmath=fastmath, tiered=tiered)
 
 

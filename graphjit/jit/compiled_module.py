@@ -18,8 +18,8 @@ prefix, the keys are the original's, so a checkpoint saved from one loads into t
 A ``Module`` method that returns the original itself (``train``, ``eval``, ``to``,
 ``cuda``, ``apply``, ``requires_grad_``) returns the compiled module, so
 ``model = gj.compile(model).to(device)`` stays compiled. ``_orig_mod`` (or ``orig_mod``) is
-the original; ``explain()``, ``graphs()``, ``lower()`` and ``lower_for()`` are the compiled
-function's. Inside a function being traced (a compiled step calling a compiled model) the
+the original; ``explain()``, ``graphs()``, ``wait_compiled()``, ``lower()`` and
+``lower_for()`` are the compiled function's. Inside a function being traced (a compiled step calling a compiled model) the
 call is traced inline, as any code is.
 """
 from __future__ import annotations
@@ -32,12 +32,14 @@ from .compile import CompiledFunction
 class CompiledModule(Module):
     """What ``graphjit.compile(module)`` returns ([Compiled modules])."""
 
-    def __init__(self, module: Module, *, verify: bool = False, fastmath: bool = False):
+    def __init__(self, module: Module, *, verify: bool = False, fastmath: bool = False,
+                 tiered=None):
         # Not Module.__init__: a compiled module has no parameters, buffers or children of its
         # own; what it does not define is looked up on the original (__getattr__).
         object.__setattr__(self, "_orig_mod", module)
         object.__setattr__(self, "_compiled", CompiledFunction(module, verify=verify,
-                                                               fastmath=fastmath))
+                                                               fastmath=fastmath,
+                                                               tiered=tiered))
 
     @property
     def orig_mod(self) -> Module:
@@ -60,6 +62,10 @@ class CompiledModule(Module):
     def graphs(self):
         """The optimised graphs of every cached program."""
         return self._compiled.graphs()
+
+    def wait_compiled(self, timeout=None) -> bool:
+        """``CompiledFunction.wait_compiled``: every program on native code from now on."""
+        return self._compiled.wait_compiled(timeout)
 
     def lower(self, *args, **kwargs):
         """``CompiledFunction.lower``: the IR after each stage and the generated source."""
@@ -91,11 +97,12 @@ class CompiledModule(Module):
 
     def __reduce__(self):
         # copy.deepcopy and pickle: the original, compiled again (programs are not copied).
-        return (_compiled_again, (self._orig_mod, self._compiled.verify, self._compiled.fastmath))
+        c = self._compiled
+        return (_compiled_again, (self._orig_mod, c.verify, c.fastmath, c.tiered))
 
 
-def _compiled_again(module, verify, fastmath):
-    return CompiledModule(module, verify=verify, fastmath=fastmath)
+def _compiled_again(module, verify, fastmath, tiered=None):
+    return CompiledModule(module, verify=verify, fastmath=fastmath, tiered=tiered)
 
 
 def _to_original(name: str):

@@ -20,6 +20,7 @@ from ..tensor import Tensor
 from .forward_backward import _ForwardBackwardEntry, lower_forward_backward
 from .optimizers import _created_state
 from .runtime import Assumed, Outputs, _Entry
+from .tiers import program_tier
 from .tracer_tensor import TracerTensor, traced_tensors
 
 # Called as ``hook(compiled_function, entry, flat_args)`` after each new signature of a compiled
@@ -44,16 +45,15 @@ class _Generated:
 
 
 def lower(tracer, result, *, verify: bool, fastmath: bool, assumed: Assumed = Assumed(),
-          build=None):
+          build=None, tier: str = "native"):
     """The entry of the program(s) for a finished trace whose function returned ``result``.
     ``build(graph, name=...)`` makes a program from the optimised graph (default: the
-    target's ``compile_graph``, updates in place where legal)."""
+    target's ``compile_graph``, updates in place where legal). ``tier``: how a CPU program
+    starts ([Tiered execution] in graphjit/backend/cpu/tiered.py; see tiers.py)."""
     from passes.pipeline import PIPELINES, run_pipeline
 
     target = target_for(tracer.device)
     passes = PIPELINES[target.pipeline]
-    # Updates go straight into the tensors' buffers where legal ([In-place updates]).
-    build = build or functools.partial(target.compile, inplace=True, fastmath=fastmath)
     graph = tracer.graph
     _mark_state_roles(tracer)
     graph.host_inputs = _host_inputs(tracer)
@@ -73,10 +73,15 @@ def lower(tracer, result, *, verify: bool, fastmath: bool, assumed: Assumed = As
                                       for j, (opt, p, k, _) in enumerate(traced_state)),
                       one_shot=bool(created))
     differentiable = [t for i, t in enumerate(out_tensors) if t._requires_grad and i not in freed]
+    compile_graph = target.compile
+    if tracer.device.type == "cpu" and tier != "native":
+        compile_graph = functools.partial(compile_graph, tier=program_tier(tier, outputs.one_shot))
+    # Updates go straight into the tensors' buffers where legal ([In-place updates]).
+    build = build or functools.partial(compile_graph, inplace=True, fastmath=fastmath)
     if differentiable:
         # A compiled forward: its outputs get a grad_fn that runs a compiled backward.
         return lower_forward_backward(tracer, out_tensors, differentiable, build=build,
-                                      compile_graph=target.compile, passes=passes,
+                                      compile_graph=compile_graph, passes=passes,
                                       verify=verify, fastmath=fastmath,
                                       outputs=outputs, assumed=assumed)
     stats = []

@@ -54,7 +54,7 @@ from . import (collective, creation, elementwise, fused, index, linalg, random, 
 from .kernel import EMITTERS, KERNEL_IMPORTS, MODULE_GLOBALS, KernelWriter
 from .native import ADDRESS_DTYPE
 from .program import CompiledProgram
-from .workers import compile_kernels
+from .workers import _cached_or_uncacheable, compile_kernels
 
 # Kernels are only called from the driver, so they need no CPython or cfunc wrapper
 # (each costs compile time); Numba caches them all the same (see [Kernel modules]).
@@ -398,38 +398,82 @@ def _signature(params):
 
 
 def compile_graph(graph, name: str | None = None, inplace: bool = False,
-                  fastmath: bool = False) -> CompiledProgram:
+                  fastmath: bool = False, tier: str = "native") -> CompiledProgram:
     """Generate, write, import and compile the CPU program of ``graph``.
 
     The modules are written to the on-disk cache (see [Generated modules on disk] in
     backend/source.py); Numba's own cache makes a second compile of the same graph, in
     this process or a new one, skip code generation in LLVM, and a kernel another program
-    compiled already is not compiled again (see [Kernel modules]).
+    compiled already is not compiled again (see [Kernel modules]). ``tier``: "native"
+    returns once the native program is compiled; "tiered" returns at once a program that
+    runs on NumPy until its native code, compiled in the background, is ready, and
+    "interpret" one that only ever runs on NumPy ([Tiered execution] in tiered.py).
     """
+    if tier != "native":
+        from .tiered import TIERS, compile_tiered
+        if tier not in TIERS:
+            raise ValueError(f"tier must be one of {', '.join(TIERS)}, got {tier!r}")
+        return compile_tiered(graph, name, inplace, fastmath, tier)
     with paused_gc():  # [No GC while compiling] in graphjit/_gc.py
-        return _compile_graph(graph, name, inplace, fastmath)
+        start = time.perf_counter()
+        program = prepare_program(graph, name, inplace, fastmath).finish()
+        program.compile_seconds = time.perf_counter() - start
+        return program
 
 
-def _compile_graph(graph, name, inplace, fastmath) -> CompiledProgram:
+def prepare_program(graph, name, inplace, fastmath, write=True) -> "PreparedProgram":
+    """A program's modules generated, written and imported: everything but Numba's work
+    (``write=False``: generated only, for a program that never compiles)."""
     name = name or graph.name
-    start = time.perf_counter()
     generated = generate(graph, name, inplace=inplace, fastmath=fastmath)
+    if not write:
+        return PreparedProgram(graph, name, generated, None, None)
     # The kernel modules first: the program module imports them from their files.
     for text in generated.kernel_sources:
         import_module(write_module(text, KERNEL_STEM, "cpu"))
     path = write_module(generated.module_source, name, "cpu")
-    module = import_module(path)
-    driver = getattr(module, generated.driver_name)
-    try:
-        table = np.array(compile_kernels([(getattr(module, kernel),
-                                           _signature([dt.np for dt in dtypes]), cost)
-                                          for kernel, dtypes, cost in generated.kernel_table]),
-                         dtype=ADDRESS_DTYPE)
-        driver.compile(_signature([v.dtype.np for v in generated.params]
-                                  + [dt.np for _, dt in generated.result_buffers]
-                                  + [dt.np for _, dt in generated.slots] + [ADDRESS_DTYPE]))
-    except Exception as e:
-        raise GraphjitError(f"Numba could not compile the program generated for graph {name!r} "
-                            f"({path}): {type(e).__name__}: {e}") from e
-    return CompiledProgram(graph, name, generated, path, driver, table,
-                           time.perf_counter() - start)
+    return PreparedProgram(graph, name, generated, path, import_module(path))
+
+
+class PreparedProgram:
+    """A program whose modules are imported and whose kernels and driver are still to be
+    compiled (or loaded from Numba's cache): ``finish()`` does it."""
+
+    def __init__(self, graph, name, generated, path, module):
+        self.graph, self.name, self.generated, self.path = graph, name, generated, path
+        if module is None:
+            return
+        self.driver = getattr(module, generated.driver_name)
+        self.kernels = [(getattr(module, kernel), _signature([dt.np for dt in dtypes]), cost)
+                        for kernel, dtypes, cost in generated.kernel_table]
+        self.driver_signature = _signature(
+            [v.dtype.np for v in generated.params] + [dt.np for _, dt in generated.result_buffers]
+            + [dt.np for _, dt in generated.slots] + [ADDRESS_DTYPE])
+
+    def missing(self) -> list:
+        """``(dispatcher, signature)`` of the kernels, and the driver, that are neither
+        compiled in this process nor in Numba's disk cache, dearest first."""
+        driver_cost = 1 + max((cost for _, _, cost in self.kernels), default=0)
+        found = [(cost, d, sig) for d, sig, cost in
+                 self.kernels + [(self.driver, self.driver_signature, driver_cost)]
+                 if tuple(sig) not in d.overloads and not _cached_or_uncacheable(d)]
+        found.sort(key=lambda entry: -entry[0])
+        return [(d, sig) for _, d, sig in found]
+
+    def all_available(self) -> bool:
+        """Whether ``finish()`` only loads (nothing to compile, nothing uncacheable)."""
+        from numba.core.caching import Cache
+        return all(tuple(sig) in d.overloads
+                   or (isinstance(getattr(d, "_cache", None), Cache) and _cached_or_uncacheable(d))
+                   for d, sig, _ in self.kernels + [(self.driver, self.driver_signature, 0)])
+
+    def finish(self) -> CompiledProgram:
+        start = time.perf_counter()
+        try:
+            table = np.array(compile_kernels(self.kernels), dtype=ADDRESS_DTYPE)
+            self.driver.compile(self.driver_signature)
+        except Exception as e:
+            raise GraphjitError(f"Numba could not compile the program generated for graph "
+                                f"{self.name!r} ({self.path}): {type(e).__name__}: {e}") from e
+        return CompiledProgram(self.graph, self.name, self.generated, self.path, self.driver,
+                               table, time.perf_counter() - start)

@@ -86,6 +86,40 @@ def _cached_or_uncacheable(dispatcher) -> bool:
 
 
 def _compile_forked(entries, workers: int) -> None:
+    read_end, pids = _fork(entries, workers)
+    try:
+        _drain(read_end, entries, keep_going=False)
+    except BaseException:
+        kill_workers(pids)
+        raise
+    finally:
+        os.close(read_end)
+        for pid in pids:
+            try:
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+
+
+def start_workers(entries, workers: int) -> list:
+    """Fork ``workers`` processes that compile ``entries`` (``(dispatcher, signature)``,
+    dearest first) into Numba's disk cache from a shared queue and exit; returns their pids
+    without waiting (the caller reaps them: ``os.waitpid``). Nothing is compiled here."""
+    read_end, pids = _fork(entries, workers)
+    os.close(read_end)
+    return pids
+
+
+def kill_workers(pids) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _fork(entries, workers: int):
+    """The queue's read end and the pids of ``workers`` forked processes draining it."""
     from numba.core.compiler_lock import global_compiler_lock
     read_end, write_end = os.pipe()
     try:
@@ -105,21 +139,16 @@ def _compile_forked(entries, workers: int) -> None:
                     finally:
                         os._exit(status)
                 pids.append(pid)
-        _drain(read_end, entries, keep_going=False)
     except BaseException:
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        raise
-    finally:
-        os.close(read_end)
+        kill_workers(pids)
         for pid in pids:
             try:
                 os.waitpid(pid, 0)
             except OSError:
                 pass
+        os.close(read_end)
+        raise
+    return read_end, pids
 
 
 def _drain(read_end: int, entries, keep_going: bool) -> None:
