@@ -129,29 +129,42 @@ FULL = {"budget_s": 1.0, "min_repeats": 10, "max_repeats": 200, "warmup": 4, "ro
 PASSES = 2  # fresh processes per implementation in a full run
 QUICK = {"budget_s": 0.2, "min_repeats": 3, "max_repeats": 10, "warmup": 1, "rounds": 1}
 PROBE_CALLS = 3
+PROBE_STEPS = 10  # the cold-start probe times at least this many steps ("10 steps")
+PROBE_LIMIT_S = 600  # ... and goes on until native code runs them, or this long
 
 
 # ---------------------------------------------------------------- compile time, in a new process
 
 def probe(key):
-    """Run in a fresh process: import graphjit, build the compiled step, time its first calls."""
+    """Run in a fresh process: import graphjit, build the compiled step, time its first calls
+    until native code runs them (a tiered start runs the first ones on NumPy while Numba
+    compiles: graphjit/jit/tiers.py), then the steady state."""
     import graphjit  # noqa: F401
+    from graphjit.backend.cpu import tiered
     import_s = time.perf_counter() - _T_START  # the suite's own imports (NumPy) count too
     w = WORKLOADS[key]
     init = w.init()
     step, _ = w.impl(GRAPHJIT_COMPILED).make(init)
-    calls = []
-    for _ in range(PROBE_CALLS):
+    calls, native = [], []
+    start = time.perf_counter()
+    while len(calls) < max(PROBE_CALLS, PROBE_STEPS) or not native[-1]:
+        before = tiered.interpreted_calls
         t0 = time.perf_counter()
         step()
         calls.append(time.perf_counter() - t0)
+        native.append(tiered.interpreted_calls == before)
+        if time.perf_counter() - start > PROBE_LIMIT_S:
+            break
     steady = []
     for _ in range(5):
         t0 = time.perf_counter()
         step()
         steady.append(time.perf_counter() - t0)
-    _emit({"import_s": import_s, "calls_s": calls, "steady_s": float(np.median(steady)),
-           "blas": blas_kernels()})
+    # The first call from which every call ran native code (1-based), if one did.
+    first_native = next((k + 1 for k in range(len(native)) if all(native[k:])), None)
+    _emit({"import_s": import_s, "calls_s": calls, "native": native,
+           "first_native_call": first_native, "steady_s": float(np.median(steady)),
+           "tiered": os.environ.get("GRAPHJIT_TIERED", ""), "blas": blas_kernels()})
 
 
 RESULT_MARK = "SUITE-RESULT "
@@ -183,12 +196,15 @@ def run_child(child_args, env=None, timeout=900):
             "stderr_tail": lines[-30:]}
 
 
-def compile_times(key):
-    """Cold and warm compile of ``key``'s graphjit compiled step, each in a fresh process."""
+def compile_times(key, tiered=None):
+    """Cold and warm compile of ``key``'s graphjit compiled step, each in a fresh process
+    (``tiered``: the child's GRAPHJIT_TIERED; None: as in this process's environment)."""
     tmp = tempfile.mkdtemp(prefix="graphjit-suite-")
     env = child_env(GRAPHJIT_CACHE_DIR=os.path.join(tmp, "graphjit"),
                     NUMBA_CACHE_DIR=os.path.join(tmp, "numba"))
     env.pop("GRAPHJIT_DUMP", None)
+    if tiered is not None:
+        env["GRAPHJIT_TIERED"] = tiered
     out = {}
     try:
         for phase in ("cold", "warm"):
@@ -200,6 +216,75 @@ def compile_times(key):
     return out
 
 
+def native_after(r):
+    """Seconds from the first call's start to the end of the first natively run call (None
+    if none ran natively)."""
+    k = r.get("first_native_call")
+    return None if k is None else sum(r["calls_s"][:k])
+
+
+# NOTE: [Cold start in the suite]
+# ``--cold-start`` measures what issue 22 asks about: the first training steps in a fresh
+# process with empty caches, graphjit's two ways of starting side by side in the same run:
+# GRAPHJIT_TIERED=0 (compile, then run) and GRAPHJIT_TIERED=1 (run on NumPy at once while
+# Numba compiles in the background), each in fresh processes, rounds interleaved so a noisy
+# spell of the machine lands on both. Per run: the first call (trace, passes and, natively,
+# the compile), the first 3 and 10 calls, the call from which native code runs every step
+# and when that call ended, the steady state after that; and the warm start (the cache
+# the cold run filled). Medians over the rounds.
+COLD_MODES = (("native", "0"), ("tiered", "1"))
+
+
+def cold_start(keys, rounds):
+    results = {}
+    for key in keys:
+        runs = {mode: [] for mode, _ in COLD_MODES}
+        for r in range(rounds):
+            for mode, value in (COLD_MODES if r % 2 == 0 else COLD_MODES[::-1]):
+                print(f"{key} round {r + 1} {mode} ...", end="", flush=True)
+                t0 = time.perf_counter()
+                runs[mode].append(compile_times(key, tiered=value))
+                print(f" {time.perf_counter() - t0:.0f} s", flush=True)
+        results[key] = runs
+    print_cold_start(results)
+    return results
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return float(np.median(values)) if values else None
+
+
+def print_cold_start(results):
+    print("\ncold start: fresh processes with empty caches (warm: the cache that run filled);"
+          "\n  medians over the rounds; 1st call: trace, passes, and natively the compile;"
+          "\n  native from: the call from which native code ran every step, and when it ended;"
+          "\n  steady: median step after that")
+    head = (f"  {'':<4} {'start':<7} {'import':>7} {'1st call':>9} {'3 calls':>9} "
+            f"{'10 calls':>9} {'native from':>17} {'steady':>9} {'warm 1st':>9}")
+    print(head)
+    for key, runs in results.items():
+        for mode, rs in runs.items():
+            cold = [r["cold"] for r in rs if "calls_s" in r.get("cold", {})]
+            warm = [r["warm"] for r in rs if "calls_s" in r.get("warm", {})]
+            if not cold:
+                errors = [r["cold"].get("error") for r in rs]
+                print(f"  {key:<4} {mode:<7} failed: {errors[0]}")
+                continue
+
+            def med(f, runs=cold):
+                return _median([f(r) for r in runs])
+            call = med(lambda r: r["first_native_call"])
+            at = med(native_after)
+            native = f"call {call:.0f}, {fmt_seconds(at)}" if call is not None else "never"
+            print(f"  {key:<4} {mode:<7} {fmt_seconds(med(lambda r: r['import_s'])):>7} "
+                  f"{fmt_seconds(med(lambda r: r['calls_s'][0])):>9} "
+                  f"{fmt_seconds(med(lambda r: sum(r['calls_s'][:3]))):>9} "
+                  f"{fmt_seconds(med(lambda r: sum(r['calls_s'][:10]))):>9} {native:>17} "
+                  f"{fmt_seconds(med(lambda r: r['steady_s'])):>9} "
+                  f"{fmt_seconds(med(lambda r: r['calls_s'][0], warm)):>9}")
+
+
 def _fmt_compile(res):
     parts = []
     for phase in ("cold", "warm"):
@@ -209,11 +294,14 @@ def _fmt_compile(res):
         if "error" in r:
             parts.append(f"{phase}: failed ({r['error']})")
             continue
-        calls = r["calls_s"]
+        calls = r["calls_s"][:PROBE_CALLS]
         beyond = sum(calls) - len(calls) * r["steady_s"]
+        k = r.get("first_native_call")
+        native = (f", native from call {k} ({fmt_seconds(native_after(r))})" if k and k > 1
+                  else "")
         parts.append(f"{phase} first call {fmt_seconds(calls[0])} "
                      f"(first {len(calls)} calls {fmt_seconds(sum(calls))}, "
-                     f"{fmt_seconds(max(beyond, 0.0))} beyond steady state)")
+                     f"{fmt_seconds(max(beyond, 0.0))} beyond steady state{native})")
     imp = res.get("warm", res.get("cold", {})).get("import_s")
     tail = f"; import {fmt_seconds(imp)}" if imp is not None else ""
     return "; ".join(parts) + tail
@@ -244,6 +332,8 @@ def time_one(key, name, quick, verbose=False):
     try:
         step, _ = w.impl(name).make(w.init())
         first, fastest = warm_up(step, warmup)
+        if w.impl(name).graphjit:
+            fastest = _settle(step, warmup)
         res = time_interleaved({name: step}, {name: fastest}, **timing)[name]
     except Unavailable as e:
         return _emit({"unavailable": str(e)})
@@ -252,6 +342,15 @@ def time_one(key, name, quick, verbose=False):
             traceback.print_exc()
         return _emit({"error": _error_text(e)})
     _emit({"first_s": first, **res, "blas": blas_kernels()})
+
+
+def _settle(step, warmup):
+    """The steady state of a graphjit step: programs that started on NumPy while Numba
+    compiled them (graphjit/jit/tiers.py) run native code from the next call on. Returns the
+    fastest of ``warmup`` more calls."""
+    from graphjit.backend.cpu import tiered
+    tiered.wait_background()
+    return warm_up(step, max(warmup, 1))[1]
 
 
 def _bench_in_process(w, args, timing):
@@ -263,6 +362,8 @@ def _bench_in_process(w, args, timing):
         try:
             step, _ = impl.make(init)
             first, fastest = warm_up(step, warmup)
+            if impl.graphjit:
+                fastest = _settle(step, warmup)
         except Unavailable as e:
             rows[impl.name] = {"unavailable": str(e)}
             continue
@@ -564,6 +665,12 @@ def main(argv=None):
     parser.add_argument("--in-process", action="store_true",
                         help="time every implementation in this one process, in turns, instead "
                              "of each in a fresh process (their thread pools then interfere)")
+    parser.add_argument("--cold-start", action="store_true",
+                        help="only the cold start: the first steps in fresh processes with "
+                             "empty caches, compiled first (GRAPHJIT_TIERED=0) against tiered "
+                             "(GRAPHJIT_TIERED=1), in interleaved rounds")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of --cold-start (default 3)")
     parser.add_argument("--_probe", help=argparse.SUPPRESS)
     parser.add_argument("--_time", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--_limits", nargs=2, type=int, help=argparse.SUPPRESS)
@@ -582,6 +689,15 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
     t_suite = time.perf_counter()
+    if args.cold_start:
+        print(f"threads: {_thread_note(args.threads)}; load average at start "
+              f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        report = {"cold_start": cold_start(keys, args.rounds), "threads": args.threads,
+                  "load_average_end": os.getloadavg()}
+        print(f"\nload average at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())}; "
+              f"{time.perf_counter() - t_suite:.0f} s")
+        _write_json(args.json, report)
+        return 0
     info = machine_info()
     report = {"machine": info, "mode": "check" if args.check else ("quick" if args.quick else "full")}
 

@@ -58,6 +58,9 @@ from .program import CompiledProgram, _flat, update_plan
 from .workers import compile_workers, kill_workers, start_workers
 
 TIERS = ("tiered", "native", "interpret")
+# Calls run by the interpreter in this process so far (benchmarks/suite.py's cold-start
+# probe tells the tiers' calls apart with it).
+interpreted_calls = 0
 
 
 class TierStatus:
@@ -154,6 +157,8 @@ class TieredProgram:
         job = self._job
         if job is not None and job.finished() and self._switch():
             return self._native.run_trusted(args)
+        global interpreted_calls
+        interpreted_calls += 1
         self.tier.interpreted_calls += 1
         return self._interpret(args)
 
@@ -378,6 +383,17 @@ def _tier_workers() -> int:
     if workers == 0 or os.environ.get("GRAPHJIT_COMPILE_WORKERS", "").strip():
         return workers
     return workers + 1
+
+
+def wait_background(timeout=None) -> bool:
+    """Wait until every background compile of this process is done (False if ``timeout``
+    seconds pass first); each program switches to native code at its next call."""
+    deadline = None if timeout is None else time.perf_counter() + timeout
+    for job in list(_RUNNING):
+        left = None if deadline is None else max(deadline - time.perf_counter(), 0.0)
+        if not job.wait(left):
+            return False
+    return True
 
 
 @atexit.register
