@@ -313,30 +313,46 @@ def _index_check(node):
 # ---- the background compile --------------------------------------------------------------
 
 _RUNNING: set = set()  # compiles whose workers may still run (killed at exit)
+# (id of a dispatcher, signature) -> (dispatcher, the compile whose workers compile it): a
+# kernel two programs share (a compiled forward's and its backward's) is compiled once.
+_IN_FLIGHT: dict = {}
+_LOCK = threading.Lock()
 
 
 class _NativeCompile:
     """The native program of a prepared program, compiled in the background: by forked
     workers (``GRAPHJIT_COMPILE_WORKERS``, default one per usable core, since this process
     is busy interpreting) that a thread waits for, or without workers by that thread
-    itself. ``load()`` builds the program from what they compiled."""
+    itself. It is done when they are, and so is every other compile that had some of its
+    kernels in hand already. ``load()`` builds the program from what they compiled."""
 
     def __init__(self, prepared, start):
         self.prepared = prepared
         self.start = start
+        self.owner = os.getpid()
         self._done = threading.Event()
         self._stopping = False
         self.pids = []
-        entries = prepared.missing()
+        entries, self._keys, waits_for = [], [], set()
+        with _LOCK:
+            for dispatcher, signature in prepared.missing():
+                key = (id(dispatcher), tuple(signature))
+                other = _IN_FLIGHT.get(key, (None, None))[1]
+                if other is not None and not other.finished():
+                    waits_for.add(other)
+                    continue
+                _IN_FLIGHT[key] = (dispatcher, self)
+                self._keys.append(key)
+                entries.append((dispatcher, signature))
         workers = _tier_workers()
-        if workers:
+        if workers and entries:
             self.pids = start_workers(entries, min(workers, len(entries)))
         _RUNNING.add(self)
-        thread = threading.Thread(target=self._background, args=(entries,), daemon=True,
-                                  name=f"graphjit-compile-{prepared.name}")
+        thread = threading.Thread(target=self._background, args=(entries, waits_for),
+                                  daemon=True, name=f"graphjit-compile-{prepared.name}")
         thread.start()
 
-    def _background(self, entries):
+    def _background(self, entries, waits_for):
         try:
             if self.pids:
                 for pid in self.pids:
@@ -344,15 +360,21 @@ class _NativeCompile:
                         os.waitpid(pid, 0)
                     except (ChildProcessError, InterruptedError):
                         pass
-            else:
+            elif not self._stopping:
                 for dispatcher, signature in entries:
-                    if self._stopping:
-                        return
                     try:
                         dispatcher.compile(signature)
                     except Exception:  # noqa: BLE001 - load() compiles it again and reports
                         pass
+                    if self._stopping:
+                        break
+            for other in waits_for:
+                other.wait()
         finally:
+            with _LOCK:
+                for key in self._keys:
+                    if _IN_FLIGHT.get(key, (None, None))[1] is self:
+                        del _IN_FLIGHT[key]
             _RUNNING.discard(self)
             self._done.set()
 
@@ -367,7 +389,8 @@ class _NativeCompile:
 
     def stop(self):
         self._stopping = True
-        kill_workers(self.pids)
+        if os.getpid() == self.owner:  # (a forked child holds a copy of the parent's list)
+            kill_workers(self.pids)
 
 
 def _load(prepared, start) -> CompiledProgram:
