@@ -1,8 +1,9 @@
-"""The graphjit benchmark suite: six float32 workloads against NumPy, PyTorch and JAX.
+"""The graphjit benchmark suite: seven float32 workloads against NumPy, PyTorch and JAX.
 
     python benchmarks/suite.py [--quick] [--only W1,W3] [--check] [--json PATH]
                                [--threads N] [--no-compile-time] [--no-torch-compile]
                                [--openblas-env unset|keep]
+    python benchmarks/suite.py --cold-start [--only W2,W5,W7] [--rounds N] [--base PATH]
 
 Per workload (``benchmarks/workloads/``) it prints the median time per step, after warmup,
 of graphjit compiled (``@graphjit.compile`` on the whole step), graphjit eager, a
@@ -30,6 +31,9 @@ holds, which made PyTorch's and OpenBLAS's steps 10-100x slower and their times 
 and every child reports the kernels that ran (threadpoolctl, ``pip install -e .[bench]``):
 see [OpenBLAS variables in the suite]. Speed beside busy processes is
 ``benchmarks/load.py``'s.
+
+``--cold-start`` times only the first steps in fresh processes with empty caches, a
+compiled-first start against a tiered one (see [Cold start in the suite]).
 
 ``--check`` runs no timing: it runs three steps of every implementation from the same
 initial state and compares the loss, gradients, parameter updates and optimizer state with
@@ -140,7 +144,10 @@ def probe(key):
     until native code runs them (a tiered start runs the first ones on NumPy while Numba
     compiles: graphjit/jit/tiers.py), then the steady state."""
     import graphjit  # noqa: F401
-    from graphjit.backend.cpu import tiered
+    try:
+        from graphjit.backend.cpu import tiered
+    except ImportError:  # a checkout from before tiered execution (--base)
+        tiered = type("NoTiers", (), {"interpreted_calls": 0})
     import_s = time.perf_counter() - _T_START  # the suite's own imports (NumPy) count too
     w = WORKLOADS[key]
     init = w.init()
@@ -196,15 +203,18 @@ def run_child(child_args, env=None, timeout=900):
             "stderr_tail": lines[-30:]}
 
 
-def compile_times(key, tiered=None):
+def compile_times(key, tiered=None, checkout=None):
     """Cold and warm compile of ``key``'s graphjit compiled step, each in a fresh process
-    (``tiered``: the child's GRAPHJIT_TIERED; None: as in this process's environment)."""
+    (``tiered``: the child's GRAPHJIT_TIERED, None: as in this process's environment;
+    ``checkout``: the graphjit to import instead of this one, a repository's root)."""
     tmp = tempfile.mkdtemp(prefix="graphjit-suite-")
     env = child_env(GRAPHJIT_CACHE_DIR=os.path.join(tmp, "graphjit"),
                     NUMBA_CACHE_DIR=os.path.join(tmp, "numba"))
     env.pop("GRAPHJIT_DUMP", None)
     if tiered is not None:
         env["GRAPHJIT_TIERED"] = tiered
+    if checkout is not None:
+        env["PYTHONPATH"] = os.path.abspath(checkout) + os.pathsep + env.get("PYTHONPATH", "")
     out = {}
     try:
         for phase in ("cold", "warm"):
@@ -227,23 +237,29 @@ def native_after(r):
 # ``--cold-start`` measures what issue 22 asks about: the first training steps in a fresh
 # process with empty caches, graphjit's two ways of starting side by side in the same run:
 # GRAPHJIT_TIERED=0 (compile, then run) and GRAPHJIT_TIERED=1 (run on NumPy at once while
-# Numba compiles in the background), each in fresh processes, rounds interleaved so a noisy
+# Numba compiles in the background), or with ``--base`` another checkout, each in fresh
+# processes, rounds interleaved (the order reversed every other round) so a noisy
 # spell of the machine lands on both. Per run: the first call (trace, passes and, natively,
 # the compile), the first 3 and 10 calls, the call from which native code runs every step
 # and when that call ended, the steady state after that; and the warm start (the cache
 # the cold run filled). Medians over the rounds.
-COLD_MODES = (("native", "0"), ("tiered", "1"))
+# ``--base PATH`` times another checkout of graphjit (the commit before a change), imported
+# by the children instead of this one, in place of GRAPHJIT_TIERED=0.
+COLD_MODES = {"native": "0", "tiered": "1"}
 
 
-def cold_start(keys, rounds):
+def cold_start(keys, rounds, base=None):
+    modes = [(mode, value, None) for mode, value in COLD_MODES.items()]
+    if base:  # the checkout before: it compiles first, as GRAPHJIT_TIERED=0 does here
+        modes = [("base", None, base)] + [m for m in modes if m[0] != "native"]
     results = {}
     for key in keys:
-        runs = {mode: [] for mode, _ in COLD_MODES}
+        runs = {mode: [] for mode, _, _ in modes}
         for r in range(rounds):
-            for mode, value in (COLD_MODES if r % 2 == 0 else COLD_MODES[::-1]):
+            for mode, value, checkout in (modes if r % 2 == 0 else modes[::-1]):
                 print(f"{key} round {r + 1} {mode} ...", end="", flush=True)
                 t0 = time.perf_counter()
-                runs[mode].append(compile_times(key, tiered=value))
+                runs[mode].append(compile_times(key, tiered=value, checkout=checkout))
                 print(f" {time.perf_counter() - t0:.0f} s", flush=True)
         results[key] = runs
     print_cold_start(results)
@@ -348,7 +364,10 @@ def _settle(step, warmup):
     """The steady state of a graphjit step: programs that started on NumPy while Numba
     compiled them (graphjit/jit/tiers.py) run native code from the next call on. Returns the
     fastest of ``warmup`` more calls."""
-    from graphjit.backend.cpu import tiered
+    try:
+        from graphjit.backend.cpu import tiered
+    except ImportError:  # a checkout from before tiered execution (--base)
+        return warm_up(step, max(warmup, 1))[1]
     tiered.wait_background()
     return warm_up(step, max(warmup, 1))[1]
 
@@ -671,6 +690,9 @@ def main(argv=None):
                              "(GRAPHJIT_TIERED=1), in interleaved rounds")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of --cold-start (default 3)")
+    parser.add_argument("--base", metavar="PATH",
+                        help="with --cold-start: also time the checkout of graphjit at PATH "
+                             "(a repository root, e.g. a worktree of the commit before a change)")
     parser.add_argument("--_probe", help=argparse.SUPPRESS)
     parser.add_argument("--_time", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--_limits", nargs=2, type=int, help=argparse.SUPPRESS)
@@ -692,7 +714,7 @@ def main(argv=None):
     if args.cold_start:
         print(f"threads: {_thread_note(args.threads)}; load average at start "
               f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
-        report = {"cold_start": cold_start(keys, args.rounds), "threads": args.threads,
+        report = {"cold_start": cold_start(keys, args.rounds, args.base), "threads": args.threads,
                   "load_average_end": os.getloadavg()}
         print(f"\nload average at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())}; "
               f"{time.perf_counter() - t_suite:.0f} s")
