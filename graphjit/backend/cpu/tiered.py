@@ -53,8 +53,9 @@ from ..._gc import paused_gc
 from ...errors import DTypeError, ShapeError
 from ...ir.interpret import Interpreter
 from ...ops.index import describe_key
-from .index import index_plan
-from .program import CompiledProgram, _flat, update_plan
+from ..core.index import index_plan
+from ..core.program import update_plan
+from .program import CompiledProgram, _flat
 from .workers import compile_workers, kill_workers, start_workers
 
 TIERS = ("tiered", "native", "interpret")
