@@ -172,10 +172,7 @@ FUZZ_SEED = 2024
 # run then covers that feature again. (Fixed and dropped so far: .grad assignments after
 # backward, parameters changed in place after use, the compiled-forward mode's unused-input
 # gradients and views, the features of issue 18's first point.)
-OPEN_BUGS = {
-    "unit_dims": "fused_reduction_assertion_compiled_backward.py: a fused reduction over "
-                 "size-1 dims fails to compile (AssertionError in backend/core/fused.py)",
-}
+OPEN_BUGS: dict = {}
 OPEN_MODES_OFF: tuple = ()
 
 

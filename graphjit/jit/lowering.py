@@ -57,10 +57,14 @@ def lower(tracer, result, *, verify: bool, fastmath: bool, assumed: Assumed = As
     graph = tracer.graph
     _mark_state_roles(tracer)
     graph.host_inputs = _host_inputs(tracer)
-    out_tensors = _collect_outputs(result)
-    out_values = [t._value for t in out_tensors]
     created = _created_state(tracer)
     traced_state = [(opt, p, k, v) for opt, p, k, v in created if isinstance(v, TracerTensor)]
+    # A returned view whose root changed after it was taken holds the root's latest
+    # elements, as eagerly ([Views while tracing]: value_of rebuilds it).
+    for t in list(traced_tensors(result)) + [v for *_, v in traced_state]:
+        tracer.value_of(t)
+    out_tensors = _collect_outputs(result)
+    out_values = [t._value for t in out_tensors]
     graph.outputs = list(out_values) + [v._value for *_, v in traced_state]
     graph.updates = [(s.value, v) for _, (t, v) in tracer.current.items()
                      for s in [tracer._slot_of[id(t)]] if v is not s.value]

@@ -340,9 +340,10 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
                     target._value = self.builder.apply(
                         registry.get("reattach"), [result._value, target._value], {})
                     self._grad_values.add(target._value)
-                    return target
-                target._value = result._value
-                target._requires_grad = result._requires_grad
+                else:
+                    target._value = result._value
+                    target._requires_grad = result._requires_grad
+                self.root_changed(target)
                 return target
             if autograd.is_grad_enabled() and (target._requires_grad or result._requires_grad) \
                     and any(op.name != "detach" for op, _ in target._view.chain):

@@ -11,7 +11,8 @@ reshape of a transposed layout copies, and then there is nothing to track), whic
 elements of the root the view covers, and whether it is writeable (broadcasts are not).
 An in-place op on a view writes its result back into the root (``_write_through``); a
 view read after its root changed is rebuilt from the root's current value
-(``_refresh``). So ``x[1:3].add_(1)``, ``p.data.mul_(0.9)``, ``x.detach().zero_()`` and
+(``_refresh``; for a traced root at once, ``root_changed``: the root may be a
+temporary that is gone before the view is read). So ``x[1:3].add_(1)``, ``p.data.mul_(0.9)``, ``x.detach().zero_()`` and
 ``x[0] = v`` inside a compiled function change ``x`` as they do eagerly.
 
 The state these methods use (``_shadows``) is set up in ``Tracer.__init__`` (trace.py).
@@ -95,6 +96,17 @@ class TracerViews:
             return  # NumPy copied (a reshape of a transposed layout): not a view
         out._view = _View(root, chain + ((op, attrs),), shadow, root_shadow,
                           self._root_value(root))
+        if isinstance(root, TracerTensor):
+            root.__dict__.setdefault("_views", []).append(weakref.ref(out))
+
+    def root_changed(self, root) -> None:
+        """A traced root got a new value: its views take it now, not when next read, since
+        the root may be gone by then (a temporary inside the function) while a view of it
+        is returned (see [Views while tracing])."""
+        for ref in root.__dict__.get("_views", ()):
+            t = ref()
+            if t is not None and t._view is not None and t._view.root is root:
+                self._refresh(t)
 
     def _refresh(self, t) -> None:
         """Rebuild a view's value from its root's current one, if the root changed since."""
@@ -132,6 +144,7 @@ class TracerViews:
                 new_root = self.builder.apply(registry.get("reattach"), [new_root, base], {})
                 self._grad_values.add(new_root)
             root._value = new_root
+            self.root_changed(root)
         else:
             self.set_current(root, new_root)
         if target._requires_grad and not autograd.is_grad_enabled():

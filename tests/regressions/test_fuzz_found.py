@@ -410,3 +410,57 @@ def test_changed_saved_value_raises_where_a_wanted_gradient_reads_it(compiled, m
     else:
         fn()
         assert x0.grad is not None
+
+
+@pytest.mark.parametrize("keepdim", [False, True])
+def test_total_with_kept_dims_beside_row_reductions(keepdim):
+    # A fused body with a row reduction (softmax over dim 1) and totals beside it (the
+    # backward's sums over every dim, keepdim=True) failed to compile: AssertionError (1, 1)
+    # in backend/core/fused.py (the fuzzer's open "unit_dims" bug).
+    text = f"""graph f(%x: f64[2,3] {{arg}}, %s: f64[] {{arg}}) {{
+      %0, %1 = fused(%x, %s, body='t0 = amax(i0, dims=[1], keepdim=true); t1 = sub(i0, t0); t2 = exp(t1); t3 = sum(t2, dims=[1], keepdim=true); t4 = log(t3); t5 = sub(t1, t4); t6 = mul(t5, i1); t7 = sum(t6, dims=[0, 1], keepdim={str(keepdim).lower()}); t8 = mul(t6, t6); t9 = sum(t8, dims=[0, 1], keepdim=false); return t7, t9') : {"f64[1,1]" if keepdim else "f64[]"}, f64[]
+      return %0, %1
+    }}"""
+    g = parse_graph(text)
+    x = np.array([[-0.8, 1.9, 0.3], [1.7, -1.7, 0.1]])
+    s = np.array(1.5)
+    outs, _ = compile_graph(g)([x, s])
+    want, _ = run_graph(g, [x, s])
+    for got, ref in zip(outs, want):
+        np.testing.assert_allclose(got, ref, rtol=1e-12)
+
+    p1 = gj.nn.Parameter(gj.tensor(1.578125))
+
+    def step(x0):
+        v = x0.log_softmax(1) * p1 + p1
+        loss = (v * v).mean()
+        loss.backward()
+        return loss
+
+    xs = gj.tensor([[-0.8046875, 1.9765625], [1.78125, -1.703125]])
+    want_loss = step(xs).item()
+    want_grad = p1.grad.item()
+    p1.grad = None
+    np.testing.assert_allclose(gj.compile(step)(xs).item(), want_loss, rtol=1e-6)
+    np.testing.assert_allclose(p1.grad.item(), want_grad, rtol=1e-5)
+
+
+@pytest.mark.parametrize("change", [
+    lambda v0: v0.T.mul_(1.5),          # through another view
+    lambda v0: v0.clamp_(-0.5, 0.5),    # the tensor itself
+    lambda v0: v0[::2, -1].zero_(),     # a strided part of it
+])
+def test_returned_view_of_a_temporary_changed_in_place_later(change):
+    # A view of a tensor made inside the function, taken before an in-place change of that
+    # tensor, was returned with the elements from before the change: its root was gone
+    # (a local) when the outputs were collected, so the view was never rebuilt.
+    b0 = gj.tensor([[-2.0, 0.25], [-1.125, 0.75]])
+
+    def fn():
+        v0 = b0 * 2.0 - 1.0
+        views = (v0[1, 0:1], v0.permute(1, 0), v0.mT, v0[:, 1])
+        change(v0)
+        return views
+
+    for got, want in zip(gj.compile(fn)(), fn()):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())

@@ -29,7 +29,11 @@ INV, ROW, ELEM = 0, 1, 2
 def domain_strides(shape, read_as, dom, dims) -> tuple:
     """Strides over the domain dims of a value of ``shape`` read by a step of shape
     ``read_as`` (NumPy broadcasting), the step's element being a domain index mapped to
-    ``read_as``: the identity for the domain's shape, dropping reduced dims otherwise."""
+    ``read_as``: the identity for the domain's shape, dropping reduced dims otherwise. A
+    value of one element (a total beside row reductions, kept dims or not: ``[]`` or
+    ``[1, 1]``) is the same element everywhere."""
+    if numel(shape) == 1:
+        return (0,) * len(dom)
     bs = broadcast_strides(shape, read_as)
     if tuple(read_as) == tuple(dom) or dims is None:
         lead = len(dom) - len(read_as)
