@@ -77,6 +77,7 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
         self._held: dict = {}                  # id(real tensor) -> every value it held ([Gradients while tracing])
         self._saved: dict = {}                 # value -> (op, [(tensor its VJP reads, version)])
         self._bumps: dict = {}                 # id(real tensor) -> in-place changes while tracing
+        self._untracked: dict = {}             # ... through .data ([Changes through .data])
 
     # ---- naming and lifting -------------------------------------------------------------
 
@@ -254,7 +255,8 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
             if "out" in op.saves:
                 saved.append(("out", result))
             if saved:
-                self._saved[out] = (op, [(i, t, self.version(t)) for i, t in saved])
+                self._saved[out] = (op, [(i, t, self.version(t), self.untracked_changes(t))
+                                         for i, t in saved])
         return result
 
     def made(self, array):
@@ -331,7 +333,11 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
                 raise DTypeError(f"result type {result.dtype.name} can't be cast to the tensor's "
                                  f"dtype {target.dtype.name} in place", op=op_name)
             result = api.cast(result, target.dtype)
-        self._bump(target)
+        view = self.live_view(target) if isinstance(target, TracerTensor) else None
+        if view is not None and view.untracked:
+            self._bump_untracked(target)  # [Changes through .data]
+        else:
+            self._bump(target)
         if isinstance(target, TracerTensor):
             if self.live_view(target) is None:
                 if target._requires_grad and not result._requires_grad \
@@ -393,6 +399,27 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
             key._version.value += 1
         else:
             self._bumps[id(key)] = self._bumps.get(id(key), 0) + 1
+
+    # NOTE: [Changes through .data]
+    # ``p.data.zero_()`` changes ``p``'s elements behind autograd's back: eagerly (as in
+    # PyTorch) it leaves ``p``'s version alone, so an op that saved ``p`` before raises no
+    # error at backward, and its gradient is computed from the changed elements. A graph
+    # cannot do that (the op's VJP reads the value it was given), so such a backward would
+    # silently differ; the tracer counts these changes apart (``untracked_changes``) and
+    # ``backward`` refuses to trace one whose wanted gradient reads a value changed so.
+
+    def _bump_untracked(self, t) -> None:
+        key = self._version_key(t)
+        if isinstance(key, TracerTensor):
+            key._untracked_changes = key.__dict__.get("_untracked_changes", 0) + 1
+        else:
+            self._untracked[id(key)] = self._untracked.get(id(key), 0) + 1
+
+    def untracked_changes(self, t) -> int:
+        key = self._version_key(t)
+        if isinstance(key, TracerTensor):
+            return key.__dict__.get("_untracked_changes", 0)
+        return self._untracked.get(id(key), 0)
 
     def set_current(self, target: Tensor, value) -> None:
         """Real tensor ``target`` holds ``value`` from here on (the program writes it back).

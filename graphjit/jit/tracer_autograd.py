@@ -113,7 +113,15 @@ class TracerAutograd:
         for v in [v for v in on_path & above if v in self._saved]:
             op, saved = self._saved[v]
             needing = [j for j, x in enumerate(v.node.inputs) if x in on_path]
-            for i, t, version in saved:
+            for i, t, version, untracked in saved:
+                if self.untracked_changes(t) != untracked and _read_for(v.node, i, needing):
+                    raise TraceError(
+                        f"a value needed to compute the gradient of {op.name} (a "
+                        f"{t.dtype.name} tensor of shape {tuple(t.shape)}) was changed through "
+                        "its .data after the op read it: eager mode computes that gradient from "
+                        "the changed elements, a compiled program from the ones the op read "
+                        "([Changes through .data] in graphjit/jit/trace.py). Change it after the "
+                        "backward, or out of place")
                 now = self.version(t)
                 if now != version and _read_for(v.node, i, needing):
                     raise AutogradError(

@@ -34,14 +34,17 @@ class _View:
     weakly: once it is gone (a temporary a composite reshaped, as the 1-D matmul's product)
     no other tensor shares the memory, and the view is a tensor of its own, as eagerly
     ([Views of dead tensors] in autograd.py)."""
-    __slots__ = ("_root", "chain", "shadow", "root_shadow", "source")
+    __slots__ = ("_root", "chain", "shadow", "root_shadow", "source", "untracked")
 
-    def __init__(self, root, chain, shadow, root_shadow, source):
+    def __init__(self, root, chain, shadow, root_shadow, source, untracked=False):
         self._root = weakref.ref(root) if isinstance(root, TracerTensor) else root
         self.chain = chain      # ((op, attrs), ...) from the root's value to the view's
         self.shadow = shadow    # the chain applied to the root's int8 shadow
         self.root_shadow = root_shadow
         self.source = source    # the root's value the view's value was computed from
+        # Made through ``.data``: its in-place changes are hidden from autograd's version
+        # counter, as eagerly ([Changes through .data] in trace.py).
+        self.untracked = untracked
 
     @property
     def root(self):
@@ -57,6 +60,8 @@ class TracerViews:
         """``t.data``: the same memory, outside autograd."""
         out = self.wrap(self.value_of(t), False)
         self._note_view(t, out, registry.get("detach"), {})
+        if out._view is not None:
+            out._view.untracked = True
         return out
 
     def live_view(self, t):
@@ -87,15 +92,15 @@ class TracerViews:
         view = self.live_view(parent) if isinstance(parent, TracerTensor) else None
         if view is not None:
             root, chain, parent_shadow = view.root, view.chain, view.shadow
-            root_shadow = view.root_shadow
+            root_shadow, untracked = view.root_shadow, view.untracked
         else:
-            root, chain = parent, ()
+            root, chain, untracked = parent, (), False
             parent_shadow = root_shadow = self._shadow(parent)
         shadow = np.asarray(op.impl(parent_shadow, **attrs))
         if shadow.size == 0 or not np.may_share_memory(shadow, root_shadow):
             return  # NumPy copied (a reshape of a transposed layout): not a view
         out._view = _View(root, chain + ((op, attrs),), shadow, root_shadow,
-                          self._root_value(root))
+                          self._root_value(root), untracked)
         if isinstance(root, TracerTensor):
             root.__dict__.setdefault("_views", []).append(weakref.ref(out))
 

@@ -464,3 +464,24 @@ def test_returned_view_of_a_temporary_changed_in_place_later(change):
 
     for got, want in zip(gj.compile(fn)(), fn()):
         np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def test_saved_value_changed_through_data_before_backward_is_refused():
+    # Eagerly (as in PyTorch) p0.data.zero_() is hidden from the version counter and the
+    # gradient is computed from the zeroed p0; a graph's VJP reads the value the op was
+    # given. Compiled raised eager's in-place error where eager ran: now a TraceError says
+    # why it cannot be compiled ([Changes through .data] in graphjit/jit/trace.py).
+    p0 = gj.nn.Parameter(gj.tensor([[0.265625]], dtype=gj.float64))
+    p3 = gj.nn.Parameter(gj.tensor([[-1.640625]], dtype=gj.float64))
+
+    def step(wrt_p3):
+        v2 = p0 @ p3
+        p0.data.zero_()
+        gj.autograd.backward(v2.sum(), inputs=[p3] if wrt_p3 else [p0])
+
+    with pytest.raises(gj.TraceError, match="changed through its .data"):
+        gj.compile(step)(True)
+    assert p0.item() == 0.265625 and p3.grad is None  # nothing written back
+    gj.compile(step)(False)  # p0's gradient reads p3 only: no refusal, eager's numbers
+    np.testing.assert_array_equal(p0.grad.numpy(), [[-1.640625]])
+    assert p0.item() == 0.0
