@@ -76,6 +76,7 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
         self._random: dict = {}                # id(generator) -> [generator, seed, offset, blocks used]
         self._held: dict = {}                  # id(real tensor) -> every value it held ([Gradients while tracing])
         self._saved: dict = {}                 # value -> (op, [(tensor its VJP reads, version)])
+        self._stale_views: dict = {}           # view value -> eager's error ([In-place through views])
         self._bumps: dict = {}                 # id(real tensor) -> in-place changes while tracing
         self._untracked: dict = {}             # ... through .data ([Changes through .data])
 
@@ -349,7 +350,8 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
                 else:
                     target._value = result._value
                     target._requires_grad = result._requires_grad
-                self.root_changed(target)
+                self.root_changed(target, recorded=autograd.is_grad_enabled()
+                                  and result._requires_grad)
                 return target
             if autograd.is_grad_enabled() and (target._requires_grad or result._requires_grad) \
                     and any(op.name != "detach" for op, _ in target._view.chain):

@@ -95,7 +95,7 @@ class TracerAutograd:
         """Raise eager mode's error if an op on a path from ``leaf_values`` to ``root_value``
         reads a value changed in place since it ran ([Saved values while tracing] in
         trace.py)."""
-        if not self._saved or not leaf_values:
+        if not (self._saved or self._stale_views) or not leaf_values:
             return
         above, stack = set(), [root_value]  # the values root_value depends on, differentiably
         while stack:
@@ -110,6 +110,9 @@ class TracerAutograd:
         for n in self.graph.nodes:
             if n.op.vjp is not None and any(i in on_path for i in n.inputs):
                 on_path.update(n.outs)
+        for v in on_path & above:
+            if v in self._stale_views:
+                raise AutogradError(self._stale_views[v], op="backward")
         for v in [v for v in on_path & above if v in self._saved]:
             op, saved = self._saved[v]
             needing = [j for j, x in enumerate(v.node.inputs) if x in on_path]

@@ -24,6 +24,7 @@ import weakref
 import numpy as np
 
 from .. import autograd
+from ..autograd import _camel
 from ..errors import ShapeError
 from ..ops import registry
 from .tracer_tensor import TracerTensor
@@ -104,14 +105,24 @@ class TracerViews:
         if isinstance(root, TracerTensor):
             root.__dict__.setdefault("_views", []).append(weakref.ref(out))
 
-    def root_changed(self, root) -> None:
+    def root_changed(self, root, recorded: bool = False) -> None:
         """A traced root got a new value: its views take it now, not when next read, since
         the root may be gone by then (a temporary inside the function) while a view of it
-        is returned (see [Views while tracing])."""
+        is returned (see [Views while tracing]). ``recorded``: autograd recorded the change
+        (a new grad_fn for the root), after which a backward through a view taken before
+        it is eager mode's error ([In-place through views] in autograd.py): the view's new
+        value is marked so, and ``backward`` raises if a wanted gradient passes it."""
         for ref in root.__dict__.get("_views", ()):
             t = ref()
             if t is not None and t._view is not None and t._view.root is root:
                 self._refresh(t)
+                if recorded and t._requires_grad:
+                    op = t._view.chain[-1][0]
+                    self._stale_views[t._value] = (
+                        f"{_camel(op.name)}Backward0: the view it made (shape {tuple(t.shape)}) "
+                        "or the tensor it views was modified by an in-place operation after "
+                        "the view was taken; autograd cannot follow in-place changes through "
+                        "views. Use out-of-place ops, or .clone() the view before modifying it")
 
     def _refresh(self, t) -> None:
         """Rebuild a view's value from its root's current one, if the root changed since."""

@@ -485,3 +485,20 @@ def test_saved_value_changed_through_data_before_backward_is_refused():
     gj.compile(step)(False)  # p0's gradient reads p3 only: no refusal, eager's numbers
     np.testing.assert_array_equal(p0.grad.numpy(), [[-1.640625]])
     assert p0.item() == 0.0
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_backward_through_a_view_taken_before_a_recorded_in_place_change_raises(compiled):
+    # Eagerly the view's gradient no longer describes its data ([In-place through views] in
+    # autograd.py): the backward raises. Compiled ran, differentiating the changed data.
+    p2 = gj.nn.Parameter(gj.tensor([[-1.875]]))
+    x0 = gj.tensor([[0.5], [0.25]])
+
+    def step():
+        v2 = gj.sin(x0 @ p2)
+        v4 = gj.broadcast_to(v2, (3, 2, 1))
+        v2.mul_(-1.0)
+        (v4 * 2.0).sum().backward()
+
+    with pytest.raises(gj.AutogradError, match="ExpandBackward0: the view it made"):
+        (gj.compile(step) if compiled else step)()
