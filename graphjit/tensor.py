@@ -585,6 +585,12 @@ class Tensor:
                 "taken from (on the CPU it would). Modify that tensor itself (x[key] = value), "
                 f"or .clone() the {view} to make the copy explicit", op=op_name)
         result = compute()
+        if (self._requires_grad and not result._requires_grad and _ag.is_grad_enabled()
+                and tuple(result.shape) == tuple(self.shape) and result.dtype is self.dtype):
+            # A result that does not depend on the tensor (copy_ from a constant, zero_):
+            # the tensor stays in the graph with a zero gradient to what it held, as
+            # PyTorch's CopyBackwards / ZeroBackward0, not the old history's.
+            result = api.where(api.full((), True, dtypes.bool_), result, self)
         if (self._data is not None and self._is_view() and _ag.is_grad_enabled()
                 and (self._requires_grad or result._requires_grad)):
             # See [In-place through views] in autograd.py.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import autograd, devices
-from ..errors import AutogradError, GraphjitError
+from ..errors import AutogradError, GraphjitError, TraceError
 from ..ops import registry
 from ..tensor import Tensor
 from .runtime import _Entry, tracer_slot_index
@@ -46,8 +46,8 @@ def lower_forward_backward(tracer, out_tensors, differentiable, *, build, compil
     for j, t in enumerate(differentiable):
         try:
             tracer._check_saved(t._value, every_held)
-        except AutogradError as e:
-            stale[j] = e.bare_message
+        except (AutogradError, TraceError) as e:  # (TraceError: [Changes through .data])
+            stale[j] = (type(e), e.bare_message)
     for s in diff_slots:
         # With respect to every value the tensor held ([Gradients while tracing] in
         # tracer_autograd.py).
@@ -185,7 +185,8 @@ class CompiledBackward(autograd.Node):
                                 "retain_graph=True to the first backward")
         for j, g in enumerate(grads):
             if g is not None and j in self.entry.stale:
-                raise AutogradError(self.entry.stale[j], op="backward")
+                error, message = self.entry.stale[j]
+                raise error(message, op="backward")
         arrays = []
         for t, version in self.saved:
             if version is None:

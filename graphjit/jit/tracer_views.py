@@ -104,25 +104,36 @@ class TracerViews:
                           self._root_value(root), untracked)
         if isinstance(root, TracerTensor):
             root.__dict__.setdefault("_views", []).append(weakref.ref(out))
+            self._note_view_value(out)
 
     def root_changed(self, root, recorded: bool = False) -> None:
         """A traced root got a new value: its views take it now, not when next read, since
         the root may be gone by then (a temporary inside the function) while a view of it
         is returned (see [Views while tracing]). ``recorded``: autograd recorded the change
         (a new grad_fn for the root), after which a backward through a view taken before
-        it is eager mode's error ([In-place through views] in autograd.py): the view's new
-        value is marked so, and ``backward`` raises if a wanted gradient passes it."""
+        it is eager mode's error ([In-place through views] in autograd.py): every value a
+        view of the root had that carries a gradient (``_view_values``: eagerly the view's
+        node stays in the graph even when the view tensor is gone) is marked so, and
+        ``backward`` raises if a wanted gradient passes one."""
         for ref in root.__dict__.get("_views", ()):
             t = ref()
             if t is not None and t._view is not None and t._view.root is root:
-                self._refresh(t)
-                if recorded and t._requires_grad:
-                    op = t._view.chain[-1][0]
-                    self._stale_views[t._value] = (
-                        f"{_camel(op.name)}Backward0: the view it made (shape {tuple(t.shape)}) "
-                        "or the tensor it views was modified by an in-place operation after "
-                        "the view was taken; autograd cannot follow in-place changes through "
-                        "views. Use out-of-place ops, or .clone() the view before modifying it")
+                self._refresh(t)  # (the view tensor keeps its node: its new value is marked too)
+        if recorded:
+            for value, op_name, shape in root.__dict__.get("_view_values", ()):
+                self._stale_views[value] = (
+                    f"{_camel(op_name)}Backward0: the view it made (shape {shape}) or the "
+                    "tensor it views was modified by an in-place operation after the view was "
+                    "taken; autograd cannot follow in-place changes through views. Use "
+                    "out-of-place ops, or .clone() the view before modifying it")
+
+    def _note_view_value(self, t) -> None:
+        """Remember a traced root's view value that carries a gradient (``root_changed``)."""
+        view = t._view
+        root = view.root if view is not None else None
+        if isinstance(root, TracerTensor) and t._requires_grad:
+            root.__dict__.setdefault("_view_values", []).append(
+                (t._value, view.chain[-1][0].name, tuple(t.shape)))
 
     def _refresh(self, t) -> None:
         """Rebuild a view's value from its root's current one, if the root changed since."""
@@ -141,6 +152,7 @@ class TracerViews:
         elif carries:
             v = self.builder.apply(registry.get("detach"), [v], {})
         t._value, view.source = v, now
+        self._note_view_value(t)
 
     def _write_through(self, target, new_value, op_name) -> None:
         """In-place op ``op_name`` on the view ``target``: its root gets the new elements."""

@@ -502,3 +502,39 @@ def test_backward_through_a_view_taken_before_a_recorded_in_place_change_raises(
 
     with pytest.raises(gj.AutogradError, match="ExpandBackward0: the view it made"):
         (gj.compile(step) if compiled else step)()
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_copy_into_a_tensor_with_history_gives_its_history_a_zero_gradient(compiled):
+    # PyTorch: v.copy_(c) with autograd recording is CopyBackwards, zero gradient to what v
+    # held. Eagerly the gradient went on through v's old history; compiled, v lost
+    # requires_grad and backward raised "does not require grad".
+    x0 = gj.tensor([[-1.5, -0.75]], dtype=gj.float64, requires_grad=True)
+    c = gj.tensor(1.25, dtype=gj.float64)
+
+    def step():
+        v = gj.var(x0, (0, 1)) * 1.0
+        v.copy_(c)
+        (v * 2).backward()
+        return v
+
+    out = (gj.compile(step) if compiled else step)()
+    assert out.item() == 1.25 and out.requires_grad
+    np.testing.assert_array_equal(x0.grad.numpy(), [[0.0, 0.0]])
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_view_used_before_a_recorded_change_of_its_tensor_still_refuses_backward(compiled):
+    # The view v0[0] was used (its tensor a temporary), then v0 changed with autograd
+    # recording: eagerly the view's node refuses the backward; compiled ran.
+    p1 = gj.nn.Parameter(gj.tensor([[1.0078125]]))
+    p2 = gj.nn.Parameter(gj.tensor([[0.7890625]]))
+
+    def step():
+        v0 = gj.pow(p1, 0.5)
+        v1 = gj.sin(p1 @ p2 + v0[0])
+        v0.copy_(v1)
+        v0.sum().backward()
+
+    with pytest.raises(gj.AutogradError, match="the view it made"):
+        (gj.compile(step) if compiled else step)()
