@@ -26,9 +26,10 @@ from .ops.api import (abs, add, amax, amin, argmax, argmin, broadcast_to, cat, c
                       pow, relu, reshape, rsqrt, sigmoid, sign, silu, sin, softmax, softplus, split,
                       sqrt, squeeze, stack, std, sub, sum, t, tanh, transpose, unsqueeze, var,
                       where)
-from .ops.composite import (addmm, baddbmm, bmm, dot, einsum, flip, isclose, isfinite, isinf,
-                            isnan, masked_fill, mv, nan_to_num, norm, outer, roll, square, tile,
-                            tril, triu)
+from .ops.composite import (addmm, argsort, baddbmm, bmm, ceil, cumsum, dot, einsum, flip,
+                            floor, frac, isclose, isfinite, isinf, isnan, masked_fill, mv,
+                            nan_to_num, norm, outer, prod, roll, round, sort, square, tile, topk,
+                            tril, triu, trunc)
 from .random import initial_seed, manual_seed
 from .serialization import load, save
 from .tensor import Tensor, tensor

@@ -6,6 +6,7 @@ op registry), which is what lets the same user code run eagerly or be traced lat
 from __future__ import annotations
 
 import copy
+import math
 import numbers
 
 import numpy as np
@@ -709,12 +710,12 @@ class Tensor:
     def max(self, dim=None, keepdim=False):
         if dim is None:
             return api.amax(self)
-        return _MaxMin(api.amax(self, dim, keepdim), api.argmax(self, dim, keepdim))
+        return composite.ValuesIndices(api.amax(self, dim, keepdim), api.argmax(self, dim, keepdim))
 
     def min(self, dim=None, keepdim=False):
         if dim is None:
             return api.amin(self)
-        return _MaxMin(api.amin(self, dim, keepdim), api.argmin(self, dim, keepdim))
+        return composite.ValuesIndices(api.amin(self, dim, keepdim), api.argmin(self, dim, keepdim))
 
     def any(self, dim=None, keepdim=False):
         return api.gt(api.sum(api.cast(self, dtypes.bool_), dim, keepdim), 0)
@@ -809,21 +810,6 @@ class Tensor:
         return api.transpose(self, -2, -1)
 
 
-class _MaxMin(tuple):
-    """``(values, indices)`` as returned by ``Tensor.max(dim)``."""
-
-    def __new__(cls, values, indices):
-        return super().__new__(cls, (values, indices))
-
-    @property
-    def values(self):
-        return self[0]
-
-    @property
-    def indices(self):
-        return self[1]
-
-
 def parse_to_args(who: str, args, kwargs):
     """``(dtype, device, copy)`` from the arguments of ``Tensor.to`` / ``Module.to``."""
     kwargs = dict(kwargs)
@@ -914,7 +900,9 @@ for _name in ("add", "sub", "mul", "div", "neg", "pow", "exp", "log", "log1p", "
               "narrow", "logical_and", "logical_or", "logical_not"):
     setattr(Tensor, _name, _method(getattr(api, _name)))
 for _name in ("square", "masked_fill", "isnan", "isinf", "isfinite", "nan_to_num", "isclose",
-              "roll", "tril", "triu", "bmm", "mv", "dot", "outer", "addmm", "baddbmm", "norm"):
+              "roll", "tril", "triu", "bmm", "mv", "dot", "outer", "addmm", "baddbmm", "norm",
+              "floor", "ceil", "round", "trunc", "frac", "cumsum", "prod", "argsort", "sort",
+              "topk"):
     setattr(Tensor, _name, _method(getattr(composite, _name)))
 Tensor.clip = Tensor.clamp
 Tensor.multiply = Tensor.mul
@@ -996,8 +984,11 @@ def _float_formatter(values: np.ndarray):
         fmt = "{:.4e}".format
     else:
         fmt = "{:.4f}".format
-    width = max((len(fmt(v)) for v in values.ravel().tolist()), default=0)
-    return lambda v: fmt(float(v)).rjust(width)
+    def text(v):  # NaN and infinities as PyTorch prints them: nan, inf, -inf
+        v = float(v)
+        return fmt(v) if math.isfinite(v) else ("nan" if v != v else "inf" if v > 0 else "-inf")
+    width = max((len(text(v)) for v in values.ravel().tolist()), default=0)
+    return lambda v: text(v).rjust(width)
 
 
 def _format_data(data: np.ndarray) -> str:

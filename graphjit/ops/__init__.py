@@ -7,4 +7,5 @@ from . import window  # noqa: F401  (registration: unfold, fold)
 from . import custom  # noqa: F401  (registration: custom_function, see graphjit.autograd.Function)
 from . import random  # noqa: F401  (registration: rand_uniform)
 from . import distributed  # noqa: F401  (registration: all_reduce, broadcast)
+from . import scan  # noqa: F401  (registration: cumsum, prod, argsort)
 from .registry import OpDef, all_ops, bind, describe, get, register  # noqa: F401

@@ -367,3 +367,99 @@ def einsum(equation, *operands):
         x, term = _contract(x, term, y, ty, later)
     x, term = _sum_out(x, term, set(out))
     return api.permute(x, tuple(term.index(c) for c in out)) if term != out else x
+
+
+# ---- rounding, scans, orders (graphjit/ops/scan.py and the rounding ops) -----------------------
+
+class ValuesIndices(tuple):
+    """``(values, indices)`` as ``torch.sort``, ``torch.topk`` and ``Tensor.max(dim)`` return."""
+
+    def __new__(cls, values, indices):
+        return super().__new__(cls, (values, indices))
+
+    @property
+    def values(self):
+        return self[0]
+
+    @property
+    def indices(self):
+        return self[1]
+
+
+def _rounding(name):
+    def fn(x):
+        x = api._value(x)
+        return bind(get(name), x) if x.dtype.is_floating_point else x  # ints are whole
+    fn.__name__ = name
+    fn.__doc__ = f"``{name}`` of each element (gradient zero, as PyTorch's)."
+    return fn
+
+
+floor = _rounding("floor")
+ceil = _rounding("ceil")
+trunc = _rounding("trunc")
+_round_half_even = _rounding("round")
+
+
+def round(x, decimals=0):  # noqa: A001 - PyTorch's name
+    """Round half to even (``torch.round``); with ``decimals``, ``round(x * 10**d) / 10**d``."""
+    if decimals == 0:
+        return _round_half_even(x)
+    scale = 10.0 ** decimals
+    return api.div(_round_half_even(api.mul(x, scale)), scale)
+
+
+def frac(x):
+    """``x - trunc(x)``."""
+    return api.sub(x, trunc(x))
+
+
+def cumsum(x, dim, dtype=None):
+    """Running sums along ``dim`` (``torch.cumsum``; ints and bools sum in int64)."""
+    from .scan import cumsum as _cumsum
+    x = api._value(x)
+    if dtype is not None:
+        x = api.cast(x, dtype)
+    return _cumsum(x, normalize_dim("cumsum", dim, builtins.max(len(x.shape), 1)))
+
+
+def prod(x, dim=None, keepdim=False, dtype=None):
+    """The product over ``dim`` (all elements when None), as ``torch.prod``; its gradient is
+    right where elements are zero."""
+    from .scan import bind_prod
+    x = api._value(x)
+    if dtype is not None:
+        x = api.cast(x, dtype)
+    dims = tuple(range(len(x.shape))) if dim is None else \
+        normalize_dims("prod", dim, len(x.shape))
+    return bind_prod(x, dims, keepdim)
+
+
+def argsort(x, dim=-1, descending=False, stable=False):
+    """Indices that sort ``x`` along ``dim`` (always stable; NaN counts as largest)."""
+    from .scan import argsort as _argsort
+    x = api._value(x)
+    return _argsort(x, normalize_dim("argsort", dim, builtins.max(len(x.shape), 1)), descending)
+
+
+def sort(x, dim=-1, descending=False, stable=False):
+    """``(values, indices)`` along ``dim``, as ``torch.sort`` (stable; NaN largest); the
+    values' gradient goes back through the indices."""
+    x = api._value(x)
+    idx = argsort(x, dim, descending)
+    if not len(x.shape):
+        return ValuesIndices(x, idx)
+    return ValuesIndices(api.gather(x, dim, idx), idx)
+
+
+def topk(x, k, dim=-1, largest=True, sorted=True):  # noqa: A002 - PyTorch's name
+    """The ``k`` largest (``largest=False``: smallest) elements along ``dim`` and their
+    indices, as ``torch.topk`` (in order; ties keep the lower index first)."""
+    x = api._value(x)
+    d = normalize_dim("topk", dim, builtins.max(len(x.shape), 1))
+    n = x.shape[d] if len(x.shape) else 1
+    if not 0 <= k <= n:
+        raise ShapeError(f"k ({k}) is out of range for dim {d} of size {n} (shape "
+                         f"{tuple(x.shape)})", op="topk")
+    idx = api.narrow(argsort(x, d, descending=largest), d, 0, k)
+    return ValuesIndices(api.gather(x, d, idx), idx)

@@ -141,6 +141,17 @@ def _vjp_zero(g, out, x):
 _unary("sign", np.sign, _vjp_zero, (), lambda x: f"(({x} > 0) - ({x} < 0))", floating=False)
 
 
+# Rounding, floats only (graphjit.floor and friends return an int tensor itself). ``np.floor``
+# (``math.floor`` is an int in Numba's CPU target) keeps the float type; ``round`` rounds
+# half to even, as torch.round and np.rint. Piecewise constant: the gradient is zero
+# (``_vjp_zero``), as PyTorch's. The CUDA target has its own expressions
+# (backend/cuda/elementwise.py).
+for _name, _fn in (("floor", "np.floor"), ("ceil", "np.ceil"), ("round", "np.rint"),
+                   ("trunc", "np.trunc")):
+    _unary(_name, getattr(np, _fn[3:]), _vjp_zero, (),
+           (lambda fn: lambda x: f"{fn}({x})")(_fn))
+
+
 def _vjp_sin(g, out, x):
     return (api.mul(g, api.cos(x)),)
 
