@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from graphjit import dtypes
-from graphjit.ops import window
+from graphjit.ops import composite, scan, window
 from graphjit.backend import source
 from graphjit.backend.cpu import compile_graph, emitter_for, generate
 from graphjit.backend.cpu.native import run_kernel_in_python
@@ -186,6 +186,8 @@ def elementwise_graph(dt) -> Built:
             api.where(c, x, y), api.where(api.gt(x, 0.0), x, 0.0),
             api.cast(x, I64), api.cast(x, B8), api.cast(c, dt), api.cast(n, dt), api.cast(x, other),
             api.full((2, 3), 1.5, dt), api.full((2,), -math.inf, dt), iota((3, 2), 0, dt),
+            composite.floor(api.mul(x, 3.0)), composite.ceil(api.mul(x, 3.0)),
+            composite.round(api.mul(x, 3.0)), composite.trunc(api.mul(x, 3.0)),
         ]
         if dt is F32:  # int64 and bool ops do not depend on the float dtype: test them once
             outs += [
@@ -253,6 +255,36 @@ def reduce_linalg_shape_graph() -> Built:
         ]
 
     return build("reduce_linalg_shape", specs, body)
+
+
+def _specials(rng, shape):
+    """Ties, NaNs, infinities and both zeros: what a sort must order as NumPy does."""
+    return rng.choice([np.nan, -np.inf, np.inf, -0.0, 0.0, 1.0, -1.0, 2.0], size=shape)
+
+
+def scan_graph() -> Built:
+    """cumsum (both directions), prod (over dim tuples, with zeros) and argsort (both
+    orders, ties, NaN) along every dim, in every dtype, 0-d and size-1 dims too."""
+    specs = [("x", (2, 3, 4), F32, "real"), ("d", (2, 3, 4), F64, "real"),
+             ("n", (2, 3, 4), I64, "real"), ("b", (2, 3, 4), B8, None),
+             ("w", (3, 5), F64, _specials), ("z", (2, 3), F64, integers(-1, 2)),
+             ("s", (), F32, "real")]
+
+    def body(x, d, n, b, w, z, s):
+        outs = [scan.cumsum(s, 0), scan.bind_prod(s, (), False), scan.argsort(s, 0),
+                scan.argsort(api.reshape(x, (2, 1, 12)), 1), scan.bind_prod(z, (1,), True),
+                scan.bind_prod(z, (0, 1), False), scan.bind_prod(d, (0, 2), False)]
+        for dim in range(3):
+            for v in (x, d, n, b):
+                outs += [scan.cumsum(v, dim), scan.cumsum(v, dim, reverse=True),
+                         scan.bind_prod(v, (dim,), dim == 1)]
+            for v in (x, d, n):
+                outs += [scan.argsort(v, dim), scan.argsort(v, dim, descending=True)]
+        for dim in range(2):
+            outs += [scan.argsort(w, dim), scan.argsort(w, dim, descending=True)]
+        return outs
+
+    return build("scans", specs, body)
 
 
 def index_graph() -> Built:
@@ -360,6 +392,12 @@ def reductions():
 
 
 @pytest.fixture(scope="module")
+def scans():
+    built = scan_graph()
+    return built, compile_graph(built.graph)
+
+
+@pytest.fixture(scope="module")
 def indexing():
     built = index_graph()
     return built, compile_graph(built.graph)
@@ -378,7 +416,7 @@ def _never_emitted() -> set:
 def test_the_test_graphs_cover_every_op():
     used = set()
     for built in (elementwise_graph(F32), reduce_linalg_shape_graph(), index_graph(),
-                  fused_elementwise_graph(F32)[0], gemm_graph()[0]):
+                  fused_elementwise_graph(F32)[0], gemm_graph()[0], scan_graph()):
         used |= {n.op.name for n in built.graph.nodes}
     # (The collectives' kernels run in tests/distributed, under mpiexec.)
     assert set(all_ops()) - used == _never_emitted() | {"all_reduce", "broadcast"}
@@ -436,6 +474,16 @@ def test_argmax_takes_the_first_maximum(reductions):
     names = [v.name for v in built.graph.inputs]
     inputs[names.index("n")] = np.zeros((2, 3, 4), dtype=np.int64)  # all ties
     check_program(program, built.graph, inputs)
+
+
+def test_scans_and_sorts_match_reference_bit_for_bit(scans, rng):
+    # Sequential sums and products in NumPy's order, stable sorts: exact, not just close.
+    built, program = scans
+    for _ in range(2):
+        inputs = built.inputs(rng)
+        outs, _ = check_program(program, built.graph, inputs)
+        for got, want in zip(outs, run_graph(built.graph, inputs)[0]):
+            np.testing.assert_array_equal(got, want)
 
 
 def test_indexing_matches_reference(indexing, rng):
@@ -597,7 +645,7 @@ def test_compiled_program_is_cached_across_processes(tmp_path, monkeypatch):
 def test_every_node_of_the_test_graphs_has_a_cost():
     """The cost model (used by the dump tool's report) answers for every op and attribute set."""
     for built in (elementwise_graph(F32), reduce_linalg_shape_graph(), index_graph(),
-                  fused_elementwise_graph(F32)[0]):
+                  fused_elementwise_graph(F32)[0], scan_graph()):
         for n in built.graph.nodes:
             flops, moved = n.op.cost(n.out_type, *[v.type for v in n.inputs], **n.attrs)
             written = sum(numel(v.shape) * v.dtype.itemsize for v in n.outs)

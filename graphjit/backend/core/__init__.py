@@ -9,7 +9,8 @@
   in place), from the graph's buffer plan (graphjit/ir/buffers.py);
 - ``fused.py``: the layout of a fused body over its loop domain, and the writer of its
   steps (loads, scalar expressions, stores);
-- ``reduce.py``, ``index.py``, ``linalg.py``, ``shape.py``: what one op family's emitters
-  share on both targets (combining reductions, index plans, matrix product sizes, slices);
+- ``reduce.py``, ``index.py``, ``linalg.py``, ``shape.py``, ``scan.py``: what one op
+  family's emitters share on both targets (combining reductions, index plans, matrix
+  product sizes, slices, the rows and the sort order of scans);
 - ``program.py``: what a compiled program checks and returns on every call.
 """

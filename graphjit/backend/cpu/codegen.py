@@ -50,7 +50,7 @@ from ..core.literals import np_type
 from ..source import import_module, module_file_name, write_module
 from ..writer import Namer, SourceWriter, identifier
 from . import (collective, creation, elementwise, fused, index, linalg, random,  # noqa: F401
-               reduce, shape, vmath, window)  # (emitters)
+               reduce, scan, shape, vmath, window)  # (emitters)
 from .kernel import EMITTERS, KERNEL_IMPORTS, MODULE_GLOBALS, KernelWriter
 from .native import ADDRESS_DTYPE
 from .program import CompiledProgram

@@ -55,8 +55,8 @@ from ..core.kernel import check_graph, needs_kernel
 from ..source import import_module, module_file_name, write_module
 from ..writer import Namer, SourceWriter, identifier
 from . import runtime
-from . import (creation, elementwise, fused, index, linalg, random, reduce, shape,  # noqa: F401
-               window)  # (emitters)
+from . import (creation, elementwise, fused, index, linalg, random, reduce, scan,  # noqa: F401
+               shape, window)  # (emitters)
 from .kernel import EMITTERS, CudaKernelWriter
 from .program import CudaProgram
 from .simmath import IEEE_MATH

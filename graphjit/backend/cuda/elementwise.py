@@ -20,6 +20,33 @@ def _sign(x):
 EMITTERS.overrides["sign"] = _sign
 
 
+# Rounding: NumPy's ufuncs (the registry's ``np.floor``...) are CPU expressions; CUDA's
+# ``math.floor``/``ceil``/``trunc`` keep the float type (libdevice's floor, ceil, trunc).
+# Each result has the sign of x (floor(-0.0) and ceil(-0.3) are -0.0), which ``copysign``
+# says again for the simulator, whose ``math.floor`` returns a Python int (no -0).
+def _rounding(name):
+    def expression(x):
+        return f"math.copysign(math.{name}({x}), {x})"
+    expression.__name__ = f"_{name}"
+    return expression
+
+
+for _name in ("floor", "ceil", "trunc"):
+    EMITTERS.overrides[_name] = _rounding(_name)
+
+
+def _round(x):
+    # Half to even (np.rint, torch.round) from math alone, so the simulator runs the same
+    # text as the GPU: r = floor(x), d = x - r (exact), up where d > 1/2 or d = 1/2 and r
+    # is odd; the sign is x's (rint(-0.3) is -0.0). inf and NaN stay themselves (d is NaN).
+    r, d = f"math.floor({x})", f"({x} - math.floor({x}))"
+    odd = f"math.floor({r} * 0.5) * 2.0 != {r}"
+    return f"math.copysign({r} + (1.0 if {d} > 0.5 or ({d} == 0.5 and {odd}) else 0.0), {x})"
+
+
+EMITTERS.overrides["round"] = _round
+
+
 def cuda_scalar(step, operands) -> str:
     """The step's scalar expression for a CUDA kernel: the op's ``OpDef.scalar`` text (or
     its override), literals typed, ``math.*`` left to libdevice."""

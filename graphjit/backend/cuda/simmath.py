@@ -30,6 +30,10 @@ def _ieee(name, f):
     def call(*args):
         try:
             return f(*args)
+        except TypeError:  # math.trunc of a NumPy float32 (which has no __trunc__)
+            if all(type(a) is float for a in args):
+                raise
+            return call(*(float(a) for a in args))
         except (ValueError, OverflowError):
             with np.errstate(all="ignore"):
                 return float(np_f(*(np.float64(a) for a in args)))
