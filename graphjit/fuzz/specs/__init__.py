@@ -3,7 +3,7 @@
 The rows live in one module per family, as the ops do in graphjit/ops/: elementwise.py,
 reduce.py (reductions, matmul, losses), shape.py (movement, views, indexing, creation),
 window.py (convolutions, pooling, unfold/fold, layer norm, embedding, attention, random
-numbers, a user's autograd.Function),
+numbers, a user's autograd.Function), scan.py (rounding, cumsum, prod, sort/argsort/topk),
 inplace.py (in-place changes, x[k] = v, .item()) and blocks.py (no_grad, loops, branches,
 and the program around the statements: outputs, loss, backward, .grad, optimizer step).
 
@@ -129,5 +129,5 @@ def _unary(g: Gen, name: str, templates, out, pred=None, prefer_exact=False, dom
 
 
 # The families register their rows on import (order = SPECS order = generation weights' order).
-from . import elementwise, reduce, shape, window, inplace, blocks  # noqa: E402,F401
+from . import elementwise, reduce, shape, window, scan, inplace, blocks  # noqa: E402,F401
 from .blocks import finish, forward_statements, tail_statements  # noqa: E402,F401
