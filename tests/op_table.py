@@ -881,41 +881,8 @@ for _dt, _seed in (("float32", 12345), ("float64", -7)):  # (-7: a seed above 2*
          ops=("rand_uniform",), grad=False, dtypes=(_dt,), tol={_dt: (0.0, 0.0)})
 
 
-# ============================================================================================
-# Rounding, scans and orders (graphjit/ops/scan.py, the rounding ops)
-# ============================================================================================
-
-def _np_argsort_desc(x, axis):
-    n = x.shape[axis]
-    return n - 1 - np.flip(np.argsort(np.flip(x, axis), axis=axis, kind="stable"), axis)
-
-
-for _name, _ref in (("floor", np.floor), ("ceil", np.ceil), ("round", np.rint),
-                    ("trunc", np.trunc)):
-    case(f"{_name}/fn", (lambda n: lambda x: getattr(gj, n)(x * 3.0))(_name), [A(*U)],
-         (lambda r: lambda x: r(x * 3.0))(_ref), ops=(_name,), domain="real")
-case("round/decimals", lambda x: gj.round(x, decimals=2), [A(*U)],
-     lambda x: np.round(x * 100.0) / 100.0, ops=("round",), grad=False)
-case("frac/method", lambda x: (x * 3.0).frac(), [A(*U)], lambda x: x * 3.0 - np.trunc(x * 3.0),
-     ops=("trunc",))
-case("cumsum/dim1", lambda x: gj.cumsum(x, 1), [A(*U)], lambda x: np.cumsum(x, 1),
-     ops=("cumsum",))
-case("cumsum/dim0_int", lambda n: gj.cumsum(n, 0), [ints(3, 4)], lambda n: np.cumsum(n, 0),
-     ops=("cumsum",), grad=False, dtypes=("int64",))
-case("prod/all", lambda x: gj.prod(x), [A(2, 3, domain="nonzero")], np.prod, ops=("prod",))
-case("prod/dim_keepdim", lambda x: x.prod(1, keepdim=True), [A(*U, domain="nonzero")],
-     lambda x: np.prod(x, 1, keepdims=True), ops=("prod",))
-case("argsort/ascending", lambda x: gj.argsort(x, 1), [distinct((3, 4))],
-     lambda x: np.argsort(x, 1, kind="stable"), ops=("argsort",), grad=False, out_dtype="int64")
-case("sort/descending_values", lambda x: gj.sort(x, 0, descending=True).values,
-     [distinct((3, 4))], lambda x: np.take_along_axis(x, _np_argsort_desc(x, 0), 0),
-     ops=("argsort", "index"))
-case("topk/largest", lambda x: gj.topk(x, 2, dim=1).values, [distinct((3, 4))],
-     lambda x: np.take_along_axis(x, _np_argsort_desc(x, 1)[:, :2], 1),
-     ops=("argsort", "index"))
-case("topk/smallest_indices", lambda x: x.topk(3, largest=False).indices, [distinct((3, 4))],
-     lambda x: np.argsort(x, 1, kind="stable")[:, :3], ops=("argsort",), grad=False,
-     out_dtype="int64")
+# Rounding, scans and orders: tests/op_table_scan.py (its rows join CASES here).
+import op_table_scan  # noqa: E402,F401
 
 
 def by_name(name: str) -> OpCase:

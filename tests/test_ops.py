@@ -405,6 +405,31 @@ def test_other_shape_errors_name_the_op(rng):
     np.testing.assert_array_equal(x.numpy().shape, (2, 3))
 
 
+def test_scan_and_order_errors_name_the_op_and_the_shape(rng):
+    x = gj.tensor(rng.standard_normal((2, 3)))
+    n = gj.tensor([[1, 2], [3, 4]])
+    for op, thunk, fragment in [
+        ("cumsum", lambda: x.cumsum(2), "(2, 3)"), ("cumsum", lambda: gj.cumsum(x, -3), "2 dims"),
+        ("prod", lambda: x.prod(5), "2 dims"), ("prod", lambda: gj.prod(x, (0, 0)), "twice"),
+        ("argsort", lambda: x.argsort(2), "2 dims"), ("sort", lambda: x.sort(-3), "2 dims"),
+        ("topk", lambda: x.topk(4), "out of range for dim 1 of size 3"),
+        ("topk", lambda: x.topk(1, dim=2), "2 dims"),
+    ]:
+        with pytest.raises(gj.ShapeError) as info:
+            thunk()
+        _check_message(info.value, op, fragment)
+    for op, thunk, fragment in [("frac", lambda: n.frac(), "int64"),
+                                ("round", lambda: gj.round(n, decimals=1), "int64"),
+                                ("topk", lambda: (x > 0).topk(1), "bool")]:
+        with pytest.raises(gj.DTypeError) as info:
+            thunk()
+        _check_message(info.value, op, fragment, "(2, ")
+    # What PyTorch allows: rounding ints (themselves), sorting bools, scans of ints in int64.
+    assert n.floor() is n and gj.round(n) is n
+    assert (x > 0).argsort(1).dtype is gj.int64 and n.cumsum(0).dtype is gj.int64
+    assert (n > 1).prod(1).dtype is gj.int64
+
+
 def test_negative_slice_step_raises(rng):
     x = gj.tensor(rng.standard_normal((3, 4)))
     with pytest.raises(gj.ShapeError) as info:  # PyTorch: "step must be greater than zero"

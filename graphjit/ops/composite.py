@@ -401,17 +401,38 @@ trunc = _rounding("trunc")
 _round_half_even = _rounding("round")
 
 
+def _float_only(op, x, what=""):
+    if not x.dtype.is_floating_point:
+        raise DTypeError(f"{what}expects a floating point tensor, got {x.dtype.name} of shape "
+                         f"{tuple(x.shape)}", op=op)
+
+
 def round(x, decimals=0):  # noqa: A001 - PyTorch's name
     """Round half to even (``torch.round``); with ``decimals``, ``round(x * 10**d) / 10**d``."""
     if decimals == 0:
         return _round_half_even(x)
+    x = api._value(x)
+    _float_only("round", x, "with decimals ")  # as PyTorch's
     scale = 10.0 ** decimals
     return api.div(_round_half_even(api.mul(x, scale)), scale)
 
 
 def frac(x):
-    """``x - trunc(x)``."""
+    """``x - trunc(x)``, of floating point tensors (as PyTorch's)."""
+    x = api._value(x)
+    _float_only("frac", x)
     return api.sub(x, trunc(x))
+
+
+def _dims_of(op, x, dim, many=False):
+    """``normalize_dim(s)`` for ``x``, its error naming the shape too."""
+    try:
+        if many:
+            return normalize_dims(op, dim, len(x.shape))
+        return normalize_dim(op, dim, builtins.max(len(x.shape), 1))
+    except ShapeError as e:
+        raise ShapeError(f"{e.bare_message}; the tensor's shape is {tuple(x.shape)}",
+                         op=op) from None
 
 
 def cumsum(x, dim, dtype=None):
@@ -420,7 +441,7 @@ def cumsum(x, dim, dtype=None):
     x = api._value(x)
     if dtype is not None:
         x = api.cast(x, dtype)
-    return _cumsum(x, normalize_dim("cumsum", dim, builtins.max(len(x.shape), 1)))
+    return _cumsum(x, _dims_of("cumsum", x, dim))
 
 
 def prod(x, dim=None, keepdim=False, dtype=None):
@@ -430,8 +451,7 @@ def prod(x, dim=None, keepdim=False, dtype=None):
     x = api._value(x)
     if dtype is not None:
         x = api.cast(x, dtype)
-    dims = tuple(range(len(x.shape))) if dim is None else \
-        normalize_dims("prod", dim, len(x.shape))
+    dims = tuple(range(len(x.shape))) if dim is None else _dims_of("prod", x, dim, many=True)
     return bind_prod(x, dims, keepdim)
 
 
@@ -439,13 +459,14 @@ def argsort(x, dim=-1, descending=False, stable=False):
     """Indices that sort ``x`` along ``dim`` (always stable; NaN counts as largest)."""
     from .scan import argsort as _argsort
     x = api._value(x)
-    return _argsort(x, normalize_dim("argsort", dim, builtins.max(len(x.shape), 1)), descending)
+    return _argsort(x, _dims_of("argsort", x, dim), descending)
 
 
 def sort(x, dim=-1, descending=False, stable=False):
     """``(values, indices)`` along ``dim``, as ``torch.sort`` (stable; NaN largest); the
     values' gradient goes back through the indices."""
     x = api._value(x)
+    dim = _dims_of("sort", x, dim)
     idx = argsort(x, dim, descending)
     if not len(x.shape):
         return ValuesIndices(x, idx)
@@ -456,7 +477,9 @@ def topk(x, k, dim=-1, largest=True, sorted=True):  # noqa: A002 - PyTorch's nam
     """The ``k`` largest (``largest=False``: smallest) elements along ``dim`` and their
     indices, as ``torch.topk`` (in order; ties keep the lower index first)."""
     x = api._value(x)
-    d = normalize_dim("topk", dim, builtins.max(len(x.shape), 1))
+    if x.dtype is dtypes.bool_:
+        raise DTypeError(f"is not defined for bool tensors (shape {tuple(x.shape)})", op="topk")
+    d = _dims_of("topk", x, dim)
     n = x.shape[d] if len(x.shape) else 1
     if not 0 <= k <= n:
         raise ShapeError(f"k ({k}) is out of range for dim {d} of size {n} (shape "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dtypes
-from ..errors import DTypeError, ShapeError
+from ..errors import ShapeError
 from ..shapes import TensorType, numel, reduced_shape
 from . import api
 from .registry import OpDef, bind, get, register
@@ -98,9 +98,6 @@ def bind_prod(x, dims, keepdim):
 
 def _argsort_infer(x: TensorType, dim, descending) -> TensorType:
     _dim_ok("argsort", x, dim)
-    if x.dtype is dtypes.bool_:
-        raise DTypeError(f"sorting a bool tensor (shape {x.shape}) is not supported; cast it to "
-                         "int64 first", op="argsort")
     return TensorType(tuple(x.shape), dtypes.int64)
 
 
