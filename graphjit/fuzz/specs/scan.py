@@ -77,7 +77,8 @@ def _prod(g):
         keep = g.r.random() < 0.4
         dims = (d % n_dims,)
         kd = ", keepdim=True" if keep else ""
-        code = _c(g, f"{{out}} = {source}.prod({d}{kd})", f"{{out}} = gj.prod({source}, dim={d}{kd})")
+        code = _c(g, f"{{out}} = {source}.prod({d}{kd})",
+                  f"{{out}} = gj.prod({source}, dim={d}{kd})")
     count = math.prod(x.shape[d] for d in dims) if dims else 1
     shape = tuple(1 if i in dims else s for i, s in enumerate(x.shape) if keep or i not in dims)
     g.emit(code, [x], shape=shape, dtype=x.dtype, spec="prod", mag=max(x.mag, 1.0) ** count)
