@@ -26,7 +26,7 @@ from .ops.api import (abs, add, amax, amin, argmax, argmin, broadcast_to, cat, c
                       pow, relu, reshape, rsqrt, sigmoid, sign, silu, sin, softmax, softplus, split,
                       sqrt, squeeze, stack, std, sub, sum, t, tanh, transpose, unsqueeze, var,
                       where)
-from .ops.composite import (addmm, argsort, baddbmm, bmm, ceil, cumsum, dot, einsum, flip,
+from .ops.composite import (addmm, argsort, baddbmm, bmm, ceil, cumsum, diag, dot, einsum, flip,
                             floor, frac, isclose, isfinite, isinf, isnan, masked_fill, mv,
                             nan_to_num, norm, outer, prod, roll, round, sort, square, tile, topk,
                             tril, triu, trunc)

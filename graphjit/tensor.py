@@ -900,10 +900,12 @@ for _name in ("add", "sub", "mul", "div", "neg", "pow", "exp", "log", "log1p", "
               "narrow", "logical_and", "logical_or", "logical_not"):
     setattr(Tensor, _name, _method(getattr(api, _name)))
 for _name in ("square", "masked_fill", "isnan", "isinf", "isfinite", "nan_to_num", "isclose",
-              "roll", "tril", "triu", "bmm", "mv", "dot", "outer", "addmm", "baddbmm", "norm",
+              "roll", "tril", "triu", "diag", "bmm", "mv", "dot", "outer", "addmm", "baddbmm", "norm",
               "floor", "ceil", "round", "trunc", "frac", "cumsum", "prod", "argsort", "sort",
               "topk"):
     setattr(Tensor, _name, _method(getattr(composite, _name)))
+Tensor.where = lambda self, condition, other: api.where(condition, self, other)
+Tensor.where.__doc__ = "``torch.Tensor.where``: ``self`` where ``condition``, else ``other``."
 Tensor.clip = Tensor.clamp
 Tensor.multiply = Tensor.mul
 Tensor.divide = Tensor.div

@@ -784,6 +784,13 @@ case("tril/diag", lambda x: gj.tril(x, -1), [A(2, 3, 4)], lambda x: np.tril(x, -
      ops=("where", "iota"))
 case("triu/method", lambda x: x.triu(1), [A(4, 3)], lambda x: np.triu(x, 1),
      ops=("where", "iota"))
+case("diag/vector", lambda x: gj.diag(x, -1), [A(4)], lambda x: np.diag(x, -1),
+     ops=("where", "iota", "cat"))
+case("diag/matrix", lambda x: x.diag(1), [A(3, 5)], lambda x: np.diag(x, 1), ops=("index",))
+case("elu/alpha", lambda x: gj.nn.functional.elu(x, 0.5), [A(3, 4)],
+     lambda x: np.where(x > 0, x, 0.5 * np.expm1(np.minimum(x, 0))), ops=("where", "exp"))
+case("where/method", lambda x, y: x.where(x > 0.25, y), [A(3, 4), A(4)],
+     lambda x, y: np.where(x > 0.25, x, y), ops=("where",))
 case("tile/dims", lambda x: gj.tile(x, (2, 1, 3)), [A(3, 2)], lambda x: np.tile(x, (2, 1, 3)),
      ops=("expand", "clone"))
 case("square/fn", lambda x: gj.square(x), [A(3, 4)], np.square, ops=("mul",))

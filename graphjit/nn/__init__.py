@@ -4,7 +4,7 @@ from .attention import MultiheadAttention  # noqa: F401
 from .batchnorm import BatchNorm1d, BatchNorm2d  # noqa: F401
 from .conv import Conv1d, Conv2d, ConvTranspose2d, Fold, Unfold  # noqa: F401
 from .dropout import Dropout, Dropout1d, Dropout2d  # noqa: F401
-from .layers import (GELU, Flatten, Identity, LeakyReLU, Linear,  # noqa: F401
+from .layers import (ELU, GELU, Flatten, Identity, LeakyReLU, Linear,  # noqa: F401
                      LogSoftmax, ModuleDict, ModuleList, ReLU, Sequential, Sigmoid, SiLU,
                      Softmax, Softplus, Tanh)
 from .loss import (BCELoss, BCEWithLogitsLoss, CosineEmbeddingLoss,  # noqa: F401

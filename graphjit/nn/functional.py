@@ -16,11 +16,17 @@ from ..errors import DTypeError, ShapeError
 from ..ops import api
 from ..ops.api import (gelu, leaky_relu, log_softmax, relu, sigmoid, silu, softmax,  # noqa: F401
                        softplus, tanh)
+from ..ops.composite import elu as _elu
 from ..shapes import broadcast_shapes, normalize_dim
 from .functional_loss import (_host, binary_cross_entropy,  # noqa: F401
                               binary_cross_entropy_with_logits, cosine_embedding_loss,
                               cross_entropy, huber_loss, kl_div, l1_loss, mse_loss, nll_loss,
                               smooth_l1_loss)
+
+
+def elu(input, alpha: float = 1.0, inplace: bool = False):
+    """``F.elu``; ``inplace`` is accepted and computed out of place (as the modules do)."""
+    return _elu(input, alpha)
 
 
 def linear(input, weight, bias=None):

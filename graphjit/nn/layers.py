@@ -95,6 +95,8 @@ GELU = _activation("GELU", api.gelu, "x * Phi(x) ('none') or its tanh approximat
 SiLU = _activation("SiLU", api.silu, "x * sigmoid(x)", inplace=True)
 LeakyReLU = _activation("LeakyReLU", api.leaky_relu, "x if x > 0 else negative_slope * x",
                         inplace=True, negative_slope=0.01)
+ELU = _activation("ELU", lambda x, alpha: F.elu(x, alpha), "x if x > 0 else alpha * (exp(x) - 1)",
+                  inplace=True, alpha=1.0)
 Softplus = _activation("Softplus", api.softplus, "log(1 + exp(beta x)) / beta", beta=1.0,
                        threshold=20.0)
 

@@ -169,6 +169,39 @@ def _triangle(op, x, diagonal, lower):
     return api.where(keep, x, zero)
 
 
+def elu(x, alpha=1.0):
+    """``x`` where positive, ``alpha * (exp(x) - 1)`` elsewhere (``F.elu``). The exponential
+    sees 0 where ``x > 0``, so a large positive ``x`` neither overflows nor gives its
+    gradient ``0 * inf``; at 0 the gradient is ``alpha``, as PyTorch's."""
+    x = api._value(x)
+    _float("elu", x)
+    positive = api.gt(x, 0.0)
+    neg = api.mul(api.sub(api.exp(api.where(positive, 0.0, x)), 1.0), float(alpha))
+    return api.where(positive, x, neg)
+
+
+def diag(x, diagonal=0):
+    """``torch.diag``: a 1-D tensor's square matrix with it on diagonal ``diagonal`` (zeros
+    elsewhere), or a 2-D tensor's diagonal ``diagonal`` as a 1-D tensor."""
+    x, d = api._value(x), int(diagonal)
+    if len(x.shape) == 1:
+        n = x.shape[0] + abs(d)
+        offset = api.sub(_iota((n, n), 1), _iota((n, n), 0))  # j - i
+        # Row i holds element i (d >= 0) or i + d (d < 0) of x, at column i + d.
+        padded = api.cat([x, api.zeros((abs(d),), x.dtype)] if d >= 0
+                         else [api.zeros((-d,), x.dtype), x], 0)
+        rows = api.expand(api.reshape(padded, (n, 1)), (n, n))
+        return api.where(api.eq(offset, d), rows, api.python_kind(x.dtype)(0))
+    if len(x.shape) != 2:
+        raise ShapeError(f"needs a 1-D or 2-D tensor, got shape {tuple(x.shape)}", op="diag")
+    rows, cols = x.shape
+    start_r, start_c = (0, d) if d >= 0 else (-d, 0)
+    length = max(min(rows - start_r, cols - start_c), 0)
+    flat = np.array([(start_r + k) * (cols + 1) + start_c - start_r for k in range(length)],
+                    dtype=np.int64)
+    return api.index(api.reshape(x, (rows * cols,)), [api.constant(flat)], (("t", 0),))
+
+
 def tril(x, diagonal=0):
     """The lower triangle of the last two dims (``j - i <= diagonal``), zeros elsewhere."""
     return _triangle("tril", api._value(x), int(diagonal), True)
