@@ -17,7 +17,11 @@ A rank that raises leaves the others blocked in their next collective. So
 then names the rank and calls ``MPI_Abort`` on the world communicator, which makes the
 launcher (mpiexec) end every rank of the job with a non-zero status: one failing rank
 takes the job down within moments instead of hanging it (mpi4py's ``python -m mpi4py``
-does the same). ``destroy_process_group`` puts the previous hook back.
+does the same). ``destroy_process_group`` puts the previous hook back. The hook writes a
+one-line summary with the error's message first, and waits a moment after the traceback
+before aborting: the launcher forwards each rank's output through pipes and drops what it
+has not forwarded yet when the job is aborted (seen on a loaded machine: the traceback cut
+off before its last line, the one that says what went wrong).
 """
 from __future__ import annotations
 
@@ -178,6 +182,7 @@ def _describe(x) -> str:
 # ---- the abort path ([Abort on error]) --------------------------------------------------
 
 _previous_hook = None
+ABORT_GRACE_SECONDS = 0.5
 
 
 def install_abort_hook(group: ProcessGroup) -> None:
@@ -189,12 +194,16 @@ def install_abort_hook(group: ProcessGroup) -> None:
 
     def abort_on_error(exc_type, exc, tb):
         try:
+            sys.stderr.write(f"graphjit.distributed: rank {group.rank} of {group.size} raised "
+                             f"{exc_type.__name__}: {exc}\n")
+            sys.stderr.flush()
             previous(exc_type, exc, tb)
         finally:
             sys.stderr.write(f"graphjit.distributed: rank {group.rank} of {group.size} raised "
                              f"{exc_type.__name__}; aborting the job (MPI_Abort) so that the "
                              "other ranks do not wait for it\n")
             sys.stderr.flush()
+            time.sleep(ABORT_GRACE_SECONDS)  # (see [Abort on error]: output still in pipes)
             world.Abort(1)
 
     sys.excepthook = abort_on_error
