@@ -32,16 +32,6 @@ def kernel_import(name: str, line: str) -> None:
     KERNEL_IMPORTS[name] = line
 
 
-# Functions kernel bodies may call that live in a module of their own: name -> import line
-# (``kernel_import``); a kernel module imports those its body uses.
-KERNEL_IMPORTS: dict = {}
-
-
-def kernel_import(name: str, line: str) -> None:
-    """Let kernel bodies call ``name``, imported by ``line`` (an emitter's helper)."""
-    KERNEL_IMPORTS[name] = line
-
-
 class KernelWriter(_KernelWriter):
     """The kernel being written for ``node`` (see core/kernel.py), and what the CPU adds:
     whether it runs a parallel loop, whether it calls a threaded BLAS, unsigned indices."""
