@@ -55,7 +55,7 @@ from ...ir.interpret import Interpreter
 from ...ops.index import describe_key
 from ..core.index import index_plan
 from ..core.program import update_plan
-from .program import CompiledProgram, _flat
+from .program import CompiledProgram
 from .workers import compile_workers, kill_workers, start_workers
 
 TIERS = ("tiered", "native", "interpret")
@@ -205,17 +205,9 @@ class TieredProgram:
 
     # ---- CompiledProgram's interface -------------------------------------------------------
 
-    def flat_input(self, i: int, arr):
-        """``CompiledProgram.flat_input``: input ``i`` checked, as a flat view or a copy."""
-        dtype, shape = self._arg_types[i]
-        if type(arr) is not np.ndarray:
-            arr = np.asarray(arr)
-        if arr.dtype != dtype or arr.shape != shape:
-            raise self._input_error(i, arr)
-        flags = arr.flags
-        if flags.c_contiguous and flags.writeable:
-            return arr.reshape(-1), False
-        return _flat(arr), True
+    # Input ``i`` checked, as a flat view or a copy: the native program's own checks (they
+    # read only ``_arg_types`` and ``_input_error``).
+    flat_input = CompiledProgram.flat_input
 
     def _input_error(self, i, arr):
         v = self._args[i]
