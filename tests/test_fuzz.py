@@ -167,11 +167,11 @@ FUZZ_SECONDS = float(os.environ.get("GRAPHJIT_FUZZ_SECONDS", 45))
 FUZZ_MIN_GRAPHS = 5
 FUZZ_SEED = 2024
 
-# Features of bugs still open, which the CI run steps around, each with its reproducer (the
-# fuzz_bugs/ scripts of issue 18). TODO(issue 18): drop an entry when its bug is fixed; the
-# run then covers that feature again. (Fixed and dropped so far: .grad assignments after
-# backward, parameters changed in place after use, the compiled-forward mode's unused-input
-# gradients and views, the features of issue 18's first point.)
+# Features of bugs still open, which the CI run steps around (feature -> its reproducer);
+# none now. A bug the fuzzer finds that cannot be fixed at once goes here until it is.
+# (Fixed and dropped so far: .grad assignments after backward, parameters changed in place
+# after use, the compiled-forward mode's unused-input gradients and views, the features of
+# issue 18's first point, unit_dims.)
 OPEN_BUGS: dict = {}
 OPEN_MODES_OFF: tuple = ()
 
