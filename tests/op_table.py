@@ -756,6 +756,16 @@ case("fold/op_asymmetric_uncovered_rows",
      lambda x: _window_op("fold")(x, (5, 4), (2, 2), (1, 1), (2, 3), (0, 1, 2, 0)),
      [A(1, 2, 2, 2, 3, 2)],
      lambda x: _fold_ref(x, (5, 4), (2, 2), (1, 1), (2, 3), (0, 1, 2, 0)), ops=("fold",))
+case("unfold/op_layout_CN",
+     lambda x: _window_op("unfold")(x, (2, 3), (2, 1), (1, 2), (1, 0, 2, 1), 0.25, "CN"),
+     [A(3, 2, 4, 5)],
+     lambda x: _unfold_ref(x, (2, 3), (2, 1), (1, 2), (1, 0, 2, 1), 0.25).transpose(
+         1, 2, 3, 0, 4, 5), ops=("unfold", "fold"))
+case("fold/op_layout_CN",
+     lambda x: _window_op("fold")(x, (5, 4), (2, 2), (1, 1), (2, 3), (0, 1, 2, 0), "CN"),
+     [A(2, 2, 2, 3, 3, 2)],
+     lambda x: _fold_ref(x.transpose(3, 0, 1, 2, 4, 5), (5, 4), (2, 2), (1, 1), (2, 3),
+                         (0, 1, 2, 0)), ops=("fold", "unfold"))
 
 
 # ============================================================================================

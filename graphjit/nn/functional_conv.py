@@ -103,27 +103,30 @@ def _check_kernel_fits(op, x, kernel, dilation, pads):
 
 
 def _conv2d(x, weight, bias, stride, pads, dilation, groups):
-    """The convolution of 4-D ``x`` [N, C, H, W] by ``weight`` [OC, C/G, KH, KW]:
-    unfold, one (batched) matrix product per group, + bias."""
+    """The convolution of 4-D ``x`` [N, C, H, W] by ``weight`` [OC, C/G, KH, KW]: unfold in
+    the "CN" layout (see [Window layout]), ONE matrix product over the whole batch per group,
+    ``[OC/G, C/G*KH*KW] @ [C/G*KH*KW, N*OH*OW]``, + bias, and the [OC, N, ...] result seen
+    as [N, OC, ...]. Its gradients are then one GEMM each too (a per-image product would be
+    N small GEMMs, and the weight gradient their sum)."""
     n, c = x.shape[:2]
     oc, cg, kh, kw = weight.shape
     flat_pads = pads[0] + pads[1]
     if (kh, kw) == (1, 1) and stride == (1, 1) and not any(flat_pads):
-        cols = x  # a 1x1 convolution reads the input as it is: no window copy
+        cols = api.permute(x, (1, 0, 2, 3))  # a 1x1 convolution's windows: x itself, [C, N, ...]
         oh, ow = x.shape[2:]
     else:
-        cols = _unfold_op(x, (kh, kw), dilation, stride, flat_pads)  # [N, C, KH, KW, OH, OW]
-        oh, ow = cols.shape[4:]
-    k = cg * kh * kw
+        cols = _unfold_op(x, (kh, kw), dilation, stride, flat_pads, layout="CN")
+        oh, ow = cols.shape[4:]  # [C, KH, KW, N, OH, OW]
+    k, columns = cg * kh * kw, n * oh * ow
     if groups == 1:
-        out = api.matmul(api.reshape(weight, (oc, k)), api.reshape(cols, (n, k, oh * ow)))
+        out = api.matmul(api.reshape(weight, (oc, k)), api.reshape(cols, (k, columns)))
     else:
         w = api.reshape(weight, (groups, oc // groups, k))
-        out = api.matmul(w, api.reshape(cols, (n, groups, k, oh * ow)))  # [N, G, OC/G, L]
-    out = api.reshape(out, (n, oc, oh, ow))
-    if bias is not None:
-        out = api.add(out, api.reshape(bias, (oc, 1, 1)))
-    return out
+        out = api.matmul(w, api.reshape(cols, (groups, k, columns)))  # [G, OC/G, N*L]
+    out = api.reshape(out, (oc, columns))
+    if bias is not None:  # added before the permute: the GEMM's epilogue adds it
+        out = api.add(out, api.reshape(bias, (oc, 1)))
+    return api.permute(api.reshape(out, (oc, n, oh, ow)), (1, 0, 2, 3))
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -181,21 +184,24 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
         raise ShapeError(f"the output size {size} is too small (input of shape {tuple(x.shape)}, "
                          f"weight {tuple(weight.shape)}, stride {stride}, padding {padding}, "
                          f"dilation {dilation}, output_padding {output_padding})", op=op)
+    # The input seen as [C_in, N*H*W], so each group is ONE matrix product over the batch
+    # whose result is the windows in the "CN" layout [OC, KH, KW, N, H, W].
     k = out_channels // groups * kh * kw
+    xc = api.reshape(api.permute(x, (1, 0, 2, 3)), (cin, n * h * w))
     if groups == 1:
         w_t = api.transpose(api.reshape(weight, (cin, k)), 0, 1)            # [OC*K, C_in]
-        cols = api.matmul(w_t, api.reshape(x, (n, cin, h * w)))              # [N, OC*K, HW]
+        cols = api.matmul(w_t, xc)                                           # [OC*K, N*HW]
     else:
         w_t = api.transpose(api.reshape(weight, (groups, cin // groups, k)), 1, 2)
-        cols = api.matmul(w_t, api.reshape(x, (n, groups, cin // groups, h * w)))
-    cols = api.reshape(cols, (n, out_channels, kh, kw, h, w))
+        cols = api.matmul(w_t, api.reshape(xc, (groups, cin // groups, n * h * w)))
+    cols = api.reshape(cols, (out_channels, kh, kw, n, h, w))
     # fold is the adjoint of a convolution over the output: padding p before and p - op after
     # (the output_padding rows are real rows that can receive values). Where that is
     # negative, fold a smaller output and append the zero rows nothing reaches.
     after = tuple(p - o for p, o in zip(padding, output_padding))
     folded = tuple(s + min(a, 0) for s, a in zip(size, after))
     pads = (padding[0], max(after[0], 0), padding[1], max(after[1], 0))
-    out = _fold_op(cols, folded, (kh, kw), dilation, stride, pads)
+    out = _fold_op(cols, folded, (kh, kw), dilation, stride, pads, layout="CN")
     out = _zero_pad_end(out, (0, 0, size[0] - folded[0], size[1] - folded[1]))
     if bias is not None:
         out = api.add(out, api.reshape(bias, (out_channels, 1, 1)))

@@ -19,7 +19,13 @@ matrix product, both without a copy. Padding is four explicit non-negative ints 
 "same" padding of even kernels and ceil-mode pooling (extra windows at the bottom/right)
 need no other op.
 
-``fold`` takes cols of that shape back to [N, C, H, W] (``output_size = (H, W)``), adding
+With ``layout="CN"`` the same elements are stored as cols [C, KH, KW, N, OH, OW] (the batch
+inside the window dims): ``reshape(cols, [C*KH*KW, N*OH*OW])`` is then the right operand
+of a convolution's matrix product over the whole batch at once, one GEMM
+``[OC, C*KH*KW] @ [C*KH*KW, N*OH*OW]`` instead of one small GEMM per image (and its weight
+gradient one GEMM too, not N products summed). ``layout="NC"`` is the default.
+
+``fold`` takes cols of either layout back to [N, C, H, W] (``output_size = (H, W)``), adding
 the windows that overlap and dropping what lands in the padding: it is the transpose of
 ``unfold`` as a linear map, so each op's gradient is the other (``unfold``'s with
 pad_value 0). Its sum runs over (i, j) in row-major order; a compiled kernel that adds in
@@ -44,7 +50,23 @@ def _pair_of_ints(op, name, value, minimum):
         raise ShapeError(f"{name} must be two ints >= {minimum}, got {value!r}", op=op)
 
 
-def _check_attrs(op, kernel, dilation, stride, padding):
+LAYOUTS = ("NC", "CN")
+
+
+def window_shape(n, c, kernel, counts, layout):
+    """The shape of the windows of an [n, c, ...] tensor in ``layout``."""
+    return ((n, c) if layout == "NC" else (c,)) + tuple(kernel) + \
+        ((n,) if layout == "CN" else ()) + tuple(counts)
+
+
+def _batch_channels(cols_shape, layout):
+    """(N, C) of windows of shape ``cols_shape`` in ``layout``."""
+    return tuple(cols_shape[:2]) if layout == "NC" else (cols_shape[3], cols_shape[0])
+
+
+def _check_attrs(op, kernel, dilation, stride, padding, layout):
+    if layout not in LAYOUTS:
+        raise ShapeError(f"layout must be one of {LAYOUTS}, got {layout!r}", op=op)
     _pair_of_ints(op, "kernel", kernel, 1)
     _pair_of_ints(op, "dilation", dilation, 1)
     _pair_of_ints(op, "stride", stride, 1)
@@ -80,18 +102,19 @@ def _window_cost(out: TensorType, x: TensorType, **attrs):
 
 # ---- unfold -----------------------------------------------------------------------------------
 
-def _unfold_infer(x: TensorType, kernel, dilation, stride, padding, pad_value) -> TensorType:
-    _check_attrs("unfold", kernel, dilation, stride, padding)
+def _unfold_infer(x: TensorType, kernel, dilation, stride, padding, pad_value,
+                  layout) -> TensorType:
+    _check_attrs("unfold", kernel, dilation, stride, padding, layout)
     if x.ndim != 4:
         raise ShapeError(f"expects a 4-D input [N, C, H, W], got shape {x.shape}", op="unfold")
     if not math.isfinite(pad_value) and not x.dtype.is_floating_point:
         raise DTypeError(f"pad_value {pad_value} needs a floating point input, got "
                          f"{x.dtype.name} of shape {x.shape}", op="unfold")
     oh, ow = window_counts("unfold", x.shape[2:], kernel, dilation, stride, padding, x.shape)
-    return TensorType(tuple(x.shape[:2]) + kernel + (oh, ow), x.dtype)
+    return TensorType(window_shape(*x.shape[:2], kernel, (oh, ow), layout), x.dtype)
 
 
-def _unfold(x, kernel, dilation, stride, padding, pad_value):
+def _unfold(x, kernel, dilation, stride, padding, pad_value, layout):
     n, c, h, w = x.shape
     top, bottom, left, right = padding
     if any(padding):
@@ -105,11 +128,13 @@ def _unfold(x, kernel, dilation, stride, padding, pad_value):
     view = as_strided(xp, shape=(n, c) + kernel + (oh, ow),
                       strides=(sn, sc, sh * dilation[0], sw * dilation[1], sh * stride[0],
                                sw * stride[1]), writeable=False)
+    if layout == "CN":
+        view = view.transpose(1, 2, 3, 0, 4, 5)
     return np.ascontiguousarray(view)
 
 
-def _vjp_unfold(g, out, x, kernel, dilation, stride, padding, pad_value):
-    return (fold(g, tuple(x.shape[2:]), kernel, dilation, stride, padding),)
+def _vjp_unfold(g, out, x, kernel, dilation, stride, padding, pad_value, layout):
+    return (fold(g, tuple(x.shape[2:]), kernel, dilation, stride, padding, layout),)
 
 
 register(OpDef(name="unfold", kind="opaque", infer=_unfold_infer, impl=_unfold, vjp=_vjp_unfold,
@@ -118,23 +143,29 @@ register(OpDef(name="unfold", kind="opaque", infer=_unfold_infer, impl=_unfold, 
 
 # ---- fold -------------------------------------------------------------------------------------
 
-def _fold_infer(g: TensorType, output_size, kernel, dilation, stride, padding) -> TensorType:
-    _check_attrs("fold", kernel, dilation, stride, padding)
+def _fold_infer(g: TensorType, output_size, kernel, dilation, stride, padding,
+                layout) -> TensorType:
+    _check_attrs("fold", kernel, dilation, stride, padding, layout)
     _pair_of_ints("fold", "output_size", output_size, 1)
-    if g.ndim != 6 or tuple(g.shape[2:4]) != kernel:
-        raise ShapeError(f"expects windows [N, C, KH, KW, OH, OW] with KH, KW = {kernel}, got "
-                         f"shape {g.shape}", op="fold")
+    kernel_dims = slice(2, 4) if layout == "NC" else slice(1, 3)
+    if g.ndim != 6 or tuple(g.shape[kernel_dims]) != kernel:
+        dims = "[N, C, KH, KW, OH, OW]" if layout == "NC" else "[C, KH, KW, N, OH, OW]"
+        raise ShapeError(f"expects windows {dims} (layout {layout}) with KH, KW = {kernel}, "
+                         f"got shape {g.shape}", op="fold")
+    n, c = _batch_channels(g.shape, layout)
     counts = window_counts("fold", output_size, kernel, dilation, stride, padding,
-                           tuple(g.shape[:2]) + output_size)
+                           (n, c) + output_size)
     if tuple(g.shape[4:]) != counts:
         raise ShapeError(f"windows of shape {g.shape} do not fit output size {output_size}: "
                          f"kernel {kernel}, dilation {dilation}, stride {stride} and padding "
                          f"{padding} give {counts[0]}x{counts[1]} windows, not "
                          f"{g.shape[4]}x{g.shape[5]}", op="fold")
-    return TensorType(tuple(g.shape[:2]) + output_size, g.dtype)
+    return TensorType((n, c) + output_size, g.dtype)
 
 
-def _fold(g, output_size, kernel, dilation, stride, padding):
+def _fold(g, output_size, kernel, dilation, stride, padding, layout):
+    if layout == "CN":
+        g = g.transpose(3, 0, 1, 2, 4, 5)  # a view in the NC order: the same adds
     n, c, kh, kw, oh, ow = g.shape
     top, bottom, left, right = padding
     h, w = output_size
@@ -150,8 +181,8 @@ def _fold(g, output_size, kernel, dilation, stride, padding):
     return out
 
 
-def _vjp_fold(g, out, cols, output_size, kernel, dilation, stride, padding):
-    return (unfold(g, kernel, dilation, stride, padding, 0.0),)
+def _vjp_fold(g, out, cols, output_size, kernel, dilation, stride, padding, layout):
+    return (unfold(g, kernel, dilation, stride, padding, 0.0, layout),)
 
 
 register(OpDef(name="fold", kind="opaque", infer=_fold_infer, impl=_fold, vjp=_vjp_fold,
@@ -164,13 +195,17 @@ def _ints(values) -> tuple:
     return tuple(int(v) for v in values)
 
 
-def unfold(x, kernel, dilation=(1, 1), stride=(1, 1), padding=(0, 0, 0, 0), pad_value=0.0):
+def unfold(x, kernel, dilation=(1, 1), stride=(1, 1), padding=(0, 0, 0, 0), pad_value=0.0,
+           layout="NC"):
     """The ``unfold`` primitive (see [Window layout]) with normalised attributes."""
     return bind(get("unfold"), x, kernel=_ints(kernel), dilation=_ints(dilation),
-                stride=_ints(stride), padding=_ints(padding), pad_value=float(pad_value))
+                stride=_ints(stride), padding=_ints(padding), pad_value=float(pad_value),
+                layout=layout)
 
 
-def fold(cols, output_size, kernel, dilation=(1, 1), stride=(1, 1), padding=(0, 0, 0, 0)):
+def fold(cols, output_size, kernel, dilation=(1, 1), stride=(1, 1), padding=(0, 0, 0, 0),
+         layout="NC"):
     """The ``fold`` primitive (see [Window layout]) with normalised attributes."""
     return bind(get("fold"), cols, output_size=_ints(output_size), kernel=_ints(kernel),
-                dilation=_ints(dilation), stride=_ints(stride), padding=_ints(padding))
+                dilation=_ints(dilation), stride=_ints(stride), padding=_ints(padding),
+                layout=layout)

@@ -30,16 +30,19 @@ from .kernel import emits
 from .loops import parallel_chunks, parallel_min_elements
 
 
-def _window_nest(k, n_planes, kernel, dilation, stride, padding, size, counts, body_valid,
-                 body_pad=None, work=0):
+def _window_nest(k, batch, channels, layout, kernel, dilation, stride, padding, size, counts,
+                 body_valid, body_pad=None, work=0):
     """The loop nest above: ``body_valid(plane, cols_row, x_row, ow_lo, ow_hi)`` writes the
-    valid part of one window row, ``body_pad(cols_row, lo, hi)`` the padded part (unfold)."""
+    valid part of one window row, ``body_pad(cols_row, lo, hi)`` the padded part (unfold).
+    ``layout`` is the windows' (see [Window layout]): where a plane's window rows start."""
     (kh, kw), (dh, dw), (sh, sw) = kernel, dilation, stride
     top, _, left, _ = padding
     h, w = size
     oh, ow = counts
+    n_planes = batch * channels
     parallel = n_planes > 1 and work >= parallel_min_elements()
     plane = k.fresh("nc")
+    base = k.fresh("cbase")
     i, j, r = k.fresh("i"), k.fresh("j"), k.fresh("oh")
     lo, hi, ih = k.fresh("ow_lo"), k.fresh("ow_hi"), k.fresh("ih")
     cols_row, x_row = k.fresh("crow"), k.fresh("xrow")
@@ -54,6 +57,13 @@ def _window_nest(k, n_planes, kernel, dilation, stride, padding, size, counts, b
                 f"({k.chunk} + 1) * {n_planes} // {chunks}):"))
         else:
             stack.enter_context(k.block(f"for {plane} in range({n_planes}):"))
+        if layout == "NC":  # cols[n, c, i, j, oh, ow]: plane n*C + c's windows are together
+            k.line(f"{base} = {plane} * {kh * kw * oh * ow}")
+            step = oh * ow
+        else:  # cols[c, i, j, n, oh, ow]
+            k.line(f"{base} = (({plane} % {channels}) * {kh * kw * batch} + {plane} // "
+                   f"{channels}) * {oh * ow}")
+            step = batch * oh * ow
         stack.enter_context(k.block(f"for {i} in range({kh}):"))
         stack.enter_context(k.block(f"for {j} in range({kw}):"))
         # The windows ow whose column ow*sw - left + j*dw lies in [0, w).
@@ -61,7 +71,7 @@ def _window_nest(k, n_planes, kernel, dilation, stride, padding, size, counts, b
         k.line(f"{hi} = max({lo}, min({ow}, ({w - 1 + left} - {j} * {dw}) // {sw} + 1))")
         with k.block(f"for {r} in range({oh}):"):
             k.line(f"{ih} = {r} * {sh} - {top} + {i} * {dh}")
-            k.line(f"{cols_row} = (({plane} * {kh} + {i}) * {kw} + {j}) * {oh * ow} + {r} * {ow}")
+            k.line(f"{cols_row} = {base} + ({i} * {kw} + {j}) * {step} + {r} * {ow}")
             with k.block(f"if {ih} >= 0 and {ih} < {h}:"):
                 k.line(f"{x_row} = {plane} * {h * w} + {ih} * {w} + {j} * {dw} - {left}")
                 body_valid(cols_row, x_row, lo, hi)
@@ -94,14 +104,14 @@ def emit_unfold(node, k) -> None:
 
     if numel(node.out.shape) == 0:
         return
-    _window_nest(k, n * c, a["kernel"], a["dilation"], a["stride"], a["padding"], (h, w),
-                 counts, valid, padded, work=numel(node.out.shape))
+    _window_nest(k, n, c, a["layout"], a["kernel"], a["dilation"], a["stride"], a["padding"],
+                 (h, w), counts, valid, padded, work=numel(node.out.shape))
 
 
 @emits("fold")
 def emit_fold(node, k) -> None:
     a = node.attrs
-    n, c = node.inputs[0].shape[:2]
+    n, c = node.out.shape[:2]
     counts = tuple(node.inputs[0].shape[4:])
     sw = a["stride"][1]
     k.fill("0")
@@ -114,5 +124,5 @@ def emit_fold(node, k) -> None:
             k.line(f"{k.out}[{k.at(f'{x_row} + {q} * {sw}')}] += "
                    f"{k.ins[0]}[{k.at(f'{cols_row} + {q}')}]")
 
-    _window_nest(k, n * c, a["kernel"], a["dilation"], a["stride"], a["padding"],
+    _window_nest(k, n, c, a["layout"], a["kernel"], a["dilation"], a["stride"], a["padding"],
                  a["output_size"], counts, valid, work=numel(node.inputs[0].shape))
