@@ -271,6 +271,24 @@ def test_encoder_layer_names_and_training_dropout(rng):
         nn.TransformerEncoderLayer(4, 2, activation="tanh")
 
 
+def test_encoder_layer_dropout_modules_are_pytorchs(rng):
+    # PyTorch's sub-modules, in its order: the Dropout modules are attributes users reach.
+    layer = nn.TransformerEncoderLayer(4, 2, dim_feedforward=6, dropout=0.3,
+                                       activation=nn.GELU(), dtype=gj.float64)
+    assert [n for n, _ in layer.named_children()] == [
+        "self_attn", "linear1", "dropout", "linear2", "norm1", "norm2", "dropout1", "dropout2",
+        "activation"]
+    assert [layer.dropout.p, layer.dropout1.p, layer.dropout2.p, layer.self_attn.dropout] == \
+        [0.3] * 4
+    x = rng.standard_normal((3, 2, 4))
+    ref = ref_encoder_layer(params(layer), x, 2, False, gelu)
+    assert not np.allclose(npy(layer(f64(x))), ref)  # training: the dropouts are on
+    for module in (layer.dropout, layer.dropout1, layer.dropout2):
+        module.p = 0.0
+    layer.self_attn.dropout = 0.0
+    close(layer(f64(x)), ref)  # still training: the modules' p is what counts
+
+
 def test_encoder_stack_with_causal_mask_and_final_norm(rng):
     layer = nn.TransformerEncoderLayer(4, 2, dim_feedforward=6, dropout=0.0, dtype=gj.float64)
     enc = nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(4, dtype=gj.float64))
