@@ -118,6 +118,10 @@ def test_sdpa_errors():
         F.scaled_dot_product_attention(z, gj.zeros(2, 3, 5), z)
     with pytest.raises(gj.ShapeError, match=r"attn_mask of shape \(2, 2\) does not broadcast"):
         F.scaled_dot_product_attention(z, z, z, attn_mask=b(np.ones((2, 2))))
+    with pytest.raises(gj.ShapeError, match=r"scaled_dot_product_attention: attn_mask of shape "
+                                            r"\(5, 3, 3\) does not broadcast to the scores' "
+                                            r"\(2, 3, 3\)"):
+        F.scaled_dot_product_attention(z, z, z, attn_mask=gj.zeros(5, 3, 3))  # would grow them
     with pytest.raises(ValueError, match="either attn_mask or is_causal"):
         F.scaled_dot_product_attention(z, z, z, attn_mask=b(np.ones((3, 3))), is_causal=True)
 
