@@ -67,7 +67,7 @@ def single_gemm_defines(text, value):
 class SequenceModel(nn.Module):
     def __init__(self):
         super().__init__()
-        self.emb = nn.Embedding(7, 3, padding_idx=0, max_norm=1.5)
+        self.emb = nn.Embedding(7, 3, padding_idx=0, max_norm=1.5, scale_grad_by_freq=True)
         self.lstm = nn.LSTM(3, 4, bidirectional=True, batch_first=True)
         self.gru = nn.GRU(8, 4, num_layers=2, dropout=0.3)     # training: dropout between
         self.rnn = nn.RNN(4, 4, nonlinearity="relu")
