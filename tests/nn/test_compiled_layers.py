@@ -166,3 +166,39 @@ def test_losses_compiled_equal_eager(rng):
         total.backward()
         return losses
     eager_vs_compiled(lin, step, x, t, y, labels, w)
+
+
+def _products(text):
+    """The matrix products (gemm or matmul nodes) of an IR text."""
+    return [ln for ln in text.splitlines() if re.search(r" = (gemm|matmul)\(", ln)]
+
+
+def test_recurrent_layers_have_the_products_of_w5s_hand_written_loop():
+    # Issue #21: nn.RNN/LSTM/GRU compiled over a sequence get their products batched as the
+    # W5 benchmark's hand-written loop (benchmarks/workloads/w5_rnn.py) does: the same
+    # number of products after the pipeline (lower() runs no Numba). Per step the cells
+    # differ only in their elementwise gates (their gates share one product each).
+    steps, hidden = 6, 5
+    gj.manual_seed(0)
+    ih, hh = nn.Linear(3, hidden), nn.Linear(hidden, hidden)
+
+    def hand_loop(xs):
+        h = gj.zeros(B, hidden)
+        for t in range(steps):
+            h = gj.tanh(ih(xs[t]) + hh(h))
+        loss = h.sum()
+        loss.backward()
+        return loss
+    xs = gj.randn(steps, B, 3)
+    reference = _products(gj.compile(hand_loop).lower(xs).as_text("final"))
+    # input projection, the steps' recurrent products forward and backward, dW_ih, dW_hh
+    assert len(reference) == 1 + steps + (steps - 1) + 2, reference
+    for cls in (nn.RNN, nn.LSTM, nn.GRU):
+        m = cls(3, hidden)
+
+        def step(xs, m=m):
+            loss = m(xs)[0][-1].sum()  # the last state, as the loop's h
+            loss.backward()
+            return loss
+        products = _products(gj.compile(step).lower(xs).as_text("final"))
+        assert len(products) == len(reference), (cls.__name__, products)
