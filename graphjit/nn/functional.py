@@ -309,12 +309,17 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p: f
         attn_mask = _causal_mask(q_len, k_len)
     bias = None
     if attn_mask is not None:
+        # The scores' shape: the leading dims of query and key broadcast, then [L, S]. The
+        # mask must broadcast to it without growing it.
+        scores = broadcast_shapes(op, tuple(q.shape[:-2]), tuple(k.shape[:-2])) + (q_len, k_len)
         try:
-            broadcast_shapes(op, tuple(attn_mask.shape), (q_len, k_len))
+            fits = broadcast_shapes(op, tuple(attn_mask.shape), scores) == scores
         except ShapeError:
+            fits = False
+        if not fits:
             raise ShapeError(f"attn_mask of shape {tuple(attn_mask.shape)} does not broadcast "
-                             f"to the scores' [..., {q_len}, {k_len}] (query {tuple(q.shape)}, "
-                             f"key {tuple(k.shape)})", op=op) from None
+                             f"to the scores' {scores} (query {tuple(q.shape)}, key "
+                             f"{tuple(k.shape)})", op=op)
         bias = (_mask_bias(attn_mask, True, q.dtype) if attn_mask.dtype is dtypes.bool_
                 else attn_mask)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale

@@ -5,6 +5,7 @@ import copy
 
 from . import functional as F
 from .attention import MultiheadAttention
+from .dropout import Dropout
 from .layers import Linear, ModuleList
 from .module import Module
 from .normalization import LayerNorm
@@ -17,9 +18,11 @@ class TransformerEncoderLayer(Module):
     with a residual connection and a LayerNorm: after the residual (post-norm, PyTorch's
     default) or, with ``norm_first``, on the block's input. Sub-modules and state dict keys
     as PyTorch's: ``self_attn`` (MultiheadAttention), ``linear1``, ``linear2``, ``norm1``,
-    ``norm2``. ``dropout`` applies after the attention, inside and after the feed-forward
-    block and on the attention weights, in training mode only (eagerly only, for now: a
-    compiled function needs ``.eval()`` or ``dropout=0``)."""
+    ``norm2``, and the ``Dropout`` modules ``dropout`` (inside the feed-forward block),
+    ``dropout1`` (after the attention) and ``dropout2`` (after the feed-forward block), in
+    PyTorch's order. ``dropout`` is their probability and the attention weights'; it applies
+    in training mode only, in compiled functions too (the masks come from graphjit's
+    generator, as eagerly)."""
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048,
                  dropout: float = 0.1, activation="relu", layer_norm_eps: float = 1e-5,
@@ -34,28 +37,25 @@ class TransformerEncoderLayer(Module):
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
                                             batch_first=batch_first, dtype=dtype)
         self.linear1 = Linear(d_model, dim_feedforward, bias=bias, dtype=dtype)
+        self.dropout = Dropout(dropout)
         self.linear2 = Linear(dim_feedforward, d_model, bias=bias, dtype=dtype)
         self.norm_first = norm_first
         self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
         self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
-        self.dropout_p = float(dropout)
+        self.dropout1 = Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
         self.activation = activation
         self.batch_first = batch_first
         if device is not None:
             self.to(device)
 
-    def _dropout(self, x):
-        if not self.training:
-            return x
-        return F._dropout(x, self.dropout_p, "TransformerEncoderLayer")
-
     def _sa_block(self, x, attn_mask, key_padding_mask, is_causal):
         x = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
                            need_weights=False, is_causal=is_causal)[0]
-        return self._dropout(x)
+        return self.dropout1(x)
 
     def _ff_block(self, x):
-        return self._dropout(self.linear2(self._dropout(self.activation(self.linear1(x)))))
+        return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal: bool = False):
         """``src`` [S, N, E] ([N, S, E] with ``batch_first``, [S, E] unbatched); masks as

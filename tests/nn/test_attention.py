@@ -118,6 +118,10 @@ def test_sdpa_errors():
         F.scaled_dot_product_attention(z, gj.zeros(2, 3, 5), z)
     with pytest.raises(gj.ShapeError, match=r"attn_mask of shape \(2, 2\) does not broadcast"):
         F.scaled_dot_product_attention(z, z, z, attn_mask=b(np.ones((2, 2))))
+    with pytest.raises(gj.ShapeError, match=r"scaled_dot_product_attention: attn_mask of shape "
+                                            r"\(5, 3, 3\) does not broadcast to the scores' "
+                                            r"\(2, 3, 3\)"):
+        F.scaled_dot_product_attention(z, z, z, attn_mask=gj.zeros(5, 3, 3))  # would grow them
     with pytest.raises(ValueError, match="either attn_mask or is_causal"):
         F.scaled_dot_product_attention(z, z, z, attn_mask=b(np.ones((3, 3))), is_causal=True)
 
@@ -269,6 +273,24 @@ def test_encoder_layer_names_and_training_dropout(rng):
     close(layer(x), npy(layer(x)))
     with pytest.raises(ValueError, match="activation should be relu or gelu, not 'tanh'"):
         nn.TransformerEncoderLayer(4, 2, activation="tanh")
+
+
+def test_encoder_layer_dropout_modules_are_pytorchs(rng):
+    # PyTorch's sub-modules, in its order: the Dropout modules are attributes users reach.
+    layer = nn.TransformerEncoderLayer(4, 2, dim_feedforward=6, dropout=0.3,
+                                       activation=nn.GELU(), dtype=gj.float64)
+    assert [n for n, _ in layer.named_children()] == [
+        "self_attn", "linear1", "dropout", "linear2", "norm1", "norm2", "dropout1", "dropout2",
+        "activation"]
+    assert [layer.dropout.p, layer.dropout1.p, layer.dropout2.p, layer.self_attn.dropout] == \
+        [0.3] * 4
+    x = rng.standard_normal((3, 2, 4))
+    ref = ref_encoder_layer(params(layer), x, 2, False, gelu)
+    assert not np.allclose(npy(layer(f64(x))), ref)  # training: the dropouts are on
+    for module in (layer.dropout, layer.dropout1, layer.dropout2):
+        module.p = 0.0
+    layer.self_attn.dropout = 0.0
+    close(layer(f64(x)), ref)  # still training: the modules' p is what counts
 
 
 def test_encoder_stack_with_causal_mask_and_final_norm(rng):

@@ -28,14 +28,17 @@ def _restore(model, saved):
             v.copy_(gj.tensor(saved[k].astype(v.dtype.np)))
 
 
-def eager_vs_compiled(model, fn, *args, rtol=2e-5, atol=2e-6):
+def eager_vs_compiled(model, fn, *args, rtol=2e-5, atol=2e-6, seed=None):
     """Run ``fn(*args)`` (which calls backward) eagerly, then compiled, from the same
-    parameters: the results, every parameter's gradient and every parameter's value after
-    the call (in-place updates) must agree. Returns the compiled function."""
+    parameters (and with ``seed``, the same generator state, so dropout draws the same
+    masks): the results, every parameter's gradient and every parameter's value after the
+    call (in-place updates) must agree. Returns the compiled function."""
     saved = _snapshot(model)
     results = []
     for run in (fn, gj.compile(fn)):
         _restore(model, saved)
+        if seed is not None:
+            gj.manual_seed(seed)
         for p in model.parameters():
             p.grad = None
         out = run(*args)
@@ -64,9 +67,9 @@ def single_gemm_defines(text, value):
 class SequenceModel(nn.Module):
     def __init__(self):
         super().__init__()
-        self.emb = nn.Embedding(7, 3, padding_idx=0, max_norm=1.5)
+        self.emb = nn.Embedding(7, 3, padding_idx=0, max_norm=1.5, scale_grad_by_freq=True)
         self.lstm = nn.LSTM(3, 4, bidirectional=True, batch_first=True)
-        self.gru = nn.GRU(8, 4, num_layers=2)
+        self.gru = nn.GRU(8, 4, num_layers=2, dropout=0.3)     # training: dropout between
         self.rnn = nn.RNN(4, 4, nonlinearity="relu")
         self.cell = nn.GRUCell(4, 4)
         self.head = nn.Linear(4, 1)
@@ -89,7 +92,7 @@ def test_recurrent_layers_compiled_equal_eager_and_batch_their_products(rng):
         loss = model(idx, h0, c0)
         loss.backward()
         return loss
-    compiled = eager_vs_compiled(model, step, idx, h0, c0)
+    compiled = eager_vs_compiled(model, step, idx, h0, c0, seed=1)
     text = compiled.lower(idx, h0, c0).as_text("dce")
     # Input projections: one product over all T * B rows per layer and direction.
     for w in ("lstm.weight_ih_l0", "lstm.weight_ih_l0_reverse", "gru.weight_ih_l0",
@@ -109,9 +112,9 @@ def test_recurrent_layers_compiled_equal_eager_and_batch_their_products(rng):
 class AttentionModel(nn.Module):
     def __init__(self):
         super().__init__()
-        self.enc = nn.TransformerEncoderLayer(4, 2, dim_feedforward=6, dropout=0.0,
+        self.enc = nn.TransformerEncoderLayer(4, 2, dim_feedforward=6, dropout=0.25,
                                               activation="gelu", batch_first=True)
-        self.mha = nn.MultiheadAttention(4, 2, kdim=3, vdim=3)
+        self.mha = nn.MultiheadAttention(4, 2, kdim=3, vdim=3, dropout=0.2)  # on the weights
         self.gn = nn.GroupNorm(2, 4)
 
     def forward(self, x, mem, kpm, causal):
@@ -134,7 +137,7 @@ def test_attention_layers_compiled_equal_eager(rng):
         loss = (out * out).sum() + (w * w).sum() + z.sum()
         loss.backward()
         return out, w, z
-    eager_vs_compiled(model, step, x, mem, kpm, causal)
+    eager_vs_compiled(model, step, x, mem, kpm, causal, seed=2)  # training: dropout on
 
 
 # ---- losses --------------------------------------------------------------------------------------
@@ -163,3 +166,39 @@ def test_losses_compiled_equal_eager(rng):
         total.backward()
         return losses
     eager_vs_compiled(lin, step, x, t, y, labels, w)
+
+
+def _products(text):
+    """The matrix products (gemm or matmul nodes) of an IR text."""
+    return [ln for ln in text.splitlines() if re.search(r" = (gemm|matmul)\(", ln)]
+
+
+def test_recurrent_layers_have_the_products_of_w5s_hand_written_loop():
+    # Issue #21: nn.RNN/LSTM/GRU compiled over a sequence get their products batched as the
+    # W5 benchmark's hand-written loop (benchmarks/workloads/w5_rnn.py) does: the same
+    # number of products after the pipeline (lower() runs no Numba). Per step the cells
+    # differ only in their elementwise gates (their gates share one product each).
+    steps, hidden = 6, 5
+    gj.manual_seed(0)
+    ih, hh = nn.Linear(3, hidden), nn.Linear(hidden, hidden)
+
+    def hand_loop(xs):
+        h = gj.zeros(B, hidden)
+        for t in range(steps):
+            h = gj.tanh(ih(xs[t]) + hh(h))
+        loss = h.sum()
+        loss.backward()
+        return loss
+    xs = gj.randn(steps, B, 3)
+    reference = _products(gj.compile(hand_loop).lower(xs).as_text("final"))
+    # input projection, the steps' recurrent products forward and backward, dW_ih, dW_hh
+    assert len(reference) == 1 + steps + (steps - 1) + 2, reference
+    for cls in (nn.RNN, nn.LSTM, nn.GRU):
+        m = cls(3, hidden)
+
+        def step(xs, m=m):
+            loss = m(xs)[0][-1].sum()  # the last state, as the loop's h
+            loss.backward()
+            return loss
+        products = _products(gj.compile(step).lower(xs).as_text("final"))
+        assert len(products) == len(reference), (cls.__name__, products)
