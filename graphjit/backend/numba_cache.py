@@ -136,8 +136,11 @@ def _guard_cuda_cache(value) -> None:
     here imports numba.cuda (CPU-only programs never load it)."""
     if "numba.cuda.dispatcher" not in sys.modules:
         return
-    from numba.cuda.core.caching import Cache
-    from numba.cuda.dispatcher import CUDADispatcher
+    try:
+        from numba.cuda.core.caching import Cache
+        from numba.cuda.dispatcher import CUDADispatcher
+    except ImportError:  # Numba's own numba.cuda (no numba-cuda installed): another layout
+        return
     cache = getattr(value, "_cache", None) if isinstance(value, CUDADispatcher) else None
     if not isinstance(cache, Cache) or getattr(cache, "_graphjit_guarded", False):
         return
