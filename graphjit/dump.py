@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import subprocess
+import weakref
 
 from .backend import target_for
 from .ir.buffers import aliases_input, peak_bytes
@@ -38,6 +39,22 @@ class DumpConfig:
         self.formats = set(formats)
         self.written: list[str] = []                    # folders written so far
         self.notes: list[str] = []                      # e.g. "dot is not installed"
+        # Each compiled function's folder prefix: its name, or "name-2", "name-3", ... for
+        # a second function of the same name (two closures, two modules' ``step``), so
+        # one's folders never overwrite the other's.
+        self._prefixes: dict[int, tuple] = {}           # id(cf) -> (weakref to cf, prefix)
+        self._taken: dict[str, int] = {}                # name -> functions seen with it
+
+    def prefix(self, cf) -> str:
+        known = self._prefixes.get(id(cf))
+        if known is not None and known[0]() is cf:
+            return known[1]
+        name = cf.__name__
+        count = self._taken.get(name, 0) + 1
+        self._taken[name] = count
+        prefix = name if count == 1 else f"{name}-{count}"
+        self._prefixes[id(cf)] = (weakref.ref(cf), prefix)
+        return prefix
 
 
 _config: DumpConfig | None = None
@@ -73,7 +90,7 @@ def write_entry(cf, entry, flat_args=None) -> str:
     ``--profile``, time its kernels on this call's arguments ``flat_args``)."""
     target = target_for(entry.device)  # the target the program was compiled for
     cfg = active()
-    folder = os.path.join(cfg.out_dir, f"{cf.__name__}_{entry.trace_number}")
+    folder = os.path.join(cfg.out_dir, f"{cfg.prefix(cf)}_{entry.trace_number}")
     os.makedirs(folder, exist_ok=True)
     programs = _programs(entry)
     want = (lambda name: cfg.stages is None or name in cfg.stages)

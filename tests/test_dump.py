@@ -290,3 +290,26 @@ def test_report_tells_frozen_unused_and_detached_inputs_apart(tmp_path):
     assert lines["frozen"] == "frozen (requires_grad=False)"
     assert "it is detached" in lines["detached"] and "result is unused" in lines["unused"]
     assert "a" not in lines and "x" not in lines
+
+
+def test_two_functions_of_one_name_get_folders_of_their_own(tmp_path):
+    from graphjit import dump
+
+    def make(scale):
+        def step(x):
+            return x * scale
+        return gj.compile(step)
+
+    first, second = make(2.0), make(3.0)
+    dump.configure(str(tmp_path))
+    try:
+        first(gj.ones(3))
+        second(gj.ones(3))
+        first(gj.ones(4))  # the first function again: its own prefix, its second trace
+    finally:
+        dump._config = None
+    folders = sorted(os.listdir(tmp_path))
+    assert folders == ["step-2_1", "step_1", "step_2"], folders
+    # Each folder holds its own function's program: the constant it multiplies by.
+    assert "3.0" in (tmp_path / "step-2_1" / "00_trace.txt").read_text()
+    assert "2.0" in (tmp_path / "step_1" / "00_trace.txt").read_text()
