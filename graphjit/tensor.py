@@ -5,22 +5,21 @@ op registry), which is what lets the same user code run eagerly or be traced lat
 """
 from __future__ import annotations
 
-import copy
-import math
 import numbers
 
 import numpy as np
 
 from . import _tracing
 from . import autograd as _ag
-from . import devices, dtypes
+from . import devices, dtypes, tensor_copy, tensor_print
 from .dtypes import DType
 from .errors import AutogradError, DTypeError, GraphjitError, ShapeError
 from .ops import api, composite
 
 
 def _unpickle(data, device, requires_grad, attributes):
-    """A pickled tensor (see [Copies of tensors])."""
+    """A pickled tensor (see [Copies of tensors] in graphjit/tensor_copy.py). Pickles name
+    this function, so it stays here."""
     t = Tensor._wrap(devices.to_device(data, devices.as_device(device)))
     t._requires_grad = requires_grad
     t.__dict__.update(attributes)
@@ -106,48 +105,13 @@ class Tensor:
         t._accumulator = None
         return t
 
-    # ---- copies and pickles -----------------------------------------------------------------
-    # NOTE: [Copies of tensors]
-    # ``copy.deepcopy`` and ``pickle`` copy the data on either device; a copy never shares
-    # memory or autograd state with the original. (A Numba device array can be neither
-    # deep-copied nor pickled itself, so the default protocol cannot be used: on a GPU it
-    # raised, on the simulator it brought the copy back to the CPU.) As in PyTorch: only
-    # leaves deep-copy (a copy has no graph), keeping ``requires_grad``, a deep copy of
-    # ``.grad`` and the attributes set on the tensor; a pickle holds the data as a NumPy
-    # array and the device it was on (unpickled there: CUDA must be available), with
-    # ``requires_grad`` and those attributes, not the graph or ``.grad``. graphjit's own
-    # per-tensor markers (``_COPY_SKIPS``) describe the original's memory and are dropped,
-    # and so are its hooks (they belong to whoever registered them, DDP say).
-    _COPY_SKIPS = ("_device_view", "_copy_of", "_made_here", "_view_of",
-                   "_post_accumulate_grad_hooks")
-
-    def _attributes(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in Tensor._COPY_SKIPS}
+    # ---- copies and pickles (graphjit/tensor_copy.py) -------------------------------------
 
     def __deepcopy__(self, memo):
-        _refuse_copy_while_tracing("copy.deepcopy")
-        if self._data is None:
-            raise GraphjitError("a tensor being traced by @graphjit.compile can't be deep-copied "
-                                "(copy it outside the compiled function, or use .clone())")
-        if self._grad_fn is not None:
-            raise AutogradError("only leaf tensors (made by you, not computed from tensors that "
-                                "require grad) can be deep-copied, as in PyTorch; deep-copy "
-                                "t.detach() instead")
-        new = type(self)._wrap(devices.copy(self._data))
-        memo[id(self)] = new
-        new._requires_grad = self._requires_grad
-        if self._grad is not None:
-            new._grad = copy.deepcopy(self._grad, memo)
-        for key, value in self._attributes().items():
-            new.__dict__[key] = copy.deepcopy(value, memo)
-        return new
+        return tensor_copy.deepcopy(self, memo)
 
     def __reduce_ex__(self, protocol):
-        _refuse_copy_while_tracing("pickling")
-        if self._data is None:
-            raise GraphjitError("a tensor being traced by @graphjit.compile can't be pickled")
-        return (_unpickle, (devices.to_host(self._data), str(self.device), self._requires_grad,
-                            self._attributes()))
+        return _unpickle, tensor_copy.pickle_args(self)
 
     # ---- metadata ---------------------------------------------------------------------------
 
@@ -423,38 +387,15 @@ class Tensor:
             return tracer.clone(self)
         return Tensor._wrap(devices.copy(self._data))
 
-    # ---- printing ---------------------------------------------------------------------------
+    # ---- printing (graphjit/tensor_print.py) -----------------------------------------------
 
     def __repr__(self) -> str:
-        tracer = _tracing.active()
-        if tracer is not None:
-            text = tracer.describe(self)
-            if text is not None:
-                return text
-        body = _format_data(devices.to_host(self._data))
-        extras = []
-        dt = self.dtype
-        if self._data.size == 0:
-            extras.append(f"size={self.shape}")
-        if self.is_cuda:
-            extras.append(f"device='{self.device}'")
-        if dt.is_floating_point and dt is not dtypes.get_default_dtype():
-            extras.append(f"dtype={dt!r}")
-        if self._grad_fn is not None:
-            extras.append(f"grad_fn=<{self._grad_fn.name()}>")
-        elif self._requires_grad:
-            extras.append("requires_grad=True")
-        return "tensor(" + ", ".join([body] + extras) + ")"
+        return tensor_print.tensor_repr(self)
 
     def __format__(self, spec: str) -> str:
         """``f"{loss:.4f}"``: a 0-d tensor formats its value (as PyTorch does); an empty spec
         is ``str(t)``; any other spec on a tensor with dims is a TypeError, as for objects."""
-        if not spec:
-            return str(self)
-        if self.ndim == 0:
-            return format(self.item(), spec)
-        raise TypeError(f"unsupported format string passed to Tensor.__format__ (a tensor of "
-                        f"shape {tuple(self.shape)}: format its .item() or .tolist())")
+        return tensor_print.tensor_format(self, spec)
 
     # ---- operators --------------------------------------------------------------------------
 
@@ -831,13 +772,6 @@ def parse_to_args(who: str, args, kwargs):
     return dtype, (None if device is None else devices.as_device(device)), copy
 
 
-def _refuse_copy_while_tracing(what: str) -> None:
-    tracer = _tracing.active()
-    if tracer is not None:
-        tracer.refuse(f"{what} of a tensor", "copy or save it outside the compiled function "
-                      "(inside, t.clone() copies a tensor)")
-
-
 def _move(t: Tensor, target) -> Tensor:
     """``t`` copied to ``target``, as a differentiable op would be (its gradient moves back)."""
     tracer = _tracing.active()
@@ -971,35 +905,3 @@ def _traced_tensor(tracer, data):
         return api.stack(parts)
     return tracer.made(_to_array(data, None))
 
-
-def _float_formatter(values: np.ndarray):
-    """PyTorch's choice of float format for the printed elements ``values``: whole numbers
-    as ``1.``, else 4 decimals, or scientific when the magnitudes span more than 1000x or leave
-    [1e-4, 1e8); every element padded to one width."""
-    finite = np.abs(values[np.isfinite(values)]).astype(np.float64)
-    nonzero = finite[finite > 0]
-    if finite.size and np.all(finite == np.round(finite)) and (not nonzero.size
-                                                              or nonzero.max() < 1e8):
-        fmt = "{:.0f}.".format
-    elif nonzero.size and (nonzero.max() / nonzero.min() > 1000.0 or nonzero.max() >= 1e8
-                           or nonzero.min() < 1e-4):
-        fmt = "{:.4e}".format
-    else:
-        fmt = "{:.4f}".format
-    def text(v):  # NaN and infinities as PyTorch prints them: nan, inf, -inf
-        v = float(v)
-        return fmt(v) if math.isfinite(v) else ("nan" if v != v else "inf" if v > 0 else "-inf")
-    width = max((len(text(v)) for v in values.ravel().tolist()), default=0)
-    return lambda v: text(v).rjust(width)
-
-
-def _format_data(data: np.ndarray) -> str:
-    threshold, edge = 1000, 3
-    kw = {}
-    if data.dtype.kind == "f" and data.size:
-        flat = data.ravel()
-        # A summarised tensor: roughly the printed elements decide the format, as in torch.
-        shown = flat if data.size <= threshold else np.concatenate([flat[:edge], flat[-edge:]])
-        kw["formatter"] = {"float_kind": _float_formatter(shown)}
-    return np.array2string(data, separator=", ", prefix="tensor(", threshold=threshold,
-                           edgeitems=edge, **kw)
