@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _tracing
 from . import autograd as _ag
-from . import devices, dtypes, tensor_copy, tensor_print
+from . import devices, dtypes, tensor_copy, tensor_inplace, tensor_print
 from .dtypes import DType
 from .errors import AutogradError, DTypeError, GraphjitError, ShapeError
 from .ops import api, composite
@@ -24,20 +24,6 @@ def _unpickle(data, device, requires_grad, attributes):
     t._requires_grad = requires_grad
     t.__dict__.update(attributes)
     return t
-
-
-class _Version:
-    """The version counter shared by a tensor and its views; bumped by in-place ops.
-    ``history`` counts only the in-place ops autograd recorded (those that gave the tensor a
-    new ``grad_fn``): see [In-place through views] in autograd.py."""
-    __slots__ = ("value", "history")
-
-    def __init__(self):
-        self.value = 0
-        self.history = 0
-
-    def bump(self):
-        self.value += 1
 
 
 def _shape_args(size) -> tuple:
@@ -88,7 +74,7 @@ class Tensor:
         self._grad_fn = None
         self._output_nr = 0
         self._grad = None
-        self._version = _Version()
+        self._version = tensor_inplace.Version()
         self._accumulator = None
         if requires_grad:
             self.requires_grad = True
@@ -101,7 +87,7 @@ class Tensor:
         t._grad_fn = None
         t._output_nr = 0
         t._grad = None
-        t._version = _Version()
+        t._version = tensor_inplace.Version()
         t._accumulator = None
         return t
 
@@ -489,84 +475,20 @@ class Tensor:
             return
         np_key = _numpy_index(key)
         src = devices.to_host(value._data) if isinstance(value, Tensor) else value
-        if self.is_cuda:  # assigned on a host copy, written back (one round trip)
-            host = devices.to_host(self._data)
-            host[np_key] = src
-            devices.copyto(self._data, host)
-        else:
-            self._data[np_key] = src
-        self._version.bump()
+        tensor_inplace.write_items(self, np_key, src)
 
     def __iter__(self):
         if self._data.ndim == 0:
             raise TypeError("iteration over a 0-d tensor")
         return (self[i] for i in range(self._data.shape[0]))
 
-    # ---- in-place ops -----------------------------------------------------------------------
+    # ---- in-place ops (their checks and the write: graphjit/tensor_inplace.py) -------------
 
     def _is_view(self) -> bool:
-        """Whether this tensor's data views another tensor's memory: made by a view op from
-        a tensor that still exists ([Views of dead tensors] in autograd.py), else a NumPy
-        view, or a device view made by an eager CUDA op (see [Copied views])."""
-        ref = self.__dict__.get("_view_of")
-        if ref is not None:
-            return ref() is not None
-        return devices.is_view(self._data) or "_device_view" in self.__dict__
+        return tensor_inplace.is_view(self)
 
     def _inplace(self, op_name: str, compute):
-        if self._requires_grad and self.is_leaf and _ag.is_grad_enabled():
-            raise AutogradError(f"{op_name}: a leaf tensor that requires grad (shape {self.shape}) "
-                                "is used in an in-place operation; wrap it in graphjit.no_grad() "
-                                "or work on a clone")
-        copy_of = self.__dict__.get("_copy_of")
-        if copy_of is not None:  # see [Copied views] in autograd.py
-            view = copy_of[2]
-            raise GraphjitError(
-                f"in-place change of a {view} of a CUDA tensor (shape {list(self.shape)}): on "
-                f"CUDA a {view} is a copy, so the change would not reach the tensor it was "
-                "taken from (on the CPU it would). Modify that tensor itself (x[key] = value), "
-                f"or .clone() the {view} to make the copy explicit", op=op_name)
-        result = compute()
-        if (self._requires_grad and not result._requires_grad and _ag.is_grad_enabled()
-                and tuple(result.shape) == tuple(self.shape) and result.dtype is self.dtype):
-            # A result that does not depend on the tensor (copy_ from a constant, zero_):
-            # the tensor stays in the graph with a zero gradient to what it held, as
-            # PyTorch's CopyBackwards / ZeroBackward0, not the old history's.
-            result = api.where(api.full((), True, dtypes.bool_), result, self)
-        if (self._data is not None and self._is_view() and _ag.is_grad_enabled()
-                and (self._requires_grad or result._requires_grad)):
-            # See [In-place through views] in autograd.py.
-            raise AutogradError(f"{op_name}: in-place operation on a view (shape {self.shape}) "
-                                "while autograd records: its gradient would not reach the tensor "
-                                "it views. Use an out-of-place op, or .clone() the view first")
-        tracer = _tracing.active()
-        if tracer is not None:
-            # Tracing: the graph gets a functional update; the tracer remembers that `self`
-            # now holds `result` and writes it back after the compiled program runs.
-            return tracer.assign(self, result, op_name)
-        if result.shape != self.shape:
-            raise ShapeError(f"the result has shape {result.shape}, which does not fit the tensor "
-                             f"of shape {self.shape} that is modified in place", op=op_name)
-        if result.dtype is not self.dtype:
-            if result.dtype.category > self.dtype.category:
-                raise DTypeError(f"result type {result.dtype.name} can't be cast to the tensor's "
-                                 f"dtype {self.dtype.name} in place", op=op_name)
-            result = api.cast(result, self.dtype)
-        if not devices.writeable(self._data):
-            raise ShapeError(f"the tensor of shape {self.shape} is a read-only broadcast view; "
-                             "clone() it before modifying it in place", op=op_name)
-        if result.device != self.device:
-            raise GraphjitError(f"the result is on {result.device}, the tensor modified in place "
-                                f"(shape {self.shape}) on {self.device}", op=op_name)
-        devices.copyto(self._data, result._data)
-        self._version.bump()
-        if result._grad_fn is not None:
-            self._version.history += 1
-            result._grad_fn.bind_output(self)
-            self._grad_fn = result._grad_fn
-            self._output_nr = result._output_nr
-            self._requires_grad = True
-        return self
+        return tensor_inplace.inplace(self, op_name, compute)
 
     # `w -= lr * w.grad` updates w itself, as in PyTorch (Python would otherwise rebind w
     # to a new tensor and leave the parameter unchanged).
