@@ -13,8 +13,9 @@ from . import _tracing
 from . import autograd as _ag
 from . import devices, dtypes, tensor_copy, tensor_inplace, tensor_print
 from .dtypes import DType
-from .errors import AutogradError, DTypeError, GraphjitError, ShapeError
+from .errors import AutogradError, DTypeError, ShapeError
 from .ops import api, composite
+from .tensor_device import TensorDevices
 
 
 def _unpickle(data, device, requires_grad, attributes):
@@ -32,8 +33,9 @@ def _shape_args(size) -> tuple:
     return tuple(int(s) for s in size)
 
 
-class Tensor:
-    """A multi-dimensional array with autograd, following ``torch.Tensor``."""
+class Tensor(TensorDevices):
+    """A multi-dimensional array with autograd, following ``torch.Tensor``. Its device
+    methods (``device``, ``to``, ``numpy``, ``item`` ...) are in graphjit/tensor_device.py."""
 
     __slots__ = ("_data", "_requires_grad", "_grad_fn", "_output_nr", "_grad", "_version",
                  "_accumulator", "__weakref__", "__dict__")
@@ -91,6 +93,12 @@ class Tensor:
         t._accumulator = None
         return t
 
+    @staticmethod
+    def _plain(arr: np.ndarray) -> "Tensor":
+        """A Tensor, never a subclass, holding ``arr`` (for tensor_device.py, which cannot
+        import this module)."""
+        return Tensor._wrap(arr)
+
     # ---- copies and pickles (graphjit/tensor_copy.py) -------------------------------------
 
     def __deepcopy__(self, memo):
@@ -115,15 +123,6 @@ class Tensor:
     @property
     def dtype(self) -> DType:
         return dtypes.from_numpy(self._data.dtype)
-
-    @property
-    def device(self) -> devices.device:
-        """``device(type='cpu')`` or ``device(type='cuda', index=0)`` (see [Devices])."""
-        return devices.CPU if type(self._data) is np.ndarray else devices.CUDA
-
-    @property
-    def is_cuda(self) -> bool:
-        return type(self._data) is not np.ndarray
 
     @property
     def ndim(self) -> int:
@@ -267,100 +266,7 @@ class Tensor:
                           "same shape), or replace its data outside the compiled function")
         self._data = value._data
 
-    # ---- conversion -------------------------------------------------------------------------
-
-    def _read(self, what: str) -> None:
-        """Reading the data in Python: refused while tracing ([Reading data while tracing])."""
-        tracer = _tracing.active()
-        if tracer is not None:
-            tracer.refuse_read(self, what)
-
-    def numpy(self) -> np.ndarray:
-        self._read(".numpy()")
-        if self._requires_grad:
-            raise AutogradError("can't call numpy() on a tensor that requires grad; use "
-                                "tensor.detach().numpy()")
-        _ag.check_copied_view(self, "numpy")
-        return devices.to_host(self._data)  # a copy from the GPU (see [Devices])
-
-    def __array__(self, dtype=None, copy=None):
-        self._read("converting to a NumPy array")
-        if self._requires_grad:
-            raise AutogradError("can't convert a tensor that requires grad to a NumPy array; use "
-                                "tensor.detach().numpy()")
-        _ag.check_copied_view(self, "__array__")
-        arr = devices.to_host(self._data)
-        if dtype is not None and arr.dtype != dtype:
-            return arr.astype(dtype)
-        return np.array(arr, copy=True) if copy else arr
-
-    def item(self):
-        self._read(".item()")
-        if self._data.size != 1:
-            raise ShapeError(f"a tensor with {self._data.size} elements (shape {self.shape}) cannot "
-                             "be converted to a Python scalar", op="item")
-        _ag.check_copied_view(self, "item")
-        return devices.to_host(self._data).reshape(()).item()
-
-    def tolist(self):
-        self._read(".tolist()")
-        _ag.check_copied_view(self, "tolist")
-        return devices.to_host(self._data).tolist()
-
-    def __float__(self):
-        self._read("float()")
-        return float(self.item())
-
-    def __int__(self):
-        self._read("int()")
-        return int(self.item())
-
-    def __index__(self):
-        self._read("using a tensor as a Python int (an index, range(), ...)")
-        if self.dtype is not dtypes.int64 or self._data.size != 1:
-            raise TypeError("only integer tensors of a single element can be used as an index")
-        return int(self.item())
-
-    def __bool__(self):
-        self._read("Python control flow (if/while/and/or, bool()) on a tensor")
-        if self._data.size != 1:
-            raise ShapeError(f"the truth value of a tensor with {self._data.size} elements is "
-                             "ambiguous; use .any() or .all()", op="bool")
-        return bool(self.item())
-
-    def to(self, *args, **kwargs) -> "Tensor":
-        """``to(dtype)``, ``to("cuda")``, ``to(device, dtype)`` or ``to(other)`` (other's
-        dtype and device) like PyTorch. Moving copies the data; the result is a new tensor
-        whose gradient flows back to this one."""
-        dtype, device, copy = parse_to_args("to", args, kwargs)
-        out = self if dtype is None or dtype is self.dtype else api.cast(self, dtype)
-        if device is not None:
-            target = devices.as_device(device)
-            if target != out.device:
-                return _move(out, target)
-        return out.clone() if copy and out is self else out
-
-    def cuda(self, device=None) -> "Tensor":
-        return self.to(devices.CUDA if device is None else
-                       devices.device("cuda", device) if isinstance(device, int) else device)
-
-    def type_as(self, other: "Tensor") -> "Tensor":
-        return self.to(other.dtype)
-
-    def float(self) -> "Tensor":
-        return self.to(dtypes.float32)
-
-    def double(self) -> "Tensor":
-        return self.to(dtypes.float64)
-
-    def long(self) -> "Tensor":
-        return self.to(dtypes.int64)
-
-    def bool(self) -> "Tensor":
-        return self.to(dtypes.bool_)
-
-    def cpu(self) -> "Tensor":
-        return self.to(devices.CPU)
+    # ---- copies in memory (to(), cuda(), float() ...: graphjit/tensor_device.py) ------------
 
     def contiguous(self) -> "Tensor":
         return self
@@ -671,45 +577,6 @@ class Tensor:
     @property
     def mT(self):
         return api.transpose(self, -2, -1)
-
-
-def parse_to_args(who: str, args, kwargs):
-    """``(dtype, device, copy)`` from the arguments of ``Tensor.to`` / ``Module.to``."""
-    kwargs = dict(kwargs)
-    dtype = kwargs.pop("dtype", None)
-    device = kwargs.pop("device", None)
-    kwargs.pop("non_blocking", None)
-    copy = kwargs.pop("copy", False)
-    if kwargs:
-        raise TypeError(f"{who}(): unexpected arguments {sorted(kwargs)}")
-    for a in args:
-        if isinstance(a, DType):
-            dtype = a
-        elif isinstance(a, Tensor):
-            dtype, device = a.dtype, a.device
-        elif isinstance(a, (str, devices.device)):
-            device = a
-        else:
-            raise TypeError(f"{who}(): unexpected argument {a!r}")
-    return dtype, (None if device is None else devices.as_device(device)), copy
-
-
-def _move(t: Tensor, target) -> Tensor:
-    """``t`` copied to ``target``, as a differentiable op would be (its gradient moves back)."""
-    tracer = _tracing.active()
-    if tracer is not None:
-        tracer.refuse(f"moving a tensor ({t.dtype.name}{list(t.shape)}) from {t.device} to "
-                      f"{target}", "a compiled program runs on one device; move its inputs "
-                      "before calling it")
-    if t._data is None:
-        raise GraphjitError(f"moving a tensor ({t.dtype.name}{list(t.shape)}) from {t.device} to "
-                            f"{target} inside a compiled function: a compiled program runs on "
-                            "one device; move its inputs before calling it", op="to")
-    _ag.check_copied_view(t, "to")
-    out = Tensor._wrap(devices.to_device(t._data, target))
-    if t._requires_grad and _ag.is_grad_enabled():
-        _ag.record_move(t, out)
-    return out
 
 
 def _scalar_like(value, t: Tensor) -> DType:
