@@ -16,7 +16,8 @@ from . import devices, dtypes
 from .errors import GraphjitError
 from .serialization import (_CRCS, _END, _FOOTER, _HEAD, _MAGIC, _PREFIX, FORMAT_VERSION,
                             CheckpointError, _key_text, _pad)
-from .tensor import Tensor, _Version
+from .tensor import Tensor
+from .tensor_inplace import Version
 
 
 # ---- loading --------------------------------------------------------------------------------
@@ -221,7 +222,7 @@ class _Decoder:
 
     def build(self, header, buffers, plans):
         from .nn.parameter import Parameter
-        versions = [_Version() for _ in plans]
+        versions = [Version() for _ in plans]
         self.tensors = []
         for i, rec in enumerate(header["tensors"]):
             k = rec["storage"]

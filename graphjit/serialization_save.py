@@ -24,7 +24,7 @@ import zlib
 import numpy as np
 
 from . import autograd as _ag
-from . import devices, dtypes
+from . import devices, dtypes, tensor_copy
 from .serialization import (_BIG_INT, _CRCS, _END, _FOOTER, _MAGIC, _PREFIX, FORMAT_VERSION,
                             CheckpointTypeError, _key_text, _pad)
 from .tensor import Tensor
@@ -174,7 +174,7 @@ class _Encoder:
         self.arrays.append(arr)
         # Attributes the user set on the tensor; graphjit's own markers (`_`-names, such as
         # [Copied views]) describe the original's memory and stay behind.
-        attributes = {k: v for k, v in t._attributes().items() if not k.startswith("_")}
+        attributes = {k: v for k, v in tensor_copy.attributes(t).items() if not k.startswith("_")}
         for name in attributes:
             if hasattr(type(t), name):
                 raise CheckpointTypeError(f"graphjit.save: the attribute {name!r} set on the "

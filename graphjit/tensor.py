@@ -5,40 +5,26 @@ op registry), which is what lets the same user code run eagerly or be traced lat
 """
 from __future__ import annotations
 
-import copy
-import math
 import numbers
 
 import numpy as np
 
 from . import _tracing
 from . import autograd as _ag
-from . import devices, dtypes
+from . import devices, dtypes, tensor_copy, tensor_inplace, tensor_print
 from .dtypes import DType
-from .errors import AutogradError, DTypeError, GraphjitError, ShapeError
+from .errors import AutogradError, DTypeError, ShapeError
 from .ops import api, composite
+from .tensor_device import TensorDevices
 
 
 def _unpickle(data, device, requires_grad, attributes):
-    """A pickled tensor (see [Copies of tensors])."""
+    """A pickled tensor (see [Copies of tensors] in graphjit/tensor_copy.py). Pickles name
+    this function, so it stays here."""
     t = Tensor._wrap(devices.to_device(data, devices.as_device(device)))
     t._requires_grad = requires_grad
     t.__dict__.update(attributes)
     return t
-
-
-class _Version:
-    """The version counter shared by a tensor and its views; bumped by in-place ops.
-    ``history`` counts only the in-place ops autograd recorded (those that gave the tensor a
-    new ``grad_fn``): see [In-place through views] in autograd.py."""
-    __slots__ = ("value", "history")
-
-    def __init__(self):
-        self.value = 0
-        self.history = 0
-
-    def bump(self):
-        self.value += 1
 
 
 def _shape_args(size) -> tuple:
@@ -47,8 +33,9 @@ def _shape_args(size) -> tuple:
     return tuple(int(s) for s in size)
 
 
-class Tensor:
-    """A multi-dimensional array with autograd, following ``torch.Tensor``."""
+class Tensor(TensorDevices):
+    """A multi-dimensional array with autograd, following ``torch.Tensor``. Its device
+    methods (``device``, ``to``, ``numpy``, ``item`` ...) are in graphjit/tensor_device.py."""
 
     __slots__ = ("_data", "_requires_grad", "_grad_fn", "_output_nr", "_grad", "_version",
                  "_accumulator", "__weakref__", "__dict__")
@@ -89,7 +76,7 @@ class Tensor:
         self._grad_fn = None
         self._output_nr = 0
         self._grad = None
-        self._version = _Version()
+        self._version = tensor_inplace.Version()
         self._accumulator = None
         if requires_grad:
             self.requires_grad = True
@@ -102,52 +89,23 @@ class Tensor:
         t._grad_fn = None
         t._output_nr = 0
         t._grad = None
-        t._version = _Version()
+        t._version = tensor_inplace.Version()
         t._accumulator = None
         return t
 
-    # ---- copies and pickles -----------------------------------------------------------------
-    # NOTE: [Copies of tensors]
-    # ``copy.deepcopy`` and ``pickle`` copy the data on either device; a copy never shares
-    # memory or autograd state with the original. (A Numba device array can be neither
-    # deep-copied nor pickled itself, so the default protocol cannot be used: on a GPU it
-    # raised, on the simulator it brought the copy back to the CPU.) As in PyTorch: only
-    # leaves deep-copy (a copy has no graph), keeping ``requires_grad``, a deep copy of
-    # ``.grad`` and the attributes set on the tensor; a pickle holds the data as a NumPy
-    # array and the device it was on (unpickled there: CUDA must be available), with
-    # ``requires_grad`` and those attributes, not the graph or ``.grad``. graphjit's own
-    # per-tensor markers (``_COPY_SKIPS``) describe the original's memory and are dropped,
-    # and so are its hooks (they belong to whoever registered them, DDP say).
-    _COPY_SKIPS = ("_device_view", "_copy_of", "_made_here", "_view_of",
-                   "_post_accumulate_grad_hooks")
+    @staticmethod
+    def _plain(arr: np.ndarray) -> "Tensor":
+        """A Tensor, never a subclass, holding ``arr`` (for tensor_device.py, which cannot
+        import this module)."""
+        return Tensor._wrap(arr)
 
-    def _attributes(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in Tensor._COPY_SKIPS}
+    # ---- copies and pickles (graphjit/tensor_copy.py) -------------------------------------
 
     def __deepcopy__(self, memo):
-        _refuse_copy_while_tracing("copy.deepcopy")
-        if self._data is None:
-            raise GraphjitError("a tensor being traced by @graphjit.compile can't be deep-copied "
-                                "(copy it outside the compiled function, or use .clone())")
-        if self._grad_fn is not None:
-            raise AutogradError("only leaf tensors (made by you, not computed from tensors that "
-                                "require grad) can be deep-copied, as in PyTorch; deep-copy "
-                                "t.detach() instead")
-        new = type(self)._wrap(devices.copy(self._data))
-        memo[id(self)] = new
-        new._requires_grad = self._requires_grad
-        if self._grad is not None:
-            new._grad = copy.deepcopy(self._grad, memo)
-        for key, value in self._attributes().items():
-            new.__dict__[key] = copy.deepcopy(value, memo)
-        return new
+        return tensor_copy.deepcopy(self, memo)
 
     def __reduce_ex__(self, protocol):
-        _refuse_copy_while_tracing("pickling")
-        if self._data is None:
-            raise GraphjitError("a tensor being traced by @graphjit.compile can't be pickled")
-        return (_unpickle, (devices.to_host(self._data), str(self.device), self._requires_grad,
-                            self._attributes()))
+        return _unpickle, tensor_copy.pickle_args(self)
 
     # ---- metadata ---------------------------------------------------------------------------
 
@@ -165,15 +123,6 @@ class Tensor:
     @property
     def dtype(self) -> DType:
         return dtypes.from_numpy(self._data.dtype)
-
-    @property
-    def device(self) -> devices.device:
-        """``device(type='cpu')`` or ``device(type='cuda', index=0)`` (see [Devices])."""
-        return devices.CPU if type(self._data) is np.ndarray else devices.CUDA
-
-    @property
-    def is_cuda(self) -> bool:
-        return type(self._data) is not np.ndarray
 
     @property
     def ndim(self) -> int:
@@ -317,100 +266,7 @@ class Tensor:
                           "same shape), or replace its data outside the compiled function")
         self._data = value._data
 
-    # ---- conversion -------------------------------------------------------------------------
-
-    def _read(self, what: str) -> None:
-        """Reading the data in Python: refused while tracing ([Reading data while tracing])."""
-        tracer = _tracing.active()
-        if tracer is not None:
-            tracer.refuse_read(self, what)
-
-    def numpy(self) -> np.ndarray:
-        self._read(".numpy()")
-        if self._requires_grad:
-            raise AutogradError("can't call numpy() on a tensor that requires grad; use "
-                                "tensor.detach().numpy()")
-        _ag.check_copied_view(self, "numpy")
-        return devices.to_host(self._data)  # a copy from the GPU (see [Devices])
-
-    def __array__(self, dtype=None, copy=None):
-        self._read("converting to a NumPy array")
-        if self._requires_grad:
-            raise AutogradError("can't convert a tensor that requires grad to a NumPy array; use "
-                                "tensor.detach().numpy()")
-        _ag.check_copied_view(self, "__array__")
-        arr = devices.to_host(self._data)
-        if dtype is not None and arr.dtype != dtype:
-            return arr.astype(dtype)
-        return np.array(arr, copy=True) if copy else arr
-
-    def item(self):
-        self._read(".item()")
-        if self._data.size != 1:
-            raise ShapeError(f"a tensor with {self._data.size} elements (shape {self.shape}) cannot "
-                             "be converted to a Python scalar", op="item")
-        _ag.check_copied_view(self, "item")
-        return devices.to_host(self._data).reshape(()).item()
-
-    def tolist(self):
-        self._read(".tolist()")
-        _ag.check_copied_view(self, "tolist")
-        return devices.to_host(self._data).tolist()
-
-    def __float__(self):
-        self._read("float()")
-        return float(self.item())
-
-    def __int__(self):
-        self._read("int()")
-        return int(self.item())
-
-    def __index__(self):
-        self._read("using a tensor as a Python int (an index, range(), ...)")
-        if self.dtype is not dtypes.int64 or self._data.size != 1:
-            raise TypeError("only integer tensors of a single element can be used as an index")
-        return int(self.item())
-
-    def __bool__(self):
-        self._read("Python control flow (if/while/and/or, bool()) on a tensor")
-        if self._data.size != 1:
-            raise ShapeError(f"the truth value of a tensor with {self._data.size} elements is "
-                             "ambiguous; use .any() or .all()", op="bool")
-        return bool(self.item())
-
-    def to(self, *args, **kwargs) -> "Tensor":
-        """``to(dtype)``, ``to("cuda")``, ``to(device, dtype)`` or ``to(other)`` (other's
-        dtype and device) like PyTorch. Moving copies the data; the result is a new tensor
-        whose gradient flows back to this one."""
-        dtype, device, copy = parse_to_args("to", args, kwargs)
-        out = self if dtype is None or dtype is self.dtype else api.cast(self, dtype)
-        if device is not None:
-            target = devices.as_device(device)
-            if target != out.device:
-                return _move(out, target)
-        return out.clone() if copy and out is self else out
-
-    def cuda(self, device=None) -> "Tensor":
-        return self.to(devices.CUDA if device is None else
-                       devices.device("cuda", device) if isinstance(device, int) else device)
-
-    def type_as(self, other: "Tensor") -> "Tensor":
-        return self.to(other.dtype)
-
-    def float(self) -> "Tensor":
-        return self.to(dtypes.float32)
-
-    def double(self) -> "Tensor":
-        return self.to(dtypes.float64)
-
-    def long(self) -> "Tensor":
-        return self.to(dtypes.int64)
-
-    def bool(self) -> "Tensor":
-        return self.to(dtypes.bool_)
-
-    def cpu(self) -> "Tensor":
-        return self.to(devices.CPU)
+    # ---- copies in memory (to(), cuda(), float() ...: graphjit/tensor_device.py) ------------
 
     def contiguous(self) -> "Tensor":
         return self
@@ -423,38 +279,15 @@ class Tensor:
             return tracer.clone(self)
         return Tensor._wrap(devices.copy(self._data))
 
-    # ---- printing ---------------------------------------------------------------------------
+    # ---- printing (graphjit/tensor_print.py) -----------------------------------------------
 
     def __repr__(self) -> str:
-        tracer = _tracing.active()
-        if tracer is not None:
-            text = tracer.describe(self)
-            if text is not None:
-                return text
-        body = _format_data(devices.to_host(self._data))
-        extras = []
-        dt = self.dtype
-        if self._data.size == 0:
-            extras.append(f"size={self.shape}")
-        if self.is_cuda:
-            extras.append(f"device='{self.device}'")
-        if dt.is_floating_point and dt is not dtypes.get_default_dtype():
-            extras.append(f"dtype={dt!r}")
-        if self._grad_fn is not None:
-            extras.append(f"grad_fn=<{self._grad_fn.name()}>")
-        elif self._requires_grad:
-            extras.append("requires_grad=True")
-        return "tensor(" + ", ".join([body] + extras) + ")"
+        return tensor_print.tensor_repr(self)
 
     def __format__(self, spec: str) -> str:
         """``f"{loss:.4f}"``: a 0-d tensor formats its value (as PyTorch does); an empty spec
         is ``str(t)``; any other spec on a tensor with dims is a TypeError, as for objects."""
-        if not spec:
-            return str(self)
-        if self.ndim == 0:
-            return format(self.item(), spec)
-        raise TypeError(f"unsupported format string passed to Tensor.__format__ (a tensor of "
-                        f"shape {tuple(self.shape)}: format its .item() or .tolist())")
+        return tensor_print.tensor_format(self, spec)
 
     # ---- operators --------------------------------------------------------------------------
 
@@ -548,84 +381,20 @@ class Tensor:
             return
         np_key = _numpy_index(key)
         src = devices.to_host(value._data) if isinstance(value, Tensor) else value
-        if self.is_cuda:  # assigned on a host copy, written back (one round trip)
-            host = devices.to_host(self._data)
-            host[np_key] = src
-            devices.copyto(self._data, host)
-        else:
-            self._data[np_key] = src
-        self._version.bump()
+        tensor_inplace.write_items(self, np_key, src)
 
     def __iter__(self):
         if self._data.ndim == 0:
             raise TypeError("iteration over a 0-d tensor")
         return (self[i] for i in range(self._data.shape[0]))
 
-    # ---- in-place ops -----------------------------------------------------------------------
+    # ---- in-place ops (their checks and the write: graphjit/tensor_inplace.py) -------------
 
     def _is_view(self) -> bool:
-        """Whether this tensor's data views another tensor's memory: made by a view op from
-        a tensor that still exists ([Views of dead tensors] in autograd.py), else a NumPy
-        view, or a device view made by an eager CUDA op (see [Copied views])."""
-        ref = self.__dict__.get("_view_of")
-        if ref is not None:
-            return ref() is not None
-        return devices.is_view(self._data) or "_device_view" in self.__dict__
+        return tensor_inplace.is_view(self)
 
     def _inplace(self, op_name: str, compute):
-        if self._requires_grad and self.is_leaf and _ag.is_grad_enabled():
-            raise AutogradError(f"{op_name}: a leaf tensor that requires grad (shape {self.shape}) "
-                                "is used in an in-place operation; wrap it in graphjit.no_grad() "
-                                "or work on a clone")
-        copy_of = self.__dict__.get("_copy_of")
-        if copy_of is not None:  # see [Copied views] in autograd.py
-            view = copy_of[2]
-            raise GraphjitError(
-                f"in-place change of a {view} of a CUDA tensor (shape {list(self.shape)}): on "
-                f"CUDA a {view} is a copy, so the change would not reach the tensor it was "
-                "taken from (on the CPU it would). Modify that tensor itself (x[key] = value), "
-                f"or .clone() the {view} to make the copy explicit", op=op_name)
-        result = compute()
-        if (self._requires_grad and not result._requires_grad and _ag.is_grad_enabled()
-                and tuple(result.shape) == tuple(self.shape) and result.dtype is self.dtype):
-            # A result that does not depend on the tensor (copy_ from a constant, zero_):
-            # the tensor stays in the graph with a zero gradient to what it held, as
-            # PyTorch's CopyBackwards / ZeroBackward0, not the old history's.
-            result = api.where(api.full((), True, dtypes.bool_), result, self)
-        if (self._data is not None and self._is_view() and _ag.is_grad_enabled()
-                and (self._requires_grad or result._requires_grad)):
-            # See [In-place through views] in autograd.py.
-            raise AutogradError(f"{op_name}: in-place operation on a view (shape {self.shape}) "
-                                "while autograd records: its gradient would not reach the tensor "
-                                "it views. Use an out-of-place op, or .clone() the view first")
-        tracer = _tracing.active()
-        if tracer is not None:
-            # Tracing: the graph gets a functional update; the tracer remembers that `self`
-            # now holds `result` and writes it back after the compiled program runs.
-            return tracer.assign(self, result, op_name)
-        if result.shape != self.shape:
-            raise ShapeError(f"the result has shape {result.shape}, which does not fit the tensor "
-                             f"of shape {self.shape} that is modified in place", op=op_name)
-        if result.dtype is not self.dtype:
-            if result.dtype.category > self.dtype.category:
-                raise DTypeError(f"result type {result.dtype.name} can't be cast to the tensor's "
-                                 f"dtype {self.dtype.name} in place", op=op_name)
-            result = api.cast(result, self.dtype)
-        if not devices.writeable(self._data):
-            raise ShapeError(f"the tensor of shape {self.shape} is a read-only broadcast view; "
-                             "clone() it before modifying it in place", op=op_name)
-        if result.device != self.device:
-            raise GraphjitError(f"the result is on {result.device}, the tensor modified in place "
-                                f"(shape {self.shape}) on {self.device}", op=op_name)
-        devices.copyto(self._data, result._data)
-        self._version.bump()
-        if result._grad_fn is not None:
-            self._version.history += 1
-            result._grad_fn.bind_output(self)
-            self._grad_fn = result._grad_fn
-            self._output_nr = result._output_nr
-            self._requires_grad = True
-        return self
+        return tensor_inplace.inplace(self, op_name, compute)
 
     # `w -= lr * w.grad` updates w itself, as in PyTorch (Python would otherwise rebind w
     # to a new tensor and leave the parameter unchanged).
@@ -810,52 +579,6 @@ class Tensor:
         return api.transpose(self, -2, -1)
 
 
-def parse_to_args(who: str, args, kwargs):
-    """``(dtype, device, copy)`` from the arguments of ``Tensor.to`` / ``Module.to``."""
-    kwargs = dict(kwargs)
-    dtype = kwargs.pop("dtype", None)
-    device = kwargs.pop("device", None)
-    kwargs.pop("non_blocking", None)
-    copy = kwargs.pop("copy", False)
-    if kwargs:
-        raise TypeError(f"{who}(): unexpected arguments {sorted(kwargs)}")
-    for a in args:
-        if isinstance(a, DType):
-            dtype = a
-        elif isinstance(a, Tensor):
-            dtype, device = a.dtype, a.device
-        elif isinstance(a, (str, devices.device)):
-            device = a
-        else:
-            raise TypeError(f"{who}(): unexpected argument {a!r}")
-    return dtype, (None if device is None else devices.as_device(device)), copy
-
-
-def _refuse_copy_while_tracing(what: str) -> None:
-    tracer = _tracing.active()
-    if tracer is not None:
-        tracer.refuse(f"{what} of a tensor", "copy or save it outside the compiled function "
-                      "(inside, t.clone() copies a tensor)")
-
-
-def _move(t: Tensor, target) -> Tensor:
-    """``t`` copied to ``target``, as a differentiable op would be (its gradient moves back)."""
-    tracer = _tracing.active()
-    if tracer is not None:
-        tracer.refuse(f"moving a tensor ({t.dtype.name}{list(t.shape)}) from {t.device} to "
-                      f"{target}", "a compiled program runs on one device; move its inputs "
-                      "before calling it")
-    if t._data is None:
-        raise GraphjitError(f"moving a tensor ({t.dtype.name}{list(t.shape)}) from {t.device} to "
-                            f"{target} inside a compiled function: a compiled program runs on "
-                            "one device; move its inputs before calling it", op="to")
-    _ag.check_copied_view(t, "to")
-    out = Tensor._wrap(devices.to_device(t._data, target))
-    if t._requires_grad and _ag.is_grad_enabled():
-        _ag.record_move(t, out)
-    return out
-
-
 def _scalar_like(value, t: Tensor) -> DType:
     d = dtypes.scalar_dtype(value)
     return t.dtype if d.category <= t.dtype.category else d
@@ -971,35 +694,3 @@ def _traced_tensor(tracer, data):
         return api.stack(parts)
     return tracer.made(_to_array(data, None))
 
-
-def _float_formatter(values: np.ndarray):
-    """PyTorch's choice of float format for the printed elements ``values``: whole numbers
-    as ``1.``, else 4 decimals, or scientific when the magnitudes span more than 1000x or leave
-    [1e-4, 1e8); every element padded to one width."""
-    finite = np.abs(values[np.isfinite(values)]).astype(np.float64)
-    nonzero = finite[finite > 0]
-    if finite.size and np.all(finite == np.round(finite)) and (not nonzero.size
-                                                              or nonzero.max() < 1e8):
-        fmt = "{:.0f}.".format
-    elif nonzero.size and (nonzero.max() / nonzero.min() > 1000.0 or nonzero.max() >= 1e8
-                           or nonzero.min() < 1e-4):
-        fmt = "{:.4e}".format
-    else:
-        fmt = "{:.4f}".format
-    def text(v):  # NaN and infinities as PyTorch prints them: nan, inf, -inf
-        v = float(v)
-        return fmt(v) if math.isfinite(v) else ("nan" if v != v else "inf" if v > 0 else "-inf")
-    width = max((len(text(v)) for v in values.ravel().tolist()), default=0)
-    return lambda v: text(v).rjust(width)
-
-
-def _format_data(data: np.ndarray) -> str:
-    threshold, edge = 1000, 3
-    kw = {}
-    if data.dtype.kind == "f" and data.size:
-        flat = data.ravel()
-        # A summarised tensor: roughly the printed elements decide the format, as in torch.
-        shown = flat if data.size <= threshold else np.concatenate([flat[:edge], flat[-edge:]])
-        kw["formatter"] = {"float_kind": _float_formatter(shown)}
-    return np.array2string(data, separator=", ", prefix="tensor(", threshold=threshold,
-                           edgeitems=edge, **kw)

@@ -37,6 +37,8 @@ ASSIGNED = {
     "graphjit.ir": "ir",
     "passes": "compiler", "graphjit.backend": "compiler",
     "graphjit.devices": "tensor", "graphjit.tensor": "tensor", "graphjit.autograd": "tensor",
+    "graphjit.tensor_copy": "tensor", "graphjit.tensor_device": "tensor",
+    "graphjit.tensor_inplace": "tensor", "graphjit.tensor_print": "tensor",
     "graphjit.autograd_engine": "tensor", "graphjit.autograd_function": "tensor",
     "graphjit.autograd_function_trace": "tensor",
     "graphjit.creation": "tensor", "graphjit.random": "tensor", "graphjit.anomaly": "tensor",
@@ -131,7 +133,8 @@ def test_passes_do_not_import_the_backend():
 @pytest.mark.parametrize("module, layer", [
     ("graphjit.ops.api", "ops"), ("graphjit.backend.cpu.kernel", "compiler"),
     ("passes.fuse", "compiler"), ("graphjit.jit.trace", "jit"), ("graphjit", "tools"),
-    ("graphjit.nn.functional", "library"), ("graphjit.dtypes", "base")])
+    ("graphjit.nn.functional", "library"), ("graphjit.dtypes", "base"),
+    ("graphjit.tensor_print", "tensor")])
 def test_layer_of(module, layer):
     assert layer_of(module) == layer
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from .. import autograd
 from ..errors import TraceError
 from ..tensor import Tensor
+from ..tensor_inplace import Version
 
 _WAYS_OUT = ("Use graphjit.where(cond, a, b) for a data-dependent choice, compute the value "
              "outside the compiled function, or pass it in as a Python number (a static value)")
@@ -28,7 +29,7 @@ class TracerTensor(Tensor):
         t._grad_fn = None
         t._output_nr = 0
         t._grad = None
-        t._version = autograd._tensor._Version()
+        t._version = Version()
         t._accumulator = None
         t._view = None  # see [Views while tracing]
         return t

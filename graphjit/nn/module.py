@@ -244,7 +244,7 @@ class Module:
         Parameter objects keep their identity (their ``.grad`` moves with them), so
         optimizers holding them stay valid; an optimizer's state follows its parameters at
         its next step (see Optimizer._follow)."""
-        from ..tensor import parse_to_args
+        from ..tensor_device import parse_to_args
         dtype, device, _ = parse_to_args("Module.to", args, kwargs)
         with autograd.no_grad():
             for m in self.modules():

@@ -22,7 +22,7 @@ class Parameter(Tensor):
     def __deepcopy__(self, memo):
         """A new Parameter with a copy of the data and the same ``requires_grad`` (not the
         ``.grad``: torch.nn.Parameter's deep copies have none; see [Copies of tensors] in
-        graphjit/tensor.py)."""
+        graphjit/tensor_copy.py)."""
         if id(self) not in memo:
             memo[id(self)] = Parameter(Tensor._wrap(devices.copy(self._data)),
                                        requires_grad=self._requires_grad)
