@@ -633,7 +633,6 @@ Tensor.clip = Tensor.clamp
 Tensor.multiply = Tensor.mul
 Tensor.divide = Tensor.div
 Tensor.subtract = Tensor.sub
-Tensor.__rmatmul__ = lambda self, other: api.matmul(other, self)
 
 
 def _to_array(data, dtype: DType | None) -> np.ndarray:
