@@ -1,6 +1,6 @@
 """THE op table: one row per (op, usage) with sample inputs, a NumPy reference and a domain.
 
-The generic tests in ``tests/test_ops.py`` run over every row: forward values against the
+The generic tests in ``tests/ops/test_ops.py`` run over every row: forward values against the
 reference in float32 and float64, gradcheck in float64, second derivatives on a sample, and
 a completeness check that every op in ``graphjit.ops.registry`` is covered by some row's
 ``ops``. The JIT's eager-vs-compiled tests are meant to reuse the same rows, so a new op is
@@ -155,7 +155,7 @@ NOT_EAGER = {
     "fused": "made by passes/fuse from other ops' nodes, never called by user code (covered by "
              "tests/passes/test_fuse.py and every compiled test)",
     "gemm": "made by passes/gemm from matmul, permute and elementwise nodes, never called by "
-            "user code (covered by tests/passes/test_gemm.py and tests/backend/test_cpu.py)",
+            "user code (covered by tests/passes/test_gemm.py and tests/backend/cpu/test_cpu.py)",
 }
 
 # Collectives need ranks to talk to: tests/distributed runs them (values, gradient, eager
@@ -290,7 +290,7 @@ case("pow/scalar_0", lambda x: x ** 0, [A(*U)], lambda x: np.ones_like(x),
 case("cast/double", lambda x: x.double(), [A(*U)], lambda x: x, ops=("cast",),
      out_dtype="float64")
 # float64 -> float32 rounds, so finite differences are meaningless: forward only (the gradient
-# of the cast is checked in test_ops.test_cast_gradient_dtype).
+# of the cast is checked in tests/ops/test_ops.py test_cast_gradient_dtype).
 case("cast/float", lambda x: x.float(), [A(*U)], lambda x: x, ops=("cast",), out_dtype="float32",
      tol={"float64": (1.3e-6, 1e-7)}, grad=False)
 case("cast/to", lambda x: x.to(gj.float64) * 2.0, [A(*U)], lambda x: 2.0 * x, ops=("cast",),

@@ -5,7 +5,7 @@ by op_table.py, whose CASES they join; kept apart to keep that file readable.
 Gradients: prod's where elements are zero (one or two per row: the product of the others,
 or zero), cumsum's in both directions (the backward of one is the other), sort's and
 topk's values (the gradient scattered back through the indices) are all gradchecked
-against float64 finite differences by tests/test_ops.py. Rounding rows keep away from
+against float64 finite differences by tests/ops/test_ops.py. Rounding rows keep away from
 jumps (x * 3 from the "real" domain: a jump within the finite-difference step is
 unlikely); their gradient is zero.
 """

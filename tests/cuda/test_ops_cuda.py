@@ -6,7 +6,7 @@ floating input that requires grad.
 A row runs in each dtype it lists (float32 and float64 for most; int64 or bool for some),
 forward and, for rows with gradients, backward. The CPU results come from the same input
 arrays through the CPU eager interpreter (itself checked against the NumPy references in
-tests/test_ops.py), computed independently of the CUDA backend: a wrong kernel fails here.
+tests/ops/test_ops.py), computed independently of the CUDA backend: a wrong kernel fails here.
 Results and gradients must be on the CUDA device, inputs must come back unchanged.
 
 Without a GPU this runs on Numba's CUDA simulator, where every simulated thread is a Python

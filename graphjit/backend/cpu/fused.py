@@ -511,7 +511,7 @@ def _emit_outer(kern) -> None:
 # step on both cores 22 -> 8.9 ms. Within a block each partial sum adds 256 / 32 elements
 # or so in float32 (LLVM keeps 8 lanes x 4 partial sums), a tree combines them: a few ulps
 # of the block's sum, like NumPy's pairwise summation (8 partials over blocks of 128).
-# tests/backend/test_blocked_sums.py.
+# tests/backend/cpu/test_blocked_sums.py.
 SUM_BLOCK = 256
 
 

@@ -18,7 +18,7 @@ float32: every constant is a typed global).
 Accuracy: at most 1 ulp from the correctly rounded result, for every function and both
 dtypes, with or without FMA instructions (for float32 checked on every float32 input, for
 float64 against mpmath on about a million samples over the whole range; most results are
-correctly rounded: all but 0.2-0.7% in float32). tests/backend/test_vmath.py checks this
+correctly rounded: all but 0.2-0.7% in float32). tests/backend/cpu/test_vmath.py checks this
 over dense, tiny, huge, subnormal and random-bit-pattern inputs.
 
 Special values follow C99/NumPy: NaN gives NaN; exp(inf) = inf, exp(-inf) = 0, overflow

@@ -10,7 +10,7 @@ and the program around the statements: outputs, loss, backward, .grad, optimizer
 Each ``OpSpec`` makes one statement (or a few) from the variables in scope
 (graphjit/fuzz/generator.py, [Generator grammar]); ``prims`` lists the primitive ops of
 ``graphjit.ops.registry`` it exercises in eager mode (forward or backward), and
-``tests/test_fuzz.py`` checks that together with ``INTERNAL`` they name every registry op,
+``tests/fuzz/test_fuzz.py`` checks that together with ``INTERNAL`` they name every registry op,
 and that each row really binds what it declares. ``feature`` is the switch that turns a row
 off (``graphjit fuzz --without FEATURE``). The fuzzer is library code, so it keeps its own
 rows rather than importing tests/op_table.py; their domains agree (log of positive values,

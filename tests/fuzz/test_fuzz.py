@@ -21,7 +21,7 @@ from graphjit.fuzz import specs as fuzz_specs
 from graphjit.fuzz import reproducer
 from graphjit.ops import registry
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 # ---- coverage ---------------------------------------------------------------------------------
@@ -36,7 +36,7 @@ def test_every_registry_op_is_generated_by_some_spec():
 
 
 class _Recorder:
-    """An interpreter that records the op names bound through it (as tests/test_ops.py's)."""
+    """An interpreter that records the op names bound through it (as tests/ops/test_ops.py's)."""
 
     def __init__(self, inner):
         self.inner = inner

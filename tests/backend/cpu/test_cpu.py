@@ -30,7 +30,7 @@ from graphjit.testing import assert_close, make_array
 
 F32, F64, I64, B8 = dtypes.float32, dtypes.float64, dtypes.int64, dtypes.bool_
 ALL = ("s", None, None, None)  # the index-key entry of a full slice
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 # The backend must match the reference interpreter this closely (transcendentals come from
 # different libraries, and sums add in a different order).

@@ -18,7 +18,7 @@ import pytest
 
 from graphjit.backend.cpu import workers
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 # Five kernels, none like another: exp, a matmul, tanh, a row sum and a multiply.
 GRAPH = """\

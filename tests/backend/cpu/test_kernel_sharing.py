@@ -22,7 +22,7 @@ from graphjit.backend.cpu import compile_graph, generate
 from graphjit.ir import parse_graph, run_graph, verify
 from graphjit.testing import assert_close
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 CHAIN = """\
   %{p}0 = mul(%{x}, %{y}) : f32[3,4]
