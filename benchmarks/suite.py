@@ -1,4 +1,4 @@
-"""The graphjit benchmark suite: seven float32 workloads against NumPy, PyTorch and JAX.
+"""The graphjit benchmark suite: eight float32 workloads against NumPy, PyTorch and JAX.
 
     python benchmarks/suite.py [--quick] [--only W1,W3] [--check] [--json PATH]
                                [--threads N] [--no-compile-time] [--no-torch-compile]
@@ -37,8 +37,9 @@ compiled-first start against a tiered one (see [Cold start in the suite]).
 
 ``--check`` runs no timing: it runs three steps of every implementation from the same
 initial state and compares the loss, gradients, parameter updates and optimizer state with
-the NumPy version's (rtol 1e-4); it exits 1 on a mismatch. ``--quick`` runs few repeats
-(a smoke test); ``--json PATH`` writes every number measured.
+the NumPy version's (rtol 1e-4; W8 in float64, see its docstring); it exits 1 on a
+mismatch. ``--quick`` runs few repeats (a smoke test); ``--json PATH`` writes every number
+measured.
 """
 from __future__ import annotations
 
@@ -579,6 +580,9 @@ def _compare(ref_vals, vals, ref_prev, prev, params, rtol, noisy_grad_below=0.0,
 
 def check_workload(w, args):
     init = w.init()
+    if w.check_dtype != np.float32:
+        init = {k: v.astype(w.check_dtype) if v.dtype == np.float32 else v
+                for k, v in init.items()}
     ref_impl = w.impl(NUMPY)
     step, values = ref_impl.make(init)
     ref = []
@@ -590,6 +594,9 @@ def check_workload(w, args):
     others = [k for k in ref[0] if k not in init]
     print(f"\n{w.key}  {w.title}\n    reference: {NUMPY}, {w.check_steps} steps, rtol {w.rtol:g} "
           "(errors are relative to the largest element)")
+    if w.check_dtype != np.float32:
+        print(f"    every implementation in {np.dtype(w.check_dtype).name} (see the workload's "
+              "docstring)")
     print(f"    values: {', '.join(others)}")
     if params:
         print(f"    parameter updates (value after the step - value before): {', '.join(params)}")

@@ -68,6 +68,10 @@ class Workload:
     # lr, so an update carries its own gradient's elementwise relative error, far above the
     # gradients' error relative to their largest element for small elements
     update_rtol: float = 0.0
+    # --check casts the initial state's float32 arrays to this dtype, and the implementations
+    # follow init's dtype (W8: float64, because a float32 pre-activation within rounding of 0
+    # lands on either side of a ReLU, see there)
+    check_dtype: object = np.float32
     notes: list = field(default_factory=list)
 
     def impl(self, name):
@@ -170,15 +174,21 @@ class NumpyAdam:
 
 
 class NumpySGD:
-    """PyTorch's SGD with optional momentum (no dampening, no Nesterov), in place."""
+    """PyTorch's SGD with optional momentum and weight decay (no dampening, no Nesterov), in
+    place: g + weight_decay * p, then the momentum buffer, then p -= lr * buffer."""
 
-    def __init__(self, params, lr, momentum=0.0):
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
         self.params, self.lr, self.momentum = params, np.float32(lr), np.float32(momentum)
+        self.weight_decay = np.float32(weight_decay)
         self.bufs = [None] * len(params)
         self.tmp = [np.empty_like(p) for p in params]
 
     def step(self, grads):
         for k, (p, g, tmp) in enumerate(zip(self.params, grads, self.tmp)):
+            if self.weight_decay:
+                np.multiply(p, self.weight_decay, out=tmp)
+                np.add(g, tmp, out=tmp)
+                g = tmp
             if self.momentum:
                 if self.bufs[k] is None:
                     self.bufs[k] = g.copy()
