@@ -58,7 +58,7 @@ from ..core.reduce import combine, identity
 from .elementwise import cpu_scalar
 from .kernel import emits
 from .loops import loop_nest, parallel_chunks, parallel_min_elements
-from .reduce import accumulate_statements
+from .reduce import SUM_BLOCK, accumulate_statements
 
 
 class _Kernel(BodyWriter):
@@ -511,8 +511,8 @@ def _emit_outer(kern) -> None:
 # step on both cores 22 -> 8.9 ms. Within a block each partial sum adds 256 / 32 elements
 # or so in float32 (LLVM keeps 8 lanes x 4 partial sums), a tree combines them: a few ulps
 # of the block's sum, like NumPy's pairwise summation (8 partials over blocks of 128).
-# tests/backend/cpu/test_blocked_sums.py.
-SUM_BLOCK = 256
+# tests/backend/cpu/test_blocked_sums.py. The stand-alone sum kernel (reduce.py) sums its rows
+# the same way; SUM_BLOCK lives there.
 
 
 def _blocked_sum(r) -> bool:

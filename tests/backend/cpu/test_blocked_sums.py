@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from graphjit.backend.cpu.codegen import compile_graph
-from graphjit.backend.cpu.fused import SUM_BLOCK
+from graphjit.backend.cpu.reduce import SUM_BLOCK
 from graphjit.ir import parse_graph
 from passes.dce import dce
 from passes.fuse import fuse
