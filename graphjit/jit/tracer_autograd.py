@@ -106,10 +106,12 @@ class TracerAutograd:
             n = v.node
             if n is not None and n.op.vjp is not None:
                 stack.extend(i for i in n.inputs if i.dtype.is_floating_point)
-        on_path = set(leaf_values)  # ... and that depend on a leaf
+        on_path = set(leaf_values)  # ... and that depend on a leaf, differentiably (as
+        # ``above``: through float values only; ``p.long().float() * q`` takes no gradient to p)
         for n in self.graph.nodes:
-            if n.op.vjp is not None and any(i in on_path for i in n.inputs):
-                on_path.update(n.outs)
+            if n.op.vjp is not None and any(i in on_path for i in n.inputs
+                                            if i.dtype.is_floating_point):
+                on_path.update(o for o in n.outs if o.dtype.is_floating_point)
         for v in on_path & above:
             if v in self._stale_views:
                 raise AutogradError(self._stale_views[v], op="backward")

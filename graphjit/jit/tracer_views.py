@@ -104,6 +104,9 @@ class TracerViews:
                           self._root_value(root), untracked)
         if isinstance(root, TracerTensor):
             root.__dict__.setdefault("_views", []).append(weakref.ref(out))
+            # One version counter, as eagerly: the view's changes count on the root's and
+            # back, also once the root is gone (a temporary whose view is saved by an op).
+            out._version = root._version
             self._note_view_value(out)
 
     def root_changed(self, root, recorded: bool = False) -> None:
@@ -167,8 +170,11 @@ class TracerViews:
         else:
             new_root = self._scatter_into(base, view.shadow, view.root_shadow, new_value)
         if isinstance(root, TracerTensor):
-            if root._requires_grad and not autograd.is_grad_enabled():
-                # Its grad_fn stays: [In-place changes under no_grad] in ops/custom.py.
+            if root._requires_grad and not (autograd.is_grad_enabled() and target._requires_grad):
+                # A change autograd does not record (under no_grad, or through a detached
+                # view: ``y.detach().add_(1)``, ``y.data.mul_(2)``): y's grad_fn stays, so a
+                # backward through y still reaches what y was computed from, as eagerly
+                # ([In-place changes under no_grad] in ops/custom.py).
                 new_root = self.builder.apply(registry.get("reattach"), [new_root, base], {})
                 self._grad_values.add(new_root)
             root._value = new_root

@@ -538,3 +538,89 @@ def test_view_used_before_a_recorded_change_of_its_tensor_still_refuses_backward
 
     with pytest.raises(gj.AutogradError, match="the view it made"):
         (gj.compile(step) if compiled else step)()
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_view_of_a_temporary_saved_after_the_temporary_is_gone(compiled):
+    # The traced view v1.T kept a version counter of its own: once v1 (a temporary) was
+    # gone, mul's saved v2 read version 0 against the 1 it saved, and the compiled
+    # backward raised where eager mode (one counter per view and tensor) runs.
+    p1 = gj.nn.Parameter(gj.tensor([[0.4296875, -0.25]]))
+
+    def forward():
+        v1 = gj.sin(p1)
+        v1.zero_()
+        v2 = v1.T
+        return (v2 * v2).mean()
+
+    def step():
+        loss = forward()  # v1 is gone here
+        loss.backward()
+        return loss
+
+    loss = (gj.compile(step) if compiled else step)()
+    assert loss.item() == 0.0
+    np.testing.assert_array_equal(p1.grad.numpy(), [[0.0, 0.0]])
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_change_through_a_detached_view_keeps_the_tensors_history(compiled):
+    # v.detach().add_(0.5) changes v's data, not its grad_fn: eagerly the gradient still
+    # reaches p through v's history. Compiled, v's new value had no history: p.grad None.
+    rng = np.random.default_rng(5)
+    p = gj.nn.Parameter(gj.tensor(rng.standard_normal((1, 3)).astype(np.float32)))
+    x = gj.tensor(rng.standard_normal((2, 1)).astype(np.float32))
+
+    def step(x):
+        v = x @ p + 1.0
+        v.detach().add_(0.5)
+        loss = (v * v).sum()
+        loss.backward()
+        return loss
+
+    loss = (gj.compile(step) if compiled else step)(x)
+    v = x.numpy() @ p.detach().numpy() + 1.5  # the changed data; d/dv of sum(v^2) = 2v
+    np.testing.assert_allclose(loss.item(), (v * v).sum(), rtol=1e-6)
+    np.testing.assert_allclose(p.grad.numpy(), x.numpy().T @ (2 * v), rtol=1e-5)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_saved_output_changed_through_a_detached_view_refuses_backward(compiled):
+    # sigmoid saves its output; v0.detach().add_(0.5) changes it, and eager mode's backward
+    # through v0's history raises. Compiled ran (the history was cut, so nothing checked).
+    p2 = gj.nn.Parameter(gj.tensor([[1.921875]], dtype=gj.float64))
+    x0 = gj.tensor([[0.5], [-0.25]], dtype=gj.float64)
+
+    def step(x0):
+        v0 = x0 * 1.0
+        for it in range(2):
+            v0.detach().add_(0.5)
+            v0 = gj.sigmoid(v0 @ p2 + x0[it])
+        v0.sum().backward()
+
+    with pytest.raises(gj.AutogradError, match="gradient of sigmoid"):
+        (gj.compile(step) if compiled else step)(x0)
+
+
+@pytest.mark.parametrize("mode", ["eager", "compiled", "forward"])
+def test_a_value_cast_to_int_takes_no_gradient_so_its_change_needs_no_check(mode):
+    # p0.to(int64).float() * p1, then p1 changed under no_grad: mul's gradient for p1 reads
+    # only the other operand, which has no gradient path to p0 (through an integer).
+    # The tracer counted the int cast's output as on the gradient's path and raised.
+    p0 = gj.nn.Parameter(gj.tensor(1.7578125, dtype=gj.float64))
+    p1 = gj.nn.Parameter(gj.tensor(-1.0703125, dtype=gj.float64))
+
+    def forward():
+        v2 = p0.to(gj.int64).float() * p1
+        with gj.no_grad():
+            p1.sub_(0.01)
+        return v2
+
+    if mode == "forward":  # compiled forward, eager backward outside
+        gj.compile(forward)().backward()
+    else:
+        def step():
+            forward().backward()
+        (gj.compile(step) if mode == "compiled" else step)()
+    assert p0.grad is None
+    assert p1.grad.item() == 1.0
