@@ -340,8 +340,7 @@ class BackwardNode(Node):
                       ".clone() the value before modifying it")
 
     def apply(self, grads):
-        if (self.view_of is not None and self.view_of[0].history != self.view_of[1]
-                and (self.view_of[2] is None or self.view_of[2]() is not None)):
+        if self.view_of is not None and _changed_while_viewed(self.view_of):
             # NOTE: [In-place through views] the view and its base share memory and a version
             # counter; an in-place change of either that autograd recorded (one that gave
             # the tensor a new grad_fn) after the view was taken means the view's gradient
@@ -418,7 +417,11 @@ def _device_error(what, tensors):
 # root of that tensor if it is a view too and its root is alive. ``Tensor._is_view`` is
 # true only while that root exists: a composite that reshapes a temporary it made (the 1-D
 # matmul's [1, n] product, reshaped to [n]) returns a tensor no other tensor shares memory
-# with, which in-place ops with autograd may change, as PyTorch's fresh results can.
+# with, which in-place ops with autograd may change, as PyTorch's fresh results can. A
+# recorded change of the root made while it existed still counts (``_RootRef`` notes the
+# root's counter when it goes): ``v = t[:, None]; t.copy_(p); del t`` and a backward through
+# ``v`` refuses as it would with ``t`` alive (PyTorch would rebase ``v``'s history on the
+# copy; an old history would give another gradient).
 # (``detach`` shares memory too but is not a view for autograd's in-place check, as before.)
 
 class _Gone:
@@ -438,11 +441,43 @@ def buffer_tensor(arr):
     return t
 
 
+class _RootRef(weakref.ref):
+    """A view's weak reference to its root, which notes how many recorded in-place changes
+    the root's counter had when the root went: those made while it lived still make the
+    view's backward refuse ([In-place through views]); later ones are the view's own, as a
+    tensor of its own ([Views of dead tensors])."""
+    __slots__ = ("version", "gone_at")
+
+    def __new__(cls, root):
+        return super().__new__(cls, root, _root_gone)
+
+    def __init__(self, root):
+        super().__init__(root, _root_gone)
+        self.version = root._version
+        self.gone_at = None
+
+
+def _root_gone(ref) -> None:
+    ref.gone_at = ref.version.history
+
+
 def _note_view(out, base, op) -> None:
     if op.name == "detach":
         return
     ref = base.__dict__.get("_view_of")
-    out._view_of = ref if ref is not None and ref() is not None else weakref.ref(base)
+    out._view_of = ref if ref is not None and ref() is not None else _RootRef(base)
+
+
+def _changed_while_viewed(view_of) -> bool:
+    """Whether the tensor a view node viewed got a recorded in-place change (a new grad_fn)
+    after the view was taken and while the tensor it views still existed."""
+    version, history, ref = view_of
+    if version.history == history:
+        return False
+    if ref is None or ref() is not None:
+        return True
+    gone_at = getattr(ref, "gone_at", None)  # (None: a buffer no tensor owns)
+    return gone_at is not None and gone_at != history
 
 
 class EagerInterpreter:

@@ -624,3 +624,37 @@ def test_a_value_cast_to_int_takes_no_gradient_so_its_change_needs_no_check(mode
         (gj.compile(step) if mode == "compiled" else step)()
     assert p0.grad is None
     assert p1.grad.item() == 1.0
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_view_of_a_tensor_changed_then_gone_refuses_backward(compiled):
+    # v4 views v3; v3.copy_(p1) (recorded) and then v3 is gone. Eagerly the backward
+    # through v4 skipped the view check once v3 was gone and returned pow's gradient,
+    # not the copy's (PyTorch rebases v4 on the copy); compiled raised. Both refuse now.
+    p1 = gj.nn.Parameter(gj.tensor([1.90625]))
+
+    def forward():
+        v3 = p1.pow(-1.5)
+        v4 = v3[:, None]
+        v3.copy_(p1)
+        return v4
+
+    def step():
+        forward().sum().backward()
+
+    with pytest.raises(gj.AutogradError, match="the view it made"):
+        (gj.compile(step) if compiled else step)()
+
+
+def test_view_of_a_gone_tensor_may_change_in_place_itself():
+    # [Views of dead tensors]: a change after the root is gone is the view's own.
+    p = gj.nn.Parameter(gj.tensor([0.5, 2.0]))
+
+    def forward():
+        t = p * 3.0
+        return t[None, :]
+
+    v = forward()
+    v.mul_(2.0)
+    v.sum().backward()
+    np.testing.assert_array_equal(p.grad.numpy(), [6.0, 6.0])
