@@ -31,8 +31,8 @@ class TransformerEncoderLayer(Module):
         super().__init__()
         if isinstance(activation, str):
             if activation not in _ACTIVATIONS:
-                raise ValueError(f"TransformerEncoderLayer: activation should be relu or gelu, "
-                                 f"not {activation!r}")
+                raise RuntimeError(f"TransformerEncoderLayer: activation should be relu/gelu, "
+                                   f"not {activation!r}")  # (PyTorch's error class)
             activation = _ACTIVATIONS[activation]
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
                                             batch_first=batch_first, dtype=dtype)
