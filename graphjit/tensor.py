@@ -587,14 +587,17 @@ def _scalar_like(value, t: Tensor) -> DType:
 def _unwrap_index(key):
     """Lists of ints become int64 tensors; everything else passes through."""
     items = key if isinstance(key, tuple) else (key,)
+    tracer = _tracing.active()
     out = []
     for k in items:
-        if isinstance(k, list):
-            k = Tensor._wrap(_to_array(k, None))
-            k._made_here = True  # may index a CUDA tensor (see [Devices])
-        elif isinstance(k, np.ndarray):
-            k = Tensor._wrap(np.asarray(k, dtype=np.bool_ if k.dtype == np.bool_ else np.int64))
-            k._made_here = True
+        if isinstance(k, (list, np.ndarray)):
+            arr = _to_array(k, None) if isinstance(k, list) else \
+                np.asarray(k, dtype=np.bool_ if k.dtype == np.bool_ else np.int64)
+            if tracer is not None:  # a value of the program, on its device
+                k = tracer.made(arr)
+            else:
+                k = Tensor._wrap(arr)
+                k._made_here = True  # may index a CUDA tensor (see [Devices])
         out.append(k)
     return tuple(out) if isinstance(key, tuple) else out[0]
 

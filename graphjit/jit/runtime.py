@@ -239,7 +239,7 @@ class _Entry:
             if t is None:  # a .grad this program creates (eager semantics: first backward)
                 arrays.append(devices.zeros(s.value.shape, s.value.dtype.np, self.device))
             elif s.kind == "array":
-                arrays.append(t)
+                arrays.extend(self._device_arrays([t]))
             elif s.kind == "hyper":
                 arrays.append(np.array(t, dtype=np.float64))
             else:
@@ -304,6 +304,14 @@ class _Entry:
             found.fill(0)
         return found, found.reshape(-1)
 
+    def _device_arrays(self, arrays):
+        """The "array" slots' NumPy arrays as this program takes them: on a GPU a copy on
+        the device, made at every call since the array may have changed (0-d ones stay on
+        the host: [Host scalars] in graphjit/ir/host.py)."""
+        if self.device.type == "cpu":
+            return arrays
+        return [devices.to_device(a, self.device) if a.ndim else a for a in arrays]
+
     def _driver_args(self, flat_args):
         """The program's flat input arrays for this call, which are copies, and the
         ``.grad`` arrays the call creates by slot (see [Steady-state calls])."""
@@ -316,7 +324,7 @@ class _Entry:
             sources += [None if g is None else g._data
                         for g in [owner_of(o, flat_args)._grad for o in p.grad_owners]]
         if p.arrays:
-            sources += p.arrays
+            sources += self._device_arrays(p.arrays)
         if p.hypers:
             sources += [opt.param_groups[index][key] if element is None
                         else opt.param_groups[index][key][element]

@@ -101,7 +101,10 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
     def _register(self, t, slot):
         autograd.check_copied_view(t, "compile")  # see [Copied views] in autograd.py
         data = getattr(t, "_data", t)
-        if data is not None and data.ndim > 0:
+        # (An "array" slot, a NumPy operand or a constant graphjit made, has no device of
+        # its own: a CUDA program gets it copied over at each call, as eager mode copies such
+        # values; the runtime's `_device_arrays`.)
+        if data is not None and data.ndim > 0 and slot.kind != "array":
             dev = devices.of_array(data)
             if self._device_seen is None:
                 self.device, self._device_seen = dev, (slot.name, data)

@@ -149,6 +149,29 @@ def test_module_to_moves_parameters_buffers_and_grads():
     assert nn.Linear(2, 3, device="cuda").weight.device == "cuda"
 
 
+def test_compiled_cuda_function_takes_index_lists_and_numpy_operands(rng):
+    # A list index and a NumPy operand are values graphjit makes on the CPU: eagerly copied
+    # over; compiled, they were CPU inputs of a CUDA program ("expected all tensors to be on
+    # the same device", found by `graphjit fuzz --device cuda`, seed 21).
+    w = nn.Parameter(gj.tensor(rng.standard_normal(4).astype(np.float32), device="cuda"))
+    arr = rng.standard_normal(4).astype(np.float32)
+
+    def step():
+        loss = (w[[3, 0, 3]] * 2.0).sum() + (w * arr).sum()
+        loss.backward()
+        return loss
+
+    step_c = gj.compile(step)
+    for _ in range(2):  # the second call after arr changed in place: read anew, as eagerly
+        want = step().item()
+        g_eager = w.grad.numpy().copy()
+        w.grad = None
+        _close(step_c().item(), want)
+        _close(w.grad.numpy(), g_eager)
+        w.grad = None
+        arr[0] += 1.0
+
+
 def test_index_out_of_range_raises_on_cuda():
     x = gj.randn(4, 3).cuda()
     f = gj.compile(lambda x, i: x.gather(1, i))

@@ -186,3 +186,15 @@ def test_fuzz_run_finds_no_mismatch():
     assert lines[-1] == f"{res.graphs} graphs, {len(res.mismatches)} mismatches"
     assert res.graphs >= FUZZ_MIN_GRAPHS
     assert not res.mismatches, "\n".join(lines)
+
+
+def test_eager_cudas_copied_view_refusal_counts_as_refused_not_as_a_mismatch():
+    # Eager CUDA refuses an in-place change through a strided slice (a copy there); the
+    # compiled program runs it as the CPU does: eager's own limit, not a difference.
+    from graphjit.fuzz import runner
+    refusal = ("error", "GraphjitError", "mul_: in-place change of a slice of a CUDA tensor "
+               "(shape [2, 1]): on CUDA a slice is a copy, so the change would not reach the "
+               "tensor it was taken from (on the CPU it would).")
+    assert runner._eager_copied_view_refusal([refusal])
+    assert not runner._eager_copied_view_refusal([("error", "GraphjitError", "mul_: other")])
+    assert not runner._eager_copied_view_refusal([{"x": 1}])
