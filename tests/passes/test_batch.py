@@ -88,16 +88,21 @@ def test_products_of_consecutive_row_blocks_with_one_weight_are_one_product():
     # The one product reads xs itself as a [12, 2] matrix (a free reshape, no copy).
     assert re.search(r"reshape\(%xs, shape=\[12, 2\]\)", out), out
     assert _ops(g).count("slice") == 3  # each step's product is a row slice of it
-    assert batch.last_stats == {"products_stacked": 3, "products_summed": 0}
+    assert batch.last_stats == {"products_stacked": 3, "products_summed": 0,
+                                "products_independent": 0}
     _same_values(STACKED)
 
 
-def test_blocks_that_are_not_consecutive_or_share_no_weight_stay_apart():
-    # Steps 0 and 2 only: a gap between them.
+def test_blocks_that_are_not_consecutive_are_stacked_by_a_copy_and_other_weights_stay_apart():
+    # Steps 0 and 2 only: a gap between them, so no slice of xs holds both. They are still
+    # independent products of one weight: one product of their cat (the third rule).
     gap = STACKED.replace("%10 = tanh(%9)", "%10 = tanh(%3)")
     gap = gap.replace("return %3, %6, %10", "return %6, %10")
     g = _passes(gap)
-    assert _ops(g).count("matmul") == 2
+    assert _ops(g).count("matmul") == 1 and _ops(g).count("cat") == 1, round_trip(g)
+    assert batch.last_stats == {"products_stacked": 0, "products_summed": 0,
+                                "products_independent": 2}
+    _same_values(gap)
     # Two different weights.
     two = text(STACKED).replace("%w: f64[5,2] {param})", "%w: f64[5,2] {param}, %v: f64[2,5] {param})")
     two = two.replace("%6 = matmul(%5, %0)", "%6 = matmul(%5, %v)")
@@ -115,7 +120,8 @@ def test_a_sum_of_transposed_products_is_one_product_of_stacked_operands():
     assert re.search(r"cat\(%g0, %g1, %g2, dim=0\)", out) and re.search(
         r"cat\(%h0, %h1, %h2, dim=0\)", out), out
     assert _ops(g).count("add") == 1  # the weight decay term is added to the product
-    assert batch.last_stats == {"products_stacked": 0, "products_summed": 3}
+    assert batch.last_stats == {"products_stacked": 0, "products_summed": 3,
+                                "products_independent": 0}
     _same_values(SUMMED)
 
 
