@@ -193,3 +193,117 @@ def test_an_unrolled_rnn_training_step_keeps_only_the_recurrent_products():
     # forward: 1 input projection + T recurrent + 1 head; backward: head weight and input,
     # T - 1 through W_hh (h_0 is a constant), dW_ih and dW_hh.
     assert len(products) == 1 + T + 1 + 2 + (T - 1) + 2, [n.op.name for n in final.nodes]
+
+
+# ---- independent products of one right operand -----------------------------------------------
+
+# A stacked RNN's backward through one layer, last step first: each step's gate gradient g_t
+# feeds the recurrence (g_t U: the next g) and the gradient of the layer's input (g_t W),
+# which is read at once (%2, %6) before the next g exists.
+INDEPENDENT = """
+graph f(%d: f64[4,5] {arg}, %w: f64[5,3] {param}, %u: f64[5,5] {param}) {
+  %0 = tanh(%d) : f64[4,5]
+  %1 = matmul(%0, %w) : f64[4,3]
+  %2 = exp(%1) : f64[4,3]
+  %3 = matmul(%0, %u) : f64[4,5]
+  %4 = tanh(%3) : f64[4,5]
+  %5 = matmul(%4, %w) : f64[4,3]
+  %6 = add(%2, %5) : f64[4,3]
+  %7 = matmul(%4, %u) : f64[4,5]
+  %8 = tanh(%7) : f64[4,5]
+  %9 = matmul(%8, %w) : f64[4,3]
+  %10 = add(%6, %9) : f64[4,3]
+  return %10, %8
+}"""
+
+
+def _ordered_and_acyclic(g):
+    """The rewritten graph verifies (every read after its definition), round-trips, and its
+    networkx view has no cycle."""
+    import networkx
+    out = round_trip(g)
+    assert networkx.is_directed_acyclic_graph(g.to_networkx())
+    return out
+
+
+def test_independent_products_of_one_weight_are_one_product_after_their_last_operand():
+    g = _passes(INDEPENDENT)
+    out = _ordered_and_acyclic(g)
+    products = [n for n in g.nodes if n.op.name == "matmul"]
+    # The three g_t W are one [12,5] x [5,3]; the recurrence g_t U stays two products.
+    assert len(products) == 3, out
+    assert re.search(r"cat\(%0, %2, %4, dim=0\) : f64\[12,5\]", out), out
+    assert batch.last_stats == {"products_stacked": 0, "products_summed": 0,
+                                "products_independent": 3}
+    # The product stands after the last g (%8, the tanh of the second recurrent product),
+    # and the readers of the old products (the exp and the adds) after it.
+    ops = _ops(g)
+    stacked = next(i for i, n in enumerate(g.nodes) if n.op.name == "matmul"
+                   and n.inputs[0].shape[0] == 12)
+    assert ops.index("exp") > stacked and ops.count("tanh") == 3
+    assert max(i for i, o in enumerate(ops) if o == "tanh") < stacked
+    _same_values(INDEPENDENT)
+
+
+def test_a_recurrence_through_the_weight_stays_sequential():
+    # h_(t+1) = tanh(h_t W): each product's left operand depends on the one before.
+    src = """
+    graph f(%h: f64[4,4] {arg}, %w: f64[4,4] {param}) {
+      %0 = matmul(%h, %w) : f64[4,4]
+      %1 = tanh(%0) : f64[4,4]
+      %2 = matmul(%1, %w) : f64[4,4]
+      %3 = tanh(%2) : f64[4,4]
+      %4 = matmul(%3, %w) : f64[4,4]
+      return %4
+    }"""
+    g = _passes(src)
+    assert _ops(g).count("matmul") == 3 and "cat" not in _ops(g)
+    assert batch.last_stats["products_independent"] == 0
+    # One more product x W, independent of the recurrence: it joins the first step's (both
+    # have no product of W before them), the later steps stay apart.
+    mixed = text(src).replace("%w: f64[4,4] {param})", "%w: f64[4,4] {param}, %x: f64[2,4] {arg})")
+    mixed = mixed.replace("  return %4", "  %5 = matmul(%x, %w) : f64[2,4]\n  return %4, %5")
+    g = _passes(mixed)
+    out = _ordered_and_acyclic(g)
+    assert _ops(g).count("matmul") == 3, out
+    assert re.search(r"cat\(%h, %x, dim=0\) : f64\[6,4\]", out), out
+    assert batch.last_stats["products_independent"] == 2
+    _same_values(mixed)
+
+
+def test_independent_products_read_the_stack_the_sum_rule_built():
+    """dW = sum_t g_t^T x_t stacks the g_t already: the input gradients g_t W read that
+    stack (no second cat), which moves up to just after the last g_t."""
+    src = """
+    graph f(%x0: f64[4,3] {arg}, %x1: f64[4,3] {arg}, %d: f64[4,5] {arg}, %w: f64[5,3] {param}) {
+      %0 = tanh(%d) : f64[4,5]
+      %1 = matmul(%0, %w) : f64[4,3]
+      %2 = exp(%d) : f64[4,5]
+      %3 = matmul(%2, %w) : f64[4,3]
+      %4 = permute(%0, dims=[1, 0]) : f64[5,4]
+      %5 = matmul(%4, %x0) : f64[5,3]
+      %6 = permute(%2, dims=[1, 0]) : f64[5,4]
+      %7 = matmul(%6, %x1) : f64[5,3]
+      %8 = add(%5, %7) : f64[5,3]
+      %9 = add(%1, %3) : f64[4,3]
+      return %8, %9
+    }"""
+    g = _passes(src)
+    out = _ordered_and_acyclic(g)
+    assert _ops(g).count("matmul") == 2 and _ops(g).count("cat") == 2, out  # cat(g), cat(x)
+    assert batch.last_stats == {"products_stacked": 0, "products_summed": 2,
+                                "products_independent": 2}
+    _same_values(src)
+
+
+def test_a_stack_beyond_the_byte_limit_is_split(monkeypatch):
+    import passes.batch as batch_module
+    g = _passes(INDEPENDENT)
+    assert _ops(g).count("matmul") == 3
+    # Each g_t is 4 x 5 f64 = 160 bytes: at most two per stack.
+    monkeypatch.setattr(batch_module, "MAX_STACK_BYTES", 320)
+    g = _passes(INDEPENDENT)
+    out = _ordered_and_acyclic(g)
+    assert _ops(g).count("matmul") == 4 and re.search(r"cat\(%0, %2, dim=0\) : f64\[8,5\]", out), out
+    assert batch.last_stats["products_independent"] == 2
+    _same_values(INDEPENDENT)
