@@ -104,6 +104,21 @@ def _readers(graph, live) -> dict:
     return count
 
 
+def _consecutive_blocks(values) -> bool:
+    """True when ``values`` are consecutive row blocks of one value, in this order."""
+    blocks = [row_block(v) for v in values]
+    return all(b is not None for b in blocks) and len({id(b[0]) for b in blocks}) == 1 and all(
+        blocks[i + 1][1] == blocks[i][1] + blocks[i][2] for i in range(len(blocks) - 1))
+
+
+def _rows_of_base(values):
+    """The stack of ``values`` (``_consecutive_blocks``) as a slice of their base: no copy."""
+    base, first, _ = row_block(values[0])
+    width, rows = values[0].shape[1], sum(v.shape[0] for v in values)
+    matrix = api.reshape(base, (numel(base.shape) // width, width))
+    return api.slice_(matrix, (first, 0), (first + rows, width), (1, 1))
+
+
 class _Emitter:
     """New nodes through the ops' own API (shape checks, no-op reshapes and slices dropped),
     collected per insertion point: ``before[node]`` runs just before ``node``."""
@@ -124,13 +139,8 @@ class _Emitter:
     def stacked(self, values):
         """``values`` (matrices of one width) stacked along the rows: a slice of their base
         when they are its consecutive row blocks, else one ``cat`` per distinct list."""
-        blocks = [row_block(v) for v in values]
-        if all(b is not None for b in blocks) and len({id(b[0]) for b in blocks}) == 1 and all(
-                blocks[i + 1][1] == blocks[i][1] + blocks[i][2] for i in range(len(blocks) - 1)):
-            base, first, width = blocks[0][0], blocks[0][1], values[0].shape[1]
-            rows = sum(b[2] for b in blocks)
-            matrix = api.reshape(base, (numel(base.shape) // width, width))
-            return api.slice_(matrix, (first, 0), (first + rows, width), (1, 1))
+        if _consecutive_blocks(values):
+            return _rows_of_base(values)
         key = tuple(id(v) for v in values)
         if key not in self.cats:
             self.cats[key] = api.cat(list(values), dim=0)
@@ -376,7 +386,13 @@ def _stack_group(graph, products, lefts, cat) -> None:
             reached.update(n.outs)
     start = len(graph.nodes)
     with registry.interpreter(GraphBuilder(graph, source=products[0].source)):
-        y = api.matmul(cat.out if cat is not None else api.cat(lefts, dim=0), right)
+        if cat is not None:
+            stack = cat.out
+        elif _consecutive_blocks(lefts):
+            stack = _rows_of_base(lefts)
+        else:
+            stack = api.cat(lefts, dim=0)
+        y = api.matmul(stack, right)
         part, row, width = {}, 0, y.shape[1]
         for v in lefts:
             part[id(v)] = api.slice_(y, (row, 0), (row + v.shape[0], width), (1, 1))
@@ -405,7 +421,15 @@ def _independent_products(graph) -> int:
                 by_left.setdefault(id(p.inputs[0]), []).append(p)
             lefts = list({id(p.inputs[0]): p.inputs[0] for p in group}.values())
             cat = _existing_cat(graph, live, lefts)
-            runs = [list(cat.inputs)] if cat is not None else _chunks(lefts, MAX_STACK_BYTES)
+            blocks = sorted(lefts, key=lambda v: (row_block(v) or (None, 0))[1])
+            if cat is not None:
+                runs = [list(cat.inputs)]
+            elif _consecutive_blocks(blocks):
+                # Row blocks of one value (e.g. the slices of a product the first rule
+                # stacked): the stack is a slice of it, no copy.
+                runs = [blocks]
+            else:
+                runs = _chunks(lefts, MAX_STACK_BYTES)
             for run in runs:
                 members = [p for v in run for p in by_left[id(v)]]
                 _stack_group(graph, members, run, cat)

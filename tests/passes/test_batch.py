@@ -296,6 +296,34 @@ def test_independent_products_read_the_stack_the_sum_rule_built():
     _same_values(src)
 
 
+def test_row_blocks_left_by_the_first_rule_are_stacked_without_a_copy():
+    # Two projections in a row per step: x_t W, then (x_t W) V. The first rule makes the
+    # x_t W row slices of one product; the (x_t W) V are then row blocks of it, so the
+    # third rule's stack is that product itself (no cat).
+    src = """
+    graph f(%xs: f64[3,4,2] {arg}, %w: f64[2,5] {param}, %v: f64[5,3] {param}) {
+      %0 = slice(%xs, starts=[0, 0, 0], steps=[1, 1, 1], stops=[1, 4, 2]) : f64[1,4,2]
+      %1 = reshape(%0, shape=[4, 2]) : f64[4,2]
+      %2 = matmul(%1, %w) : f64[4,5]
+      %3 = matmul(%2, %v) : f64[4,3]
+      %4 = slice(%xs, starts=[2, 0, 0], steps=[1, 1, 1], stops=[3, 4, 2]) : f64[1,4,2]
+      %5 = reshape(%4, shape=[4, 2]) : f64[4,2]
+      %6 = matmul(%5, %w) : f64[4,5]
+      %7 = matmul(%6, %v) : f64[4,3]
+      %8 = slice(%xs, starts=[1, 0, 0], steps=[1, 1, 1], stops=[2, 4, 2]) : f64[1,4,2]
+      %9 = reshape(%8, shape=[4, 2]) : f64[4,2]
+      %10 = matmul(%9, %w) : f64[4,5]
+      %11 = matmul(%10, %v) : f64[4,3]
+      return %3, %7, %11
+    }"""
+    g = _passes(src)
+    out = _ordered_and_acyclic(g)
+    assert _ops(g).count("matmul") == 2 and "cat" not in _ops(g), out
+    assert batch.last_stats == {"products_stacked": 3, "products_summed": 0,
+                                "products_independent": 3}
+    _same_values(src)
+
+
 def test_a_stack_beyond_the_byte_limit_is_split(monkeypatch):
     import passes.batch as batch_module
     g = _passes(INDEPENDENT)
