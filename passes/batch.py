@@ -47,6 +47,8 @@ anyway; the stacked result adds one copy of the products it replaces).
 """
 from __future__ import annotations
 
+import numpy as np
+
 from graphjit.ir import GraphBuilder
 from graphjit.ops import api, registry
 from graphjit.shapes import numel
@@ -330,30 +332,43 @@ def _right_operands(graph, live):
     return [r for r, c in count.items() if c > 1]
 
 
-def _levels(graph, live, right):
-    """The live products of ``right`` with two or more of one level and dtype: lists of
-    nodes, lowest level first."""
+def _levels(graph, live, rights) -> dict:
+    """For each of ``rights``, its live products with two or more (distinct left operands)
+    of one level and dtype: ``{id(right): [nodes of one level], lowest level first}``.
+    One walk for all: a value's levels are a vector, one entry per right operand (shared
+    between values while no product of any of them is met)."""
+    column = {id(r): j for j, r in enumerate(rights)}
     level, groups = {}, {}
     for n in graph.nodes:
-        here = max((level.get(v, 0) for v in n.inputs), default=0)
-        if n.out in live and _is_matrix_product(n) and n.inputs[1] is right:
-            here += 1
-            groups.setdefault((here, n.inputs[0].dtype.name), []).append(n)
-        for v in n.outs:
-            level[v] = here
-    ordered = sorted(groups.items(), key=lambda kv: kv[0][0])
-    return [g for _, g in ordered if len({id(n.inputs[0]) for n in g}) > 1]
+        seen = [level[v] for v in n.inputs if v in level]
+        here = None
+        for vec in seen:
+            here = vec if here is None or here is vec else np.maximum(here, vec)
+        j = column.get(id(n.inputs[1])) if len(n.inputs) == 2 else None
+        if j is not None and n.out in live and _is_matrix_product(n):
+            here = np.zeros(len(rights), np.int64) if here is None else here.copy()
+            here[j] += 1
+            groups.setdefault((j, int(here[j]), n.inputs[0].dtype.name), []).append(n)
+        if here is not None:
+            for v in n.outs:
+                level[v] = here
+    found = {}
+    for (j, _, _), group in sorted(groups.items(), key=lambda kv: kv[0][:2]):
+        if len({id(n.inputs[0]) for n in group}) > 1:
+            found.setdefault(id(rights[j]), []).append(group)
+    return found
 
 
-def _existing_cat(graph, live, lefts):
-    """A live ``cat(..., dim=0)`` of exactly the values ``lefts`` in some order (the sum
-    rule stacks the same gradients for a weight gradient): reading it costs no copy."""
-    want = {id(v) for v in lefts}
+def _cats(graph, live) -> dict:
+    """Live ``cat(..., dim=0)`` nodes by the set of values they stack (the sum rule stacks
+    a step's gradients for a weight gradient): a stack of them costs no copy."""
+    found = {}
     for n in graph.nodes:
-        if (n.op.name == "cat" and n.attrs.get("dim") == 0 and n.out in live
-                and len(n.inputs) == len(want) and {id(v) for v in n.inputs} == want):
-            return n
-    return None
+        if n.op.name == "cat" and n.attrs.get("dim") == 0 and n.out in live:
+            key = frozenset(id(v) for v in n.inputs)
+            if len(key) == len(n.inputs):
+                found.setdefault(key, n)
+    return found
 
 
 def _chunks(lefts, limit):
@@ -410,17 +425,26 @@ def _stack_group(graph, products, lefts, cat) -> None:
 
 def _independent_products(graph) -> int:
     """Products of one right operand that depend on none of each other: one product."""
-    batched = 0
-    for right in _right_operands(graph, live_values(graph)):
+    batched, done = 0, set()
+    while True:
         live = live_values(graph)
-        # Lowest level first: a rewrite makes the readers of one level's products wait for
-        # that level's operands only, so the levels found before it stay independent.
-        for group in _levels(graph, live, right):
+        rights = [r for r in _right_operands(graph, live) if id(r) not in done]
+        groups = _levels(graph, live, rights)
+        if not groups:
+            return batched
+        # One right operand per round: rewriting its products adds reads (a product's
+        # readers wait for all its group's operands) that can change the levels of other
+        # right operands' products, so those are found again on the new graph. The levels of
+        # one right operand stay valid: the added reads come from its lower levels only.
+        right = next(r for r in rights if id(r) in groups)
+        done.add(id(right))
+        cats = _cats(graph, live)
+        for group in groups[id(right)]:
             by_left = {}
             for p in group:
                 by_left.setdefault(id(p.inputs[0]), []).append(p)
             lefts = list({id(p.inputs[0]): p.inputs[0] for p in group}.values())
-            cat = _existing_cat(graph, live, lefts)
+            cat = cats.get(frozenset(id(v) for v in lefts))
             blocks = sorted(lefts, key=lambda v: (row_block(v) or (None, 0))[1])
             if cat is not None:
                 runs = [list(cat.inputs)]
@@ -434,8 +458,6 @@ def _independent_products(graph) -> int:
                 members = [p for v in run for p in by_left[id(v)]]
                 _stack_group(graph, members, run, cat)
                 batched += len(members)
-            live = live_values(graph)
-    return batched
 
 
 @graph_pass("batch")
