@@ -202,3 +202,24 @@ def test_recurrent_layers_have_the_products_of_w5s_hand_written_loop():
             return loss
         products = _products(gj.compile(step).lower(xs).as_text("final"))
         assert len(products) == len(reference), (cls.__name__, products)
+
+
+def test_stacked_bidirectional_recurrent_layers_batch_layer_1s_input_gradients():
+    # Issue #21 point 3: stacked (2-layer, bidirectional) layers have, per layer and
+    # direction, the products of W5's loop (input projection, steps forward, steps - 1
+    # backward, dW_ih, dW_hh), and per direction of layer 1 ONE product for the gradient
+    # of its input (g_t W_ih_l1 over all steps: passes/batch.py, independent products),
+    # where each step had its own before (6 * 2 more here).
+    steps, hidden = 6, 5
+    gj.manual_seed(0)
+    xs = gj.randn(steps, B, 3)
+    per_direction = 1 + steps + (steps - 1) + 2
+    for cls in (nn.RNN, nn.LSTM, nn.GRU):
+        m = cls(3, hidden, num_layers=2, bidirectional=True)
+
+        def step(xs, m=m):
+            loss = m(xs)[0].sum()  # every step's output, both directions
+            loss.backward()
+            return loss
+        products = _products(gj.compile(step).lower(xs).as_text("final"))
+        assert len(products) == 4 * per_direction + 2, (cls.__name__, products)
