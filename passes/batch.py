@@ -339,21 +339,30 @@ def _levels(graph, live, rights) -> dict:
     between values while no product of any of them is met)."""
     column = {id(r): j for j, r in enumerate(rights)}
     level, groups = {}, {}
+    # A graph split into a forward and a backward program (``fusion_split``: the backward's
+    # seeds) must keep every product on its side: a forward product stacked with backward
+    # ones would be computed in the backward program, after the forward's results it feeds.
+    split = set(getattr(graph, "fusion_split", ()) or ())
+    after_split = set(split)
     for n in graph.nodes:
         seen = [level[v] for v in n.inputs if v in level]
         here = None
         for vec in seen:
             here = vec if here is None or here is vec else np.maximum(here, vec)
+        backward = bool(split) and any(v in after_split for v in n.inputs)
+        if backward:
+            after_split.update(n.outs)
         j = column.get(id(n.inputs[1])) if len(n.inputs) == 2 else None
         if j is not None and n.out in live and _is_matrix_product(n):
             here = np.zeros(len(rights), np.int64) if here is None else here.copy()
             here[j] += 1
-            groups.setdefault((j, int(here[j]), n.inputs[0].dtype.name), []).append(n)
+            groups.setdefault((j, int(here[j]), n.inputs[0].dtype.name, backward),
+                              []).append(n)
         if here is not None:
             for v in n.outs:
                 level[v] = here
     found = {}
-    for (j, _, _), group in sorted(groups.items(), key=lambda kv: kv[0][:2]):
+    for (j, _, _, _), group in sorted(groups.items(), key=lambda kv: kv[0][:2]):
         if len({id(n.inputs[0]) for n in group}) > 1:
             found.setdefault(id(rights[j]), []).append(group)
     return found
