@@ -126,8 +126,10 @@ class _ForwardBackwardEntry(_Entry):
             for kind, i in self.residual_plan:
                 if kind == "input":
                     t = tensors[i]
-                    # (An array input has no version counter: read as it is, as eagerly.)
-                    saved.append((t, None) if isinstance(t, np.ndarray) else (t, t._version.value))
+                    # (An array input has no version counter: read as it is, as eagerly; on
+                    # the program's device.)
+                    saved.append((self._device_arrays([t])[0], None) if isinstance(t, np.ndarray)
+                                 else (t, t._version.value))
                 else:
                     saved.append((outputs[i], None))
             self._node = CompiledBackward(self, saved, [tensors[i] for i in self.wrt])

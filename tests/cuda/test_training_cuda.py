@@ -172,6 +172,23 @@ def test_compiled_cuda_function_takes_index_lists_and_numpy_operands(rng):
         arr[0] += 1.0
 
 
+def test_compiled_cuda_forward_saves_a_constant_index_for_its_backward(rng):
+    # arange(device="cuda") inside a compiled forward is a value the program holds on the
+    # CPU; its backward program (run by loss.backward() outside) was given it as it was:
+    # "input %saved1 (int64[4]) is on the CPU" (graphjit fuzz --device cuda, seed 21).
+    p = nn.Parameter(gj.tensor(rng.standard_normal((4, 3)).astype(np.float32), device="cuda"))
+    cols = gj.tensor([2, 0, 1, 2], device="cuda")
+
+    def forward(cols):
+        return (p[gj.arange(4, device="cuda"), cols] ** 2).sum()
+
+    forward(cols).backward()
+    want = p.grad.numpy().copy()
+    p.grad = None
+    gj.compile(forward)(cols).backward()
+    _close(p.grad.numpy(), want)
+
+
 def test_index_out_of_range_raises_on_cuda():
     x = gj.randn(4, 3).cuda()
     f = gj.compile(lambda x, i: x.gather(1, i))
