@@ -21,7 +21,6 @@ import math
 import numpy as np
 
 from .. import dtypes
-from ..dtypes import DType
 from ..errors import DTypeError, ShapeError
 from ..shapes import broadcast_shapes, normalize_dim, normalize_dims, numel
 from .api_index import (  # noqa: F401 - api.X for every tensor function

@@ -17,7 +17,7 @@ import numpy as np
 from .. import dtypes
 from ..errors import DTypeError, ShapeError
 from ..shapes import normalize_dim
-from .api_shape import reshape, slice_, unsqueeze
+from .api_shape import reshape, slice_
 from .api_values import _interp, _value, constant, is_value
 from .registry import bind, get
 
