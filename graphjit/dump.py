@@ -23,6 +23,7 @@ import weakref
 
 from .backend import target_for
 from .ir.buffers import aliases_input, peak_bytes
+from .ir.labels import kernel_label
 from .ir.printer import format_attr, print_graph, value_names
 from .jit import lowering as _lowering
 from .jit.tiers import programs_of, tier_lines
@@ -267,27 +268,6 @@ def _bytes(n: float) -> str:
         if abs(n) < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-
-
-def kernel_label(node) -> str:
-    """``matmul``, ``fused[add, relu]`` for a fused node, ``gemm[a.T @ b; add, relu]`` for a
-    product with its transposes and epilogue."""
-    from .ir.fused import body_graph
-    if node.op.name == "gemm":
-        a = "a.T" if node.attrs["trans_a"] else "a"
-        b = "b.T" if node.attrs["trans_b"] else "b"
-        steps = ""
-        if node.attrs["epilogue"]:
-            from .ir.gemm import product_type
-            p = product_type(node.inputs[0].type, node.inputs[1].type, node.attrs["trans_a"],
-                             node.attrs["trans_b"])
-            body = body_graph(node.attrs["epilogue"], [p] + [v.type for v in node.inputs[2:]])
-            steps = "; " + ", ".join(s.op.name for s in body.nodes if s.op.name != "full")
-        return f"gemm[{a} @ {b}{steps}]"
-    if node.op.name != "fused":
-        return node.op.name
-    body = body_graph(node.attrs["body"], [v.type for v in node.inputs])
-    return "fused[" + ", ".join(s.op.name for s in body.nodes) + "]"
 
 
 def report(cf, entry) -> str:

@@ -21,6 +21,7 @@ from .backend.cache import cache_dir
 from .backend.cpu import compile_graph
 from .ir import Graph
 from .ir.buffers import aliases_input
+from .ir.labels import kernel_label
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -128,7 +129,6 @@ def format_profile(graph, rows, limits) -> list:
              f"overhead), against this machine: {bw:.1f} GB/s copy bandwidth, "
              f"{peak:.1f} GFLOP/s float32 GEMM ({limits['how']}):",
              f"  {'kernel':<34} {'time':>10} {'GB/s':>8} {'of bw':>6} {'GFLOP/s':>9} {'of GEMM':>8}"]
-    from .dump import kernel_label
     total = 0.0
     for n, seconds, flops, moved in rows:
         total += seconds

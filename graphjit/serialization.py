@@ -42,44 +42,21 @@ slice of a big array saves the slice.) CUDA tensors are copied to the host one b
 views of one CUDA tensor come back as separate copies.
 
 Saving (the encoder, the atomic write: [Atomic saves]) is in graphjit/serialization_save.py,
-loading (the decoder) in graphjit/serialization_load.py; this module has the format's
-constants, the errors and the two entry points.
+loading (the decoder) in graphjit/serialization_load.py, the format's constants and the
+errors in graphjit/serialization_format.py, which both import; this module has the two entry
+points, above all three.
 """
 from __future__ import annotations
 
 import os
 import pickle
-import struct
 
 from . import _tracing
 from . import devices
-from .errors import GraphjitError, TraceError
-
-FORMAT_VERSION = 1
-_MAGIC = b"\x89GJCKPT\n"
-_END = b"\nGJCKEND"
-_ALIGN = 64
-_PREFIX = struct.Struct("<8sIIQ")  # magic, version, flags, header length
-_CRCS = struct.Struct("<II")  # CRC32 of the prefix, CRC32 of the header
-_FOOTER = struct.Struct("<8sQ")  # end magic, file length
-_HEAD = _PREFIX.size + _CRCS.size
-_BIG_INT = 1 << 63  # (larger ints are written in hex: JSON readers limit decimal digits)
-
-
-class CheckpointError(GraphjitError, RuntimeError):
-    """A file ``graphjit.load`` cannot read: not a checkpoint, truncated, corrupted, written by
-    a newer graphjit, or holding a pickle that ``weights_only=True`` refuses. ``.file`` names
-    the file."""
-
-    def __init__(self, file: str, message: str):
-        self.file = file
-        super().__init__(f"{file}: {message}", op="graphjit.load")
-
-
-class CheckpointTypeError(GraphjitError, TypeError):
-    """An object ``graphjit.save`` does not store, named with its place in the container
-    (``obj['state'][0]``); nothing was written."""
-
+from .errors import TraceError
+from .serialization_format import CheckpointError, CheckpointTypeError  # noqa: F401
+from .serialization_load import _Decoder
+from .serialization_save import _atomic_write, _Encoder
 
 def save(obj, f, pickle_module=None, pickle_protocol: int = pickle.DEFAULT_PROTOCOL) -> None:
     """Save ``obj`` to ``f``, a path (``str`` / ``os.PathLike``) or a binary file object, as
@@ -170,17 +147,3 @@ def _refuse_in_trace(what: str) -> None:
                             "@graphjit.compile would run once, when it is traced, not at "
                             f"every call; call graphjit.{what} outside the compiled function",
                             op=f"graphjit.{what}")
-
-
-def _pad(n: int) -> int:
-    return -n % _ALIGN
-
-
-def _key_text(key) -> str:
-    text = repr(key)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-# Saving and loading, imported last: they read the constants and errors above.
-from .serialization_load import _Decoder  # noqa: E402
-from .serialization_save import _atomic_write, _Encoder  # noqa: E402

@@ -14,8 +14,8 @@ import numpy as np
 
 from . import devices, dtypes
 from .errors import GraphjitError
-from .serialization import (_CRCS, _END, _FOOTER, _HEAD, _MAGIC, _PREFIX, FORMAT_VERSION,
-                            CheckpointError, _key_text, _pad)
+from .serialization_format import (_CRCS, _END, _FOOTER, _HEAD, _MAGIC, _PREFIX,
+                                   FORMAT_VERSION, CheckpointError, _key_text, _pad)
 from .tensor import Tensor
 from .tensor_inplace import Version
 

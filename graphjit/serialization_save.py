@@ -25,8 +25,8 @@ import numpy as np
 
 from . import autograd as _ag
 from . import devices, dtypes, tensor_copy
-from .serialization import (_BIG_INT, _CRCS, _END, _FOOTER, _MAGIC, _PREFIX, FORMAT_VERSION,
-                            CheckpointTypeError, _key_text, _pad)
+from .serialization_format import (_BIG_INT, _CRCS, _END, _FOOTER, _MAGIC, _PREFIX,
+                                   FORMAT_VERSION, CheckpointTypeError, _key_text, _pad)
 from .tensor import Tensor
 
 # ---- saving ---------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Differential fuzzing: random programs, run eagerly and compiled, compared.
 
 ``graphjit fuzz [--graphs N] [--seed S] [--device cpu|cuda]`` (``python -m graphjit fuzz``)
-generates N random programs from graphjit's ops (generator.py, specs.py), runs each one
-eagerly and under ``graphjit.compile`` (the whole step, and a compiled forward with an eager
-backward and optimizer step), compares values, gradients, parameters and optimizer state
+generates N random programs from graphjit's ops (draw.py, generator.py, specs/), runs
+each one eagerly and under ``graphjit.compile`` (the whole step, and a compiled forward with
+an eager backward and optimizer step), compares values, gradients, parameters and optimizer state
 after every call (runner.py, and the harness in program.py), and shrinks each mismatch to a
 small standalone script that shows it (shrink.py). The last line of its output is
 ``N graphs, K mismatches``; the exit status is 1 when K > 0. A given seed always makes the
@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .generator import generate
+from .draw import generate
 from .program import Program, render
 from .runner import Outcome, _category, check
 from .shrink import shrink

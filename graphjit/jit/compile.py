@@ -1,4 +1,7 @@
-"""``@graphjit.compile``: per-signature cache of traced, optimised, Numba-compiled programs.
+"""``CompiledFunction``, what ``@graphjit.compile`` makes of a function: a per-signature cache
+of traced, optimised, Numba-compiled programs. (``compile`` itself, which makes a
+``CompiledFunction`` or, for a module, a ``CompiledModule`` (compiled_module.py, built on
+this one), is in graphjit/jit/__init__.py.)
 
 A call flattens its arguments, looks for a cached program whose guards hold (argument
 shapes/dtypes/requires_grad, grad mode, the lifted tensors' shapes and flags, whether each
@@ -20,7 +23,6 @@ forward's compiled backward).
 from __future__ import annotations
 
 import functools
-import sys
 import types
 import warnings
 
@@ -271,27 +273,3 @@ class CompiledFunction:
     def graphs(self):
         """The optimised graphs of every cached program."""
         return [e.graph for entries in self._cache.values() for e in entries]
-
-
-def compile(fn=None, *, verify: bool = False, fastmath: bool = False, tiered=None):  # noqa: A001
-    """Compile ``fn`` into a static graph program (``@graphjit.compile`` or ``compile(fn)``).
-
-    ``fn`` is a function or a method, or an ``nn.Module``: then the result is a module whose
-    calls run compiled and which is the original for everything else, like
-    ``torch.compile(module)`` (``CompiledModule``, [Compiled modules] in compiled_module.py).
-    ``verify``: run the IR verifier after every pass. ``fastmath``: let LLVM reassociate
-    float arithmetic in the generated kernels (faster reductions and polynomial code, results
-    no longer bit-comparable with eager mode; off by default). ``tiered``: whether a new
-    program's first calls run on NumPy while Numba compiles it in the background (True),
-    only after compiling (False), or only on NumPy ("interpret"); None (default): the
-    environment's ``GRAPHJIT_TIERED`` (1, 0 or interpret; unset: True). See
-    ``CompiledFunction.wait_compiled()`` and graphjit/jit/tiers.py."""
-    if fn is None:
-        return lambda f: compile(f, verify=verify, fastmath=fastmath, tiered=tiered)
-    module = sys.modules.get("graphjit.nn.module")  # (not imported: fn is no module)
-    if module is not None and isinstance(fn, module.Module):
-        from .compiled_module import CompiledModule
-        return CompiledModule(fn, verify=verify, fastmath=fastmath, tiered=tiered)
-    return CompiledFunction(fn, verify=verify, fastmath=fastmath, tiered=tiered)
-
-

@@ -8,9 +8,10 @@ functions (mean, var, logsumexp, softmax, 1-D matmul, squeeze, stack, gather ...
 primitives, so that they run eagerly, trace into graphs and differentiate with no extra
 rules. The VJP rules of the primitives are written with these same functions.
 
-This module has the values, promotion, elementwise functions, reductions and matmul; the
-shape functions are in api_shape.py and the indexing ones in api_index.py, imported here at
-the end so that every function is ``api.X``.
+This module has the elementwise functions, reductions and matmul. Below it, each importing
+only the ones under it: api_values.py (values, constants, dtype promotion), api_shape.py (the
+shape functions) and api_index.py (indexing); their functions are imported here, so that
+every function is ``api.X``.
 """
 from __future__ import annotations
 
@@ -20,86 +21,17 @@ import math
 import numpy as np
 
 from .. import dtypes
-from ..dtypes import DType
 from ..errors import DTypeError, ShapeError
 from ..shapes import broadcast_shapes, normalize_dim, normalize_dims, numel
-from .registry import bind, current_interpreter, get
-
-
-def is_value(x) -> bool:
-    return isinstance(getattr(x, "dtype", None), DType)
-
-
-def _interp():
-    return current_interpreter()
-
-
-def constant(data, dtype: DType | None = None):
-    """A value holding ``data`` (Python scalars, lists, NumPy arrays)."""
-    arr = np.asarray(data)
-    if dtype is None:
-        dtype = dtypes.from_numpy(arr.dtype, convert=True)
-    return _interp().constant(np.asarray(arr, dtype=dtype.np))
-
-
-def python_kind(dtype: DType):
-    """The Python type of ``dtype``'s values: float, int or bool."""
-    return float if dtype.is_floating_point else int if dtype.category == 1 else builtins.bool
-
-
-def full(shape, value, dtype: DType):
-    return bind(get("full"), shape=tuple(int(s) for s in shape), value=python_kind(dtype)(value),
-                dtype=dtype)
-
-
-def zeros(shape, dtype: DType):
-    return full(shape, 0, dtype)
-
-
-def zeros_like(x):
-    return full(x.shape, 0, x.dtype)
-
-
-def ones_like(x):
-    return full(x.shape, 1, x.dtype)
-
-
-# ---- operands and promotion -----------------------------------------------------------------
-
-def _operand_info(x):
-    """(dtype, tier) of an operand: tier 2 = tensor with dims, 1 = 0-d tensor, 0 = Python scalar
-    (also a value that stands for one: an optimizer option while tracing, ``_weak_scalar``)."""
-    if is_value(x):
-        if getattr(x, "_weak_scalar", False):
-            return x.dtype, 0
-        return x.dtype, (2 if len(x.shape) else 1)
-    if isinstance(x, (bool, int, float, np.bool_, np.integer, np.floating)):
-        return dtypes.scalar_dtype(x), 0
-    arr = np.asarray(x)
-    if arr.dtype == object:
-        raise DTypeError(f"cannot use {type(x).__name__} as a tensor operand")
-    return dtypes.from_numpy(arr.dtype, convert=True), (2 if arr.ndim else 1)
-
-
-def _as(x, dtype: DType):
-    if isinstance(x, np.ndarray) and x.ndim:
-        # A user's array keeps its identity (a tracer lifts it as an input, so in-place
-        # changes to it are seen on later calls); the dtype conversion is a cast op.
-        x = constant(x)
-    if is_value(x):
-        return x if x.dtype is dtype else bind(get("cast"), x, dtype=dtype)
-    return constant(x, dtype)
-
-
-def _promote(*xs, floating: bool = False):
-    dtype = dtypes.result_type([_operand_info(x) for x in xs])
-    if floating and not dtype.is_floating_point:
-        dtype = dtypes.get_default_dtype()
-    return [_as(x, dtype) for x in xs]
-
-
-def _value(x):
-    return x if is_value(x) else constant(x)
+from .api_index import (  # noqa: F401 - api.X for every tensor function
+    _advanced_index, _basic_index, _is_advanced, gather, getitem, index, index_backward)
+from .api_shape import (  # noqa: F401
+    _shape_arg, broadcast_to, cat, chunk, expand, flatten, narrow, permute, reshape, slice_,
+    slice_backward, split, squeeze, stack, t, transpose, unsqueeze)
+from .api_values import (  # noqa: F401
+    _as, _interp, _operand_info, _promote, _value, cast, constant, full, is_value, ones_like,
+    python_kind, zeros, zeros_like)
+from .registry import bind, get
 
 
 def _unary_float(name):
@@ -124,10 +56,6 @@ def _binary(name, floating=False):
         return bind(get(name), *_promote(a, b, floating=floating))
     fn.__name__ = name
     return fn
-
-
-def cast(x, dtype: DType):
-    return _as(_value(x), dtype)
 
 
 def detach(x):
@@ -400,10 +328,7 @@ def mm(a, b):
     return matmul(a, b)
 
 
-# The shape and indexing functions (graphjit/ops/api_shape.py, graphjit/ops/api_index.py),
-# imported last: they build on the functions above, and are api.X as before.
-from .api_shape import (  # noqa: E402,F401
-    _shape_arg, broadcast_to, cat, chunk, expand, flatten, narrow, permute, reshape, slice_,
-    slice_backward, split, squeeze, stack, t, transpose, unsqueeze)
-from .api_index import (  # noqa: E402,F401
-    _advanced_index, _basic_index, _is_advanced, gather, getitem, index, index_backward, one_hot)
+def one_hot(labels, num_classes):
+    labels = _value(labels)
+    classes = constant(np.arange(num_classes, dtype=np.int64))
+    return cast(eq(unsqueeze(labels, -1), classes), dtypes.int64)

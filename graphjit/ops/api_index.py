@@ -1,9 +1,11 @@
 """The indexing functions of graphjit.ops.api: ``x[key]`` (``getitem``), the ``index`` op
-and its backward, ``gather`` and ``one_hot``.
+and its backward, and ``gather`` (``one_hot``, an ``eq`` of the labels with ``arange``, is with
+the elementwise functions in api.py).
 
 Basic indexing (ints, slices, ``None``, ``...``) becomes slices and reshapes, views as in
-NumPy; a key with an integer or bool array becomes an ``index`` op. They are imported into
-graphjit.ops.api, where callers find them (``api.getitem``).
+NumPy; a key with an integer or bool array becomes an ``index`` op. They build on
+api_values.py and api_shape.py and are imported into graphjit.ops.api, where callers find
+them (``api.getitem``).
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ import numpy as np
 from .. import dtypes
 from ..errors import DTypeError, ShapeError
 from ..shapes import normalize_dim
-from .api import _interp, _value, cast, constant, eq, is_value
-from .api_shape import reshape, slice_, unsqueeze
+from .api_shape import reshape, slice_
+from .api_values import _interp, _value, constant, is_value
 from .registry import bind, get
 
 # ---- indexing -------------------------------------------------------------------------------
@@ -149,9 +151,3 @@ def gather(x, dim, index_):
             idx.append(bind(get("iota"), shape=tuple(shape), dim=i, dtype=dtypes.int64))
         template.append(("t", i))
     return index(x, idx, tuple(template))
-
-
-def one_hot(labels, num_classes):
-    labels = _value(labels)
-    classes = constant(np.arange(num_classes, dtype=np.int64))
-    return cast(eq(unsqueeze(labels, -1), classes), dtypes.int64)

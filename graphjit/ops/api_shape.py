@@ -4,8 +4,8 @@ unsqueeze, flatten, cat, stack, slices, narrow, split, chunk.
 Like the rest of the api they run on whatever values the active interpreter uses: each
 resolves ``-1`` sizes and negative dims into a primitive op's static attributes, or builds
 the function from primitives (``flatten`` is a ``reshape``, ``stack`` an ``unsqueeze`` of
-each input and a ``cat``). They are imported into graphjit.ops.api, where callers find
-them (``api.reshape``).
+each input and a ``cat``). They build on api_values.py only and are imported into
+graphjit.ops.api, where callers find them (``api.reshape``).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import builtins
 
 from ..errors import ShapeError
 from ..shapes import normalize_dim, normalize_dims, numel
-from .api import _promote, _value
+from .api_values import _promote, _value
 from .registry import bind, get
 
 # ---- shapes ---------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from . import (collective, creation, elementwise, fused, index, linalg, random, 
 from .kernel import EMITTERS, KERNEL_IMPORTS, MODULE_GLOBALS, KernelWriter
 from .native import ADDRESS_DTYPE
 from .program import CompiledProgram
+from .tiered import TIERS, compile_tiered
 from .workers import _cached_or_uncacheable, compile_kernels
 
 # Kernels are only called from the driver, so they need no CPython or cfunc wrapper
@@ -410,10 +411,12 @@ def compile_graph(graph, name: str | None = None, inplace: bool = False,
     "interpret" one that only ever runs on NumPy ([Tiered execution] in tiered.py).
     """
     if tier != "native":
-        from .tiered import TIERS, compile_tiered
         if tier not in TIERS:
             raise ValueError(f"tier must be one of {', '.join(TIERS)}, got {tier!r}")
-        return compile_tiered(graph, name, inplace, fastmath, tier)
+        start = time.perf_counter()
+        with paused_gc():  # [No GC while compiling] in graphjit/_gc.py
+            prepared = prepare_program(graph, name, inplace, fastmath, write=(tier == "tiered"))
+        return compile_tiered(prepared, tier, start)
     with paused_gc():  # [No GC while compiling] in graphjit/_gc.py
         start = time.perf_counter()
         program = prepare_program(graph, name, inplace, fastmath).finish()

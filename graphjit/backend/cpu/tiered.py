@@ -103,15 +103,13 @@ class TierStatus:
         return f"{ran} so far; native code compiling in the background"
 
 
-def compile_tiered(graph, name, inplace, fastmath, tier):
-    """``compile_graph(..., tier=tier)`` for tier "tiered" or "interpret": see [Tiered
-    execution]."""
-    from . import codegen
-    start = time.perf_counter()
+def compile_tiered(prepared, tier, start):
+    """``compile_graph(..., tier=tier)`` for tier "tiered" or "interpret", given the program
+    codegen.py prepared (``prepare_program``, written only for "tiered") from time ``start``:
+    see [Tiered execution]. (codegen.py imports this module, so its prepared program is
+    passed in, not asked for.)"""
     program = None
     with paused_gc():  # [No GC while compiling] in graphjit/_gc.py
-        prepared = codegen.prepare_program(graph, name, inplace, fastmath,
-                                           write=(tier == "tiered"))
         status = TierStatus(prepared.name, tier)
         if tier == "tiered" and prepared.all_available():
             # A warm start: nothing to compile, so no first tier.

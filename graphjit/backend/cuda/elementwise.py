@@ -2,11 +2,12 @@
 (the CPU's text, with ``math.*`` left to libdevice) as a one-step fused body (fused.py).
 
 A few ops' registry expressions do not suit CUDA kernels; their CUDA text is registered
-here as an override (``EMITTERS.overrides``; ``graphjit describe OP`` shows it).
+here as an override (``EMITTERS.overrides``; ``graphjit describe OP`` shows it), which
+``kernel.cuda_scalar`` reads for every fused body.
 """
 from __future__ import annotations
 
-from ..core.scalar import scalar_expression
+from .fused import emit_body, single_op_body
 from .kernel import EMITTERS
 
 
@@ -47,13 +48,6 @@ def _round(x):
 EMITTERS.overrides["round"] = _round
 
 
-def cuda_scalar(step, operands) -> str:
-    """The step's scalar expression for a CUDA kernel: the op's ``OpDef.scalar`` text (or
-    its override), literals typed, ``math.*`` left to libdevice."""
-    return scalar_expression(step, operands, overrides=EMITTERS.overrides)
-
-
 @EMITTERS.emits_generic
 def emit_elementwise(node, k) -> None:
-    from .fused import emit_body, single_op_body
     emit_body(k, single_op_body(node))

@@ -22,8 +22,7 @@ from ..core.fused import ELEM, INV, ROW, BodyWriter, FusedLayout, domain_strides
 from ..core.literals import np_type
 from ..core.reduce import combine, identity
 from . import runtime
-from .elementwise import cuda_scalar
-from .kernel import emits, grid_stride, unflatten
+from .kernel import cuda_scalar, emits, grid_stride, unflatten
 
 
 def single_op_body(node) -> Graph:

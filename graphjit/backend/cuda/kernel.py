@@ -25,10 +25,19 @@ from __future__ import annotations
 from ...shapes import numel
 from ..core.indexing import affine
 from ..core.kernel import Emitters, KernelWriter
+from ..core.scalar import scalar_expression
 from . import runtime
 
 EMITTERS = Emitters("cuda")
 emits = EMITTERS.emits
+
+
+def cuda_scalar(step, operands) -> str:
+    """The step's scalar expression for a CUDA kernel: the op's ``OpDef.scalar`` text (or
+    its override, registered by elementwise.py), literals typed, ``math.*`` left to
+    libdevice."""
+    return scalar_expression(step, operands, overrides=EMITTERS.overrides)
+
 
 # Names a kernel module defines at top level; kernel locals must not shadow them.
 MODULE_GLOBALS = ("math", "np", "cuda", "k")

@@ -1,0 +1,27 @@
+"""Short labels of a program's kernel nodes, for the dump's kernel list and the profile's
+table (graphjit/dump.py, graphjit/profile.py): ``matmul``, ``fused[add, relu]``,
+``gemm[a.T @ b; add, relu]``.
+"""
+from __future__ import annotations
+
+from .fused import body_graph
+from .gemm import product_type
+
+
+def kernel_label(node) -> str:
+    """``matmul``, ``fused[add, relu]`` for a fused node, ``gemm[a.T @ b; add, relu]`` for a
+    product with its transposes and epilogue."""
+    if node.op.name == "gemm":
+        a = "a.T" if node.attrs["trans_a"] else "a"
+        b = "b.T" if node.attrs["trans_b"] else "b"
+        steps = ""
+        if node.attrs["epilogue"]:
+            p = product_type(node.inputs[0].type, node.inputs[1].type, node.attrs["trans_a"],
+                             node.attrs["trans_b"])
+            body = body_graph(node.attrs["epilogue"], [p] + [v.type for v in node.inputs[2:]])
+            steps = "; " + ", ".join(s.op.name for s in body.nodes if s.op.name != "full")
+        return f"gemm[{a} @ {b}{steps}]"
+    if node.op.name != "fused":
+        return node.op.name
+    body = body_graph(node.attrs["body"], [v.type for v in node.inputs])
+    return "fused[" + ", ".join(s.op.name for s in body.nodes) + "]"
