@@ -188,6 +188,26 @@ def test_fuzz_run_finds_no_mismatch():
     assert not res.mismatches, "\n".join(lines)
 
 
+# The CI run at scale: a few hundred graphs of another seed with the compiled side on the
+# interpreter tier (GRAPHJIT_TIERED=interpret: the same traced, optimised graph, its nodes on
+# NumPy instead of Numba machine code; ~4-5 graphs/s on the development VM). It covers the
+# tracer and the passes the way the long runs in the README do; the run above covers the
+# native kernels. GRAPHJIT_FUZZ_INTERPRET_GRAPHS overrides the count.
+FUZZ_INTERPRET_GRAPHS = int(os.environ.get("GRAPHJIT_FUZZ_INTERPRET_GRAPHS", 300))
+FUZZ_INTERPRET_SEED = 15
+
+
+def test_fuzz_run_on_the_interpreter_tier_finds_no_mismatch(monkeypatch):
+    monkeypatch.setenv("GRAPHJIT_TIERED", "interpret")
+    lines = []
+    features = [f for f in FEATURES if f not in OPEN_BUGS]
+    modes = [m for m in ("compiled", "forward") if m not in OPEN_MODES_OFF]
+    res = fuzz(FUZZ_INTERPRET_GRAPHS, FUZZ_INTERPRET_SEED, features=features, modes=modes,
+               out=lines.append, shrink_seconds=120, progress_every=0)
+    assert lines[-1] == f"{FUZZ_INTERPRET_GRAPHS} graphs, {len(res.mismatches)} mismatches"
+    assert not res.mismatches, "\n".join(lines)
+
+
 def test_eager_cudas_copied_view_refusal_counts_as_refused_not_as_a_mismatch():
     # Eager CUDA refuses an in-place change through a strided slice (a copy there); the
     # compiled program runs it as the CPU does: eager's own limit, not a difference.
