@@ -381,7 +381,8 @@ class BackwardNode(Node):
 # ``x[a:b]``: ``contiguous_slice`` in backend/cuda/eager.py) are device views too, sharing
 # the base's memory and version counter; the others are copies (the kernels take flat
 # contiguous buffers), where neither would happen. Rather than give other numbers than the CPU silently, such a copy
-# remembers its base's version counter (``_copy_of``: version, value then, op): modifying
+# remembers its base's memory's write counter (``_copy_of``: the storage's Version, its
+# ``writes`` then, op; writes through ``.data`` count too): modifying
 # the copy in place is an error (``Tensor._inplace``), and so is reading it once its base
 # has changed in place (every eager CUDA op, ``.numpy()``, ``.item()``, ``.cpu()``, a
 # compiled call), each naming what to do instead.
@@ -389,7 +390,7 @@ class BackwardNode(Node):
 def check_copied_view(t, what: str) -> None:
     """Raise if ``t`` is a CUDA copy of a view whose base changed since (see [Copied views])."""
     copy_of = t.__dict__.get("_copy_of") if hasattr(t, "__dict__") else None
-    if copy_of is not None and copy_of[0].value != copy_of[1]:
+    if copy_of is not None and copy_of[0].writes != copy_of[1]:
         view = copy_of[2]
         raise GraphjitError(
             f"this {t.dtype.name} tensor of shape {list(t.shape)} is a {view} of a CUDA tensor "
@@ -538,7 +539,8 @@ class EagerInterpreter:
             if "_copy_of" in base.__dict__:
                 out._copy_of = base._copy_of
         elif op.view:  # permute, expand, strided slices: copies here (see [Copied views])
-            out._copy_of = base.__dict__.get("_copy_of") or (base._version, base._version.value,
+            out._copy_of = base.__dict__.get("_copy_of") or (base._version.storage,
+                                                             base._version.storage.writes,
                                                              op.name)
         return self._record(op, attrs, inputs, out, out_type)
 

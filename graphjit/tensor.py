@@ -254,7 +254,9 @@ class Tensor(TensorDevices):
         tracer = _tracing.active()
         if tracer is not None:  # a traced view ([Views while tracing] in jit/tracer_views.py)
             return tracer.alias(self)
-        return Tensor._wrap(self._data)
+        alias = Tensor._wrap(self._data)
+        alias._version = tensor_inplace.Version(storage=self._version.storage)
+        return alias
 
     @data.setter
     def data(self, value: "Tensor") -> None:

@@ -17,15 +17,21 @@ from .ops import api
 class Version:
     """The version counter shared by a tensor and its views; bumped by in-place ops.
     ``history`` counts only the in-place ops autograd recorded (those that gave the tensor a
-    new ``grad_fn``): see [In-place through views] in autograd.py."""
-    __slots__ = ("value", "history")
+    new ``grad_fn``): see [In-place through views] in autograd.py. ``storage`` is the
+    Version whose ``writes`` count every change of the memory, also those through ``.data``
+    (an alias with a counter of its own, invisible to autograd, as in PyTorch): what a CUDA
+    copy of a view checks to know it is stale ([Copied views] in autograd.py)."""
+    __slots__ = ("value", "history", "writes", "storage")
 
-    def __init__(self):
+    def __init__(self, storage=None):
         self.value = 0
         self.history = 0
+        self.writes = 0
+        self.storage = self if storage is None else storage
 
     def bump(self):
         self.value += 1
+        self.storage.writes += 1
 
 
 def is_view(t) -> bool:

@@ -389,7 +389,7 @@ class _Entry:
         # Write back only now: a failing program leaves every tensor as it was.
         if not any(copied):
             for t in p.fixed_in_place:
-                t._version.value += 1
+                t._version.bump()
             updates = p.other_updates
         else:
             updates = p.updates
@@ -414,7 +414,7 @@ class _Entry:
                     devices.copyto(driver_args[i], results[k])
             elif copied[i]:  # computed into a copy of the tensor's array
                 devices.copyto(t._data, driver_args[i].reshape(shape))
-            t._version.value += 1
+            t._version.bump()
         for opt, param, key, i in self.new_state:
             opt.state[param][key] = Tensor._wrap(devices.copy(outputs[i]))
         for generator, blocks in self.random_advances:
