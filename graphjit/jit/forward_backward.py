@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import autograd, devices
+from .. import autograd, devices, dtypes
 from ..errors import AutogradError, GraphjitError, TraceError
 from ..ops import registry
 from ..tensor import Tensor
@@ -39,15 +39,24 @@ def lower_forward_backward(tracer, out_tensors, differentiable, *, build, compil
     add_op = registry.get("add")
     reaches = []  # per gradient computed: the differentiable outputs it depends on
     # Outputs whose backward would read a value the forward changed in place after saving
-    # it: eager mode's backward raises there, so the compiled backward raises the same error
-    # when it is given a gradient for one ([Saved values while tracing] in trace.py).
+    # it: eager mode's backward raises there, so the compiled backward does too when it is
+    # given a gradient for one ([Saved values while tracing] in trace.py).
+    # As eagerly, only the gradients asked for count: the check runs per (output, input) pair
+    # once it finds something for an output, and the backward gives a stale gradient for that
+    # input (the engine raises if a needed node reads it), as eager's tape does.
     every_held = [v for s in diff_slots for v in tracer._values_held(s.resolve(tracer._flat_args))]
-    stale = {}
+    stale_by_slot = {}  # output j -> {id(slot): (error class, message)}
     for j, t in enumerate(differentiable):
         try:
             tracer._check_saved(t._value, every_held)
-        except (AutogradError, TraceError) as e:  # (TraceError: [Changes through .data])
-            stale[j] = (type(e), e.bare_message)
+            continue
+        except (AutogradError, TraceError):  # (TraceError: [Changes through .data])
+            pass
+        for s in diff_slots:
+            try:
+                tracer._check_saved(t._value, tracer._values_held(s.resolve(tracer._flat_args)))
+            except (AutogradError, TraceError) as e:
+                stale_by_slot.setdefault(j, {})[id(s)] = (type(e), e.bare_message)
     for s in diff_slots:
         # With respect to every value the tensor held ([Gradients while tracing] in
         # tracer_autograd.py).
@@ -64,6 +73,9 @@ def lower_forward_backward(tracer, out_tensors, differentiable, *, build, compil
             grad_values.append(total)
             reaches.append(frozenset(outs))
     graph.outputs = graph.outputs + grad_values
+    # Per output j: {position of the input among the backward's outputs: (class, message)}.
+    stale = {j: {k: by_slot[id(s)] for k, s in enumerate(wrt) if id(s) in by_slot}
+             for j, by_slot in stale_by_slot.items()}
     stats = []
     # Fusion must not put forward and backward work in one node: they run as two programs.
     graph.fusion_split = list(seeds)
@@ -185,10 +197,13 @@ class CompiledBackward(autograd.Node):
         if self.freed:
             raise GraphjitError(f"trying to backward through {self.name()} a second time; pass "
                                 "retain_graph=True to the first backward")
+        stale_inputs = {}  # input position -> eager's message: a stale gradient there
         for j, g in enumerate(grads):
-            if g is not None and j in self.entry.stale:
-                error, message = self.entry.stale[j]
-                raise error(message, op="backward")
+            for k, (error, message) in self.entry.stale.get(j, {}).items() if g is not None \
+                    else ():
+                if error is not AutogradError:  # (a TraceError is raised as it is)
+                    raise error(message, op="backward")
+                stale_inputs.setdefault(k, message)
         arrays = []
         for t, version in self.saved:
             if version is None:
@@ -207,9 +222,11 @@ class CompiledBackward(autograd.Node):
         if own is None:
             own = self.entry.own_outputs = _own_outputs(program, outs)
         got = {j for j, g in enumerate(grads) if g is not None}
-        return tuple(None if not reach & got else autograd.buffer_tensor(a) if mine
-                     else Tensor._wrap(devices.copy(a))
-                     for a, reach, mine in zip(outs, self.entry.reaches, own))
+        return tuple(None if not reach & got
+                     else autograd._Stale(a.shape, dtypes.from_numpy(a.dtype),
+                                          "backward: " + stale_inputs[k]) if k in stale_inputs
+                     else autograd.buffer_tensor(a) if mine else Tensor._wrap(devices.copy(a))
+                     for k, (a, reach, mine) in enumerate(zip(outs, self.entry.reaches, own)))
 
     def release(self):
         self.saved = None
