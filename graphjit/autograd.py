@@ -26,7 +26,7 @@ import numpy as np
 from . import anomaly as _anomaly
 from . import devices
 from . import tensor as _tensor
-from .errors import AutogradError, GraphjitError
+from .errors import AutogradError, CopiedViewError, GraphjitError
 from .ops import registry
 from .shapes import TensorType
 
@@ -392,7 +392,7 @@ def check_copied_view(t, what: str) -> None:
     copy_of = t.__dict__.get("_copy_of") if hasattr(t, "__dict__") else None
     if copy_of is not None and copy_of[0].writes != copy_of[1]:
         view = copy_of[2]
-        raise GraphjitError(
+        raise CopiedViewError(
             f"this {t.dtype.name} tensor of shape {list(t.shape)} is a {view} of a CUDA tensor "
             f"that was modified in place after the {view} was taken; on CUDA a {view} is a "
             "copy, which does not see the change (on the CPU it would). Take it again after "

@@ -72,6 +72,12 @@ class AutogradError(GraphjitError, RuntimeError):
     """Misuse of autograd: backward twice, in-place on a saved value, and the like."""
 
 
+class CopiedViewError(GraphjitError):
+    """Eager CUDA refuses an in-place change of a view it had to copy, or a read of such a
+    copy once its base changed ([Copied views] in graphjit/autograd.py): on the CPU, and in
+    compiled code, the view shares memory with its base."""
+
+
 class TraceError(GraphjitError, RuntimeError):
     """Something a static graph cannot express was met while ``graphjit.compile`` traced a
     function (reading a tensor's data into Python, a random draw, a tensor escaping the

@@ -10,7 +10,7 @@ from __future__ import annotations
 from . import _tracing
 from . import autograd as _ag
 from . import devices, dtypes
-from .errors import AutogradError, DTypeError, GraphjitError, ShapeError
+from .errors import AutogradError, CopiedViewError, DTypeError, GraphjitError, ShapeError
 from .ops import api
 
 
@@ -55,7 +55,7 @@ def inplace(t, op_name: str, compute):
     copy_of = t.__dict__.get("_copy_of")
     if copy_of is not None:  # see [Copied views] in autograd.py
         view = copy_of[2]
-        raise GraphjitError(
+        raise CopiedViewError(
             f"in-place change of a {view} of a CUDA tensor (shape {list(t.shape)}): on "
             f"CUDA a {view} is a copy, so the change would not reach the tensor it was "
             "taken from (on the CPU it would). Modify that tensor itself (x[key] = value), "

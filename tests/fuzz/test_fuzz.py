@@ -212,7 +212,7 @@ def test_eager_cudas_copied_view_refusal_counts_as_refused_not_as_a_mismatch():
     # Eager CUDA refuses an in-place change through a strided slice (a copy there); the
     # compiled program runs it as the CPU does: eager's own limit, not a difference.
     from graphjit.fuzz import runner
-    refusal = ("error", "GraphjitError", "mul_: in-place change of a slice of a CUDA tensor "
+    refusal = ("error", "CopiedViewError", "mul_: in-place change of a slice of a CUDA tensor "
                "(shape [2, 1]): on CUDA a slice is a copy, so the change would not reach the "
                "tensor it was taken from (on the CPU it would).")
     assert runner._eager_copied_view_refusal([refusal])
