@@ -14,6 +14,7 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -89,6 +90,32 @@ def need_torch():
         torch.set_num_threads(threads)
     warnings.filterwarnings("ignore", module=r"torch\..*")
     return torch
+
+
+class ModuleAPI(NamedTuple):
+    """What a module-based workload (W7, W8) takes from graphjit or torch, so both run the
+    same model code: ``module_api(lib)``."""
+    nn: object
+    F: object
+    optim: object
+    to_np: object       # tensor -> a NumPy copy
+    flatten: object
+    no_grad: object
+    tensor: object      # NumPy array -> a tensor holding a copy
+    from_numpy: object
+    compile: object
+
+
+def module_api(lib: str) -> ModuleAPI:
+    if lib == "graphjit":
+        import graphjit as gj
+        import graphjit.nn.functional as F
+        return ModuleAPI(gj.nn, F, gj.optim, gj_np, gj.flatten, gj.no_grad,
+                         lambda a: gj.tensor(a.copy()), gj.from_numpy, gj.compile)
+    torch = need_torch()
+    copy = lambda a: torch.from_numpy(a.copy())  # noqa: E731
+    return ModuleAPI(torch.nn, torch.nn.functional, torch.optim, torch_np, torch.flatten,
+                     torch.no_grad, copy, copy, torch.compile)
 
 
 def need_jax():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import (GRAPHJIT_COMPILED, GRAPHJIT_EAGER, NUMPY, TORCH_COMPILE, TORCH_EAGER, Impl,
-                   NumpySGD, Workload, gj_np, linear_init, need_torch, torch_np)
+                   NumpySGD, Workload, linear_init, module_api)
 
 B, LR, MOMENTUM = 64, 1e-2, 0.9
 CONVS = [("c1", 3, 6), ("c2", 6, 16)]  # (name, in channels, out channels), 5x5 kernels
@@ -43,17 +43,7 @@ def _values(loss, params, grads):
 
 
 def _module_step(init, lib, compiled):
-    if lib == "graphjit":
-        import graphjit as gj
-        import graphjit.nn as nn
-        import graphjit.nn.functional as F
-        optim, to_np, flatten, no_grad = gj.optim, gj_np, gj.flatten, gj.no_grad
-        tensor, from_numpy, compile_fn = (lambda a: gj.tensor(a.copy())), gj.from_numpy, gj.compile
-    else:
-        torch = need_torch()
-        nn, F, optim, to_np = torch.nn, torch.nn.functional, torch.optim, torch_np
-        flatten, no_grad, compile_fn = torch.flatten, torch.no_grad, torch.compile
-        tensor = from_numpy = lambda a: torch.from_numpy(a.copy())  # noqa: E731
+    nn, F, optim, to_np, flatten, no_grad, tensor, from_numpy, compile_fn = module_api(lib)
 
     class Net(nn.Module):
         def __init__(self):

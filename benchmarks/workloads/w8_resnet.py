@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import (GRAPHJIT_COMPILED, GRAPHJIT_EAGER, NUMPY, TORCH_COMPILE, TORCH_EAGER, Impl,
-                   NumpySGD, Workload, gj_np, linear_init, need_torch, torch_np)
+                   NumpySGD, Workload, linear_init, module_api)
 
 B, HW, WIDTH, CLASSES = 16, 32, 16, 10
 LR, MOMENTUM, WEIGHT_DECAY = 1e-2, 0.9, 5e-4
@@ -101,17 +101,7 @@ def _values(loss, params, grads, stats):
 
 
 def _module_step(init, lib, compiled):
-    if lib == "graphjit":
-        import graphjit as gj
-        import graphjit.nn as nn
-        import graphjit.nn.functional as F
-        optim, to_np, flatten, no_grad = gj.optim, gj_np, gj.flatten, gj.no_grad
-        tensor, from_numpy, compile_fn = (lambda a: gj.tensor(a.copy())), gj.from_numpy, gj.compile
-    else:
-        torch = need_torch()
-        nn, F, optim, to_np = torch.nn, torch.nn.functional, torch.optim, torch_np
-        flatten, no_grad, compile_fn = torch.flatten, torch.no_grad, torch.compile
-        tensor = from_numpy = lambda a: torch.from_numpy(a.copy())  # noqa: E731
+    nn, F, optim, to_np, flatten, no_grad, tensor, from_numpy, compile_fn = module_api(lib)
 
     class BasicBlock(nn.Module):
         def __init__(self, cin, cout, stride):
