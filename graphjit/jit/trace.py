@@ -78,7 +78,8 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
         self._saved: dict = {}                 # value -> (op, [(tensor its VJP reads, version)])
         self._stale_views: dict = {}           # view value -> eager's error ([In-place through views])
         self._bumps: dict = {}                 # id(real tensor) -> in-place changes while tracing
-        self._untracked: dict = {}             # ... through .data ([Changes through .data])
+        self._untracked: dict = {}             # ... through .data, by version counter or
+                                               # id ([Changes through .data])
 
     # ---- naming and lifting -------------------------------------------------------------
 
@@ -413,18 +414,20 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
     # silently differ; the tracer counts these changes apart (``untracked_changes``) and
     # ``backward`` refuses to trace one whose wanted gradient reads a value changed so.
 
-    def _bump_untracked(self, t) -> None:
+    # The count is kept per version counter (``_version``, which a traced view shares with
+    # its root), not on the root tensor: a saved view whose root has died since must still
+    # see a change made through the root's ``.data`` while it lived.
+
+    def _untracked_key(self, t):
         key = self._version_key(t)
-        if isinstance(key, TracerTensor):
-            key._untracked_changes = key.__dict__.get("_untracked_changes", 0) + 1
-        else:
-            self._untracked[id(key)] = self._untracked.get(id(key), 0) + 1
+        return key._version if isinstance(key, TracerTensor) else id(key)
+
+    def _bump_untracked(self, t) -> None:
+        key = self._untracked_key(t)
+        self._untracked[key] = self._untracked.get(key, 0) + 1
 
     def untracked_changes(self, t) -> int:
-        key = self._version_key(t)
-        if isinstance(key, TracerTensor):
-            return key.__dict__.get("_untracked_changes", 0)
-        return self._untracked.get(id(key), 0)
+        return self._untracked.get(self._untracked_key(t), 0)
 
     def set_current(self, target: Tensor, value) -> None:
         """Real tensor ``target`` holds ``value`` from here on (the program writes it back).

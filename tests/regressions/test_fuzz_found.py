@@ -681,3 +681,28 @@ def test_compiled_forward_checks_saved_values_only_for_the_gradients_asked_for()
             run(x0, y).backward()
         with pytest.raises(gj.AutogradError, match="modified by an in-place operation"):
             gj.grad(run(x0, y), [x0])
+
+
+def test_a_change_through_data_is_seen_after_the_changed_tensor_is_gone():
+    # Fuzz seed 16, graph 2442: matmul saved a view of v0 (1-D v0 made 2-D); v0 changed
+    # through .data; by backward only the view was alive. The change count sat on v0 and
+    # died with it, so the compiled program used v0's old value: p1.grad silently differed
+    # from eager's. The count is now kept by the version counter the view shares.
+    p1 = gj.nn.Parameter(gj.tensor([[0.7578125]], dtype=gj.float64))
+    p2 = gj.nn.Parameter(gj.tensor([-1.1953125], dtype=gj.float64))
+
+    def forward(x0):
+        v0 = x0.exp()
+        v1 = gj.matmul(v0, p1.t()) + p2
+        v0.data.neg_()
+        return v1  # v0 dies here
+
+    def step(x0):
+        forward(x0).backward()
+
+    step(gj.tensor([0.2890625], dtype=gj.float64))  # eagerly: the gradient of the changed v0
+    np.testing.assert_allclose(p1.grad.numpy(), [[-np.exp(0.2890625)]], rtol=1e-15)
+    p1.grad = None
+    with pytest.raises(gj.TraceError, match="changed through its .data"):
+        gj.compile(step)(gj.tensor([0.2890625], dtype=gj.float64))
+    assert p1.grad is None and p1.item() == 0.7578125  # nothing written back
