@@ -511,6 +511,11 @@ class EagerInterpreter:
         if op.view and inputs and np.may_share_memory(result, arrays[0]):
             out._version = inputs[0]._version
             _note_view(out, inputs[0], op)
+        elif devices.is_view(result) and not any(np.may_share_memory(result, a)
+                                                 for a in arrays):
+            # A NumPy view of the op's own temporary (advanced indexing transposes one): a
+            # fresh result, as in PyTorch, which in-place ops with autograd may change.
+            out._view_of = _NO_ROOT
         return self._record(op, attrs, inputs, out, out_type)
 
     def _apply_cuda(self, op, inputs, attrs, arrays, out_type):

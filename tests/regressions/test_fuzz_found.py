@@ -706,3 +706,24 @@ def test_a_change_through_data_is_seen_after_the_changed_tensor_is_gone():
     with pytest.raises(gj.TraceError, match="changed through its .data"):
         gj.compile(step)(gj.tensor([0.2890625], dtype=gj.float64))
     assert p1.grad is None and p1.item() == 0.7578125  # nothing written back
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_in_place_on_an_advanced_index_result_with_autograd(compiled):
+    # Fuzz seed 16, graph 93: p[:, idx] is a copy (as in PyTorch), but NumPy returns it as a
+    # view of its own transposed temporary; eager mode took that for a view of p and refused
+    # the in-place change ("its gradient would not reach the tensor it views") where
+    # compiled ran.
+    p = gj.nn.Parameter(gj.tensor([[-0.84375, -1.59375, -1.2734375]]))
+
+    def step(idx):
+        v = p[:, idx]
+        v *= 0.5
+        (v * v).sum().backward()
+        return v
+
+    v = _run(step, compiled)(gj.tensor([2, 0]))
+    np.testing.assert_allclose(v.detach().numpy(), [[-1.2734375 / 2, -0.84375 / 2]], rtol=1e-6)
+    # d/dp of sum((p[idx] / 2)^2) = p[idx] / 2 at the indexed places
+    np.testing.assert_allclose(p.grad.numpy(), [[-0.84375 / 2, 0.0, -1.2734375 / 2]],
+                               rtol=1e-6)
