@@ -86,9 +86,10 @@ def _sweep(graph) -> int:
             continue
         a, b, ta, tb, extras, epilogue = prod
         changed = False
-        if is_transpose(a):
+        # (Not through a permute this sweep replaced: its input may be a product it removed.)
+        if is_transpose(a) and a.node not in replaced:
             a, ta, changed = a.node.inputs[0], not ta, True
-        if is_transpose(b):
+        if is_transpose(b) and b.node not in replaced:
             b, tb, changed = b.node.inputs[0], not tb, True
         readers = users[n.outs[0]] if len(n.outs) == 1 else []
         if not epilogue and len(readers) == 1 and n.out not in pinned:

@@ -727,3 +727,14 @@ def test_in_place_on_an_advanced_index_result_with_autograd(compiled):
     # d/dp of sum((p[idx] / 2)^2) = p[idx] / 2 at the indexed places
     np.testing.assert_allclose(p.grad.numpy(), [[-0.84375 / 2, 0.0, -1.2734375 / 2]],
                                rtol=1e-6)
+
+
+def test_a_product_of_a_transposed_product_compiles():
+    # Fuzz seed 16, graph 1621: F.linear(w, a @ b) raised KeyError in the gemm pass (it
+    # folded the permute of a @ b into the second product after replacing that permute).
+    p1 = gj.tensor([[1.3671875, 0.5]])
+    p2 = gj.tensor([[0.1484375], [0.25]])
+    w = gj.tensor([[0.75, -0.5]])
+    f = lambda x: gj.nn.functional.linear(w, gj.matmul(p2, p1 * x))  # noqa: E731
+    x = gj.tensor([[0.421875, 2.0]])
+    np.testing.assert_allclose(gj.compile(f)(x).numpy(), f(x).numpy(), rtol=1e-6)
