@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
+import threading
+
+import numpy as np
 
 
 @functools.lru_cache(maxsize=None)
@@ -24,7 +28,55 @@ def _probe():
                           "NUMBA_ENABLE_CUDASIM=1 to run on Numba's CUDA simulator)")
     except Exception as e:  # noqa: BLE001
         return None, f"numba.cuda failed to look for a GPU ({type(e).__name__}: {e})"
+    if os.environ.get("NUMBA_ENABLE_CUDASIM", "") not in ("", "0"):
+        _guard_simulator_shared_arrays()
     return cuda, None
+
+
+# NOTE: [The simulator's shared arrays]
+# Numba's CUDA simulator runs a block's threads as Python threads, and
+# ``cuda.shared.array`` finds the block's array by the caller's source line in a dict:
+# look up, and if missing make one and store it. Two threads that get there at once can both
+# miss and each make its own array, so a thread's writes are invisible to the others and a
+# tiled matmul or a block reduction silently computes garbage (seen: one compiled SGD step
+# in ~20 with ``sys.setswitchinterval(1e-6)``, NaN once; a real GPU has no such race). The
+# lookup-and-store is made one step under a lock (same key, same arrays otherwise). Only
+# when the simulator is on, and only if its class still looks as expected.
+
+_shared_lock = threading.Lock()
+
+
+def _guard_simulator_shared_arrays() -> None:
+    try:
+        from numba.cuda.simulator import kernelapi
+        shared = kernelapi.FakeCUDAShared
+    except (ImportError, AttributeError):
+        return
+    unguarded = shared.array
+    if getattr(unguarded, "graphjit_guarded", False):
+        return
+
+    def array(self, shape, dtype, alignment=None):
+        allocations = getattr(self, "_allocations", None)
+        if shape == 0 or alignment is not None or not isinstance(allocations, dict):
+            return unguarded(self, shape, dtype, alignment)
+        frame = sys._getframe(1)
+        caller = (frame.f_code.co_filename, frame.f_lineno)  # the simulator's own key
+        with _shared_lock:
+            found = allocations.get(caller)
+            if found is None:
+                found = allocations[caller] = np.empty(shape, _np_dtype(dtype))
+        return found
+
+    array.graphjit_guarded = True
+    shared.array = array
+
+
+def _np_dtype(dtype):
+    """A NumPy dtype for ``cuda.shared.array``'s ``dtype`` (a Numba type or a NumPy one)."""
+    from numba.cuda import types
+    from numba.cuda.np import numpy_support
+    return numpy_support.as_dtype(dtype) if isinstance(dtype, types.Type) else np.dtype(dtype)
 
 
 def is_available() -> bool:
