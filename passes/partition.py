@@ -13,8 +13,9 @@ backward work; every other node is forward work. The forward program returns the
 function's outputs and then the *residuals* its nodes compute: the forward values the
 backward reads, which the runtime keeps between the two calls. A residual that is an input
 of the joint graph is not returned (the runtime reads the caller's tensor again at backward
-time and checks it was not changed in place); a constant input the backward reads becomes a
-constant of the backward graph. The backward program's inputs are the residuals
+time and checks it was not changed in place), unless the forward itself updates that input
+(then its old value is returned like any residual); a constant input the backward reads
+becomes a constant of the backward graph. The backward program's inputs are the residuals
 (``saved<k>``, k counting the residuals in the order the backward first reads them) and
 then the seeds; it returns the gradients. ``passes/fuse`` keeps the seeds' dependents apart
 (``graph.fusion_split``), so no fused node straddles the cut.
@@ -45,8 +46,9 @@ class Partition:
 
 
 def partition(graph: Graph, seeds: list, n_outputs: int) -> Partition:
-    """Split ``graph`` at ``seeds`` (some of its inputs) into forward and backward graphs;
-    its first ``n_outputs`` outputs are the forward's, the rest the backward's."""
+    """Split ``graph`` at ``seeds`` (some of its inputs: the gradients flowing in, and
+    any other input only the backward reads) into forward and backward graphs; its first
+    ``n_outputs`` outputs are the forward's, the rest the backward's."""
     seed_set = set(seeds)
     depends = set(seeds)
     fw_nodes, bw_nodes = [], []
@@ -61,7 +63,10 @@ def partition(graph: Graph, seeds: list, n_outputs: int) -> Partition:
     for v in [i for n in bw_nodes for i in n.inputs] + list(grads_out):
         if v not in depends and v not in residuals:
             residuals.append(v)
-    node_residuals = [v for v in residuals if v.node is not None]
+    # An input the forward updates (a parameter changed under no_grad or through .data)
+    # holds its new value by backward time: the old one is saved as a forward output.
+    updated = {inp for inp, _ in graph.updates}
+    node_residuals = [v for v in residuals if v.node is not None or v in updated]
     forward = Graph(f"{graph.name}_forward", inputs=[v for v in graph.inputs if v not in seed_set],
                     nodes=fw_nodes, outputs=list(graph.outputs[:n_outputs]) + node_residuals,
                     updates=graph.updates, constants=dict(graph.constants),
@@ -79,11 +84,13 @@ def partition(graph: Graph, seeds: list, n_outputs: int) -> Partition:
                 backward.host_inputs.append(remap[v])
     for sv in seeds:
         remap[sv] = backward.add_input(sv.type, sv.name, "arg")
+        if sv in graph.host_inputs:
+            backward.host_inputs.append(remap[sv])
     for n in bw_nodes:
         outs = backward.add_node(n.op, [remap[v] for v in n.inputs], n.attrs, n.out_type, n.source)
         remap.update(zip(n.outs, outs if isinstance(outs, list) else [outs]))
     backward.outputs = [remap[v] for v in grads_out]
 
-    saved = [("input", v) if v.node is None else ("output", n_outputs + node_residuals.index(v))
-             for v in residuals if v.role != "const"]
+    saved = [("output", n_outputs + node_residuals.index(v)) if v in node_residuals
+             else ("input", v) for v in residuals if v.role != "const"]
     return Partition(forward, backward, saved, [v for v in residuals if v.role != "const"])

@@ -15,6 +15,7 @@ import numpy as np
 from .. import autograd, devices, dtypes
 from ..errors import AutogradError, GraphjitError, TraceError
 from ..ops import registry
+from ..shapes import TensorType
 from ..tensor import Tensor
 from .runtime import _Entry, tracer_slot_index
 
@@ -36,7 +37,7 @@ def lower_forward_backward(tracer, out_tensors, differentiable, *, build, compil
     for j, t in enumerate(differentiable):
         seeds.append(graph.add_input(t._value.type, f"seed{j}", "arg"))
     grad_op = registry.get("grad")
-    add_op = registry.get("add")
+    add_op, where_op = registry.get("add"), registry.get("where")
     reaches = []  # per gradient computed: the differentiable outputs it depends on
     # Outputs whose backward would read a value the forward changed in place after saving
     # it: eager mode's backward raises there, so the compiled backward does too when it is
@@ -57,34 +58,45 @@ def lower_forward_backward(tracer, out_tensors, differentiable, *, build, compil
                 tracer._check_saved(t._value, tracer._values_held(s.resolve(tracer._flat_args)))
             except (AutogradError, TraceError) as e:
                 stale_by_slot.setdefault(j, {})[id(s)] = (type(e), e.bare_message)
+    given = {}  # output j -> its "given" flag input ([Gradients from some outputs only])
     for s in diff_slots:
         # With respect to every value the tensor held ([Gradients while tracing] in
         # tracer_autograd.py).
         held = tracer._values_held(s.resolve(tracer._flat_args))
-        total, outs = None, set()
+        terms = []  # (output j, the gradient through it)
         for j, (t, seed) in enumerate(zip(differentiable, seeds)):
             reached = tracer.reached_by(t._value, held)
-            for v in (v for v in held if v in reached):
-                g = tracer.builder.apply(grad_op, [t._value, v, seed], {})
-                total = g if total is None else tracer.builder.apply(add_op, [total, g], {})
-                outs.add(j)
+            terms += [(j, tracer.builder.apply(grad_op, [t._value, v, seed], {}))
+                      for v in held if v in reached]
+        outs = frozenset(j for j, _ in terms)
+        total = None
+        for j, g in terms:
+            if len(outs) > 1:
+                if j not in given:
+                    given[j] = graph.add_input(TensorType((), dtypes.bool_), f"given{j}", "arg")
+                zero = tracer.builder.constant(np.zeros((), g.dtype.np))
+                g = tracer.builder.apply(where_op, [given[j], g, zero], {})
+            total = g if total is None else tracer.builder.apply(add_op, [total, g], {})
         if total is not None:
             wrt.append(s)
             grad_values.append(total)
-            reaches.append(frozenset(outs))
+            reaches.append(outs)
     graph.outputs = graph.outputs + grad_values
+    flags = list(given.values())
+    if tracer.device.type == "cuda":  # passed by value ([Host scalars] in ir/host.py)
+        graph.host_inputs = list(graph.host_inputs) + flags
     # Per output j: {position of the input among the backward's outputs: (class, message)}.
     stale = {j: {k: by_slot[id(s)] for k, s in enumerate(wrt) if id(s) in by_slot}
              for j, by_slot in stale_by_slot.items()}
     stats = []
     # Fusion must not put forward and backward work in one node: they run as two programs.
-    graph.fusion_split = list(seeds)
+    graph.fusion_split = list(seeds) + flags
     joint, snapshots = run_pipeline(graph, verify=verify, stats=stats, passes=passes)
-    split = partition(joint, seeds, n_out)
+    split = partition(joint, seeds + flags, n_out)
     return _ForwardBackwardEntry(
         tracer, build(split.forward, name=split.forward.name), split,
         snapshots=snapshots, pass_stats=stats,
-        seed_types=[sv.type for sv in seeds],
+        seed_types=[sv.type for sv in seeds], given=list(given),
         # By identity: `==` on tensors is the elementwise comparison op.
         differentiable=[next(i for i, o in enumerate(out_tensors) if o is t)
                         for t in differentiable],
@@ -92,12 +104,24 @@ def lower_forward_backward(tracer, out_tensors, differentiable, *, build, compil
         compile_graph=compile_graph, fastmath=fastmath, **entry)
 
 
+# NOTE: [Gradients from some outputs only]
+# A compiled forward with several differentiable outputs has one backward program, seeded
+# by one gradient per output. Eager autograd runs a node only for the outputs that got a
+# gradient; the program computes every output's part. A missing gradient given as zeros
+# is not the same: its part is 0 times the op's local derivative, NaN where that is
+# infinite (``std`` of equal values, ``sqrt`` at 0), and the NaN reached the other
+# outputs' gradients. So an input reached from several outputs sums ``where(given_j,
+# part_j, 0)``: each output's part, dropped when the backward got no gradient for that
+# output (autodiff keeps the parts apart: one sweep per output). An input reached from one
+# output needs no flag: it gets no gradient at all when that output got none (``reaches``).
+
+
 class _ForwardBackwardEntry(_Entry):
     """The entry of a compiled forward: ``graph`` is the forward program's graph."""
     _bw_program = None
 
-    def __init__(self, tracer, program, split, *, seed_types, differentiable, wrt, reaches,
-                 stale, compile_graph, fastmath, **entry):
+    def __init__(self, tracer, program, split, *, seed_types, given, differentiable, wrt,
+                 reaches, stale, compile_graph, fastmath, **entry):
         super().__init__(tracer, program, split.forward, **entry)
         self.backward_graph = split.backward
         # What the forward saves for the backward (the dump tool's report lists them).
@@ -107,6 +131,9 @@ class _ForwardBackwardEntry(_Entry):
         self.residual_plan = [(kind, tracer_slot_index(self.slots, x) if kind == "input" else x)
                               for kind, x in split.saved]
         self.seed_types = seed_types
+        # The outputs whose "given" flag the backward reads after the seeds: whether the
+        # backward got a gradient for them ([Gradients from some outputs only]).
+        self.given = given
         self.differentiable = differentiable  # output positions that get the compiled backward
         self.wrt = wrt  # slot positions of the inputs it computes gradients for
         # Per input of ``wrt``: the differentiable outputs (positions in ``differentiable``)
@@ -216,6 +243,7 @@ class CompiledBackward(autograd.Node):
         for g, t in zip(grads, self.entry.seed_types):
             arrays.append(devices.zeros(t.shape, t.dtype.np, self.entry.device) if g is None
                           else g._data)
+        arrays += [np.array(grads[j] is not None) for j in self.entry.given]
         program = self.entry.bw_program
         outs, _ = program(arrays)
         own = self.entry.own_outputs

@@ -738,3 +738,57 @@ def test_a_product_of_a_transposed_product_compiles():
     f = lambda x: gj.nn.functional.linear(w, gj.matmul(p2, p1 * x))  # noqa: E731
     x = gj.tensor([[0.421875, 2.0]])
     np.testing.assert_allclose(gj.compile(f)(x).numpy(), f(x).numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_compiled_forward_backward_through_some_outputs_only(device):
+    # Fuzz seed 17, graph 6047: a compiled forward returned v.std(0) (equal values: its
+    # derivative is infinite) beside the loss; backward from the loss alone gave x.grad NaN
+    # (the std output's missing gradient went in as zeros: 0 * inf). Eagerly, only the
+    # outputs that got a gradient count ([Gradients from some outputs only]).
+    if device == "cuda":
+        pytest.importorskip("numba.cuda")
+
+    def forward(x, w):
+        v = x.expand(3, 3)
+        return v.std(0), (v * w).sum(), (x * x).sum()
+
+    f = gj.compile(forward)
+    w = gj.tensor(np.full((3, 3), 0.25, np.float32), device=device)
+    for backward_from, want in [((1,), 9 * 0.25), ((2,), 2 * -1.25), ((1, 2), 9 * 0.25 - 2.5)]:
+        x = gj.tensor([-1.25], requires_grad=True, device=device)
+        outs = f(x, w)
+        assert np.isfinite(outs[0].detach().cpu().numpy()).all()
+        gj.autograd.backward([outs[i] for i in backward_from])
+        np.testing.assert_allclose(x.grad.cpu().numpy(), [want], rtol=1e-6)
+    x = gj.tensor([-1.25], requires_grad=True, device=device)
+    f(x, w)[0].sum().backward()  # through the std itself: NaN, as eagerly
+    assert np.isnan(x.grad.cpu().numpy()).all()
+
+
+@pytest.mark.parametrize("change", ["data", "no_grad"])
+def test_compiled_forward_saves_the_old_value_of_a_parameter_it_changes(change):
+    # Fuzz seed 17, graph 6574: v = p * 1.0 is p itself once simplified; the forward then
+    # changed p (through .data, or under no_grad); the backward read p again and used its
+    # NEW value for v: p.grad silently differed. The old value is now saved by the forward.
+    def run(compiled):
+        p = gj.nn.Parameter(gj.tensor([[-0.6171875]]))
+
+        def forward():
+            v = p * 1.0
+            if change == "data":
+                p.data.neg_()
+            else:
+                with gj.no_grad():
+                    p.neg_()
+            return gj.sigmoid(v @ v + p[0])
+
+        loss = (gj.compile(forward) if compiled else forward)()
+        loss.backward()
+        return loss.item(), p.grad.item(), p.item()
+
+    eager, compiled = _both(run)
+    assert eager[2] == compiled[2] == 0.6171875
+    np.testing.assert_allclose(compiled[:2], eager[:2], rtol=1e-6)
+    s = 1 / (1 + np.exp(-(0.6171875 ** 2 + 0.6171875)))  # d/dp: (2 v + 1) s (1 - s)
+    np.testing.assert_allclose(eager[1], (2 * -0.6171875 + 1) * s * (1 - s), rtol=1e-6)
