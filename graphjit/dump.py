@@ -301,7 +301,8 @@ def report(cf, entry) -> str:
         results = sum(n * dt.itemsize for n, dt in generated.result_buffers)
         lines.append(f"  peak buffer memory: {_bytes(peak_bytes(graph))} (each buffer freed "
                      f"after its last use; {_bytes(buffers)} if all were held)")
-        lines.append(f"  buffer plan: {_bytes(workspace)} of workspace in {len(generated.slots)} "
+        slots = getattr(generated, "slot_count", len(generated.slots))
+        lines.append(f"  buffer plan: {_bytes(workspace)} of workspace in {slots} "
                      "slots shared by the temporaries (allocated once, reused every call), "
                      f"{_bytes(results)} of results (pooled), updates in place where legal")
     if entry.residuals:

@@ -52,10 +52,20 @@ from ..writer import Namer, SourceWriter, identifier
 from . import (collective, creation, elementwise, fused, index, linalg, random,  # noqa: F401
                reduce, scan, shape, vmath, window)  # (emitters)
 from .kernel import EMITTERS, KERNEL_IMPORTS, MODULE_GLOBALS, KernelWriter
+from . import looped
+from .looped import Call, Fill, looped_driver, tuple_expression
 from .native import ADDRESS_DTYPE
 from .program import CompiledProgram
 from .tiered import TIERS, compile_tiered
 from .workers import _cached_or_uncacheable, compile_kernels
+
+# NOTE: [Workspace arenas]
+# The temporaries' workspace slots (see [Buffer plan] in graphjit/ir/buffers.py) are slices
+# of one array per dtype, each starting at a multiple of ARENA_ALIGN bytes (as a NumPy
+# array's data does), rather than one driver argument each: Numba's compile time grows
+# faster than linearly with a function's argument count (a driver of 10 array arguments
+# 1.0 s, 100: 2.6 s, 190: 6.7 s on the development VM), and an unrolled RNN had 152 slots.
+ARENA_ALIGN = 64
 
 # Kernels are only called from the driver, so they need no CPython or cfunc wrapper
 # (each costs compile time); Numba caches them all the same (see [Kernel modules]).
@@ -159,8 +169,10 @@ def _imports(code: str, extra=()) -> list:
     module imports only those; ``extra``: further lines of graphjit's group. (Generated
     code never shadows these names: they are in kernel.MODULE_GLOBALS.)"""
     used = set(_IDENTIFIER.findall(code))
-    numba = ["njit"] + (["prange"] if "prange" in used else [])
-    ours = list(extra)
+    numba = ["njit"] + ["prange"] * ("prange" in used)
+    native = [name for name in ("buffer_view", "run_kernel") if name in used]
+    ours = [f"from graphjit.backend.cpu.native import {', '.join(native)}"] * bool(native)
+    ours += list(extra)
     if "acc_add" in used:
         ours.append("from graphjit.backend.cpu.accumulate import add as acc_add")
     helpers = [name for name in vmath.NAMES if name in used]
@@ -223,9 +235,13 @@ def generate(graph, name: str | None = None, inplace: bool = False,
     driver_name = namer.fresh(f"run_{identifier(name or graph.name)}")
     kernel_names = {i: namer.fresh(f"k{i}_{n.op.name}") for i, n in enumerate(graph.nodes)}
     buf, owner = {}, {}  # value -> driver variable; value -> graph value that owns the buffer
+    # value -> (driver parameter holding it, its first element there), and the program's
+    # steps in order, for a looped driver ([Looped drivers]).
+    loc, steps = {}, []
     for v in graph.inputs:
         buf[v] = namer.fresh(v.name)
         owner[v] = v
+        loc[v] = (buf[v], 0)
     params = list(graph.inputs)
     # Buffers come from the caller (see [Buffer plan] in graphjit/ir/buffers.py): one per
     # result a node computes, from the program's result pool, then the workspace slots the
@@ -234,7 +250,14 @@ def generate(graph, name: str | None = None, inplace: bool = False,
     in_place, results = buffers.in_place, buffers.results
     slot_of, slots = buffers.slot_of, buffers.slots
     result_params = {v: namer.fresh(f"r{j}") for j, v in enumerate(buffers.result_buffers)}
-    slot_params = [namer.fresh(f"w{j}") for j in range(len(slots))]
+    # The slots share one workspace array per dtype ([Workspace arenas]).
+    arenas = {}  # dtype -> [driver parameter, elements]
+    slot_at = []  # per slot: (its arena's parameter, its first element)
+    for dtype, n in slots:
+        arena = arenas.setdefault(dtype, [namer.fresh(f"w{len(arenas)}"), 0])
+        slot_at.append((arena[0], arena[1]))
+        arena[1] += -(-max(n, 1) * dtype.itemsize // ARENA_ALIGN) * ARENA_ALIGN // dtype.itemsize
+    slot_params = [param for param, _ in arenas.values()]
 
     kernels, by_text = [], {}
     threaded_blas = False  # a GEMM large enough for OpenBLAS's threads ([Threads under load])
@@ -245,7 +268,7 @@ def generate(graph, name: str | None = None, inplace: bool = False,
     for i, node in enumerate(graph.nodes):
         if not needs_kernel(node.op):  # a flat view: its input's buffer ([Flat buffers])
             src = node.inputs[0]
-            buf[node.out], owner[node.out] = buf[src], owner[src]
+            buf[node.out], owner[node.out], loc[node.out] = buf[src], owner[src], loc[src]
             driver.line(f"# {format_node(node, names)}")
             driver.line(f"#   (no kernel: the buffer of {buf[src]} as is)")
             continue
@@ -270,18 +293,21 @@ def generate(graph, name: str | None = None, inplace: bool = False,
             n, dtype = numel(v.shape), np_type(v.dtype)
             if v in in_place:
                 var = buf[in_place[v]]
+                loc[v] = loc[in_place[v]]
                 driver.line(f"#   (%{names[v]} computed in place: the buffer of {var}, "
                             "see [In-place updates])")
             else:
                 if v in result_params:
                     var = result_params[v]
+                    loc[v] = (var, 0)
                 else:
                     var = namer.fresh(f"v{names[v]}")
-                    slot = slot_of[v]
-                    whole = slots[slot][1] == n
-                    driver.line(f"{var} = {slot_params[slot]}{'' if whole else f'[:{n}]'}")
+                    arena, first = slot_at[slot_of[v]]
+                    driver.line(f"{var} = {arena}[{first or ''}:{first + n}]")
+                    loc[v] = (arena, first)
             if j in k.fills:
                 driver.line(f"{var}[:] = {k.fills[j]}")
+                steps.append(Fill(loc[v], n, v.dtype, k.fills[j], k.ir_line))
             buf[v], owner[v] = var, v
             out_vars.append(var)
         if k.no_kernel:
@@ -298,7 +324,10 @@ def generate(graph, name: str | None = None, inplace: bool = False,
         dtypes = tuple(v.dtype for v in node.inputs) + tuple(
             v.dtype for v, w in zip(node.outs, writes_input) if w is None)
         entry = table_index.setdefault((kernel, dtypes), len(table_index))
-        driver.line(f"run_kernel({table_param}[{entry}], {_tuple(call_args)})  # {kernel.name}")
+        driver.line(f"run_kernel({table_param}[{entry}], {tuple_expression(call_args)})  # {kernel.name}")
+        arg_values = list(node.inputs) + [v for v, w in zip(node.outs, writes_input) if w is None]
+        steps.append(Call(entry, [loc[v] + (numel(v.shape), v.dtype) for v in arg_values],
+                           kernel.name, k.ir_line))
 
     # A result in an input's buffer (an input returned as is, or a reshape of one) is copied:
     # the caller may write updates into input buffers, and must not alias them by surprise.
@@ -310,7 +339,16 @@ def generate(graph, name: str | None = None, inplace: bool = False,
     driver_params = ([buf[v] for v in params] + [result_params[v] for v in buffers.result_buffers]
                      + slot_params + [table_param])
     driver_code = [f"@njit({DRIVER_FLAGS})", f"def {driver_name}({', '.join(driver_params)}):"]
-    driver_code += driver.lines
+    if sum(isinstance(step, Call) for step in steps) >= looped.LOOPED_DRIVER_MIN_CALLS:
+        # (Results are whole buffers: their own, or an input's, which is copied.)
+        returned = [loc[v][0] + (".copy()" if owner[v].node is None else "")
+                    for v in results] or ["0"]
+        steps_name = namer.fresh("STEPS")
+        table, body = looped_driver(steps, driver_params, table_param, returned, namer)
+        driver_code = ([f"{steps_name} = np.array(["] + table + ["], dtype=np.int64)", "", ""]
+                       + driver_code + [line.replace("STEPS", steps_name) for line in body])
+    else:
+        driver_code += driver.lines
     graph_text = [f"#   {text}" for text in print_graph(graph).splitlines()]
 
     def kernel_comment(out, kernel):
@@ -328,8 +366,7 @@ def generate(graph, name: str | None = None, inplace: bool = False,
     out.line("#")
     for line in graph_text:
         out.line(line)
-    ours = ["from graphjit.backend.cpu.native import run_kernel",
-            "from graphjit.backend.source import import_sibling"] if kernels else []
+    ours = ["from graphjit.backend.source import import_sibling"] if kernels else []
     for line in _imports("\n".join(imports + driver_code), ours):
         out.line(line)
     for kernel, line in zip(kernels, imports):
@@ -354,8 +391,7 @@ def generate(graph, name: str | None = None, inplace: bool = False,
     out.line("#")
     for line in graph_text:
         out.line(line)
-    for line in _imports("\n".join(definitions + driver_code),
-                         ["from graphjit.backend.cpu.native import run_kernel"] if kernels else []):
+    for line in _imports("\n".join(definitions + driver_code)):
         out.line(line)
     out.line()
     out.line(f"kernel = njit({kernel_flags(False, fastmath)})")
@@ -380,17 +416,14 @@ def generate(graph, name: str | None = None, inplace: bool = False,
     # kernel compilation] in workers.py; parfor lowering makes parallel kernels the dearest).
     module.kernel_table = [(kernel.name, dtypes, len(kernel.body) * (4 if kernel.parallel else 1))
                            for kernel, dtypes in table_index]
-    module.slots = buffers.slot_types()
+    module.slots = [(n, dtype) for dtype, (_, n) in arenas.items()]  # the arenas
+    module.slot_count = len(slots)
     # What the program's calls may run on threads: see [Threads under load] in threads.py.
     module.parallel = any(kernel.parallel for kernel in kernels)
     module.threaded_blas = threaded_blas
     # Update position -> index of its target among the inputs, for updates done in place.
     module.in_place = buffers.in_place_positions()
     return module
-
-
-def _tuple(items) -> str:
-    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
 
 
 def _signature(params):

@@ -62,10 +62,47 @@ def run_kernel(typingctx, address, args):
     return sig, codegen
 
 
+@intrinsic
+def buffer_view(typingctx, address, length, dtype):
+    """``buffer_view(address, n, np.float32)``: the 1-D C array of ``n`` elements at
+    ``address``, owning nothing (a looped driver's view of one of its buffers, which the
+    driver's arguments keep alive: [Looped drivers] in looped.py). Builds the array
+    structure and nothing else: ``numba.carray`` here compiled far more code per call."""
+    if not isinstance(address, types.Integer) or not isinstance(length, types.Integer):
+        raise TypingError(f"buffer_view: address and length must be integers, got {address}, "
+                          f"{length}")
+    if isinstance(dtype, types.NumberClass):
+        element = dtype.instance_type
+    elif isinstance(dtype, types.DType):
+        element = dtype.dtype
+    else:
+        raise TypingError(f"buffer_view: the dtype must be a NumPy scalar type, got {dtype}")
+    array_type = types.Array(element, 1, "C")
+
+    def codegen(context, builder, sig, llargs):
+        from numba.np.arrayobj import populate_array
+        data_type = context.get_data_type(element)
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(data_type))
+        view = context.make_array(array_type)(context, builder)
+        populate_array(view, data=builder.inttoptr(llargs[0], data_type.as_pointer()),
+                       shape=[context.cast(builder, llargs[1], sig.args[1], types.intp)],
+                       strides=[itemsize], itemsize=itemsize, meminfo=None)
+        return view._getvalue()
+
+    return array_type(address, length, dtype), codegen
+
+
 def run_kernel_in_python(kernel, args) -> None:
     """What ``run_kernel`` does, for a driver run as plain Python (Numba's JIT disabled, as
     tests do) with the kernel functions themselves in its table."""
     kernel(*args)
+
+
+def buffer_view_in_python(address, n, dtype) -> np.ndarray:
+    """What ``buffer_view`` gives a looped driver run as plain Python."""
+    import ctypes
+    size = int(n) * np.dtype(dtype).itemsize
+    return np.frombuffer((ctypes.c_char * size).from_address(int(address)), dtype, int(n))
 
 
 def kernel_address(dispatcher, signature) -> int:

@@ -19,7 +19,7 @@ from graphjit import dtypes
 from graphjit.ops import composite, scan, window
 from graphjit.backend import source
 from graphjit.backend.cpu import compile_graph, emitter_for, generate
-from graphjit.backend.cpu.native import run_kernel_in_python
+from graphjit.backend.cpu.native import buffer_view_in_python, run_kernel_in_python
 from graphjit.errors import GraphjitError
 from graphjit.ir import Graph, GraphBuilder, parse_graph, run_graph, verify
 from graphjit.ir.printer import format_node, value_names
@@ -125,6 +125,7 @@ def run_generated_as_python(graph, inputs):
     # The driver's address table holds the kernels themselves, and run_kernel calls them
     # ([Kernel calls by address] in graphjit/backend/cpu/native.py).
     namespace["run_kernel"] = run_kernel_in_python
+    namespace["buffer_view"] = buffer_view_in_python  # (a looped driver's views)
     args.append([namespace[name] for name, _, _ in generated.kernel_table])
     results = namespace[generated.driver_name](*args)
     return [r.reshape(v.shape) for r, v in zip(results, generated.results)]

@@ -1,0 +1,110 @@
+"""The looped driver of a CPU program with many kernel calls ([Looped drivers]): the steps
+as rows of a constant table, and one loop that dispatches on each row's form."""
+from __future__ import annotations
+
+from ..core.literals import np_type
+
+
+def tuple_expression(items) -> str:
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+
+# NOTE: [Looped drivers]
+# The straight-line driver is one statement group per kernel call, and Numba compiles it
+# in time proportional to that (about 12-15 ms a call on the development VM: typing, then
+# LLVM on one long function; segments of it in functions of their own measured no faster).
+# An unrolled RNN has hundreds of calls: W5's driver alone took 7-11 s of its cold start
+# (issue 22). A program with at least LOOPED_DRIVER_MIN_CALLS calls gets a looped driver
+# instead, whose code grows with the number of distinct call *forms*, not of calls:
+#
+#     STEPS = np.array([[0, 0, 0, 0, 64, 3, 0, 64], [0, 1, 3, 0, 64, 3, 256, 64], ...])
+#
+#     def run_f(x, r0, w0, w1, kernels):
+#         at = np.empty(4, np.intp)                 # the buffers' addresses
+#         at[0] = x.ctypes.data
+#         ...
+#         for s in range(STEPS.shape[0]):
+#             row = STEPS[s]
+#             if row[0] == 0:  # float32, float32: k0_exp, k1_neg
+#                 run_kernel(kernels[row[1]],
+#                            (buffer_view(at[row[2]] + row[3], row[4], np.float32),
+#                             buffer_view(at[row[5]] + row[6], row[7], np.float32)))
+#             ...
+#         return (r0,)
+#
+# A row is one step in program order: a call (its form; its kernel's entry in the address
+# table; per argument, the buffer's position among the driver's buffers, the byte offset in
+# it (a workspace slot: [Workspace arenas] in codegen.py) and the length) or a
+# fill of a result with a literal before its kernel (a form per dtype and literal). A form
+# is a call's argument dtypes, so each form's run_kernel is typed once. The rows are a
+# constant of the compiled driver (Numba freezes a global array). Running costs a row read
+# and a branch per step, nanoseconds against a kernel call; small programs keep the
+# straight-line driver, which reads better in the dump. Each row of the table is commented
+# with the IR line it runs.
+LOOPED_DRIVER_MIN_CALLS = 64
+
+
+class Call:
+    """A kernel call of the program: its address-table entry, per argument (driver
+    parameter, first element there, length, dtype), the kernel's name and the IR line."""
+
+    def __init__(self, entry, args, kernel, ir_line):
+        self.entry, self.args, self.kernel, self.ir_line = entry, args, kernel, ir_line
+
+
+class Fill:
+    """A fill of a result with a literal before its kernel runs: ``at`` is (driver
+    parameter, first element), ``n`` the length."""
+
+    def __init__(self, at, n, dtype, literal, ir_line):
+        self.at, self.n, self.dtype, self.literal, self.ir_line = at, n, dtype, literal, ir_line
+
+
+def looped_driver(steps, params, table_param, returned, namer):
+    """``(table lines, body lines)`` of a looped driver over ``steps`` ([Looped drivers]):
+    the rows, each commented with the IR line it runs, and the body, which reads them as
+    ``STEPS``."""
+    used = {param for step in steps
+            for param in ([a[0] for a in step.args] if isinstance(step, Call) else [step.at[0]])}
+    buffers = [p for p in params if p in used]
+    position = {p: j for j, p in enumerate(buffers)}
+    forms, rows = {}, []
+    for step in steps:
+        if isinstance(step, Call):
+            key = ("call", tuple(dt for *_, dt in step.args))
+            form = forms.setdefault(key, [len(forms), []])
+            form[1].append(step.kernel)
+            row = [form[0], step.entry]
+            for param, first, n, dt in step.args:
+                row += [position[param], first * dt.itemsize, n]
+        else:
+            key = ("fill", step.dtype, step.literal)
+            form = forms.setdefault(key, [len(forms), []])
+            (param, first), n = step.at, step.n
+            row = [form[0], 0, position[param], first * step.dtype.itemsize, n]
+        rows.append(row)
+    width = max(len(r) for r in rows)
+    table = [f"    [{', '.join(map(str, r + [0] * (width - len(r))))}],  # {step.ir_line}"
+             for r, step in zip(rows, steps)]
+    at, s, row = namer.fresh("at"), namer.fresh("s"), namer.fresh("row")
+    body = [f"    {at} = np.empty({len(buffers)}, np.intp)  # the buffers' addresses"]
+    body += [f"    {at}[{j}] = {p}.ctypes.data" for j, p in enumerate(buffers)]
+    body.append(f"    for {s} in range(STEPS.shape[0]):")
+    body.append(f"        {row} = STEPS[{s}]")
+
+    def arg(dt, k):  # the argument at k of a row: (buffer, byte offset, length)
+        return f"buffer_view({at}[{row}[{k}]] + {row}[{k + 1}], {row}[{k + 2}], {np_type(dt)})"
+
+    for key, (number, kernels) in forms.items():
+        body.append(f"        {'if' if number == 0 else 'elif'} {row}[0] == {number}:")
+        if key[0] == "call":
+            dts = key[1]
+            body.append(f"            # {', '.join(dt.name for dt in dts)}: "
+                        f"{', '.join(sorted(set(kernels)))}")
+            args = [arg(dt, 2 + 3 * a) for a, dt in enumerate(dts)]
+            body.append(f"            run_kernel({table_param}[{row}[1]], {tuple_expression(args)})")
+        else:
+            _, dt, literal = key
+            body.append(f"            {arg(dt, 2)}[:] = {literal}")
+    body.append(f"    return ({', '.join(returned)}{',' if len(returned) == 1 else ''})")
+    return table, body
