@@ -1,7 +1,10 @@
 """Anomaly mode: which backward op produced NaN or Inf, and where its forward op was called.
 
-The switches (``detect_anomaly``, ``set_detect_anomaly``, ``is_anomaly_enabled``) live in
-graphjit/autograd.py, as in ``torch.autograd``; this module does the work behind them.
+The switches (``detect_anomaly``, ``set_detect_anomaly``, ``is_anomaly_enabled``; the
+package has them in graphjit.autograd, as ``torch.autograd`` does) and the work behind them.
+The state they set lives in the tape (graphjit/autograd.py), which reads it for every node
+it makes and calls the work here through the hooks this module installs at import ([The
+tape under Tensor]).
 
 # NOTE: [Anomaly mode]
 Off, nothing here runs: the tape (per node made), the engine (per backward) and a compiled
@@ -41,6 +44,7 @@ sandboxed tensor stops sharing memory with its views for the length of the re-ru
 """
 from __future__ import annotations
 
+import functools
 import linecache
 import os
 import sys
@@ -68,6 +72,81 @@ class AnomalyError(AutogradError):
         self.output = output
         self.kind = kind
         super().__init__(message, where=where)
+
+
+# ---- the switches -------------------------------------------------------------------------------
+
+def is_anomaly_enabled() -> bool:
+    """Whether anomaly detection is on (``torch.is_anomaly_enabled``)."""
+    return _ag._anomaly_mode
+
+
+def is_anomaly_check_nan_enabled() -> bool:
+    """Whether anomaly mode checks backward outputs for NaN/Inf
+    (``torch.is_anomaly_check_nan_enabled``)."""
+    return _ag._anomaly_check_nan
+
+
+def _set_anomaly(mode: bool, check_nan: bool) -> None:
+    _ag._anomaly_mode = bool(mode)
+    _ag._anomaly_check_nan = bool(check_nan)
+
+
+class detect_anomaly:
+    """Anomaly detection for the block or decorated function (``torch.autograd.detect_anomaly``).
+
+    While it is on, every backward node records the user's source line of the forward op
+    that made it, and a backward node that returns NaN or Inf raises ``AnomalyError`` (a
+    ``RuntimeError``) naming the node and that line: ``Function 'SqrtBackward0' returned
+    nan values in its 0th output.`` Other errors raised in backward get a note naming the
+    node's forward line. ``check_nan=False`` records lines without checking values.
+    Compiled programs check their gradients and re-run eagerly to find the op (see
+    [Anomaly mode] above). Leaving the block restores the previous mode.
+    Like PyTorch it warns that it slows everything down; it is for debugging.
+    """
+
+    def __new__(cls, check_nan=True):
+        if callable(check_nan):  # `@detect_anomaly` without parentheses
+            return cls()(check_nan)
+        return super().__new__(cls)
+
+    def __init__(self, check_nan: bool = True):
+        self.check_nan = bool(check_nan)
+        self._prev = []  # a stack: the same object may be entered again while it is active
+        warnings.warn("Anomaly Detection has been enabled. This mode will increase the runtime "
+                      "and should only be enabled for debugging.", stacklevel=2)
+
+    def __enter__(self):
+        self._prev.append((_ag._anomaly_mode, _ag._anomaly_check_nan))
+        _set_anomaly(True, self.check_nan)
+        return self
+
+    def __exit__(self, *exc):
+        _set_anomaly(*self._prev.pop())
+        return False
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with self:
+                return fn(*args, **kwargs)
+        return wrapper
+
+
+class set_detect_anomaly:
+    """``set_detect_anomaly(True)`` turns anomaly mode on at once, or for a ``with`` block
+    (the previous mode comes back at its end), as ``torch.autograd.set_detect_anomaly``."""
+
+    def __init__(self, mode: bool, check_nan: bool = True):
+        self._prev = (_ag._anomaly_mode, _ag._anomaly_check_nan)
+        _set_anomaly(mode, check_nan)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _set_anomaly(*self._prev)
+        return False
 
 
 # ---- recording the forward stack ----------------------------------------------------------------
@@ -553,3 +632,6 @@ def _pair(traced, eager, out) -> None:
         for k in traced:
             if k in eager:
                 _pair(traced[k], eager[k], out)
+
+
+_ag.set_anomaly_hooks(record, apply_checked)

@@ -18,17 +18,37 @@ from __future__ import annotations
 import contextvars
 import functools
 import itertools
-import warnings
 import weakref
 
 import numpy as np
 
-from . import anomaly as _anomaly
 from . import devices
-from . import tensor as _tensor
 from .errors import AutogradError, CopiedViewError, GraphjitError
 from .ops import registry
 from .shapes import TensorType
+
+# ---- the Tensor class ----------------------------------------------------------------------
+
+# NOTE: [The tape under Tensor]
+# Tensor's methods run ops through the tape, and the tape wraps every result in a Tensor, so
+# each needs the other. tensor.py imports this module; this module never imports tensor.py:
+# tensor.py hands over the class and its ``tensor()`` constructor when it has made them, at
+# its end (``set_tensor_class``), before any op can run, and the tape and the engine
+# (graphjit/autograd_engine.py) read them here as ``Tensor`` and ``make_tensor`` (as module
+# attributes, never copies). Anomaly mode's work, which re-runs user code on Tensors, sits
+# above Tensor in the same way: graphjit/anomaly.py installs it here (``set_anomaly_hooks``).
+# So the tensor layer has no import circle: the tape and the engine, then Tensor, then what
+# is built on Tensor (creation, random numbers, anomaly mode, ``Function``).
+Tensor = None
+make_tensor = None
+
+
+def set_tensor_class(tensor_class, tensor_fn) -> None:
+    """Called once by graphjit/tensor.py: the class the tape makes its results of, and
+    ``graphjit.tensor`` (data -> a new tensor) for the engine ([The tape under Tensor])."""
+    global Tensor, make_tensor
+    Tensor, make_tensor = tensor_class, tensor_fn
+
 
 # ---- grad mode ------------------------------------------------------------------------------
 
@@ -95,88 +115,24 @@ class set_grad_enabled(_GradMode):
 
 
 # ---- anomaly mode ---------------------------------------------------------------------------
-# What it checks and how compiled programs take part: [Anomaly mode] in graphjit/anomaly.py.
-
-AnomalyError = _anomaly.AnomalyError
-
-# Process-wide, as torch's AnomalyMode (not per thread). Read as module globals by the
-# tape, the engine and graphjit/jit/compile.py: off, each pays one flag test.
+# The switches and the work are in graphjit/anomaly.py ([Anomaly mode] there); the tape keeps
+# the state, which it reads for every node it makes. Process-wide, as torch's AnomalyMode (not
+# per thread). Read as module globals by the tape, the engine and graphjit/jit/: off, each
+# pays one flag test.
 _anomaly_mode = False
 _anomaly_check_nan = True
+# Installed by graphjit/anomaly.py when it is imported, before either flag can be turned on:
+# ``_anomaly_record(node)`` remembers where the forward op that made ``node`` was called;
+# ``_anomaly_apply(node, slots, needed)`` is the engine's ``node.apply(slots)`` with anomaly
+# mode's checks. Called only while ``_anomaly_mode`` is on.
+_anomaly_record = None
+_anomaly_apply = None
 
 
-def is_anomaly_enabled() -> bool:
-    """Whether anomaly detection is on (``torch.is_anomaly_enabled``)."""
-    return _anomaly_mode
-
-
-def is_anomaly_check_nan_enabled() -> bool:
-    """Whether anomaly mode checks backward outputs for NaN/Inf
-    (``torch.is_anomaly_check_nan_enabled``)."""
-    return _anomaly_check_nan
-
-
-def _set_anomaly(mode: bool, check_nan: bool) -> None:
-    global _anomaly_mode, _anomaly_check_nan
-    _anomaly_mode = bool(mode)
-    _anomaly_check_nan = bool(check_nan)
-
-
-class detect_anomaly:
-    """Anomaly detection for the block or decorated function (``torch.autograd.detect_anomaly``).
-
-    While it is on, every backward node records the user's source line of the forward op
-    that made it, and a backward node that returns NaN or Inf raises ``AnomalyError`` (a
-    ``RuntimeError``) naming the node and that line: ``Function 'SqrtBackward0' returned
-    nan values in its 0th output.`` Other errors raised in backward get a note naming the
-    node's forward line. ``check_nan=False`` records lines without checking values.
-    Compiled programs check their gradients and re-run eagerly to find the op (see
-    [Anomaly mode] in graphjit/anomaly.py). Leaving the block restores the previous mode.
-    Like PyTorch it warns that it slows everything down; it is for debugging.
-    """
-
-    def __new__(cls, check_nan=True):
-        if callable(check_nan):  # `@detect_anomaly` without parentheses
-            return cls()(check_nan)
-        return super().__new__(cls)
-
-    def __init__(self, check_nan: bool = True):
-        self.check_nan = bool(check_nan)
-        self._prev = []  # a stack: the same object may be entered again while it is active
-        warnings.warn("Anomaly Detection has been enabled. This mode will increase the runtime "
-                      "and should only be enabled for debugging.", stacklevel=2)
-
-    def __enter__(self):
-        self._prev.append((_anomaly_mode, _anomaly_check_nan))
-        _set_anomaly(True, self.check_nan)
-        return self
-
-    def __exit__(self, *exc):
-        _set_anomaly(*self._prev.pop())
-        return False
-
-    def __call__(self, fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            with self:
-                return fn(*args, **kwargs)
-        return wrapper
-
-
-class set_detect_anomaly:
-    """``set_detect_anomaly(True)`` turns anomaly mode on at once, or for a ``with`` block
-    (the previous mode comes back at its end), as ``torch.autograd.set_detect_anomaly``."""
-
-    def __init__(self, mode: bool, check_nan: bool = True):
-        self._prev = (_anomaly_mode, _anomaly_check_nan)
-        _set_anomaly(mode, check_nan)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        _set_anomaly(*self._prev)
-        return False
+def set_anomaly_hooks(record, apply) -> None:
+    """Install anomaly mode's work (graphjit/anomaly.py, which sits above Tensor)."""
+    global _anomaly_record, _anomaly_apply
+    _anomaly_record, _anomaly_apply = record, apply
 
 
 # ---- the tape -------------------------------------------------------------------------------
@@ -289,7 +245,7 @@ def record_move(source, out) -> None:
     out._grad_fn = ToCopyBackward(source)
     out._requires_grad = True
     if _anomaly_mode:
-        _anomaly.record(out._grad_fn)
+        _anomaly_record(out._grad_fn)
 
 
 class BackwardNode(Node):
@@ -436,7 +392,7 @@ def buffer_tensor(arr):
     """A tensor holding ``arr``, a NumPy view of a buffer no tensor owns (a compiled
     program's pooled result): like a fresh result, it is no view for autograd's in-place
     check (see above)."""
-    t = _tensor.Tensor._wrap(arr)
+    t = Tensor._wrap(arr)
     if devices.is_view(arr):
         t._view_of = _NO_ROOT
     return t
@@ -505,7 +461,7 @@ class EagerInterpreter:
         result = np.asarray(result)
         if result.dtype != out_type.dtype.np:
             result = result.astype(out_type.dtype.np)
-        out = _tensor.Tensor._wrap(result)
+        out = Tensor._wrap(result)
         if all(t.__dict__.get("_made_here") for t in inputs):
             out._made_here = True  # (so is what is computed from such values only: tril's mask)
         if op.view and inputs and np.may_share_memory(result, arrays[0]):
@@ -535,7 +491,7 @@ class EagerInterpreter:
                   else devices.to_device(a, devices.CUDA) for a in arrays]
         from .backend.cuda import run_op
         result, is_view = run_op(op, arrays, attrs, out_type)
-        out = _tensor.Tensor._wrap(result)
+        out = Tensor._wrap(result)
         base = inputs[0] if inputs else None
         if is_view:  # as on the CPU
             out._version = base._version
@@ -555,7 +511,7 @@ class EagerInterpreter:
             out._grad_fn = BackwardNode(op, attrs, inputs, out)
             out._requires_grad = True
             if _anomaly_mode:
-                _anomaly.record(out._grad_fn)
+                _anomaly_record(out._grad_fn)
             if out._version is inputs[0]._version:  # a view: see [In-place through views]
                 # (The root viewed, weakly: a view of a tensor that no longer exists can
                 # change in place; see [Views of dead tensors].)
@@ -564,7 +520,7 @@ class EagerInterpreter:
         return out
 
     def constant(self, array):
-        out = _tensor.Tensor._wrap(array)
+        out = Tensor._wrap(array)
         # Made by graphjit from the user's Python values, not a tensor of theirs: it may
         # join an op on CUDA tensors (copied over, see _apply_cuda).
         out._made_here = True
@@ -582,3 +538,5 @@ from .autograd_engine import (  # noqa: E402,F401
     _reachable, _root_grads, add_retained, backward, backward_pass, grad, post_accumulate_grad,
     queue_callback, run_backward)
 from .autograd_function import Function, FunctionCtx, once_differentiable  # noqa: E402,F401  (see there)
+from .anomaly import (AnomalyError, detect_anomaly, is_anomaly_check_nan_enabled,  # noqa: E402,F401
+                      is_anomaly_enabled, set_detect_anomaly)

@@ -21,10 +21,8 @@ import weakref
 import numpy as np
 
 from . import _tracing
-from . import anomaly as _anomaly
 from . import autograd as _ag
 from . import devices
-from . import tensor as _tensor
 from .autograd import (AccumulateGrad, BackwardNode, _device_error, _Stale, input_edge,
                        set_grad_enabled)
 from .errors import AutogradError, DTypeError, ShapeError
@@ -40,7 +38,7 @@ def _edge(t):
 def _root_grads(outputs, grad_outputs, who):
     pairs = []
     for i, out in enumerate(outputs):
-        if not isinstance(out, _tensor.Tensor):
+        if not isinstance(out, _ag.Tensor):
             raise TypeError(f"{who}: outputs must be tensors, got {type(out).__name__}")
         edge = _edge(out)
         if edge is None:
@@ -54,10 +52,10 @@ def _root_grads(outputs, grad_outputs, who):
                                     f"output {i} has shape {tuple(out.shape)}. Pass gradient= (for "
                                     "backward) or grad_outputs= (for graphjit.grad), e.g. "
                                     "graphjit.ones_like(out)")
-            g = _tensor.Tensor._wrap(devices.full(out.shape, 1, out.dtype.np, out.device))
+            g = _ag.Tensor._wrap(devices.full(out.shape, 1, out.dtype.np, out.device))
         else:
-            if not isinstance(g, _tensor.Tensor):
-                g = _tensor.tensor(g, dtype=out.dtype)
+            if not isinstance(g, _ag.Tensor):
+                g = _ag.make_tensor(g, dtype=out.dtype)
             if tuple(g.shape) != tuple(out.shape):
                 raise ShapeError(f"gradient {i} has shape {tuple(g.shape)} but the output has shape "
                                  f"{tuple(out.shape)}", op=who)
@@ -116,7 +114,7 @@ def _accumulate(holder, g, create_graph: bool, owned: bool = False) -> None:
         holder._grad = g if old is None else old + g
         return
     if old is None:
-        holder._grad = g if owned else _tensor.Tensor._wrap(devices.copy(g._data))
+        holder._grad = g if owned else _ag.Tensor._wrap(devices.copy(g._data))
     elif type(old._data) is not np.ndarray or type(g._data) is not np.ndarray:
         # CUDA (see [Devices]): the sum by the eager CUDA add, into the gradient's buffer.
         if old.device != g.device:
@@ -128,7 +126,7 @@ def _accumulate(holder, g, create_graph: bool, owned: bool = False) -> None:
             devices.copyto(old._data, total._data)
             old._version.bump()
     elif old._requires_grad or not old._data.flags.writeable:
-        holder._grad = _tensor.Tensor._wrap(old._data + g._data)
+        holder._grad = _ag.Tensor._wrap(old._data + g._data)
     else:
         np.add(old._data, g._data, out=old._data)
         old._version.bump()
@@ -179,7 +177,7 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, capture=None
                     if t is not None and t._grad_fn is node and slots[t._output_nr] is not None:
                         _accumulate(t, slots[t._output_nr], create_graph)
             if anomaly:
-                in_grads = _anomaly.apply_checked(node, slots, needed)
+                in_grads = _ag._anomaly_apply(node, slots, needed)
             else:
                 in_grads = node.apply(slots)
             owns = node.owns_grads and capture is None
@@ -268,9 +266,9 @@ def post_accumulate_grad(t) -> None:
 
 
 def _backward(tensors, grad_tensors, retain_graph, create_graph, inputs):
-    if isinstance(tensors, _tensor.Tensor):
+    if isinstance(tensors, _ag.Tensor):
         tensors = [tensors]
-    if isinstance(grad_tensors, _tensor.Tensor):
+    if isinstance(grad_tensors, _ag.Tensor):
         grad_tensors = [grad_tensors]
     tracer = _tracing.active()
     if tracer is not None:  # inside graphjit.compile (also for a real tensor: a leaf itself)
@@ -279,7 +277,7 @@ def _backward(tensors, grad_tensors, retain_graph, create_graph, inputs):
                             create_graph, retain_graph)
         return
     if inputs is not None:
-        inputs = [inputs] if isinstance(inputs, _tensor.Tensor) else list(inputs)
+        inputs = [inputs] if isinstance(inputs, _ag.Tensor) else list(inputs)
         edges = [_capture_edge(t, "backward") for t in inputs]
         captured = run_backward(list(tensors), grad_tensors, retain_graph, create_graph,
                                 capture=edges)
@@ -293,7 +291,7 @@ def _backward(tensors, grad_tensors, retain_graph, create_graph, inputs):
 
 
 def _capture_edge(t, who):
-    if not isinstance(t, _tensor.Tensor):
+    if not isinstance(t, _ag.Tensor):
         raise TypeError(f"{who}: inputs must be tensors, got {type(t).__name__}")
     edge = _edge(t)
     if edge is None:
@@ -306,13 +304,13 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
          allow_unused=False):
     """``torch.autograd.grad``: the gradients of ``outputs`` with respect to ``inputs``,
     returned as a tuple, without touching any ``.grad``."""
-    single_out = isinstance(outputs, _tensor.Tensor)
+    single_out = isinstance(outputs, _ag.Tensor)
     outputs = [outputs] if single_out else list(outputs)
     tracer = _tracing.active()
     if tracer is not None:  # inside graphjit.compile: a gradient request in the graph
         return tracer.grad(outputs, inputs, grad_outputs, create_graph, allow_unused)
-    inputs = [inputs] if isinstance(inputs, _tensor.Tensor) else list(inputs)
-    if isinstance(grad_outputs, _tensor.Tensor):
+    inputs = [inputs] if isinstance(inputs, _ag.Tensor) else list(inputs)
+    if isinstance(grad_outputs, _ag.Tensor):
         grad_outputs = [grad_outputs]
     if grad_outputs is not None and len(grad_outputs) != len(outputs):
         raise ShapeError(f"got {len(grad_outputs)} grad_outputs for {len(outputs)} outputs", op="grad")

@@ -32,6 +32,7 @@ import functools
 import inspect
 
 from . import _tracing, devices
+from . import anomaly as _anomaly
 from . import autograd as _ag
 from .errors import AutogradError, DTypeError, ShapeError, user_frame
 from .ops import api
@@ -345,7 +346,7 @@ def _apply_eager(cls, args, where):
     ctx._saved = saved
     ctx.to_save = ()
     if _ag._anomaly_mode:
-        _ag._anomaly.record(ctx)
+        _anomaly.record(ctx)
     return tuple(results) if isinstance(raw, tuple) else results[0]
 
 

@@ -698,3 +698,6 @@ def _traced_tensor(tracer, data):
         return api.stack(parts)
     return tracer.made(_to_array(data, None))
 
+
+
+_ag.set_tensor_class(Tensor, tensor)  # see [The tape under Tensor] in autograd.py

@@ -26,7 +26,7 @@ import functools
 import types
 import warnings
 
-from .. import autograd, devices
+from .. import anomaly, autograd, devices
 from .._gc import paused_gc
 from ..tensor import Tensor
 from . import guards, lowering, tiers
@@ -91,8 +91,8 @@ class CompiledFunction:
         return (tree, sig, autograd.is_grad_enabled()), leaves, sig
 
     def __call__(self, *args, **kwargs):
-        if autograd._anomaly_mode and autograd._anomaly.wants_call(self):
-            return autograd._anomaly.compiled_call(self, args, kwargs)  # [Anomaly mode]
+        if autograd._anomaly_mode and anomaly.wants_call(self):
+            return anomaly.compiled_call(self, args, kwargs)  # [Anomaly mode]
         last = self._last_call
         if last is not None and not kwargs:
             # [Steady-state calls]: the arguments of the previous call's signature, checked

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import autograd, devices, dtypes
+from .. import anomaly, autograd, devices, dtypes
 from ..errors import AutogradError, GraphjitError, TraceError
 from ..ops import registry
 from ..tensor import Tensor
@@ -180,7 +180,7 @@ class CompiledBackward(autograd.Node):
         self.freed = False
         self.retained = None
         if autograd._anomaly_mode:  # the call, to re-run eagerly ([Anomaly mode])
-            autograd._anomaly.record_compiled(self)
+            anomaly.record_compiled(self)
 
     @property
     def num_outputs(self):
