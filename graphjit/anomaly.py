@@ -2,14 +2,14 @@
 
 The switches (``detect_anomaly``, ``set_detect_anomaly``, ``is_anomaly_enabled``; the
 package has them in graphjit.autograd, as ``torch.autograd`` does) and the work behind them.
-The state they set lives in the tape (graphjit/autograd.py), which reads it for every node
-it makes and calls the work here through the hooks this module installs at import ([The
-tape under Tensor]).
+The state they set lives in the tape (graphjit/autograd_tape.py), which reads it for every
+node it makes and calls the work here through the hooks this module installs at import
+([The tape under Tensor] there).
 
 # NOTE: [Anomaly mode]
 Off, nothing here runs: the tape (per node made), the engine (per backward) and a compiled
 call (in ``CompiledFunction.__call__`` and ``_Entry.run``: two tests, about 30 ns each) read
-the module flag ``autograd._anomaly_mode`` and go on. On:
+the module flag ``autograd_tape._anomaly_mode`` and go on. On:
 - Eager: each backward node records the user's stack (frames outside graphjit, innermost
   first) when it is made (``record``); the engine runs each node through
   ``apply_checked``, which raises ``AnomalyError`` when a gradient the node passes on
@@ -54,10 +54,12 @@ import warnings
 
 import numpy as np
 
-from . import autograd as _ag
+from . import autograd_engine as _engine
+from . import autograd_tape as _tape
 from . import devices
 from . import random as _random
 from .errors import _LIBRARY_DIRS, AutogradError
+from .tensor import Tensor
 
 
 class AnomalyError(AutogradError):
@@ -78,18 +80,18 @@ class AnomalyError(AutogradError):
 
 def is_anomaly_enabled() -> bool:
     """Whether anomaly detection is on (``torch.is_anomaly_enabled``)."""
-    return _ag._anomaly_mode
+    return _tape._anomaly_mode
 
 
 def is_anomaly_check_nan_enabled() -> bool:
     """Whether anomaly mode checks backward outputs for NaN/Inf
     (``torch.is_anomaly_check_nan_enabled``)."""
-    return _ag._anomaly_check_nan
+    return _tape._anomaly_check_nan
 
 
 def _set_anomaly(mode: bool, check_nan: bool) -> None:
-    _ag._anomaly_mode = bool(mode)
-    _ag._anomaly_check_nan = bool(check_nan)
+    _tape._anomaly_mode = bool(mode)
+    _tape._anomaly_check_nan = bool(check_nan)
 
 
 class detect_anomaly:
@@ -117,7 +119,7 @@ class detect_anomaly:
                       "and should only be enabled for debugging.", stacklevel=2)
 
     def __enter__(self):
-        self._prev.append((_ag._anomaly_mode, _ag._anomaly_check_nan))
+        self._prev.append((_tape._anomaly_mode, _tape._anomaly_check_nan))
         _set_anomaly(True, self.check_nan)
         return self
 
@@ -138,7 +140,7 @@ class set_detect_anomaly:
     (the previous mode comes back at its end), as ``torch.autograd.set_detect_anomaly``."""
 
     def __init__(self, mode: bool, check_nan: bool = True):
-        self._prev = (_ag._anomaly_mode, _ag._anomaly_check_nan)
+        self._prev = (_tape._anomaly_mode, _tape._anomaly_check_nan)
         _set_anomaly(mode, check_nan)
 
     def __enter__(self):
@@ -266,7 +268,7 @@ def apply_checked(node, slots, needed):
         for i, (edge, g) in enumerate(zip(node.next_functions, grads)):
             if g is None or edge[0] is None or (needed is not None and edge[0] not in needed):
                 continue
-            if type(g) is _ag._Stale:  # the engine would raise this when g reaches edge[0]
+            if type(g) is _tape._Stale:  # the engine would raise this when g reaches edge[0]
                 raise AutogradError(g.error)
             passed_on.append(i)
     except AnomalyError:
@@ -277,7 +279,7 @@ def apply_checked(node, slots, needed):
                 if fwd is not None and fwd.frames else f"Error detected in {node.name()}.")
         _add_note(e, note)
         raise
-    if not _ag._anomaly_check_nan:
+    if not _tape._anomaly_check_nan:
         return grads
     bad = None
     for i in passed_on:
@@ -380,12 +382,12 @@ def watch(entry, flat_args) -> bool:
     """Called by ``_Entry.run`` in anomaly mode before the program runs: whether to run it on
     private copies and check its results. Keeps a compiled forward's inputs for its node."""
     calls = _calls()
-    if not calls or not _ag._anomaly_check_nan:
+    if not calls or not _tape._anomaly_check_nan:
         return False
     call = calls[-1]
     if not call.entered or not call.check:
         return False
-    if getattr(entry, "backward_graph", None) is not None and _ag.is_grad_enabled():
+    if getattr(entry, "backward_graph", None) is not None and _tape.is_grad_enabled():
         snap = []  # (only a forward run with grad mode on gets a CompiledBackward node)
         for s in entry.slots:
             if s.kind in ("arg", "tensor", "grad"):
@@ -565,8 +567,6 @@ def _localise_backward(node, grads, call, passed_on):
     """Re-run a compiled forward eagerly and back-propagate ``grads`` (the compiled backward's
     output positions ``passed_on``) with capture: raises eager mode's AnomalyError if that
     finds the op; otherwise returns what went wrong, or None."""
-    from .tensor import Tensor
-
     cf, args, kwargs, entry, snapshot = call
     name = getattr(cf, "__name__", "the function")
     leaves = {}
@@ -591,7 +591,7 @@ def _localise_backward(node, grads, call, passed_on):
     outer.append(node._anomaly.frames)  # read by _user_frames
     try:
         with sandbox:
-            with _ag.enable_grad():
+            with _tape.enable_grad():
                 result = cf.fn(*new_args, **new_kwargs)
             outs = {}
             _pair(entry.output_tree, result, outs)
@@ -607,10 +607,11 @@ def _localise_backward(node, grads, call, passed_on):
             edges = []
             for i in passed_on:
                 kind, t, _ = snapshot[entry.wrt[i]]
-                edge = _ag._edge(leaf(t) if kind == "arg" else t)
+                edge = _engine._edge(leaf(t) if kind == "arg" else t)
                 if edge is not None:
                     edges.append(edge)
-            _ag.run_backward(roots, seeds, retain_graph=True, create_graph=False, capture=edges)
+            _engine.run_backward(roots, seeds, retain_graph=True, create_graph=False,
+                                 capture=edges)
     except AnomalyError as e:
         raise _found_by(e, f"the compiled backward of {name} computed NaN or Inf") from None
     except Exception as e:  # noqa: BLE001 - reported in the error about the compiled node
@@ -634,4 +635,4 @@ def _pair(traced, eager, out) -> None:
                 _pair(traced[k], eager[k], out)
 
 
-_ag.set_anomaly_hooks(record, apply_checked)
+_tape.set_anomaly_hooks(record, apply_checked)

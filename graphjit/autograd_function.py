@@ -33,7 +33,7 @@ import inspect
 
 from . import _tracing, devices
 from . import anomaly as _anomaly
-from . import autograd as _ag
+from . import autograd_tape as _tape
 from .errors import AutogradError, DTypeError, ShapeError, user_frame
 from .ops import api
 from .tensor import Tensor
@@ -86,7 +86,7 @@ _FREED = ("Trying to backward through the graph a second time (or directly acces
           "graphjit.grad() call if you need to go through it again")
 
 
-class BackwardCFunction(FunctionCtx, _ag.Node):
+class BackwardCFunction(FunctionCtx, _tape.Node):
     """The tape node of one ``Function.apply`` call, which is also its ``ctx``.
 
     Each Function gets a subclass named after it (``MyFnBackward``, what ``y.grad_fn``
@@ -293,7 +293,7 @@ def _run_forward(cls, args, where):
     ctx._where = where
     ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
     ctx._arg_meta = tuple(_meta(a) for a in args)
-    with _ag.no_grad():
+    with _tape.no_grad():
         if _uses_setup_context(cls):
             raw = cls.forward(*args)
             cls.setup_context(ctx, args, raw)
@@ -301,7 +301,7 @@ def _run_forward(cls, args, where):
             raw = cls.forward(ctx, *args)
     outs = raw if isinstance(raw, tuple) else (raw,)
     ctx._out_meta = tuple(_meta(o) for o in outs)
-    ctx.recording = _ag.is_grad_enabled() and any(ctx.needs_input_grad)
+    ctx.recording = _tape.is_grad_enabled() and any(ctx.needs_input_grad)
     return ctx, raw, outs
 
 
@@ -329,9 +329,9 @@ def _apply_eager(cls, args, where):
         if isinstance(o, Tensor) and (id(o) in inputs or o._requires_grad):
             results[i] = o.detach()
     diff = _differentiable_outputs(ctx, outs)
-    # NOTE: [Node order] in autograd.py: the edges (and leaves' AccumulateGrad nodes) first.
-    ctx.next_functions = tuple(_ag.input_edge(a) for a in args if isinstance(a, Tensor))
-    ctx.seq = next(_ag._sequence)
+    # NOTE: [Node order] in autograd_tape.py: the edges (and leaves' AccumulateGrad nodes) first.
+    ctx.next_functions = tuple(_tape.input_edge(a) for a in args if isinstance(a, Tensor))
+    ctx.seq = next(_tape._sequence)
     ctx.num_outputs = len(outs)
     for i in diff:
         o = results[i]
@@ -345,7 +345,7 @@ def _apply_eager(cls, args, where):
                      else _SavedOutput(results[at], at))
     ctx._saved = saved
     ctx.to_save = ()
-    if _ag._anomaly_mode:
+    if _tape._anomaly_mode:
         _anomaly.record(ctx)
     return tuple(results) if isinstance(raw, tuple) else results[0]
 
@@ -420,14 +420,14 @@ def _check_gradients(cls, result, arg_meta, needs, where) -> list:
 
 # ---- once_differentiable ------------------------------------------------------------------------
 
-class _DelayedError(_ag.Node):
+class _DelayedError(_tape.Node):
     """The grad_fn of what a ``once_differentiable`` backward returns under create_graph: a
     backward through it raises."""
     __slots__ = ("message",)
 
     def __init__(self, message, tensors):
-        self.next_functions = tuple(_ag.input_edge(t) for t in tensors)
-        self.seq = next(_ag._sequence)
+        self.next_functions = tuple(_tape.input_edge(t) for t in tensors)
+        self.seq = next(_tape._sequence)
         self.message = message
 
     def apply(self, grads):
@@ -444,9 +444,9 @@ def once_differentiable(backward):
     a wrong (zero) second derivative."""
     @functools.wraps(backward)
     def wrapper(ctx, *grad_outputs):
-        with _ag.no_grad():
+        with _tape.no_grad():
             result = backward(ctx, *grad_outputs)
-        if not _ag.is_grad_enabled() or _tracing.active() is not None:
+        if not _tape.is_grad_enabled() or _tracing.active() is not None:
             return result
         needing = [g for g in grad_outputs if isinstance(g, Tensor) and g.requires_grad]
         if not needing:

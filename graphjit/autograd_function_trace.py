@@ -5,7 +5,7 @@ autograd_function.py.
 """
 from __future__ import annotations
 
-from . import autograd as _ag
+from . import autograd_tape as _tape
 from .autograd_function import _check_gradients, _differentiable_outputs, _run_forward
 from .errors import GraphjitError, TraceError
 from .ir import Value
@@ -119,7 +119,7 @@ def _trace_backward(cls, ctx, tracer, tensor_args, i) -> _GradientProgram:
     shape, dtype, _ = ctx._out_meta[i]
     hole = Value(TensorType(shape, dtype), name=f"{cls.__name__}.grad{i}")
     try:
-        with _ag.no_grad():
+        with _tape.no_grad():
             grads = []
             for j, meta in enumerate(ctx._out_meta):
                 if j == i:

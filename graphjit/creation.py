@@ -148,7 +148,7 @@ def randperm(n, dtype=None, device=None, generator=None) -> Tensor:
 
 
 def _no_grad():
-    from .autograd import no_grad
+    from .autograd_tape import no_grad
     return no_grad()
 
 

@@ -10,7 +10,8 @@ import numbers
 import numpy as np
 
 from . import _tracing
-from . import autograd as _ag
+from . import autograd_engine as _engine
+from . import autograd_tape as _tape
 from . import devices, dtypes, tensor_copy, tensor_inplace, tensor_print
 from .dtypes import DType
 from .errors import AutogradError, DTypeError, ShapeError
@@ -201,7 +202,7 @@ class Tensor(TensorDevices):
 
     def _accumulate_node(self):
         if self._accumulator is None:
-            self._accumulator = _ag.AccumulateGrad(self)
+            self._accumulator = _tape.AccumulateGrad(self)
         return self._accumulator
 
     def register_post_accumulate_grad_hook(self, hook):
@@ -212,7 +213,7 @@ class Tensor(TensorDevices):
             raise AutogradError("post accumulate grad hooks cannot be registered on non-leaf "
                                 "tensors")
         hooks = self.__dict__.setdefault("_post_accumulate_grad_hooks", {})
-        return _ag.RemovableHandle(hooks, hook)
+        return _engine.RemovableHandle(hooks, hook)
 
     def retain_grad(self) -> None:
         """Keep ``.grad`` for this non-leaf tensor in later backward passes."""
@@ -220,7 +221,7 @@ class Tensor(TensorDevices):
             if not self._requires_grad:
                 raise AutogradError("can't retain_grad on a tensor that does not require grad")
             return
-        _ag.add_retained(self._grad_fn, self)
+        _engine.add_retained(self._grad_fn, self)
 
     @property
     def retains_grad(self) -> bool:
@@ -229,13 +230,13 @@ class Tensor(TensorDevices):
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
         """Accumulate the gradient of this tensor into the leaves' ``.grad`` (``torch.Tensor.backward``)."""
-        _ag.backward([self], None if gradient is None else [gradient], retain_graph, create_graph,
-                     inputs)
+        _engine.backward([self], None if gradient is None else [gradient], retain_graph,
+                         create_graph, inputs)
 
     def detach(self) -> "Tensor":
         """A tensor sharing this one's data, outside the graph."""
-        if _ag.is_grad_enabled() and self._requires_grad:
-            with _ag.no_grad():
+        if _tape.is_grad_enabled() and self._requires_grad:
+            with _tape.no_grad():
                 out = api.detach(self)
         else:
             out = api.detach(self)
@@ -274,7 +275,7 @@ class Tensor(TensorDevices):
         return self
 
     def clone(self) -> "Tensor":
-        if self._requires_grad and _ag.is_grad_enabled():
+        if self._requires_grad and _tape.is_grad_enabled():
             return api.clone(self)  # recorded (CloneBackward0), as in PyTorch
         tracer = _tracing.active()
         if tracer is not None:  # the value it holds now, which this trace may have changed
@@ -374,7 +375,7 @@ class Tensor(TensorDevices):
         """In-place ``x[key] = value`` (outside autograd: under no_grad or on tensors that do not
         require grad; with autograd, build the new value with graphjit.where or cat instead)."""
         value_requires = isinstance(value, Tensor) and value._requires_grad
-        if _ag.is_grad_enabled() and (self._requires_grad or value_requires):
+        if _tape.is_grad_enabled() and (self._requires_grad or value_requires):
             raise AutogradError("index assignment (x[i] = v) is not recorded by autograd; build the "
                                 "value with graphjit.where / graphjit.cat, or assign under no_grad")
         tracer = _tracing.active()
@@ -467,7 +468,7 @@ class Tensor(TensorDevices):
                                                    self.device))
             else:
                 filled = api.full(self.shape, value, self.dtype)
-            if self._requires_grad and _ag.is_grad_enabled():
+            if self._requires_grad and _tape.is_grad_enabled():
                 # Keep the tensor in the graph with a zero gradient, as PyTorch does.
                 return api.where(api.full((), True, dtypes.bool_), filled, self)
             return filled
@@ -700,4 +701,4 @@ def _traced_tensor(tracer, data):
 
 
 
-_ag.set_tensor_class(Tensor, tensor)  # see [The tape under Tensor] in autograd.py
+_tape.set_tensor_class(Tensor, tensor)  # see [The tape under Tensor] in autograd_tape.py

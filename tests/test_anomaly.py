@@ -329,7 +329,7 @@ def test_compiled_forward_eager_backward():
 
 def test_compiled_calls_do_nothing_extra_when_off(monkeypatch):
     from graphjit import anomaly
-    from graphjit import autograd as tape
+    from graphjit import autograd_tape as tape
 
     def refuse(*args, **kwargs):
         raise AssertionError("anomaly code ran with anomaly mode off")

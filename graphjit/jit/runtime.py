@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import anomaly, autograd, devices
+from .. import anomaly, autograd_tape, devices
 from ..errors import GraphjitError
 from ..shapes import numel
 from ..tensor import Tensor
@@ -379,7 +379,7 @@ class _Entry:
         # Off, anomaly mode costs this one flag test; on, a program with backward work runs
         # with its in-place updates in private copies and its results are checked before
         # anything is written back ([Anomaly mode] in graphjit/anomaly.py).
-        watched = autograd._anomaly_mode and anomaly.watch(self, flat_args)
+        watched = autograd_tape._anomaly_mode and anomaly.watch(self, flat_args)
         if watched:
             driver_args, copied, private = _private_updates(p, driver_args, copied)
         results = self.program.run_trusted(driver_args)
@@ -571,13 +571,13 @@ def _rebuild(tree, outputs, out_values, make, flat_args, grads):
     return tree
 
 
-class _UsedUp(autograd.Node):
+class _UsedUp(autograd_tape.Node):
     """``grad_fn`` of an output that ``backward()`` already ran through inside the compiled
     function: the graph behind it is used up, as after a backward in eager mode."""
     __slots__ = ()
 
     def __init__(self):
-        self.seq = next(autograd._sequence)
+        self.seq = next(autograd_tape._sequence)
         self.next_functions = ()
 
     def name(self) -> str:
