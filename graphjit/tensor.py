@@ -5,8 +5,6 @@ op registry), which is what lets the same user code run eagerly or be traced lat
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from . import _tracing
@@ -16,6 +14,7 @@ from . import devices, dtypes, tensor_copy, tensor_inplace, tensor_print
 from .dtypes import DType
 from .errors import AutogradError, DTypeError, ShapeError
 from .ops import api, composite
+from .tensor_data import numpy_index, shape_args, to_array
 from .tensor_device import TensorDevices
 
 
@@ -26,12 +25,6 @@ def _unpickle(data, device, requires_grad, attributes):
     t._requires_grad = requires_grad
     t.__dict__.update(attributes)
     return t
-
-
-def _shape_args(size) -> tuple:
-    if len(size) == 1 and isinstance(size[0], (tuple, list)):
-        size = tuple(size[0])
-    return tuple(int(s) for s in size)
 
 
 class Tensor(TensorDevices):
@@ -71,7 +64,7 @@ class Tensor(TensorDevices):
         elif isinstance(data, np.ndarray) and data.dtype in (d.np for d in dtypes.ALL):
             arr = data if type(data) is np.ndarray else data.view(np.ndarray)  # (np.memmap)
         else:
-            arr = _to_array(data, dtypes.get_default_dtype())
+            arr = to_array(data, dtypes.get_default_dtype())
         self._data = arr
         self._requires_grad = False
         self._grad_fn = None
@@ -382,7 +375,7 @@ class Tensor(TensorDevices):
         if tracer is not None:  # an in-place update of the selected elements
             tracer.setitem(self, _unwrap_index(key), value)
             return
-        np_key = _numpy_index(key)
+        np_key = numpy_index(key)
         src = devices.to_host(value._data) if isinstance(value, Tensor) else value
         tensor_inplace.write_items(self, np_key, src)
 
@@ -449,7 +442,7 @@ class Tensor(TensorDevices):
     def copy_(self, src):
         if not isinstance(src, Tensor):
             tracer = _tracing.active()
-            arr = _to_array(src, self.dtype)
+            arr = to_array(src, self.dtype)
             src = tracer.made(arr) if tracer is not None else Tensor._wrap(arr)
         if src._data is not None and self._data is not None and src.device != self.device:
             src = src.to(self.device)  # copy_ crosses devices, as in PyTorch
@@ -499,10 +492,10 @@ class Tensor(TensorDevices):
     # ---- shape helpers taking *args ----------------------------------------------------------
 
     def reshape(self, *shape):
-        return api.reshape(self, _shape_args(shape))
+        return api.reshape(self, shape_args(shape))
 
     def view(self, *shape):
-        return api.reshape(self, _shape_args(shape))
+        return api.reshape(self, shape_args(shape))
 
     def view_as(self, other):
         return api.reshape(self, other.shape)
@@ -511,19 +504,19 @@ class Tensor(TensorDevices):
         return api.reshape(self, other.shape)
 
     def expand(self, *sizes):
-        return api.expand(self, _shape_args(sizes))
+        return api.expand(self, shape_args(sizes))
 
     def expand_as(self, other):
         return api.expand(self, other.shape)
 
     def permute(self, *dims):
-        return api.permute(self, _shape_args(dims))
+        return api.permute(self, shape_args(dims))
 
     def repeat(self, *sizes):
-        return composite.repeat(self, _shape_args(sizes))
+        return composite.repeat(self, shape_args(sizes))
 
     def tile(self, *dims):
-        return composite.tile(self, _shape_args(dims))
+        return composite.tile(self, shape_args(dims))
 
     def masked_fill_(self, mask, value):
         return self._inplace("masked_fill_", lambda: composite.masked_fill(self, mask, value))
@@ -535,30 +528,28 @@ class Tensor(TensorDevices):
         return self._inplace("triu_", lambda: composite.triu(self, diagonal))
 
     def flip(self, *dims):
-        return composite.flip(self, _shape_args(dims))
+        return composite.flip(self, shape_args(dims))
 
     # ---- new tensors with this one's dtype and device (PyTorch's new_*) -----------------------
 
     def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
         """Zeros of ``size`` with this tensor's dtype and device unless given (PyTorch's)."""
-        from .creation import zeros
-        return zeros(*size, dtype=dtype or self.dtype, device=device or self.device,
-                     requires_grad=requires_grad)
+        return _finish(np.zeros(shape_args(size), dtype=(dtype or self.dtype).np),
+                       requires_grad, device or self.device)
 
     def new_ones(self, *size, dtype=None, device=None, requires_grad=False):
-        from .creation import ones
-        return ones(*size, dtype=dtype or self.dtype, device=device or self.device,
-                    requires_grad=requires_grad)
+        return _finish(np.ones(shape_args(size), dtype=(dtype or self.dtype).np),
+                       requires_grad, device or self.device)
 
     def new_empty(self, *size, dtype=None, device=None, requires_grad=False):
-        from .creation import empty
-        return empty(*size, dtype=dtype or self.dtype, device=device or self.device,
-                     requires_grad=requires_grad)
+        # (Zeros while tracing, as graphjit.empty.)
+        make = np.zeros if _tracing.active() is not None else np.empty
+        return _finish(make(shape_args(size), dtype=(dtype or self.dtype).np),
+                       requires_grad, device or self.device)
 
     def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False):
-        from . import creation
-        return creation.full(_shape_args((size,)), fill_value, dtype=dtype or self.dtype,
-                             device=device or self.device, requires_grad=requires_grad)
+        return _finish(np.full(shape_args((size,)), fill_value, dtype=(dtype or self.dtype).np),
+                       requires_grad, device or self.device)
 
     def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
         return tensor(data, dtype=dtype or self.dtype, device=device or self.device,
@@ -594,7 +585,7 @@ def _unwrap_index(key):
     out = []
     for k in items:
         if isinstance(k, (list, np.ndarray)):
-            arr = _to_array(k, None) if isinstance(k, list) else \
+            arr = to_array(k, None) if isinstance(k, list) else \
                 np.asarray(k, dtype=np.bool_ if k.dtype == np.bool_ else np.int64)
             if tracer is not None:  # a value of the program, on its device
                 k = tracer.made(arr)
@@ -603,12 +594,6 @@ def _unwrap_index(key):
                 k._made_here = True  # may index a CUDA tensor (see [Devices])
         out.append(k)
     return tuple(out) if isinstance(key, tuple) else out[0]
-
-
-def _numpy_index(key):
-    items = key if isinstance(key, tuple) else (key,)
-    out = tuple(devices.to_host(k._data) if isinstance(k, Tensor) else k for k in items)
-    return out if isinstance(key, tuple) else out[0]
 
 
 # ---- attach the tensor functions as methods ---------------------------------------------------
@@ -641,28 +626,27 @@ Tensor.divide = Tensor.div
 Tensor.subtract = Tensor.sub
 
 
-def _to_array(data, dtype: DType | None) -> np.ndarray:
-    """Copy Python/NumPy data into an array of a graphjit dtype (PyTorch's inference rules)."""
-    if isinstance(data, Tensor):
-        arr = devices.to_host(data._data)
-    elif isinstance(data, (list, tuple)):
-        arr = np.array([_to_array(d, None) if isinstance(d, Tensor) else d for d in data]) \
-            if any(isinstance(d, Tensor) for d in data) else np.array(data)
-    else:
-        arr = np.array(data)
-    if arr.dtype == object:
-        raise DTypeError(f"cannot make a tensor from {type(data).__name__} data")
-    if dtype is None:
-        if isinstance(data, (np.ndarray, Tensor)) and arr.dtype in (d.np for d in dtypes.ALL):
-            dtype = dtypes.from_numpy(arr.dtype)
-        elif isinstance(data, numbers.Number) and isinstance(data, np.generic) \
-                and arr.dtype in (d.np for d in dtypes.ALL):
-            dtype = dtypes.from_numpy(arr.dtype)
-        elif arr.dtype.kind == "f":
-            dtype = dtypes.get_default_dtype()  # Python floats -> the default dtype
-        else:
-            dtype = dtypes.from_numpy(arr.dtype, convert=True)
-    return np.array(arr, dtype=dtype.np, copy=True)
+def _finish(arr: np.ndarray, requires_grad: bool, device=None) -> Tensor:
+    """A new tensor holding ``arr``, on ``device`` (made on the host, then copied over: see
+    [Devices]); the creation functions' and ``Tensor.new_*``'s. Inside a compiled function,
+    a value of the program (see ``Tracer.made``)."""
+    tracer = _tracing.active()
+    if tracer is not None:
+        if requires_grad:
+            _refuse_leaf(tracer)
+        return tracer.made(arr)
+    if device is not None:
+        arr = devices.to_device(arr, devices.as_device(device))
+    t = Tensor._wrap(arr)
+    if requires_grad:
+        t.requires_grad = True
+    return t
+
+
+def _refuse_leaf(tracer):
+    tracer.refuse("creating a tensor that requires grad (a new leaf)",
+                  "create it outside the compiled function and pass it in (its .grad then "
+                  "accumulates as in eager mode)")
 
 
 def tensor(data, dtype: DType | None = None, requires_grad: bool = False, device=None) -> Tensor:
@@ -678,7 +662,7 @@ def tensor(data, dtype: DType | None = None, requires_grad: bool = False, device
         return out if dtype is None or out.dtype is dtype else api.cast(out, dtype)
     if isinstance(data, Tensor) and device is None:
         device = data.device
-    arr = _to_array(data, dtype)
+    arr = to_array(data, dtype)
     t = Tensor._wrap(arr if device is None else devices.to_device(arr, devices.as_device(device)))
     if requires_grad:
         t.requires_grad = True
@@ -697,7 +681,7 @@ def _traced_tensor(tracer, data):
     if _holds_tensor(data):
         parts = api._promote(*[_traced_tensor(tracer, d) for d in data])
         return api.stack(parts)
-    return tracer.made(_to_array(data, None))
+    return tracer.made(to_array(data, None))
 
 
 
