@@ -1,12 +1,15 @@
 """Anomaly mode: which backward op produced NaN or Inf, and where its forward op was called.
 
-The switches (``detect_anomaly``, ``set_detect_anomaly``, ``is_anomaly_enabled``) live in
-graphjit/autograd.py, as in ``torch.autograd``; this module does the work behind them.
+The switches (``detect_anomaly``, ``set_detect_anomaly``, ``is_anomaly_enabled``; the
+package has them in graphjit.autograd, as ``torch.autograd`` does) and the work behind them.
+The state they set lives in the tape (graphjit/autograd_tape.py), which reads it for every
+node it makes and calls the work here through the hooks this module installs at import
+([The tape under Tensor] there).
 
 # NOTE: [Anomaly mode]
 Off, nothing here runs: the tape (per node made), the engine (per backward) and a compiled
 call (in ``CompiledFunction.__call__`` and ``_Entry.run``: two tests, about 30 ns each) read
-the module flag ``autograd._anomaly_mode`` and go on. On:
+the module flag ``autograd_tape._anomaly_mode`` and go on. On:
 - Eager: each backward node records the user's stack (frames outside graphjit, innermost
   first) when it is made (``record``); the engine runs each node through
   ``apply_checked``, which raises ``AnomalyError`` when a gradient the node passes on
@@ -41,6 +44,7 @@ sandboxed tensor stops sharing memory with its views for the length of the re-ru
 """
 from __future__ import annotations
 
+import functools
 import linecache
 import os
 import sys
@@ -50,10 +54,12 @@ import warnings
 
 import numpy as np
 
-from . import autograd as _ag
+from . import autograd_engine as _engine
+from . import autograd_tape as _tape
 from . import devices
 from . import random as _random
 from .errors import _LIBRARY_DIRS, AutogradError
+from .tensor import Tensor
 
 
 class AnomalyError(AutogradError):
@@ -68,6 +74,81 @@ class AnomalyError(AutogradError):
         self.output = output
         self.kind = kind
         super().__init__(message, where=where)
+
+
+# ---- the switches -------------------------------------------------------------------------------
+
+def is_anomaly_enabled() -> bool:
+    """Whether anomaly detection is on (``torch.is_anomaly_enabled``)."""
+    return _tape._anomaly_mode
+
+
+def is_anomaly_check_nan_enabled() -> bool:
+    """Whether anomaly mode checks backward outputs for NaN/Inf
+    (``torch.is_anomaly_check_nan_enabled``)."""
+    return _tape._anomaly_check_nan
+
+
+def _set_anomaly(mode: bool, check_nan: bool) -> None:
+    _tape._anomaly_mode = bool(mode)
+    _tape._anomaly_check_nan = bool(check_nan)
+
+
+class detect_anomaly:
+    """Anomaly detection for the block or decorated function (``torch.autograd.detect_anomaly``).
+
+    While it is on, every backward node records the user's source line of the forward op
+    that made it, and a backward node that returns NaN or Inf raises ``AnomalyError`` (a
+    ``RuntimeError``) naming the node and that line: ``Function 'SqrtBackward0' returned
+    nan values in its 0th output.`` Other errors raised in backward get a note naming the
+    node's forward line. ``check_nan=False`` records lines without checking values.
+    Compiled programs check their gradients and re-run eagerly to find the op (see
+    [Anomaly mode] above). Leaving the block restores the previous mode.
+    Like PyTorch it warns that it slows everything down; it is for debugging.
+    """
+
+    def __new__(cls, check_nan=True):
+        if callable(check_nan):  # `@detect_anomaly` without parentheses
+            return cls()(check_nan)
+        return super().__new__(cls)
+
+    def __init__(self, check_nan: bool = True):
+        self.check_nan = bool(check_nan)
+        self._prev = []  # a stack: the same object may be entered again while it is active
+        warnings.warn("Anomaly Detection has been enabled. This mode will increase the runtime "
+                      "and should only be enabled for debugging.", stacklevel=2)
+
+    def __enter__(self):
+        self._prev.append((_tape._anomaly_mode, _tape._anomaly_check_nan))
+        _set_anomaly(True, self.check_nan)
+        return self
+
+    def __exit__(self, *exc):
+        _set_anomaly(*self._prev.pop())
+        return False
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with self:
+                return fn(*args, **kwargs)
+        return wrapper
+
+
+class set_detect_anomaly:
+    """``set_detect_anomaly(True)`` turns anomaly mode on at once, or for a ``with`` block
+    (the previous mode comes back at its end), as ``torch.autograd.set_detect_anomaly``."""
+
+    def __init__(self, mode: bool, check_nan: bool = True):
+        self._prev = (_tape._anomaly_mode, _tape._anomaly_check_nan)
+        _set_anomaly(mode, check_nan)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _set_anomaly(*self._prev)
+        return False
 
 
 # ---- recording the forward stack ----------------------------------------------------------------
@@ -187,7 +268,7 @@ def apply_checked(node, slots, needed):
         for i, (edge, g) in enumerate(zip(node.next_functions, grads)):
             if g is None or edge[0] is None or (needed is not None and edge[0] not in needed):
                 continue
-            if type(g) is _ag._Stale:  # the engine would raise this when g reaches edge[0]
+            if type(g) is _tape._Stale:  # the engine would raise this when g reaches edge[0]
                 raise AutogradError(g.error)
             passed_on.append(i)
     except AnomalyError:
@@ -198,7 +279,7 @@ def apply_checked(node, slots, needed):
                 if fwd is not None and fwd.frames else f"Error detected in {node.name()}.")
         _add_note(e, note)
         raise
-    if not _ag._anomaly_check_nan:
+    if not _tape._anomaly_check_nan:
         return grads
     bad = None
     for i in passed_on:
@@ -301,12 +382,12 @@ def watch(entry, flat_args) -> bool:
     """Called by ``_Entry.run`` in anomaly mode before the program runs: whether to run it on
     private copies and check its results. Keeps a compiled forward's inputs for its node."""
     calls = _calls()
-    if not calls or not _ag._anomaly_check_nan:
+    if not calls or not _tape._anomaly_check_nan:
         return False
     call = calls[-1]
     if not call.entered or not call.check:
         return False
-    if getattr(entry, "backward_graph", None) is not None and _ag.is_grad_enabled():
+    if getattr(entry, "backward_graph", None) is not None and _tape.is_grad_enabled():
         snap = []  # (only a forward run with grad mode on gets a CompiledBackward node)
         for s in entry.slots:
             if s.kind in ("arg", "tensor", "grad"):
@@ -486,8 +567,6 @@ def _localise_backward(node, grads, call, passed_on):
     """Re-run a compiled forward eagerly and back-propagate ``grads`` (the compiled backward's
     output positions ``passed_on``) with capture: raises eager mode's AnomalyError if that
     finds the op; otherwise returns what went wrong, or None."""
-    from .tensor import Tensor
-
     cf, args, kwargs, entry, snapshot = call
     name = getattr(cf, "__name__", "the function")
     leaves = {}
@@ -512,7 +591,7 @@ def _localise_backward(node, grads, call, passed_on):
     outer.append(node._anomaly.frames)  # read by _user_frames
     try:
         with sandbox:
-            with _ag.enable_grad():
+            with _tape.enable_grad():
                 result = cf.fn(*new_args, **new_kwargs)
             outs = {}
             _pair(entry.output_tree, result, outs)
@@ -528,10 +607,11 @@ def _localise_backward(node, grads, call, passed_on):
             edges = []
             for i in passed_on:
                 kind, t, _ = snapshot[entry.wrt[i]]
-                edge = _ag._edge(leaf(t) if kind == "arg" else t)
+                edge = _engine._edge(leaf(t) if kind == "arg" else t)
                 if edge is not None:
                     edges.append(edge)
-            _ag.run_backward(roots, seeds, retain_graph=True, create_graph=False, capture=edges)
+            _engine.run_backward(roots, seeds, retain_graph=True, create_graph=False,
+                                 capture=edges)
     except AnomalyError as e:
         raise _found_by(e, f"the compiled backward of {name} computed NaN or Inf") from None
     except Exception as e:  # noqa: BLE001 - reported in the error about the compiled node
@@ -553,3 +633,6 @@ def _pair(traced, eager, out) -> None:
         for k in traced:
             if k in eager:
                 _pair(traced[k], eager[k], out)
+
+
+_tape.set_anomaly_hooks(record, apply_checked)

@@ -1,6 +1,6 @@
 """The backward engine of the dynamic autograd tape (PyTorch's semantics).
 
-``backward``/``grad`` walk the tape's nodes (graphjit/autograd.py) in decreasing creation
+``backward``/``grad`` walk the tape's nodes (graphjit/autograd_tape.py) in decreasing creation
 order (every edge points to an older node, so this is a reverse topological order with no
 recursion), sum the gradients that reach a node from several uses (fan-out), and call each
 op's VJP rule - written with graphjit ops, so with ``create_graph=True`` the backward pass
@@ -8,10 +8,12 @@ is itself recorded and can be differentiated again. Here too: accumulating into 
 ``.grad``, post-accumulate-grad hooks and queued callbacks ([Backward hooks]), and the
 gradients of non-leaves kept by ``retain_grad``.
 
-Every name here is also importable from graphjit.autograd, which is where the rest of the
-package reads them (``autograd.run_backward``, ``autograd.backward`` ...). Grad mode and
-anomaly mode belong to graphjit.autograd: the engine reads ``_ag._anomaly_mode`` there at
-each call, never a copy.
+Like the tape, the engine sits under Tensor ([The tape under Tensor] in autograd_tape.py):
+it makes and recognises tensors through ``_tape.Tensor`` and ``_tape.make_tensor``, and in
+anomaly mode runs each node through ``_tape._anomaly_apply``. Grad mode and anomaly mode's
+state belong to the tape: the engine reads ``_tape._anomaly_mode`` there at each call, never
+a copy. The public names (``backward``, ``grad``, ``queue_callback``, ``RemovableHandle``)
+are also in graphjit.autograd.
 """
 from __future__ import annotations
 
@@ -21,11 +23,9 @@ import weakref
 import numpy as np
 
 from . import _tracing
-from . import anomaly as _anomaly
-from . import autograd as _ag
+from . import autograd_tape as _tape
 from . import devices
-from . import tensor as _tensor
-from .autograd import (AccumulateGrad, BackwardNode, _device_error, _Stale, input_edge,
+from .autograd_tape import (AccumulateGrad, BackwardNode, _device_error, _Stale, input_edge,
                        set_grad_enabled)
 from .errors import AutogradError, DTypeError, ShapeError
 from .ops import api
@@ -40,7 +40,7 @@ def _edge(t):
 def _root_grads(outputs, grad_outputs, who):
     pairs = []
     for i, out in enumerate(outputs):
-        if not isinstance(out, _tensor.Tensor):
+        if not isinstance(out, _tape.Tensor):
             raise TypeError(f"{who}: outputs must be tensors, got {type(out).__name__}")
         edge = _edge(out)
         if edge is None:
@@ -54,10 +54,10 @@ def _root_grads(outputs, grad_outputs, who):
                                     f"output {i} has shape {tuple(out.shape)}. Pass gradient= (for "
                                     "backward) or grad_outputs= (for graphjit.grad), e.g. "
                                     "graphjit.ones_like(out)")
-            g = _tensor.Tensor._wrap(devices.full(out.shape, 1, out.dtype.np, out.device))
+            g = _tape.Tensor._wrap(devices.full(out.shape, 1, out.dtype.np, out.device))
         else:
-            if not isinstance(g, _tensor.Tensor):
-                g = _tensor.tensor(g, dtype=out.dtype)
+            if not isinstance(g, _tape.Tensor):
+                g = _tape.make_tensor(g, dtype=out.dtype)
             if tuple(g.shape) != tuple(out.shape):
                 raise ShapeError(f"gradient {i} has shape {tuple(g.shape)} but the output has shape "
                                  f"{tuple(out.shape)}", op=who)
@@ -116,7 +116,7 @@ def _accumulate(holder, g, create_graph: bool, owned: bool = False) -> None:
         holder._grad = g if old is None else old + g
         return
     if old is None:
-        holder._grad = g if owned else _tensor.Tensor._wrap(devices.copy(g._data))
+        holder._grad = g if owned else _tape.Tensor._wrap(devices.copy(g._data))
     elif type(old._data) is not np.ndarray or type(g._data) is not np.ndarray:
         # CUDA (see [Devices]): the sum by the eager CUDA add, into the gradient's buffer.
         if old.device != g.device:
@@ -128,7 +128,7 @@ def _accumulate(holder, g, create_graph: bool, owned: bool = False) -> None:
             devices.copyto(old._data, total._data)
             old._version.bump()
     elif old._requires_grad or not old._data.flags.writeable:
-        holder._grad = _tensor.Tensor._wrap(old._data + g._data)
+        holder._grad = _tape.Tensor._wrap(old._data + g._data)
     else:
         np.add(old._data, g._data, out=old._data)
         old._version.bump()
@@ -153,7 +153,7 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, capture=None
                 needed.add(n)
     captured = {}
     owned = {}  # id -> a gradient a node gave the engine ([Gradients the engine may keep])
-    anomaly = _ag._anomaly_mode  # read once: see [Anomaly mode]
+    anomaly = _tape._anomaly_mode  # read once: see [Anomaly mode]
     with set_grad_enabled(create_graph):
         for node in order:
             slots = grads.pop(node, None)
@@ -179,7 +179,7 @@ def run_backward(outputs, grad_outputs, retain_graph, create_graph, capture=None
                     if t is not None and t._grad_fn is node and slots[t._output_nr] is not None:
                         _accumulate(t, slots[t._output_nr], create_graph)
             if anomaly:
-                in_grads = _anomaly.apply_checked(node, slots, needed)
+                in_grads = _tape._anomaly_apply(node, slots, needed)
             else:
                 in_grads = node.apply(slots)
             owns = node.owns_grads and capture is None
@@ -268,9 +268,9 @@ def post_accumulate_grad(t) -> None:
 
 
 def _backward(tensors, grad_tensors, retain_graph, create_graph, inputs):
-    if isinstance(tensors, _tensor.Tensor):
+    if isinstance(tensors, _tape.Tensor):
         tensors = [tensors]
-    if isinstance(grad_tensors, _tensor.Tensor):
+    if isinstance(grad_tensors, _tape.Tensor):
         grad_tensors = [grad_tensors]
     tracer = _tracing.active()
     if tracer is not None:  # inside graphjit.compile (also for a real tensor: a leaf itself)
@@ -279,7 +279,7 @@ def _backward(tensors, grad_tensors, retain_graph, create_graph, inputs):
                             create_graph, retain_graph)
         return
     if inputs is not None:
-        inputs = [inputs] if isinstance(inputs, _tensor.Tensor) else list(inputs)
+        inputs = [inputs] if isinstance(inputs, _tape.Tensor) else list(inputs)
         edges = [_capture_edge(t, "backward") for t in inputs]
         captured = run_backward(list(tensors), grad_tensors, retain_graph, create_graph,
                                 capture=edges)
@@ -293,7 +293,7 @@ def _backward(tensors, grad_tensors, retain_graph, create_graph, inputs):
 
 
 def _capture_edge(t, who):
-    if not isinstance(t, _tensor.Tensor):
+    if not isinstance(t, _tape.Tensor):
         raise TypeError(f"{who}: inputs must be tensors, got {type(t).__name__}")
     edge = _edge(t)
     if edge is None:
@@ -306,13 +306,13 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
          allow_unused=False):
     """``torch.autograd.grad``: the gradients of ``outputs`` with respect to ``inputs``,
     returned as a tuple, without touching any ``.grad``."""
-    single_out = isinstance(outputs, _tensor.Tensor)
+    single_out = isinstance(outputs, _tape.Tensor)
     outputs = [outputs] if single_out else list(outputs)
     tracer = _tracing.active()
     if tracer is not None:  # inside graphjit.compile: a gradient request in the graph
         return tracer.grad(outputs, inputs, grad_outputs, create_graph, allow_unused)
-    inputs = [inputs] if isinstance(inputs, _tensor.Tensor) else list(inputs)
-    if isinstance(grad_outputs, _tensor.Tensor):
+    inputs = [inputs] if isinstance(inputs, _tape.Tensor) else list(inputs)
+    if isinstance(grad_outputs, _tape.Tensor):
         grad_outputs = [grad_outputs]
     if grad_outputs is not None and len(grad_outputs) != len(outputs):
         raise ShapeError(f"got {len(grad_outputs)} grad_outputs for {len(outputs)} outputs", op="grad")

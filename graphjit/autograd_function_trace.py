@@ -1,12 +1,12 @@
 """``graphjit.autograd.Function.apply`` inside a compiled function.
 
-See the note below; the eager side, ctx and the checks of what backward returns are in
-autograd_function.py.
+See the note below; ``Function`` and its eager side are in autograd_function.py, ctx and
+the checks of what backward returns in autograd_function_ctx.py.
 """
 from __future__ import annotations
 
-from . import autograd as _ag
-from .autograd_function import _check_gradients, _differentiable_outputs, _run_forward
+from . import autograd_tape as _tape
+from .autograd_function_ctx import _check_gradients, _differentiable_outputs
 from .errors import GraphjitError, TraceError
 from .ir import Value
 from .ops import api, custom
@@ -88,10 +88,8 @@ class _TracedBackward:
         return grads + (None,) * len(extra)  # none for the values the program reads
 
 
-def apply_traced(cls, args, tracer, where):
-    ctx, raw, outs = _run_forward(cls, args, where)
-    if not ctx.recording:
-        return raw
+def apply_traced(cls, args, ctx, raw, outs, tracer):
+    """``Function.apply`` of a recording call while tracing, after ``_run_forward``."""
     results = list(outs)
     diff = _differentiable_outputs(ctx, outs)
     for i, o in enumerate(outs):
@@ -119,7 +117,7 @@ def _trace_backward(cls, ctx, tracer, tensor_args, i) -> _GradientProgram:
     shape, dtype, _ = ctx._out_meta[i]
     hole = Value(TensorType(shape, dtype), name=f"{cls.__name__}.grad{i}")
     try:
-        with _ag.no_grad():
+        with _tape.no_grad():
             grads = []
             for j, meta in enumerate(ctx._out_meta):
                 if j == i:

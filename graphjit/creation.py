@@ -5,33 +5,14 @@ import math
 
 import numpy as np
 
-from . import _tracing, devices, dtypes
+from . import _tracing, dtypes
 from . import random as _random
+from .autograd_tape import no_grad
 from .dtypes import DType
 from .errors import DTypeError
-from .tensor import Tensor, _shape_args, tensor  # noqa: F401  (tensor is re-exported)
-
-
-def _finish(arr: np.ndarray, requires_grad: bool, device=None) -> Tensor:
-    """The new tensor, on ``device`` (made on the host, then copied over: see [Devices]).
-    Inside a compiled function, a value of the program (see ``Tracer.made``)."""
-    tracer = _tracing.active()
-    if tracer is not None:
-        if requires_grad:
-            _refuse_leaf(tracer)
-        return tracer.made(arr)
-    if device is not None:
-        arr = devices.to_device(arr, devices.as_device(device))
-    t = Tensor._wrap(arr)
-    if requires_grad:
-        t.requires_grad = True
-    return t
-
-
-def _refuse_leaf(tracer):
-    tracer.refuse("creating a tensor that requires grad (a new leaf)",
-                  "create it outside the compiled function and pass it in (its .grad then "
-                  "accumulates as in eager mode)")
+from .tensor import Tensor, _finish, _refuse_leaf
+from .tensor import tensor  # noqa: F401  (re-exported)
+from .tensor_data import shape_args
 
 
 def _refuse_random(name: str) -> None:
@@ -48,23 +29,23 @@ def _float(dtype: DType | None) -> DType:
 
 
 def zeros(*size, dtype=None, requires_grad=False, device=None) -> Tensor:
-    return _finish(np.zeros(_shape_args(size), dtype=_float(dtype).np), requires_grad, device)
+    return _finish(np.zeros(shape_args(size), dtype=_float(dtype).np), requires_grad, device)
 
 
 def ones(*size, dtype=None, requires_grad=False, device=None) -> Tensor:
-    return _finish(np.ones(_shape_args(size), dtype=_float(dtype).np), requires_grad, device)
+    return _finish(np.ones(shape_args(size), dtype=_float(dtype).np), requires_grad, device)
 
 
 def empty(*size, dtype=None, requires_grad=False, device=None) -> Tensor:
     # (Zeros while tracing: uninitialised values could be anything, and these are fusable.)
     make = np.zeros if _tracing.active() is not None else np.empty
-    return _finish(make(_shape_args(size), dtype=_float(dtype).np), requires_grad, device)
+    return _finish(make(shape_args(size), dtype=_float(dtype).np), requires_grad, device)
 
 
 def full(size, fill_value, dtype=None, requires_grad=False, device=None) -> Tensor:
     if dtype is None:
         dtype = dtypes.scalar_dtype(fill_value)
-    return _finish(np.full(_shape_args((size,)), fill_value, dtype=dtype.np), requires_grad, device)
+    return _finish(np.full(shape_args((size,)), fill_value, dtype=dtype.np), requires_grad, device)
 
 
 def eye(n, m=None, dtype=None, requires_grad=False, device=None) -> Tensor:
@@ -110,9 +91,9 @@ def randn(*size, dtype=None, requires_grad=False, device=None, generator=None) -
     """Standard normal numbers (Box-Muller on two uniform draws from ``generator``)."""
     from .ops import api
     dt = _random_float(dtype, "randn")
-    shape = _shape_args(size)
+    shape = shape_args(size)
     u = _random.uniform((2,) + shape, dt, generator)
-    with _no_grad():
+    with no_grad():
         radius = api.sqrt(api.mul(api.log(api.sub(1.0, u[0])), -2.0))  # 1 - u in (0, 1]
         z = api.mul(radius, api.cos(api.mul(u[1], 2.0 * math.pi)))
     return _random_result(z, requires_grad, device)
@@ -121,7 +102,7 @@ def randn(*size, dtype=None, requires_grad=False, device=None, generator=None) -
 def rand(*size, dtype=None, requires_grad=False, device=None, generator=None) -> Tensor:
     """Uniform numbers in [0, 1) from ``generator`` (the default one)."""
     dt = _random_float(dtype, "rand")
-    return _random_result(_random.uniform(_shape_args(size), dt, generator), requires_grad,
+    return _random_result(_random.uniform(shape_args(size), dt, generator), requires_grad,
                           device)
 
 
@@ -132,8 +113,8 @@ def randint(low, high=None, size=(), dtype=None, device=None, generator=None) ->
         low, high = 0, low
     if high <= low:
         raise ValueError(f"randint: high ({high}) must be greater than low ({low})")
-    u = _random.uniform(_shape_args((size,)), dtypes.float64, generator)
-    with _no_grad():
+    u = _random.uniform(shape_args((size,)), dtypes.float64, generator)
+    with no_grad():
         # u < 1 is a multiple of 2**-53: u * n rounds below n, and truncation is floor here.
         k = api.add(api.cast(api.mul(u, float(high - low)), dtypes.int64), int(low))
         if dtype is not None and dtype is not dtypes.int64:
@@ -145,11 +126,6 @@ def randperm(n, dtype=None, device=None, generator=None) -> Tensor:
     _refuse_random("randperm")
     perm = (generator or _random.default_generator).host().permutation(n)
     return _finish(perm.astype((dtype or dtypes.int64).np), False, device)
-
-
-def _no_grad():
-    from .autograd import no_grad
-    return no_grad()
 
 
 def _like(fn):

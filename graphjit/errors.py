@@ -74,7 +74,7 @@ class AutogradError(GraphjitError, RuntimeError):
 
 class CopiedViewError(GraphjitError):
     """Eager CUDA refuses an in-place change of a view it had to copy, or a read of such a
-    copy once its base changed ([Copied views] in graphjit/autograd.py): on the CPU, and in
+    copy once its base changed ([Copied views] in graphjit/autograd_tape.py): on the CPU, and in
     compiled code, the view shares memory with its base."""
 
 

@@ -19,6 +19,7 @@ import os
 import numpy as np
 
 from . import _tracing
+from .tensor import Tensor
 
 # PyTorch's default seed (so a fresh process draws reproducibly until seeded otherwise).
 DEFAULT_SEED = 67280421310721
@@ -79,7 +80,6 @@ class Generator:
     def get_state(self):
         """The state as an int64 tensor: ``[seed, next block]`` (the seed's 64 bits) and the
         host generator's state (``set_state`` takes it back)."""
-        from .tensor import Tensor
         t = Tensor._wrap(np.array([self._seed, self._offset], dtype=np.uint64).view(np.int64))
         t._host_state = self._host.bit_generator.state
         return t

@@ -23,7 +23,7 @@ import zlib
 
 import numpy as np
 
-from . import autograd as _ag
+from . import autograd_tape as _tape
 from . import devices, dtypes, tensor_copy
 from .serialization_format import (_BIG_INT, _CRCS, _END, _FOOTER, _MAGIC, _PREFIX,
                                    FORMAT_VERSION, CheckpointTypeError, _key_text, _pad)
@@ -163,7 +163,7 @@ class _Encoder:
                                       "by @graphjit.compile; save outside the compiled function")
         if type(t) not in (Tensor, Parameter):
             return self._other(t, path)
-        _ag.check_copied_view(t, "graphjit.save")
+        _tape.check_copied_view(t, "graphjit.save")
         index = len(self.tensors)
         self.index[id(t)] = index
         self.keep.append(t)

@@ -5,16 +5,16 @@ op registry), which is what lets the same user code run eagerly or be traced lat
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from . import _tracing
-from . import autograd as _ag
+from . import autograd_engine as _engine
+from . import autograd_tape as _tape
 from . import devices, dtypes, tensor_copy, tensor_inplace, tensor_print
 from .dtypes import DType
 from .errors import AutogradError, DTypeError, ShapeError
 from .ops import api, composite
+from .tensor_data import numpy_index, shape_args, to_array
 from .tensor_device import TensorDevices
 
 
@@ -25,12 +25,6 @@ def _unpickle(data, device, requires_grad, attributes):
     t._requires_grad = requires_grad
     t.__dict__.update(attributes)
     return t
-
-
-def _shape_args(size) -> tuple:
-    if len(size) == 1 and isinstance(size[0], (tuple, list)):
-        size = tuple(size[0])
-    return tuple(int(s) for s in size)
 
 
 class Tensor(TensorDevices):
@@ -70,7 +64,7 @@ class Tensor(TensorDevices):
         elif isinstance(data, np.ndarray) and data.dtype in (d.np for d in dtypes.ALL):
             arr = data if type(data) is np.ndarray else data.view(np.ndarray)  # (np.memmap)
         else:
-            arr = _to_array(data, dtypes.get_default_dtype())
+            arr = to_array(data, dtypes.get_default_dtype())
         self._data = arr
         self._requires_grad = False
         self._grad_fn = None
@@ -201,7 +195,7 @@ class Tensor(TensorDevices):
 
     def _accumulate_node(self):
         if self._accumulator is None:
-            self._accumulator = _ag.AccumulateGrad(self)
+            self._accumulator = _tape.AccumulateGrad(self)
         return self._accumulator
 
     def register_post_accumulate_grad_hook(self, hook):
@@ -212,7 +206,7 @@ class Tensor(TensorDevices):
             raise AutogradError("post accumulate grad hooks cannot be registered on non-leaf "
                                 "tensors")
         hooks = self.__dict__.setdefault("_post_accumulate_grad_hooks", {})
-        return _ag.RemovableHandle(hooks, hook)
+        return _engine.RemovableHandle(hooks, hook)
 
     def retain_grad(self) -> None:
         """Keep ``.grad`` for this non-leaf tensor in later backward passes."""
@@ -220,7 +214,7 @@ class Tensor(TensorDevices):
             if not self._requires_grad:
                 raise AutogradError("can't retain_grad on a tensor that does not require grad")
             return
-        _ag.add_retained(self._grad_fn, self)
+        _engine.add_retained(self._grad_fn, self)
 
     @property
     def retains_grad(self) -> bool:
@@ -229,13 +223,13 @@ class Tensor(TensorDevices):
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
         """Accumulate the gradient of this tensor into the leaves' ``.grad`` (``torch.Tensor.backward``)."""
-        _ag.backward([self], None if gradient is None else [gradient], retain_graph, create_graph,
-                     inputs)
+        _engine.backward([self], None if gradient is None else [gradient], retain_graph,
+                         create_graph, inputs)
 
     def detach(self) -> "Tensor":
         """A tensor sharing this one's data, outside the graph."""
-        if _ag.is_grad_enabled() and self._requires_grad:
-            with _ag.no_grad():
+        if _tape.is_grad_enabled() and self._requires_grad:
+            with _tape.no_grad():
                 out = api.detach(self)
         else:
             out = api.detach(self)
@@ -274,7 +268,7 @@ class Tensor(TensorDevices):
         return self
 
     def clone(self) -> "Tensor":
-        if self._requires_grad and _ag.is_grad_enabled():
+        if self._requires_grad and _tape.is_grad_enabled():
             return api.clone(self)  # recorded (CloneBackward0), as in PyTorch
         tracer = _tracing.active()
         if tracer is not None:  # the value it holds now, which this trace may have changed
@@ -374,14 +368,14 @@ class Tensor(TensorDevices):
         """In-place ``x[key] = value`` (outside autograd: under no_grad or on tensors that do not
         require grad; with autograd, build the new value with graphjit.where or cat instead)."""
         value_requires = isinstance(value, Tensor) and value._requires_grad
-        if _ag.is_grad_enabled() and (self._requires_grad or value_requires):
+        if _tape.is_grad_enabled() and (self._requires_grad or value_requires):
             raise AutogradError("index assignment (x[i] = v) is not recorded by autograd; build the "
                                 "value with graphjit.where / graphjit.cat, or assign under no_grad")
         tracer = _tracing.active()
         if tracer is not None:  # an in-place update of the selected elements
             tracer.setitem(self, _unwrap_index(key), value)
             return
-        np_key = _numpy_index(key)
+        np_key = numpy_index(key)
         src = devices.to_host(value._data) if isinstance(value, Tensor) else value
         tensor_inplace.write_items(self, np_key, src)
 
@@ -448,7 +442,7 @@ class Tensor(TensorDevices):
     def copy_(self, src):
         if not isinstance(src, Tensor):
             tracer = _tracing.active()
-            arr = _to_array(src, self.dtype)
+            arr = to_array(src, self.dtype)
             src = tracer.made(arr) if tracer is not None else Tensor._wrap(arr)
         if src._data is not None and self._data is not None and src.device != self.device:
             src = src.to(self.device)  # copy_ crosses devices, as in PyTorch
@@ -467,7 +461,7 @@ class Tensor(TensorDevices):
                                                    self.device))
             else:
                 filled = api.full(self.shape, value, self.dtype)
-            if self._requires_grad and _ag.is_grad_enabled():
+            if self._requires_grad and _tape.is_grad_enabled():
                 # Keep the tensor in the graph with a zero gradient, as PyTorch does.
                 return api.where(api.full((), True, dtypes.bool_), filled, self)
             return filled
@@ -498,10 +492,10 @@ class Tensor(TensorDevices):
     # ---- shape helpers taking *args ----------------------------------------------------------
 
     def reshape(self, *shape):
-        return api.reshape(self, _shape_args(shape))
+        return api.reshape(self, shape_args(shape))
 
     def view(self, *shape):
-        return api.reshape(self, _shape_args(shape))
+        return api.reshape(self, shape_args(shape))
 
     def view_as(self, other):
         return api.reshape(self, other.shape)
@@ -510,19 +504,19 @@ class Tensor(TensorDevices):
         return api.reshape(self, other.shape)
 
     def expand(self, *sizes):
-        return api.expand(self, _shape_args(sizes))
+        return api.expand(self, shape_args(sizes))
 
     def expand_as(self, other):
         return api.expand(self, other.shape)
 
     def permute(self, *dims):
-        return api.permute(self, _shape_args(dims))
+        return api.permute(self, shape_args(dims))
 
     def repeat(self, *sizes):
-        return composite.repeat(self, _shape_args(sizes))
+        return composite.repeat(self, shape_args(sizes))
 
     def tile(self, *dims):
-        return composite.tile(self, _shape_args(dims))
+        return composite.tile(self, shape_args(dims))
 
     def masked_fill_(self, mask, value):
         return self._inplace("masked_fill_", lambda: composite.masked_fill(self, mask, value))
@@ -534,30 +528,28 @@ class Tensor(TensorDevices):
         return self._inplace("triu_", lambda: composite.triu(self, diagonal))
 
     def flip(self, *dims):
-        return composite.flip(self, _shape_args(dims))
+        return composite.flip(self, shape_args(dims))
 
     # ---- new tensors with this one's dtype and device (PyTorch's new_*) -----------------------
 
     def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
         """Zeros of ``size`` with this tensor's dtype and device unless given (PyTorch's)."""
-        from .creation import zeros
-        return zeros(*size, dtype=dtype or self.dtype, device=device or self.device,
-                     requires_grad=requires_grad)
+        return _finish(np.zeros(shape_args(size), dtype=(dtype or self.dtype).np),
+                       requires_grad, device or self.device)
 
     def new_ones(self, *size, dtype=None, device=None, requires_grad=False):
-        from .creation import ones
-        return ones(*size, dtype=dtype or self.dtype, device=device or self.device,
-                    requires_grad=requires_grad)
+        return _finish(np.ones(shape_args(size), dtype=(dtype or self.dtype).np),
+                       requires_grad, device or self.device)
 
     def new_empty(self, *size, dtype=None, device=None, requires_grad=False):
-        from .creation import empty
-        return empty(*size, dtype=dtype or self.dtype, device=device or self.device,
-                     requires_grad=requires_grad)
+        # (Zeros while tracing, as graphjit.empty.)
+        make = np.zeros if _tracing.active() is not None else np.empty
+        return _finish(make(shape_args(size), dtype=(dtype or self.dtype).np),
+                       requires_grad, device or self.device)
 
     def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False):
-        from . import creation
-        return creation.full(_shape_args((size,)), fill_value, dtype=dtype or self.dtype,
-                             device=device or self.device, requires_grad=requires_grad)
+        return _finish(np.full(shape_args((size,)), fill_value, dtype=(dtype or self.dtype).np),
+                       requires_grad, device or self.device)
 
     def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
         return tensor(data, dtype=dtype or self.dtype, device=device or self.device,
@@ -593,7 +585,7 @@ def _unwrap_index(key):
     out = []
     for k in items:
         if isinstance(k, (list, np.ndarray)):
-            arr = _to_array(k, None) if isinstance(k, list) else \
+            arr = to_array(k, None) if isinstance(k, list) else \
                 np.asarray(k, dtype=np.bool_ if k.dtype == np.bool_ else np.int64)
             if tracer is not None:  # a value of the program, on its device
                 k = tracer.made(arr)
@@ -602,12 +594,6 @@ def _unwrap_index(key):
                 k._made_here = True  # may index a CUDA tensor (see [Devices])
         out.append(k)
     return tuple(out) if isinstance(key, tuple) else out[0]
-
-
-def _numpy_index(key):
-    items = key if isinstance(key, tuple) else (key,)
-    out = tuple(devices.to_host(k._data) if isinstance(k, Tensor) else k for k in items)
-    return out if isinstance(key, tuple) else out[0]
 
 
 # ---- attach the tensor functions as methods ---------------------------------------------------
@@ -640,28 +626,27 @@ Tensor.divide = Tensor.div
 Tensor.subtract = Tensor.sub
 
 
-def _to_array(data, dtype: DType | None) -> np.ndarray:
-    """Copy Python/NumPy data into an array of a graphjit dtype (PyTorch's inference rules)."""
-    if isinstance(data, Tensor):
-        arr = devices.to_host(data._data)
-    elif isinstance(data, (list, tuple)):
-        arr = np.array([_to_array(d, None) if isinstance(d, Tensor) else d for d in data]) \
-            if any(isinstance(d, Tensor) for d in data) else np.array(data)
-    else:
-        arr = np.array(data)
-    if arr.dtype == object:
-        raise DTypeError(f"cannot make a tensor from {type(data).__name__} data")
-    if dtype is None:
-        if isinstance(data, (np.ndarray, Tensor)) and arr.dtype in (d.np for d in dtypes.ALL):
-            dtype = dtypes.from_numpy(arr.dtype)
-        elif isinstance(data, numbers.Number) and isinstance(data, np.generic) \
-                and arr.dtype in (d.np for d in dtypes.ALL):
-            dtype = dtypes.from_numpy(arr.dtype)
-        elif arr.dtype.kind == "f":
-            dtype = dtypes.get_default_dtype()  # Python floats -> the default dtype
-        else:
-            dtype = dtypes.from_numpy(arr.dtype, convert=True)
-    return np.array(arr, dtype=dtype.np, copy=True)
+def _finish(arr: np.ndarray, requires_grad: bool, device=None) -> Tensor:
+    """A new tensor holding ``arr``, on ``device`` (made on the host, then copied over: see
+    [Devices]); the creation functions' and ``Tensor.new_*``'s. Inside a compiled function,
+    a value of the program (see ``Tracer.made``)."""
+    tracer = _tracing.active()
+    if tracer is not None:
+        if requires_grad:
+            _refuse_leaf(tracer)
+        return tracer.made(arr)
+    if device is not None:
+        arr = devices.to_device(arr, devices.as_device(device))
+    t = Tensor._wrap(arr)
+    if requires_grad:
+        t.requires_grad = True
+    return t
+
+
+def _refuse_leaf(tracer):
+    tracer.refuse("creating a tensor that requires grad (a new leaf)",
+                  "create it outside the compiled function and pass it in (its .grad then "
+                  "accumulates as in eager mode)")
 
 
 def tensor(data, dtype: DType | None = None, requires_grad: bool = False, device=None) -> Tensor:
@@ -677,7 +662,7 @@ def tensor(data, dtype: DType | None = None, requires_grad: bool = False, device
         return out if dtype is None or out.dtype is dtype else api.cast(out, dtype)
     if isinstance(data, Tensor) and device is None:
         device = data.device
-    arr = _to_array(data, dtype)
+    arr = to_array(data, dtype)
     t = Tensor._wrap(arr if device is None else devices.to_device(arr, devices.as_device(device)))
     if requires_grad:
         t.requires_grad = True
@@ -696,5 +681,8 @@ def _traced_tensor(tracer, data):
     if _holds_tensor(data):
         parts = api._promote(*[_traced_tensor(tracer, d) for d in data])
         return api.stack(parts)
-    return tracer.made(_to_array(data, None))
+    return tracer.made(to_array(data, None))
 
+
+
+_tape.set_tensor_class(Tensor, tensor)  # see [The tape under Tensor] in autograd_tape.py

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _tracing
-from . import autograd as _ag
+from . import autograd_tape as _tape
 from . import devices, dtypes
 from .dtypes import DType
 from .errors import AutogradError, GraphjitError, ShapeError
@@ -47,7 +47,7 @@ class TensorDevices:
         if self._requires_grad:
             raise AutogradError("can't call numpy() on a tensor that requires grad; use "
                                 "tensor.detach().numpy()")
-        _ag.check_copied_view(self, "numpy")
+        _tape.check_copied_view(self, "numpy")
         return devices.to_host(self._data)  # a copy from the GPU (see [Devices])
 
     def __array__(self, dtype=None, copy=None):
@@ -55,7 +55,7 @@ class TensorDevices:
         if self._requires_grad:
             raise AutogradError("can't convert a tensor that requires grad to a NumPy array; use "
                                 "tensor.detach().numpy()")
-        _ag.check_copied_view(self, "__array__")
+        _tape.check_copied_view(self, "__array__")
         arr = devices.to_host(self._data)
         if dtype is not None and arr.dtype != dtype:
             return arr.astype(dtype)
@@ -66,12 +66,12 @@ class TensorDevices:
         if self._data.size != 1:
             raise ShapeError(f"a tensor with {self._data.size} elements (shape {self.shape}) cannot "
                              "be converted to a Python scalar", op="item")
-        _ag.check_copied_view(self, "item")
+        _tape.check_copied_view(self, "item")
         return devices.to_host(self._data).reshape(()).item()
 
     def tolist(self):
         self._read(".tolist()")
-        _ag.check_copied_view(self, "tolist")
+        _tape.check_copied_view(self, "tolist")
         return devices.to_host(self._data).tolist()
 
     def __float__(self):
@@ -163,8 +163,8 @@ def move(t, target):
         raise GraphjitError(f"moving a tensor ({t.dtype.name}{list(t.shape)}) from {t.device} to "
                             f"{target} inside a compiled function: a compiled program runs on "
                             "one device; move its inputs before calling it", op="to")
-    _ag.check_copied_view(t, "to")
+    _tape.check_copied_view(t, "to")
     out = t._plain(devices.to_device(t._data, target))
-    if t._requires_grad and _ag.is_grad_enabled():
-        _ag.record_move(t, out)
+    if t._requires_grad and _tape.is_grad_enabled():
+        _tape.record_move(t, out)
     return out

@@ -329,12 +329,15 @@ def test_compiled_forward_eager_backward():
 
 def test_compiled_calls_do_nothing_extra_when_off(monkeypatch):
     from graphjit import anomaly
+    from graphjit import autograd_tape as tape
 
     def refuse(*args, **kwargs):
         raise AssertionError("anomaly code ran with anomaly mode off")
     for name in ("wants_call", "compiled_call", "watch", "check_results", "record_compiled",
                  "record", "apply_checked"):
         monkeypatch.setattr(anomaly, name, refuse)
+    for name in ("_anomaly_record", "_anomaly_apply"):  # anomaly's work, as the tape calls it
+        monkeypatch.setattr(tape, name, refuse)
     compiled = gj.compile(_forward)
     w = gj.tensor([1.0, 4.0], requires_grad=True)
     for _ in range(2):

@@ -212,7 +212,7 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):  # noqa: A0
         raise DTypeError(f"ReduceOp.AVG needs a floating point tensor, got "
                          f"{tensor.dtype.name}{list(tensor.shape)}", op="all_reduce")
     if _traced("all_reduce", async_op):
-        from ..autograd import no_grad
+        from ..autograd_tape import no_grad
         with no_grad():
             tensor.copy_(reduced(tensor, name, pg))
         return None
@@ -238,7 +238,7 @@ def broadcast(tensor, src: int, group=None, async_op=False):  # noqa: A002
     if not 0 <= src < pg.size:
         raise DistributedError(f"src={src} is not a rank of a group of {pg.size}", op="broadcast")
     if _traced("broadcast", async_op):
-        from ..autograd import no_grad
+        from ..autograd_tape import no_grad
         with no_grad():
             tensor.copy_(_ops.broadcast(tensor, pg.handles, src=src))
         return None

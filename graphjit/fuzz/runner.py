@@ -8,7 +8,7 @@ Outcomes:
 - ``refused``: some mode raised graphjit's ``TraceError`` (something the tracer explicitly
   does not support, such as ``.item()`` of a traced value) and no other mode mismatched; or
   eager mode on CUDA refused an in-place change through a view it had to copy ([Copied
-  views] in graphjit/autograd.py: an eager limit of its own, stated in its error) where the
+  views] in graphjit/autograd_tape.py: an eager limit of its own, stated in its error) where the
   compiled program, which copies nothing, does what the CPU does (runs it, or raises what
   the CPU raises later on);
 - ``invalid``: eager mode produced a NaN or an infinity (the generator keeps values in

@@ -26,7 +26,7 @@ import functools
 import types
 import warnings
 
-from .. import autograd, devices
+from .. import anomaly, autograd_tape, devices
 from .._gc import paused_gc
 from ..tensor import Tensor
 from . import guards, lowering, tiers
@@ -88,17 +88,17 @@ class CompiledFunction:
         leaves, paths = [], []
         tree = _flatten((args, kwargs), "", leaves, paths)
         sig = tuple(_tensor_sig(t) for t in leaves)
-        return (tree, sig, autograd.is_grad_enabled()), leaves, sig
+        return (tree, sig, autograd_tape.is_grad_enabled()), leaves, sig
 
     def __call__(self, *args, **kwargs):
-        if autograd._anomaly_mode and autograd._anomaly.wants_call(self):
-            return autograd._anomaly.compiled_call(self, args, kwargs)  # [Anomaly mode]
+        if autograd_tape._anomaly_mode and anomaly.wants_call(self):
+            return anomaly.compiled_call(self, args, kwargs)  # [Anomaly mode]
         last = self._last_call
         if last is not None and not kwargs:
             # [Steady-state calls]: the arguments of the previous call's signature, checked
             # as _key would see them, then the program's own guards.
             entry, checks, grad_mode, tensor_at = last
-            if len(args) == len(checks) and autograd.is_grad_enabled() == grad_mode:
+            if len(args) == len(checks) and autograd_tape.is_grad_enabled() == grad_mode:
                 for a, check in zip(args, checks):
                     if type(a) is not check[0]:
                         break

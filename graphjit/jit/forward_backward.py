@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import autograd, devices, dtypes
+from .. import anomaly, autograd_tape, devices, dtypes
 from ..errors import AutogradError, GraphjitError, TraceError
 from ..ops import registry
 from ..shapes import TensorType
@@ -160,7 +160,7 @@ class _ForwardBackwardEntry(_Entry):
         tensors = [s.resolve(flat_args) for s in self.slots]
         outputs = _Entry.run(self, flat_args)
         self._node = None
-        if autograd.is_grad_enabled():
+        if autograd_tape.is_grad_enabled():
             saved = []
             for kind, i in self.residual_plan:
                 if kind == "input":
@@ -185,7 +185,7 @@ class _ForwardBackwardEntry(_Entry):
         return t
 
 
-class CompiledBackward(autograd.Node):
+class CompiledBackward(autograd_tape.Node):
     """``grad_fn`` of a compiled forward's outputs: runs the compiled backward program.
 
     Its gradients are the program's result arrays as they are, not copies: a CPU program
@@ -202,12 +202,12 @@ class CompiledBackward(autograd.Node):
         self.entry = entry
         self.saved = saved
         self.num_outputs_ = len(entry.differentiable)
-        self.next_functions = tuple(autograd.input_edge(t) for t in wrt_tensors)
-        self.seq = next(autograd._sequence)
+        self.next_functions = tuple(autograd_tape.input_edge(t) for t in wrt_tensors)
+        self.seq = next(autograd_tape._sequence)
         self.freed = False
         self.retained = None
-        if autograd._anomaly_mode:  # the call, to re-run eagerly ([Anomaly mode])
-            autograd._anomaly.record_compiled(self)
+        if autograd_tape._anomaly_mode:  # the call, to re-run eagerly ([Anomaly mode])
+            anomaly.record_compiled(self)
 
     @property
     def num_outputs(self):
@@ -217,7 +217,7 @@ class CompiledBackward(autograd.Node):
         return f"Compiled{self.entry.graph.name.title().replace('_', '')}Backward"
 
     def apply(self, grads):
-        if autograd.is_grad_enabled():
+        if autograd_tape.is_grad_enabled():
             raise GraphjitError("create_graph=True through a compiled function is not supported: "
                                 "its backward is a compiled program; differentiate the eager "
                                 "function instead")
@@ -251,9 +251,9 @@ class CompiledBackward(autograd.Node):
             own = self.entry.own_outputs = _own_outputs(program, outs)
         got = {j for j, g in enumerate(grads) if g is not None}
         return tuple(None if not reach & got
-                     else autograd._Stale(a.shape, dtypes.from_numpy(a.dtype),
+                     else autograd_tape._Stale(a.shape, dtypes.from_numpy(a.dtype),
                                           "backward: " + stale_inputs[k]) if k in stale_inputs
-                     else autograd.buffer_tensor(a) if mine else Tensor._wrap(devices.copy(a))
+                     else autograd_tape.buffer_tensor(a) if mine else Tensor._wrap(devices.copy(a))
                      for k, (a, reach, mine) in enumerate(zip(outs, self.entry.reaches, own)))
 
     def release(self):

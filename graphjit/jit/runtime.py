@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import autograd, devices
+from .. import anomaly, autograd_tape, devices
 from ..errors import GraphjitError
 from ..shapes import numel
 from ..tensor import Tensor
@@ -379,12 +379,12 @@ class _Entry:
         # Off, anomaly mode costs this one flag test; on, a program with backward work runs
         # with its in-place updates in private copies and its results are checked before
         # anything is written back ([Anomaly mode] in graphjit/anomaly.py).
-        anomaly = autograd._anomaly_mode and autograd._anomaly.watch(self, flat_args)
-        if anomaly:
+        watched = autograd_tape._anomaly_mode and anomaly.watch(self, flat_args)
+        if watched:
             driver_args, copied, private = _private_updates(p, driver_args, copied)
         results = self.program.run_trusted(driver_args)
-        if anomaly:
-            autograd._anomaly.check_results(self, results, driver_args, private)
+        if watched:
+            anomaly.check_results(self, results, driver_args, private)
         outputs = [r.reshape(shape) for r, shape in zip(results, self.program.output_shapes)]
         # Write back only now: a failing program leaves every tensor as it was.
         if not any(copied):
@@ -571,13 +571,13 @@ def _rebuild(tree, outputs, out_values, make, flat_args, grads):
     return tree
 
 
-class _UsedUp(autograd.Node):
+class _UsedUp(autograd_tape.Node):
     """``grad_fn`` of an output that ``backward()`` already ran through inside the compiled
     function: the graph behind it is used up, as after a backward in eager mode."""
     __slots__ = ()
 
     def __init__(self):
-        self.seq = next(autograd._sequence)
+        self.seq = next(autograd_tape._sequence)
         self.next_functions = ()
 
     def name(self) -> str:

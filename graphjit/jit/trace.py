@@ -31,7 +31,8 @@ import re
 
 import numpy as np
 
-from .. import _tracing, autograd, devices
+from .. import _tracing, devices
+from ..autograd_tape import check_copied_view, is_grad_enabled, no_grad
 from ..dtypes import from_numpy
 from ..errors import AutogradError, DTypeError, GraphjitError, ShapeError, TraceError
 from ..ir import Graph, GraphBuilder
@@ -100,7 +101,7 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
         self._register(t, slot)
 
     def _register(self, t, slot):
-        autograd.check_copied_view(t, "compile")  # see [Copied views] in autograd.py
+        check_copied_view(t, "compile")  # see [Copied views] in autograd_tape.py
         data = getattr(t, "_data", t)
         # (An "array" slot, a NumPy operand or a constant graphjit made, has no device of
         # its own: a CUDA program gets it copied over at each call, as eager mode copies such
@@ -240,7 +241,7 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
         values = [self.value_of(t) for t in inputs]
         out = self.builder.apply(op, values, attrs)
         differentiable = op.vjp is not None and out.dtype.is_floating_point
-        requires = (differentiable and autograd.is_grad_enabled()
+        requires = (differentiable and is_grad_enabled()
                     and any(t._requires_grad for t in inputs))
         if not requires and differentiable and any(v in self._grad_values for v in values):
             # Computed from values that carry a gradient, but not recorded (no_grad, or a
@@ -305,7 +306,7 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
         _, seed, offset, used = record
         record[3] = used + n_blocks
         if used:
-            with autograd.no_grad():
+            with no_grad():
                 offset = api.add(offset, used)
         return seed, offset
 
@@ -346,7 +347,7 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
         if isinstance(target, TracerTensor):
             if self.live_view(target) is None:
                 if target._requires_grad and not result._requires_grad \
-                        and not autograd.is_grad_enabled():
+                        and not is_grad_enabled():
                     # Its grad_fn stays: [In-place changes under no_grad] in ops/custom.py.
                     target._value = self.builder.apply(
                         registry.get("reattach"), [result._value, target._value], {})
@@ -354,10 +355,10 @@ class Tracer(TracerViews, TracerAutograd, TracerOptimizers):
                 else:
                     target._value = result._value
                     target._requires_grad = result._requires_grad
-                self.root_changed(target, recorded=autograd.is_grad_enabled()
+                self.root_changed(target, recorded=is_grad_enabled()
                                   and result._requires_grad)
                 return target
-            if autograd.is_grad_enabled() and (target._requires_grad or result._requires_grad) \
+            if is_grad_enabled() and (target._requires_grad or result._requires_grad) \
                     and any(op.name != "detach" for op, _ in target._view.chain):
                 raise AutogradError(f"{op_name}: in-place operation on a view (shape "
                                     f"{tuple(target.shape)}) while autograd records: its gradient "

@@ -19,7 +19,8 @@ with the ops' VJP rules. The state these methods use (``_grad_values``, ``freed_
 """
 from __future__ import annotations
 
-from .. import autograd
+from .. import autograd_engine
+from ..autograd_tape import no_grad
 from ..errors import AutogradError, ShapeError, TraceError
 from ..ops import api, registry
 from ..tensor import Tensor
@@ -200,10 +201,10 @@ class TracerAutograd:
                 self._undo.append(("grad", leaf, None))
                 leaf._grad = self.new_grad(leaf, g)
             else:
-                with autograd.no_grad():
+                with no_grad():
                     total = self.builder.apply(registry.get("add"), [self.value_of(existing), g], {})
                 self.current[id(existing)] = (existing, total)
-            autograd.post_accumulate_grad(leaf)  # [Backward hooks] in autograd_engine.py
+            autograd_engine.post_accumulate_grad(leaf)  # [Backward hooks] in autograd_engine.py
 
     def grad(self, outputs, inputs, grad_outputs, create_graph, allow_unused):
         if create_graph:

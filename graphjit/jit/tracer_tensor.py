@@ -7,7 +7,7 @@ trace.py). ``HyperTensor`` (an optimizer option) is in optimizers.py.
 """
 from __future__ import annotations
 
-from .. import autograd
+from .. import autograd_engine
 from ..errors import TraceError
 from ..tensor import Tensor
 from ..tensor_inplace import Version
@@ -136,8 +136,8 @@ class TracerTensor(Tensor):
                          "tensor and use graphjit.grad on it instead")
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
-        # Through autograd.backward, for its hooks and callbacks ([Backward hooks]).
-        autograd.backward([self], None if gradient is None else [gradient], retain_graph,
+        # Through autograd_engine.backward, for its hooks and callbacks ([Backward hooks]).
+        autograd_engine.backward([self], None if gradient is None else [gradient], retain_graph,
                           create_graph, inputs)
 
 

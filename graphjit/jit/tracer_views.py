@@ -23,8 +23,7 @@ import weakref
 
 import numpy as np
 
-from .. import autograd
-from ..autograd import _camel
+from ..autograd_tape import _camel, is_grad_enabled
 from ..errors import ShapeError
 from ..ops import registry
 from .tracer_tensor import TracerTensor
@@ -34,7 +33,7 @@ class _View:
     """What the tracer knows of a traced view ([Views while tracing]). A traced root is held
     weakly: once it is gone (a temporary a composite reshaped, as the 1-D matmul's product)
     no other tensor shares the memory, and the view is a tensor of its own, as eagerly
-    ([Views of dead tensors] in autograd.py)."""
+    ([Views of dead tensors] in autograd_tape.py)."""
     __slots__ = ("_root", "chain", "shadow", "root_shadow", "source", "untracked")
 
     def __init__(self, root, chain, shadow, root_shadow, source, untracked=False):
@@ -114,7 +113,7 @@ class TracerViews:
         the root may be gone by then (a temporary inside the function) while a view of it
         is returned (see [Views while tracing]). ``recorded``: autograd recorded the change
         (a new grad_fn for the root), after which a backward through a view taken before
-        it is eager mode's error ([In-place through views] in autograd.py): every value a
+        it is eager mode's error ([In-place through views] in autograd_tape.py): every value a
         view of the root had that carries a gradient (``_view_values``: eagerly the view's
         node stays in the graph even when the view tensor is gone) is marked so, and
         ``backward`` raises if a wanted gradient passes one."""
@@ -170,7 +169,7 @@ class TracerViews:
         else:
             new_root = self._scatter_into(base, view.shadow, view.root_shadow, new_value)
         if isinstance(root, TracerTensor):
-            if root._requires_grad and not (autograd.is_grad_enabled() and target._requires_grad):
+            if root._requires_grad and not (is_grad_enabled() and target._requires_grad):
                 # A change autograd does not record (under no_grad, or through a detached
                 # view: ``y.detach().add_(1)``, ``y.data.mul_(2)``): y's grad_fn stays, so a
                 # backward through y still reaches what y was computed from, as eagerly
@@ -181,7 +180,7 @@ class TracerViews:
             self.root_changed(root)
         else:
             self.set_current(root, new_root)
-        if target._requires_grad and not autograd.is_grad_enabled():
+        if target._requires_grad and not is_grad_enabled():
             new_value = self.builder.apply(registry.get("reattach"), [new_value, target._value], {})
             self._grad_values.add(new_value)
         target._value, view.source = new_value, new_root

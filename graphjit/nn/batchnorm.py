@@ -1,7 +1,8 @@
 """Batch normalisation layers (``torch.nn``'s ``BatchNorm1d`` and ``BatchNorm2d``)."""
 from __future__ import annotations
 
-from .. import autograd, creation, dtypes
+from .. import creation, dtypes
+from ..autograd_tape import no_grad
 from ..errors import ShapeError
 from ..ops import api
 from . import functional_conv as F
@@ -51,7 +52,7 @@ class _BatchNorm(Module):
 
     def reset_running_stats(self) -> None:
         if self.track_running_stats:
-            with autograd.no_grad():
+            with no_grad():
                 self.running_mean.zero_()
                 self.running_var.fill_(1)
                 self.num_batches_tracked.zero_()
@@ -72,7 +73,7 @@ class _BatchNorm(Module):
         self._check_input_dim(input)
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            with autograd.no_grad():
+            with no_grad():
                 self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative moving average: 1 / batches seen
                 factor = api.div(1.0, api.cast(self.num_batches_tracked,

@@ -11,7 +11,8 @@ import math
 
 import numpy as np
 
-from .. import autograd, dtypes
+from .. import dtypes
+from ..autograd_tape import no_grad
 from ..errors import DTypeError, ShapeError
 from ..ops import api
 from ..ops.api import (gelu, leaky_relu, log_softmax, relu, sigmoid, silu, softmax,  # noqa: F401
@@ -115,7 +116,7 @@ def _embedding_renorm_(weight, input, max_norm, norm_type):
     # PyTorch's embedding_renorm_: each row that input looks up whose norm exceeds max_norm
     # is scaled by max_norm / (norm + 1e-7), in place. Written over the whole matrix (rows
     # not looked up get a scale of exactly 1), so it traces as well.
-    with autograd.no_grad():
+    with no_grad():
         norm = _vector_norm(weight, norm_type, 1)
         over = api.logical_and(api.gt(_lookup_counts(input, weight), 0), api.gt(norm, max_norm))
         scale = api.where(over, api.div(max_norm, api.add(norm, 1e-7)), 1.0)

@@ -10,7 +10,7 @@ their epilogues).
 """
 from __future__ import annotations
 
-from .. import autograd
+from ..autograd_tape import no_grad
 from ..errors import DTypeError, ShapeError
 from ..ops import api
 from ..ops.window import fold as _fold_op
@@ -297,7 +297,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         square_sum = api.sum(api.mul(centred, centred), dims, keepdim=True)
         var = api.div(square_sum, count)
         if running_mean is not None:
-            with autograd.no_grad():
+            with no_grad():
                 _blend(running_mean, api.reshape(mean, (c,)), momentum)
                 _blend(running_var, api.reshape(api.div(square_sum, count - 1), (c,)), momentum)
     else:

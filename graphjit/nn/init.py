@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import math
 
-from .. import autograd, creation
+from .. import creation
+from ..autograd_tape import no_grad
 from ..errors import ShapeError
 
 
@@ -35,7 +36,7 @@ def _calculate_fan_in_and_fan_out(tensor):
 
 
 def _fill(tensor, values):
-    with autograd.no_grad():
+    with no_grad():
         tensor.copy_(values)
     return tensor
 
@@ -49,7 +50,7 @@ def normal_(tensor, mean: float = 0.0, std: float = 1.0):
 
 
 def constant_(tensor, val: float):
-    with autograd.no_grad():
+    with no_grad():
         tensor.fill_(val)
     return tensor
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
 
-from .. import autograd
+from ..autograd_tape import no_grad
 from ..errors import ShapeError
 from ..tensor import Tensor
 from .parameter import Parameter
@@ -232,7 +232,7 @@ class Module:
             if set_to_none:
                 p.grad = None
             else:
-                with autograd.no_grad():
+                with no_grad():
                     p.grad = p.grad.detach()
                     p.grad.zero_()
 
@@ -246,7 +246,7 @@ class Module:
         its next step (see Optimizer._follow)."""
         from ..tensor_device import parse_to_args
         dtype, device, _ = parse_to_args("Module.to", args, kwargs)
-        with autograd.no_grad():
+        with no_grad():
             for m in self.modules():
                 for store in (m._parameters, m._buffers):
                     for name, t in store.items():
@@ -324,7 +324,7 @@ class Module:
         if errors:
             raise ShapeError(f"error(s) in loading state_dict for {type(self).__name__}:\n\t"
                              + "\n\t".join(errors), op="load_state_dict")
-        with autograd.no_grad():
+        with no_grad():
             for k, target in own.items():
                 if k in state_dict:
                     target.copy_(state_dict[k])

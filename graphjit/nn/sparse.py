@@ -1,7 +1,8 @@
 """``Embedding``: a lookup table of learned vectors (``torch.nn.Embedding``)."""
 from __future__ import annotations
 
-from .. import autograd, creation
+from .. import creation
+from ..autograd_tape import no_grad
 from ..errors import ShapeError
 from . import functional as F
 from . import init
@@ -42,7 +43,7 @@ class Embedding(Module):
     def reset_parameters(self) -> None:
         init.normal_(self.weight)
         if self.padding_idx is not None:
-            with autograd.no_grad():
+            with no_grad():
                 self.weight[self.padding_idx].fill_(0.0)
 
     def forward(self, input):

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 
-from .. import _tracing, autograd, creation
+from .. import _tracing, creation
+from ..autograd_tape import no_grad
 from ..errors import GraphjitError, ShapeError
 from ..ops import api
 from ..tensor import Tensor
@@ -61,7 +62,7 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
 
 def _clip_norm(params, max_norm, norm_type, error_if_nonfinite):
     grads = [p.grad for p in params if p.grad is not None]
-    with autograd.no_grad():
+    with no_grad():
         norms = [_norm(g, norm_type) for g in grads]
         dtype = norms[0].dtype
         total = _norm(api.stack([n if n.dtype is dtype else api.cast(n, dtype) for n in norms]),
@@ -87,7 +88,7 @@ def clip_grad_value_(parameters, clip_value: float, compiled: bool = True) -> No
 
 
 def _clip_value(params, clip_value):
-    with autograd.no_grad():
+    with no_grad():
         for p in params:
             if p.grad is not None:
                 p.grad.clamp_(-clip_value, clip_value)
@@ -106,7 +107,7 @@ def vector_to_parameters(vec, parameters) -> None:
         raise ShapeError(f"vector of shape {tuple(vec.shape)} does not hold the {total} values of "
                          "the parameters", op="vector_to_parameters")
     start = 0
-    with autograd.no_grad():
+    with no_grad():
         for p in params:
             n = p.numel()
             p.copy_(api.reshape(vec[start:start + n], tuple(p.shape)))

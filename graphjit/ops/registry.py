@@ -21,7 +21,7 @@ An OpDef carries
 
 # NOTE: [Interpreters]
 ``bind(op, *inputs, **attrs)`` hands the op to the interpreter on top of a context-local
-stack: the eager interpreter (NumPy + autograd tape, installed by graphjit.autograd) by
+stack: the eager interpreter (NumPy + autograd tape, installed by graphjit/autograd_tape.py) by
 default, a graph builder while tracing. The registry imports neither, so ops/ sits below
 both in the layering.
 """

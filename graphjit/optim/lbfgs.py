@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from ..autograd import enable_grad, no_grad
+from ..autograd_tape import enable_grad, no_grad
 from ..ops.api import cat
 from ..tensor import Tensor
 from graphjit import _tracing

@@ -18,7 +18,7 @@ import weakref
 from collections import defaultdict
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
-from ..autograd import enable_grad, no_grad
+from ..autograd_tape import enable_grad, no_grad
 from ..dtypes import get_default_dtype
 from ..tensor import Tensor, tensor
 from graphjit import _tracing, devices

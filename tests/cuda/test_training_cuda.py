@@ -460,7 +460,7 @@ def test_contiguous_slices_are_views_as_on_the_cpu(rng):
 
 def test_copied_views_refuse_what_the_cpu_would_do_through_a_view(rng):
     """permute, expand and strided slices copy on CUDA ([Copied views] in
-    graphjit/autograd.py): writing into such a copy, or reading it after its base changed,
+    graphjit/autograd_tape.py): writing into such a copy, or reading it after its base changed,
     would give other numbers than the CPU's views, so both are errors naming the op and the
     user's line."""
     x0 = rng.standard_normal((3, 4)).astype(np.float32)

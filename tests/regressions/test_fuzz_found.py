@@ -490,7 +490,7 @@ def test_saved_value_changed_through_data_before_backward_is_refused():
 @pytest.mark.parametrize("compiled", [False, True])
 def test_backward_through_a_view_taken_before_a_recorded_in_place_change_raises(compiled):
     # Eagerly the view's gradient no longer describes its data ([In-place through views] in
-    # autograd.py): the backward raises. Compiled ran, differentiating the changed data.
+    # autograd_tape.py): the backward raises. Compiled ran, differentiating the changed data.
     p2 = gj.nn.Parameter(gj.tensor([[-1.875]]))
     x0 = gj.tensor([[0.5], [0.25]])
 

@@ -77,7 +77,7 @@ def run_op(op, arrays, attrs, out_type: TensorType):
     ``(device array of out_type's shape, whether it is a view of arrays[0])``. ``reshape``,
     ``detach`` and slices that are one contiguous run (``contiguous_slice``) return views,
     as NumPy's do on the CPU; the other view ops (permute, expand, strided slices) copy:
-    see [Copied views] in graphjit/autograd.py."""
+    see [Copied views] in graphjit/autograd_tape.py."""
     shape = tuple(out_type.shape)
     if op.name in ("custom_function", "reattach"):  # a copy of its first operand (ops/custom.py)
         op, arrays, attrs = get("clone"), arrays[:1], {}

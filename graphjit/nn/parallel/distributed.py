@@ -35,7 +35,8 @@ import contextlib
 
 import numpy as np
 
-from ... import _tracing, autograd, devices
+from ... import _tracing, autograd_engine, devices
+from ...autograd_tape import no_grad
 from ...errors import TraceError
 from ...tensor import Tensor
 from ..module import Module
@@ -79,16 +80,16 @@ class _Reducer:
         self.missing = [len(bucket) for bucket in self.buckets]
         self.started = []      # Work per started bucket, in bucket order
         self.active = False    # a backward pass is being reduced
-        self.pass_token = None  # which one (autograd.backward_pass())
+        self.pass_token = None  # which one (autograd_engine.backward_pass())
 
     def _on_grad(self, p) -> None:
         if not self.ddp.require_backward_grad_sync:
             return
-        if not self.active or self.pass_token is not autograd.backward_pass():
+        if not self.active or self.pass_token is not autograd_engine.backward_pass():
             # (A backward that raised left its state behind: start afresh.)
             self._reset()
-            self.active, self.pass_token = True, autograd.backward_pass()
-            autograd.queue_callback(self._finish)
+            self.active, self.pass_token = True, autograd_engine.backward_pass()
+            autograd_engine.queue_callback(self._finish)
         if _tracing.active() is not None:
             return  # the whole reduction is traced at the end ([Gradient buckets])
         self.missing[self.bucket_of[id(p)]] -= 1
@@ -147,7 +148,7 @@ class _Reducer:
                                  "gradients on the CPU only; on CUDA, run the training step "
                                  "eagerly (compile the model's forward instead)",
                                  op="DistributedDataParallel")
-            with autograd.no_grad():
+            with no_grad():
                 grads = [(api.zeros_like(p) if p.grad is None else p.grad).reshape(-1)
                          for p in bucket]
                 flat = grads[0] if len(grads) == 1 else api.cat(grads)
@@ -212,7 +213,7 @@ class DistributedDataParallel(Module):
         self.require_backward_grad_sync = True
         object.__setattr__(self, "process_group", group)
         params = [p for p in module.parameters() if p.requires_grad]
-        with autograd.no_grad():
+        with no_grad():
             for t in list(module.parameters()) + list(module.buffers()):
                 dist.broadcast(t, 0, group)
         cap = int((BUCKET_CAP_MB if bucket_cap_mb is None else bucket_cap_mb) * 1024 * 1024)
@@ -222,7 +223,7 @@ class DistributedDataParallel(Module):
     def forward(self, *inputs, **kwargs):
         if self.broadcast_buffers and self.process_group.size > 1:
             from ... import distributed as dist
-            with autograd.no_grad():
+            with no_grad():
                 for b in self.module.buffers():
                     dist.broadcast(b, 0, self.process_group)
         return self.module(*inputs, **kwargs)
