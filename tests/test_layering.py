@@ -210,3 +210,12 @@ def test_the_check_sees_a_circle():
     graph.add_edge("graphjit.errors", "graphjit.jit.compile")  # as a lazy import would add
     assert any("graphjit.errors" in c and len(c) > 1
                for c in nx.strongly_connected_components(graph))
+
+
+MAX_LINES = 700  # issue 19: no source file over about 700 lines (STYLE.md: split by job)
+
+
+def test_no_source_file_is_too_long():
+    long = {str(path.relative_to(ROOT)): n for path, _ in MODULES.values()
+            if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"split these by what they do: {long}"
