@@ -53,7 +53,7 @@ from . import (collective, creation, elementwise, fused, index, linalg, random, 
                reduce, scan, shape, vmath, window)  # (emitters)
 from .kernel import EMITTERS, KERNEL_IMPORTS, MODULE_GLOBALS, KernelWriter
 from . import looped
-from .looped import Call, Fill, looped_driver, tuple_expression
+from .looped import Call, Fill, cat_parts, looped_driver, tuple_expression
 from .native import ADDRESS_DTYPE
 from .program import CompiledProgram
 from .tiered import TIERS, compile_tiered
@@ -312,22 +312,37 @@ def generate(graph, name: str | None = None, inplace: bool = False,
             out_vars.append(var)
         if k.no_kernel:
             continue
-        kernel_params = k.ins + [name for name, w in zip(k.outs, writes_input) if w is None]
-        text = _kernel_module(kernel_params, k.body, kernel_flags(k.parallel, fastmath))
-        kernel = by_text.get(text)  # identical kernels are one (see [Kernel modules])
-        if kernel is None:
-            kernel = by_text[text] = _Kernel(k.name, kernel_params, k.body, k.parallel, text)
-            kernels.append(kernel)
-        kernel.ir_lines.append(k.ir_line)
-        call_args = [buf[v] for v in node.inputs] + [var for var, w in zip(out_vars, writes_input)
-                                                     if w is None]
-        dtypes = tuple(v.dtype for v in node.inputs) + tuple(
-            v.dtype for v, w in zip(node.outs, writes_input) if w is None)
-        entry = table_index.setdefault((kernel, dtypes), len(table_index))
-        driver.line(f"run_kernel({table_param}[{entry}], {tuple_expression(call_args)})  # {kernel.name}")
-        arg_values = list(node.inputs) + [v for v, w in zip(node.outs, writes_input) if w is None]
-        steps.append(Call(entry, [loc[v] + (numel(v.shape), v.dtype) for v in arg_values],
-                           kernel.name, k.ir_line))
+        parts = cat_parts(node) if not any(v in in_place for v in node.outs) else None
+        if parts is None:
+            # (argument expression, (parameter, first element), length, dtype) per argument
+            args = [(buf[v], loc[v], numel(v.shape), v.dtype) for v in node.inputs]
+            args += [(var, loc[v], numel(v.shape), v.dtype)
+                     for v, var, w in zip(node.outs, out_vars, writes_input) if w is None]
+            parts = [(k, args)]
+        else:  # [Long concatenations]: each part writes its slice of the result
+            (v,), (var,) = node.outs, out_vars
+            parts, calls = [], parts
+            for j, (part, first) in enumerate(calls):
+                names[part.out] = f"{names[v]}_part{j}"
+                pk = KernelWriter(part, namer.fresh(f"{kernel_names[i]}_part"), names)
+                emitter_for(part.op)(part, pk)
+                n = numel(part.out.shape)
+                args = [(buf[x], loc[x], numel(x.shape), x.dtype) for x in part.inputs]
+                args.append((f"{var}[{first}:{first + n}]", (loc[v][0], loc[v][1] + first), n,
+                             v.dtype))
+                parts.append((pk, args))
+        for pk, args in parts:
+            kparams = pk.ins + [name for name, w in zip(pk.outs, writes_input) if w is None]
+            text = _kernel_module(kparams, pk.body, kernel_flags(pk.parallel, fastmath))
+            kernel = by_text.get(text)  # identical kernels are one (see [Kernel modules])
+            if kernel is None:
+                kernel = by_text[text] = _Kernel(pk.name, kparams, pk.body, pk.parallel, text)
+                kernels.append(kernel)
+            kernel.ir_lines.append(pk.ir_line)
+            entry = table_index.setdefault((kernel, tuple(a[3] for a in args)), len(table_index))
+            driver.line(f"run_kernel({table_param}[{entry}], "
+                        f"{tuple_expression([a[0] for a in args])})  # {kernel.name}")
+            steps.append(Call(entry, [a[1] + a[2:] for a in args], kernel.name, pk.ir_line))
 
     # A result in an input's buffer (an input returned as is, or a reshape of one) is copied:
     # the caller may write updates into input buffers, and must not alias them by surprise.

@@ -108,3 +108,34 @@ def looped_driver(steps, params, table_param, returned, namer):
             body.append(f"            {arg(dt, 2)}[:] = {literal}")
     body.append(f"    return ({', '.join(returned)}{',' if len(returned) == 1 else ''})")
     return table, body
+
+
+# NOTE: [Long concatenations]
+# A ``cat`` of many inputs (the batch pass stacks an unrolled loop's 50 steps into one GEMM
+# operand) was one kernel of 50 array arguments: 2.9 s of Numba time for W5, and its call
+# form cost the driver more (2.6 s of 5.2). Where the inputs are whole contiguous blocks of
+# the result (every dim before ``dim`` is 1), it runs as calls of at most CAT_PART inputs,
+# each writing its slice of the result; parts of equal shapes are one kernel.
+CAT_PART = 8
+
+
+def cat_parts(node):
+    """``[(part node, first element of its slice of the result)]`` for a long ``cat`` whose
+    parts are contiguous ([Long concatenations]), else None."""
+    if node.op.name != "cat" or len(node.inputs) <= CAT_PART:
+        return None
+    dim, shape = node.attrs["dim"], node.out.shape
+    if any(shape[d] != 1 for d in range(dim)):
+        return None
+    from ...ir.graph import Node
+    from ...shapes import TensorType, numel
+    parts, first = [], 0
+    for start in range(0, len(node.inputs), CAT_PART):
+        chunk = node.inputs[start:start + CAT_PART]
+        part_shape = list(shape)
+        part_shape[dim] = sum(x.shape[dim] for x in chunk)
+        part = Node(node.op, list(chunk), dict(node.attrs),
+                    TensorType(tuple(part_shape), node.out.dtype), node.source)
+        parts.append((part, first))
+        first += numel(tuple(part_shape))
+    return parts

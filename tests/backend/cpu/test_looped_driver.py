@@ -102,3 +102,30 @@ def test_a_training_step_with_in_place_updates_runs_the_same_looped(monkeypatch)
     np.testing.assert_array_equal(losses, want_losses)
     for a, b in zip(params, want_params):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dim, shape, calls", [
+    (0, (2, 3), 2),      # blocks of rows: parts of 8 and 3 inputs
+    (1, (1, 3, 2), 2),   # leading dims of size 1: still contiguous blocks
+    (1, (2, 3), 1),      # interleaved: one kernel for all inputs
+])
+@pytest.mark.parametrize("forced", [False, True], ids=["straight", "looped"])
+def test_a_long_concatenation_runs_in_parts(dim, shape, calls, forced, monkeypatch, rng):
+    # [Long concatenations] in looped.py: at most CAT_PART inputs a kernel call.
+    if forced:
+        monkeypatch.setattr(looped, "LOOPED_DRIVER_MIN_CALLS", 1)
+    n = 11
+    size = ", ".join(map(str, shape))
+    out = list(shape)
+    out[dim] *= n
+    out = ", ".join(map(str, out))
+    graph = parse_graph(
+        f"graph f({', '.join(f'%x{i}: f32[{size}] {{arg}}' for i in range(n))}) {{\n"
+        f"  %0 = cat({', '.join(f'%x{i}' for i in range(n))}, dim={dim}) : f32[{out}]\n"
+        f"  return %0\n}}")
+    source = generate(graph).module_source
+    assert _looped(source) == forced
+    if not forced:
+        assert len(re.findall(r"^    run_kernel\(", source, re.M)) == calls
+    xs = [rng.standard_normal(shape).astype(np.float32) for _ in range(n)]
+    np.testing.assert_array_equal(compile_graph(graph)(xs)[0][0], np.concatenate(xs, axis=dim))
