@@ -285,7 +285,10 @@ def generate(graph, name: str | None = None, inplace: bool = False,
                 if w is not None:
                     k.outs[j] = k.ins[w]
             writes_input.append(w)
-        emitter_for(node.op)(node, k)
+        # A long cat runs in parts, each its own kernel ([Long concatenations] in looped.py).
+        parts = cat_parts(node) if not any(v in in_place for v in node.outs) else None
+        if parts is None:
+            emitter_for(node.op)(node, k)
         threaded_blas = threaded_blas or k.threaded_blas
         driver.line(f"# {k.ir_line}")
         out_vars = []
@@ -312,7 +315,6 @@ def generate(graph, name: str | None = None, inplace: bool = False,
             out_vars.append(var)
         if k.no_kernel:
             continue
-        parts = cat_parts(node) if not any(v in in_place for v in node.outs) else None
         if parts is None:
             # (argument expression, (parameter, first element), length, dtype) per argument
             args = [(buf[v], loc[v], numel(v.shape), v.dtype) for v in node.inputs]
@@ -359,9 +361,10 @@ def generate(graph, name: str | None = None, inplace: bool = False,
         returned = [loc[v][0] + (".copy()" if owner[v].node is None else "")
                     for v in results] or ["0"]
         steps_name = namer.fresh("STEPS")
-        table, body = looped_driver(steps, driver_params, table_param, returned, namer)
+        table, body = looped_driver(steps, steps_name, driver_params, table_param, returned,
+                                    namer)
         driver_code = ([f"{steps_name} = np.array(["] + table + ["], dtype=np.int64)", "", ""]
-                       + driver_code + [line.replace("STEPS", steps_name) for line in body])
+                       + driver_code + body)
     else:
         driver_code += driver.lines
     graph_text = [f"#   {text}" for text in print_graph(graph).splitlines()]

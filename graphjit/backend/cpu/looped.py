@@ -60,10 +60,10 @@ class Fill:
         self.at, self.n, self.dtype, self.literal, self.ir_line = at, n, dtype, literal, ir_line
 
 
-def looped_driver(steps, params, table_param, returned, namer):
+def looped_driver(steps, steps_name, params, table_param, returned, namer):
     """``(table lines, body lines)`` of a looped driver over ``steps`` ([Looped drivers]):
     the rows, each commented with the IR line it runs, and the body, which reads them as
-    ``STEPS``."""
+    the module constant ``steps_name``."""
     used = {param for step in steps
             for param in ([a[0] for a in step.args] if isinstance(step, Call) else [step.at[0]])}
     buffers = [p for p in params if p in used]
@@ -89,8 +89,8 @@ def looped_driver(steps, params, table_param, returned, namer):
     at, s, row = namer.fresh("at"), namer.fresh("s"), namer.fresh("row")
     body = [f"    {at} = np.empty({len(buffers)}, np.intp)  # the buffers' addresses"]
     body += [f"    {at}[{j}] = {p}.ctypes.data" for j, p in enumerate(buffers)]
-    body.append(f"    for {s} in range(STEPS.shape[0]):")
-    body.append(f"        {row} = STEPS[{s}]")
+    body.append(f"    for {s} in range({steps_name}.shape[0]):")
+    body.append(f"        {row} = {steps_name}[{s}]")
 
     def arg(dt, k):  # the argument at k of a row: (buffer, byte offset, length)
         return f"buffer_view({at}[{row}[{k}]] + {row}[{k + 1}], {row}[{k + 2}], {np_type(dt)})"
