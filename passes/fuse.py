@@ -13,7 +13,7 @@ expression, or a ``sum``/``amax``/``amin``) starts as a group of its own and is 
 - horizontally with the groups of earlier nodes that read one of its domain-sized inputs
   (the sibling gradients of an elementwise chain read the same saved values),
 when the merged group is legal (``_merge_problem``):
-- at most ``MAX_MEMBERS`` nodes;
+- at most ``MAX_MEMBERS`` nodes, and at most ``MAX_ARGUMENTS`` arrays in and out;
 - one loop domain: every reduction reads the same shape and reduces the same dims; every
   other member has that shape, the reduced shape (a per-row value such as ``1 / sum``) or is
   0-d, so no member is computed more than a bounded number of times per domain element;
@@ -56,6 +56,13 @@ from .rewrite import replace_uses
 # registers anyway. Real groups (an optimizer update, an activation's forward and backward)
 # are far smaller; the cap stops horizontal fusion from gluing a whole graph together.
 MAX_MEMBERS = 64
+# The most arrays a fused kernel reads and writes. Every argument costs Numba compile time
+# twice, in the kernel and in the driver's call form for it, and faster than linearly (an
+# njit function of N array arguments: 1.0 s at N=10, 2.6 s at 100). W5's bias gradient, the
+# sum of its 50 unrolled steps' parts, was one 54-argument kernel whose call form alone cost
+# the looped driver about 3 s (issue 22); capped, it is a chain of kernels of equal bodies that
+# share one compiled kernel and one call form.
+MAX_ARGUMENTS = 20
 # Passes over one row that a fused "inner" reduction group may need (softmax: max, then
 # exp-and-sum, then the division; layer norm: mean, variance, normalise).
 MAX_PHASES = 4
@@ -87,10 +94,25 @@ class _Group:
             self.dimsets = set()
 
 
-def _merge_problem(a, b, position) -> str | None:
+def _argument_count(members, users, pinned) -> int:
+    """How many arrays the fused kernel of ``members`` would read and write: the values
+    they read from outside (``full`` constants are copied into the body) and their values
+    read outside or pinned as graph outputs."""
+    inside = {m.out for m in members}
+    member_set = set(members)
+    inputs = {v for m in members for v in m.inputs
+              if v not in inside and not _is_constant(v.node)}
+    results = sum(1 for m in members
+                  if m.out in pinned or any(u not in member_set for u in users[m.out]))
+    return len(inputs) + results
+
+
+def _merge_problem(a, b, position, users, pinned) -> str | None:
     """Why groups ``a`` and ``b`` cannot be one loop (None: they can)."""
     if len(a.members) + len(b.members) > MAX_MEMBERS:
         return f"the loop would hold more than {MAX_MEMBERS} nodes"
+    if _argument_count(a.members + b.members, users, pinned) > MAX_ARGUMENTS:
+        return f"the loop would read and write more than {MAX_ARGUMENTS} arrays"
     if a.dimsets and b.dimsets:
         if a.domain != b.domain:
             return (f"the groups reduce different shapes ({list(a.domain)} and "
@@ -176,6 +198,7 @@ def find_groups(graph, refused=None) -> list:
     reach = {}          # group -> [ancestors mask, descendants mask] (outside the group)
     problems = {}       # (producer, consumer) -> why they were not merged
     users = graph.users()
+    pinned = set(graph.outputs) | {v for _, v in graph.updates}
 
     def merge(a, b):
         if a is b:
@@ -187,7 +210,7 @@ def find_groups(graph, refused=None) -> list:
         both = a.mask | b.mask
         if (desc_a & anc_b) & ~both or (desc_b & anc_a) & ~both:
             return "a path between them leaves the group (fusing would make a cycle)"
-        why = _merge_problem(a, b, position)
+        why = _merge_problem(a, b, position, users, pinned)
         if why is not None:
             return why
         m_anc, m_desc = (anc_a | anc_b) & ~both, (desc_a | desc_b) & ~both

@@ -341,3 +341,33 @@ def test_a_total_read_inside_its_own_loop_stays_out():
       %2 = mul(%0, %1) : f32[6,10]
       return %2
     }""")
+
+
+def test_a_long_sum_of_many_inputs_becomes_a_chain_of_kernels_of_at_most_max_arguments():
+    # The bias gradient of an unrolled RNN: the sum of 50 per-step parts. One loop over all
+    # of them is a 51-argument kernel (Numba's compile time grows faster than linearly with
+    # arguments); capped, it is a chain of loops whose middle links have equal bodies, so
+    # they share one compiled kernel. The values stay those of the unfused graph.
+    from passes import fuse as fuse_module
+    n = 50
+    params = ", ".join(f"%x{i}: f32[6] {{arg}}" for i in range(n))
+    lines = ["%0 = add(%x0, %x1) : f32[6]"]
+    lines += [f"%{i - 1} = add(%{i - 2}, %x{i}) : f32[6]" for i in range(2, n)]
+    body = "\n      ".join(lines)
+    g = parse_graph(text(f"""
+    graph f({params}) {{
+      {body}
+      return %{n - 2}
+    }}"""))
+    rng = np.random.default_rng(0)
+    args = [rng.standard_normal(6).astype(np.float32) for _ in range(n)]
+    want = run_graph(g, args)
+    out = dce.run(fuse.run(g))
+    verify(out)
+    fused = [nd for nd in out.nodes if nd.op.name == "fused"]
+    assert len(fused) == 3
+    cap = fuse_module.MAX_ARGUMENTS
+    assert all(len(nd.inputs) + len(nd.outs) <= cap for nd in fused)
+    assert sum(len(nd.inputs) for nd in fused) == n + len(fused) - 1
+    assert fused[0].attrs["body"] == fused[1].attrs["body"]
+    np.testing.assert_allclose(run_graph(out, args)[0], want[0], rtol=1e-6)
