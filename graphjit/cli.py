@@ -168,11 +168,18 @@ def _cmd_cache(args) -> int:
     if args.action == "info":
         size = sum(os.path.getsize(f) for f in files if os.path.exists(f))
         modules = [f for f in files if f.endswith(".py")]
+
+        def under(sub):  # kernel bundles, lowered programs: pickles in folders of their own
+            return [f for f in files if f.startswith(os.path.join(root, sub) + os.sep)
+                    and f.endswith(".pickle")]
+        bundles, lowered = under("bundles"), under("lowered")
+        numba_files = len(files) - len(modules) - len(bundles) - len(lowered)
         print(f"graphjit compile cache: {root}")
         for folder in outside:
             print(f"  Numba's cache files (NUMBA_CACHE_DIR): {folder}")
-        print(f"  {len(modules)} generated modules, {len(files) - len(modules)} Numba cache "
-              f"files, {size / 2**20:.1f} MiB (set GRAPHJIT_CACHE_DIR to move it)")
+        print(f"  {len(modules)} generated modules, {numba_files} Numba cache files, "
+              f"{len(bundles)} kernel bundles, {len(lowered)} lowered programs, "
+              f"{size / 2**20:.1f} MiB (set GRAPHJIT_CACHE_DIR to move it)")
         return 0
     for path in [os.path.join(root, entry) for entry in os.listdir(root)] + outside:
         shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)

@@ -22,6 +22,11 @@ os.environ.setdefault("GRAPHJIT_VERIFY", "1")
 # test_tiered.py runs the other tiers explicitly. GRAPHJIT_TIERED=interpret runs the whole
 # suite on the NumPy tier instead.
 os.environ.setdefault("GRAPHJIT_TIERED", "0")
+# Every test lowers its programs (passes, code generation) instead of finding them in the
+# lowering cache, so a test that changes a module's tunable (passes.fuse.MAX_ARGUMENTS...)
+# gets what it asked for; tests/jit/test_lowering_cache.py turns the cache on, and
+# GRAPHJIT_LOWERING_CACHE=1 runs the whole suite with it ([The lowering cache]).
+os.environ.setdefault("GRAPHJIT_LOWERING_CACHE", "0")
 
 
 def pytest_addoption(parser):

@@ -106,8 +106,8 @@ def cache_dir(subdir: str = "", numba: bool = False) -> str:
             if subdir:
                 folder = os.path.join(folder, subdir)
                 os.makedirs(folder, exist_ok=True)
-        if wanted not in _WARNED:
-            _WARNED.add(wanted)
+        if root not in _WARNED:  # (once per cache, not per subfolder)
+            _WARNED.add(root)
             warnings.warn(f"graphjit: cannot use the compile cache folder {wanted} ({error}); "
                           f"using {folder} instead (set GRAPHJIT_CACHE_DIR to choose another)",
                           RuntimeWarning, stacklevel=3)

@@ -29,11 +29,11 @@ class CorruptCacheFile(ValueError):
     """A Numba cache file whose checksum does not match its contents."""
 
 
-def _seal(payload: bytes) -> bytes:
+def seal(payload: bytes) -> bytes:
     return _SEAL + hashlib.sha256(payload).digest() + payload
 
 
-def _unseal(blob: bytes, path: str) -> bytes:
+def unseal(blob: bytes, path: str) -> bytes:
     n = len(_SEAL)
     payload = blob[n + 32:]
     if blob[:n] != _SEAL or hashlib.sha256(payload).digest() != blob[n:n + 32]:
@@ -48,7 +48,7 @@ _FILE_ATTRS = ("_index_path", "_source_stamp", "_version", "_dump", "_data_path"
 
 
 def _checked_cache_file():
-    """Numba's IndexDataCacheFile with every file written as ``_seal(contents)`` and checked
+    """Numba's IndexDataCacheFile with every file written as ``seal(contents)`` and checked
     before anything in it is unpickled. Same logic as Numba's own methods otherwise: a file
     of another Numba version or for another source text is a miss, not an error."""
     if _CHECKED_CLASS:
@@ -61,7 +61,7 @@ def _checked_cache_file():
             pickle.dump(self._version, out, protocol=-1)
             out.write(self._dump((self._source_stamp, overloads)))
             with self._open_for_write(self._index_path) as f:
-                f.write(_seal(out.getvalue()))
+                f.write(seal(out.getvalue()))
 
         def _load_index(self):
             try:
@@ -69,7 +69,7 @@ def _checked_cache_file():
                     blob = f.read()
             except FileNotFoundError:
                 return {}
-            payload = io.BytesIO(_unseal(blob, self._index_path))
+            payload = io.BytesIO(unseal(blob, self._index_path))
             if pickle.load(payload) != self._version:
                 return {}
             stamp, overloads = pickle.loads(payload.read())
@@ -77,13 +77,13 @@ def _checked_cache_file():
 
         def _save_data(self, name, data):
             with self._open_for_write(self._data_path(name)) as f:
-                f.write(_seal(self._dump(data)))
+                f.write(seal(self._dump(data)))
 
         def _load_data(self, name):
             path = self._data_path(name)
             with open(path, "rb") as f:
                 blob = f.read()
-            return pickle.loads(_unseal(blob, path))
+            return pickle.loads(unseal(blob, path))
 
     _CHECKED_CLASS.append(CheckedCacheFile)
     return CheckedCacheFile

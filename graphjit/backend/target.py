@@ -64,7 +64,8 @@ class Target:
 
 
 CPU = Target("cpu", pipeline="cpu", package="graphjit.backend.cpu",
-             program_class_name="CompiledProgram", options=frozenset({"fastmath", "tier"}))
+             program_class_name="CompiledProgram",
+             options=frozenset({"fastmath", "tier", "generated"}))
 CUDA = Target("cuda", pipeline="cuda", package="graphjit.backend.cuda",
               program_class_name="CudaProgram", options=frozenset())
 TARGETS = {t.name: t for t in (CPU, CUDA)}

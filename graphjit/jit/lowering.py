@@ -17,6 +17,7 @@ import numpy as np
 from .. import devices
 from ..backend import target_for
 from ..tensor import Tensor
+from . import lowering_cache
 from .forward_backward import _ForwardBackwardEntry, lower_forward_backward
 from .optimizers import _created_state
 from .runtime import Assumed, Outputs, _Entry
@@ -81,6 +82,7 @@ def lower(tracer, result, *, verify: bool, fastmath: bool, assumed: Assumed = As
     if tracer.device.type == "cpu" and tier != "native":
         compile_graph = functools.partial(compile_graph, tier=program_tier(tier, outputs.one_shot))
     # Updates go straight into the tensors' buffers where legal ([In-place updates]).
+    default_build = build is None
     build = build or functools.partial(compile_graph, inplace=True, fastmath=fastmath)
     if differentiable:
         # A compiled forward: its outputs get a grad_fn that runs a compiled backward.
@@ -88,11 +90,30 @@ def lower(tracer, result, *, verify: bool, fastmath: bool, assumed: Assumed = As
                                       compile_graph=compile_graph, passes=passes,
                                       verify=verify, fastmath=fastmath,
                                       outputs=outputs, assumed=assumed)
-    stats = []
-    graph, snapshots = run_pipeline(graph, verify=verify, stats=stats, passes=passes)
+    # [The lowering cache]: a CPU program built the default way may have been lowered
+    # before, in this process or another.
+    cache_key = None
+    if default_build and tracer.device.type == "cpu" and lowering_cache.enabled():
+        cache_key = lowering_cache.key(graph, [p.name for p in passes],
+                                       {"inplace": True, "fastmath": bool(fastmath)})
+    traced_inputs = list(graph.inputs)
+    cached = lowering_cache.load(cache_key, graph) if cache_key else None
+    if cached is not None:
+        graph, snapshots, stats, generated = cached
+        program = compile_graph(graph, name=graph.name, inplace=True, fastmath=fastmath,
+                                generated=generated)
+    else:
+        stats = []
+        graph, snapshots = run_pipeline(graph, verify=verify, stats=stats, passes=passes)
+        program = build(graph, name=graph.name)
+        if cache_key:
+            lowering_cache.store(cache_key, traced_inputs, graph, snapshots, stats,
+                                 program.generated)
     # Passes may replace output values; outputs keep their positions (``Outputs.values``).
-    return _Entry(tracer, build(graph, name=graph.name), graph, snapshots=snapshots,
-                  pass_stats=stats, outputs=outputs, assumed=assumed)
+    entry = _Entry(tracer, program, graph, snapshots=snapshots,
+                   pass_stats=stats, outputs=outputs, assumed=assumed)
+    entry.from_lowering_cache = cached is not None
+    return entry
 
 
 def _collect_outputs(tree) -> list:

@@ -101,6 +101,8 @@ class _Entry:
     (``Outputs``) and what was assumed before the trace (``Assumed``)."""
 
     residuals = ()  # values a compiled forward saves for its backward (forward_backward.py)
+    # Whether the program came from the lowering cache ([The lowering cache]).
+    from_lowering_cache = False
 
     def __init__(self, tracer, program, graph, *, snapshots, pass_stats, outputs: Outputs,
                  assumed: Assumed = Assumed()):

@@ -267,8 +267,8 @@ def test_cache_info_and_clear(seeded, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
     assert cli.main(["cache", "info"]) == 0
     out = capsys.readouterr().out
-    # Two program modules and their two kernel modules.
-    assert str(copy) in out and "4 generated modules, 8 Numba cache files" in out
+    # Two program modules and their two kernel modules, a bundle of each program's kernel.
+    assert str(copy) in out and "4 generated modules, 8 Numba cache files, 2 kernel bundles" in out
     assert cli.main(["cache", "clear"]) == 0
     assert os.listdir(copy) == []
 

@@ -41,6 +41,7 @@ class Program:
         self.graph = graph
         self.name = name
         self.source = generated.source
+        self.generated = generated  # (kept by the lowering cache: graphjit/jit/lowering_cache.py)
         self.path = path
         self.compile_seconds = compile_seconds
         # Inputs (non-const graph inputs) in driver-argument order.

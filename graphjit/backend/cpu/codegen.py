@@ -52,7 +52,7 @@ from ..writer import Namer, SourceWriter, identifier
 from . import (collective, creation, elementwise, fused, index, linalg, random,  # noqa: F401
                reduce, scan, shape, vmath, window)  # (emitters)
 from .kernel import EMITTERS, KERNEL_IMPORTS, MODULE_GLOBALS, KernelWriter
-from . import looped
+from . import kernel_bundle, looped
 from .looped import Call, Fill, cat_parts, looped_driver, tuple_expression
 from .native import ADDRESS_DTYPE
 from .program import CompiledProgram
@@ -450,7 +450,8 @@ def _signature(params):
 
 
 def compile_graph(graph, name: str | None = None, inplace: bool = False,
-                  fastmath: bool = False, tier: str = "native") -> CompiledProgram:
+                  fastmath: bool = False, tier: str = "native",
+                  generated: GeneratedModule | None = None) -> CompiledProgram:
     """Generate, write, import and compile the CPU program of ``graph``.
 
     The modules are written to the on-disk cache (see [Generated modules on disk] in
@@ -460,26 +461,32 @@ def compile_graph(graph, name: str | None = None, inplace: bool = False,
     returns once the native program is compiled; "tiered" returns at once a program that
     runs on NumPy until its native code, compiled in the background, is ready, and
     "interpret" one that only ever runs on NumPy ([Tiered execution] in tiered.py).
+    ``generated``: what ``generate`` made of this graph with these options before (from
+    the lowering cache, [The lowering cache] in graphjit/jit/lowering_cache.py).
     """
     if tier != "native":
         if tier not in TIERS:
             raise ValueError(f"tier must be one of {', '.join(TIERS)}, got {tier!r}")
         start = time.perf_counter()
         with paused_gc():  # [No GC while compiling] in graphjit/_gc.py
-            prepared = prepare_program(graph, name, inplace, fastmath, write=(tier == "tiered"))
+            prepared = prepare_program(graph, name, inplace, fastmath, write=(tier == "tiered"),
+                                       generated=generated)
         return compile_tiered(prepared, tier, start)
     with paused_gc():  # [No GC while compiling] in graphjit/_gc.py
         start = time.perf_counter()
-        program = prepare_program(graph, name, inplace, fastmath).finish()
+        program = prepare_program(graph, name, inplace, fastmath, generated=generated).finish()
         program.compile_seconds = time.perf_counter() - start
         return program
 
 
-def prepare_program(graph, name, inplace, fastmath, write=True) -> "PreparedProgram":
-    """A program's modules generated, written and imported: everything but Numba's work
-    (``write=False``: generated only, for a program that never compiles)."""
+def prepare_program(graph, name, inplace, fastmath, write=True,
+                    generated=None) -> "PreparedProgram":
+    """A program's modules generated (unless ``generated`` is given), written and
+    imported: everything but Numba's work (``write=False``: generated only, for a program
+    that never compiles)."""
     name = name or graph.name
-    generated = generate(graph, name, inplace=inplace, fastmath=fastmath)
+    if generated is None:
+        generated = generate(graph, name, inplace=inplace, fastmath=fastmath)
     if not write:
         return PreparedProgram(graph, name, generated, None, None)
     # The kernel modules first: the program module imports them from their files.
@@ -517,14 +524,22 @@ class PreparedProgram:
     def all_available(self) -> bool:
         """Whether ``finish()`` only loads (nothing to compile, nothing uncacheable)."""
         from numba.core.caching import Cache
+        entries = self.kernels + [(self.driver, self.driver_signature, 0)]
+        if kernel_bundle.exists(self.kernels):
+            entries = entries[-1:]
         return all(tuple(sig) in d.overloads
                    or (isinstance(getattr(d, "_cache", None), Cache) and _cached_or_uncacheable(d))
-                   for d, sig, _ in self.kernels + [(self.driver, self.driver_signature, 0)])
+                   for d, sig, _ in entries)
 
     def finish(self) -> CompiledProgram:
         start = time.perf_counter()
         try:
-            table = np.array(compile_kernels(self.kernels), dtype=ADDRESS_DTYPE)
+            # [Kernel bundles]: all kernels' machine code in one file, after a first run.
+            addresses = kernel_bundle.load(self.kernels)
+            if addresses is None:
+                addresses = compile_kernels(self.kernels)
+                kernel_bundle.write(self.kernels)
+            table = np.array(addresses, dtype=ADDRESS_DTYPE)
             self.driver.compile(self.driver_signature)
         except Exception as e:
             raise GraphjitError(f"Numba could not compile the program generated for graph "

@@ -26,6 +26,8 @@ drivers call this.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from numba import types
 from numba.core import cgutils
@@ -105,9 +107,25 @@ def buffer_view_in_python(address, n, dtype) -> np.ndarray:
     return np.frombuffer((ctypes.c_char * size).from_address(int(address)), dtype, int(n))
 
 
+# Kernels whose machine code this process loaded from a bundle: ``bundle_key`` -> address
+# ([Kernel bundles] in kernel_bundle.py).
+BUNDLED: dict = {}
+
+
+def bundle_key(dispatcher, signature) -> tuple:
+    """What names a kernel's machine code: its module's file name (the hash of its text) and
+    the signature."""
+    return (os.path.basename(dispatcher.py_func.__code__.co_filename), str(tuple(signature)))
+
+
 def kernel_address(dispatcher, signature) -> int:
     """The address of ``dispatcher``'s machine code for ``signature`` (a tuple of Numba
-    types), compiled, or loaded from Numba's cache, first if need be."""
+    types): loaded from a bundle before, or compiled, or loaded from Numba's cache, first
+    if need be."""
+    if BUNDLED and tuple(signature) not in dispatcher.overloads:
+        address = BUNDLED.get(bundle_key(dispatcher, signature))
+        if address is not None:
+            return address
     dispatcher.compile(signature)
     compiled = dispatcher.overloads[tuple(signature)]
     address = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)

@@ -137,6 +137,7 @@ class TieredProgram:
         self.graph = graph = prepared.graph
         self.name = prepared.name
         self.source = generated.source
+        self.generated = generated  # (kept by the lowering cache: graphjit/jit/lowering_cache.py)
         self.path = prepared.path  # the program module (None: never compiled)
         self._args = [v for v in generated.params if v.role != "const"]
         self._arg_types = [(v.dtype.np, tuple(v.shape)) for v in self._args]
