@@ -173,7 +173,8 @@ def _cmd_cache(args) -> int:
             return [f for f in files if f.startswith(os.path.join(root, sub) + os.sep)
                     and f.endswith(".pickle")]
         bundles, lowered = under("bundles"), under("lowered")
-        numba_files = len(files) - len(modules) - len(bundles) - len(lowered)
+        codes = [f for f in files if f.endswith(".pycode")]  # the modules' compiled code
+        numba_files = len(files) - len(modules) - len(codes) - len(bundles) - len(lowered)
         print(f"graphjit compile cache: {root}")
         for folder in outside:
             print(f"  Numba's cache files (NUMBA_CACHE_DIR): {folder}")

@@ -18,8 +18,9 @@ The cache is shared between processes and never trusted:
   same way), so two processes compiling the same graph at once both see one whole file with
   the text its name promises, never half of one.
 - A module file whose bytes are not that text (truncated, garbled, binary, unreadable) is
-  rewritten before the import, and the text executed is the one just checked (no ``.pyc``
-  is written or read: a garbled one would fail the import).
+  rewritten before the import, and the text executed is the one just checked. Its code
+  object is kept beside it (``<file>.pycode``, not a ``.pyc``: sealed with a checksum and
+  the hash of the text it was compiled from, so a garbled or stale one is compiled again).
 - Numba's own files for the module's functions are checksummed, and an entry that fails
   the check or fails to load is compiled again (numba_cache.py).
 
@@ -33,12 +34,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import marshal
 import os
 import sys
 import tempfile
 
 from .cache import cache_dir
-from .numba_cache import guard_numba_caches
+from .numba_cache import guard_numba_caches, seal, unseal
 from .writer import identifier
 
 
@@ -108,7 +110,7 @@ def import_module(path: str):
             source = f.read()
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    code = compile(source, path, "exec", dont_inherit=True)
+    code = _code_of(source, path)
     sys.modules[name] = module
     try:
         exec(code, module.__dict__)
@@ -117,6 +119,35 @@ def import_module(path: str):
         raise
     guard_numba_caches(module, path)
     return module
+
+
+def _code_of(source, path: str):
+    """The code object of a generated module's text: compiled, or the one compiled before,
+    kept in ``<file>code`` next to it, sealed, with the text's hash and Python's bytecode
+    magic number (compiling W5's 69 modules took about 0.2 s of a restart)."""
+    data = source.encode("utf-8") if isinstance(source, str) else source
+    stamp = importlib.util.MAGIC_NUMBER + hashlib.sha256(data).digest()
+    code_path = path + "code"
+    blob = _read_bytes(code_path)
+    if blob is not None:
+        try:
+            payload = unseal(blob, code_path)
+            if payload.startswith(stamp):
+                return marshal.loads(payload[len(stamp):])
+        except Exception:  # garbled, truncated, another Python or text: compile again
+            pass
+    code = compile(data, path, "exec", dont_inherit=True)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=os.path.dirname(code_path))
+        with os.fdopen(fd, "wb") as f:
+            f.write(seal(stamp + marshal.dumps(code)))
+        os.replace(tmp, code_path)
+    except OSError:  # only a slower next start
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    return code
 
 
 def import_sibling(module_file: str, file_name: str):

@@ -115,7 +115,7 @@ def test_first_process_compiles_into_the_cache_folder(seeded):
     assert all(os.path.dirname(p) == cpu for p in result["paths"])
     # Each program module imports its one kernel from a module of its own ([Kernel modules]
     # in backend/cpu/codegen.py), next to it.
-    assert len([n for n in os.listdir(cpu) if n.startswith("kernel_")]) == 2
+    assert len([n for n in os.listdir(cpu) if n.startswith("kernel_") and n.endswith(".py")]) == 2
     # Numba's index and data file per driver and per kernel, next to the modules, inside
     # the cache folder.
     assert len(_numba_files(seeded.pristine)) == 8
@@ -144,7 +144,8 @@ def _flip(path, at):
 
 def _corrupt(folder, kind):
     cpu = os.path.join(folder, "cpu")
-    (module,) = [os.path.join(cpu, n) for n in os.listdir(cpu) if "forward" in n]
+    (module,) = [os.path.join(cpu, n) for n in os.listdir(cpu)
+                 if "forward" in n and n.endswith(".py")]
     (index,) = [os.path.join(cpu, "__pycache__", n) for n in _numba_files(folder)
                 if "forward" in n and n.endswith(".nbi")]
     data = index[:-len(".nbi")] + ".1.nbc"
@@ -155,6 +156,12 @@ def _corrupt(folder, kind):
         open(module, "wb").write(os.urandom(2000) + b"\xff\xfe")
     elif kind == "module syntax error":
         open(module, "a", encoding="utf-8").write("def (:\n")
+    elif kind == "module code garbled":  # its code object, kept beside it (source.py)
+        _flip(module + "code", os.path.getsize(module + "code") // 2)
+    elif kind == "module code of another module":  # sealed and whole, but not its text's
+        (other,) = [os.path.join(cpu, n) for n in os.listdir(cpu)
+                    if "backward" in n and n.endswith(".pycode")]
+        shutil.copyfile(other, module + "code")
     elif kind == "index truncated":
         os.truncate(index, 100)
     elif kind == "index garbage":
@@ -168,7 +175,8 @@ def _corrupt(folder, kind):
         raise AssertionError(kind)
 
 
-MODULE_KINDS = ["module truncated", "module binary garbage", "module syntax error"]
+MODULE_KINDS = ["module truncated", "module binary garbage", "module syntax error",
+                "module code garbled", "module code of another module"]
 NUMBA_KINDS = ["index truncated", "index garbage", "data truncated", "data bytes flipped"]
 
 
