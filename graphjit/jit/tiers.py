@@ -13,7 +13,8 @@
 
 A program that runs once only (the first step of an optimizer, which creates its state:
 [Optimizer state created while tracing] in optimizers.py) is never compiled when tiered:
-its native code would arrive after the call it was for.
+its native code would arrive after the call it was for. If an earlier process (run with
+``GRAPHJIT_TIERED=0``) left all its code in the cache, it is loaded instead (tier "once").
 """
 from __future__ import annotations
 
@@ -44,8 +45,9 @@ def tier_mode(option) -> str:
 
 
 def program_tier(mode: str, one_shot: bool) -> str:
-    """The tier one program is built with."""
-    return "interpret" if mode == "tiered" and one_shot else mode
+    """The tier one program is built with: a program that runs once is not worth compiling
+    when tiered, but its code is worth loading when an earlier process compiled it."""
+    return "once" if mode == "tiered" and one_shot else mode
 
 
 def programs_of(entry) -> list:

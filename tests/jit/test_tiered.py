@@ -202,6 +202,28 @@ def test_tiered_start_hands_over_to_native_code_at_a_call_boundary(data, tmp_pat
     assert "native from its first call" in again.explain().splitlines()[1]
 
 
+def test_a_program_that_runs_once_loads_the_code_an_earlier_compile_left(data, tmp_path,
+                                                                         monkeypatch):
+    # The first optimizer step (it creates the momentum buffers) runs once: tiered, it is
+    # interpreted, unless its code is in the cache already (compiled by a run with
+    # tiered=False), which is then loaded: tier "once".
+    monkeypatch.setenv("GRAPHJIT_CACHE_DIR", str(tmp_path / "cache"))
+    eager_model, eager_opt = _linear_and_sgd(7)
+    eager = _step_fn(eager_model, eager_opt)
+    fresh = gj.compile(_step_fn(*_linear_and_sgd(7)), tiered=True)
+    fresh(*data[0])
+    assert "NumPy interpreter for 1 call only" in fresh.explain().splitlines()[0]
+    native = gj.compile(_step_fn(*_linear_and_sgd(7)), tiered=False)
+    native(*data[0])
+    model, opt = _linear_and_sgd(7)
+    step = gj.compile(_step_fn(model, opt), tiered=True)
+    for k in range(2):
+        assert_close(step(*data[k]).item(), eager(*data[k]).item(), rtol=1e-5, atol=1e-6)
+    assert "native from its first call" in step.explain().splitlines()[0]
+    for key, value in _state(eager_model, eager_opt).items():
+        assert_close(_state(model, opt)[key], value, rtol=1e-5, atol=1e-6)
+
+
 def test_interpret_only_programs_never_compile(rng):
     g = parse_graph("""graph f(%x: f32[3] {arg}) {
   %0 = exp(%x) : f32[3]

@@ -35,6 +35,7 @@ kernels written out in it, for reading (``graphjit dump``'s ``kernels.py``).
 """
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -47,6 +48,7 @@ from ...shapes import numel
 from ..core.buffers import ProgramBuffers
 from ..core.kernel import check_graph, needs_kernel
 from ..core.literals import np_type
+from ..cache import cache_dir
 from ..source import import_module, module_file_name, write_module
 from ..writer import Namer, SourceWriter, identifier
 from . import (collective, creation, elementwise, fused, index, linalg, random,  # noqa: F401
@@ -460,8 +462,9 @@ def compile_graph(graph, name: str | None = None, inplace: bool = False,
     compiled already is not compiled again (see [Kernel modules]). ``tier``: "native"
     returns once the native program is compiled; "tiered" returns at once a program that
     runs on NumPy until its native code, compiled in the background, is ready, and
-    "interpret" one that only ever runs on NumPy ([Tiered execution] in tiered.py).
-    ``generated``: what ``generate`` made of this graph with these options before (from
+    "interpret" one that only ever runs on NumPy ([Tiered execution] in tiered.py), "once"
+    (a program run once) the native program if an earlier process left all its code in the
+    cache, else one that runs on NumPy. ``generated``: what ``generate`` made of this graph with these options before (from
     the lowering cache, [The lowering cache] in graphjit/jit/lowering_cache.py).
     """
     if tier != "native":
@@ -469,7 +472,15 @@ def compile_graph(graph, name: str | None = None, inplace: bool = False,
             raise ValueError(f"tier must be one of {', '.join(TIERS)}, got {tier!r}")
         start = time.perf_counter()
         with paused_gc():  # [No GC while compiling] in graphjit/_gc.py
-            prepared = prepare_program(graph, name, inplace, fastmath, write=(tier == "tiered"),
+            if tier == "once":  # written (so maybe compiled) by an earlier process?
+                generated = generated or generate(graph, name or graph.name,
+                                                  inplace=inplace, fastmath=fastmath)
+                write = os.path.exists(os.path.join(
+                    cache_dir("cpu", numba=True),
+                    module_file_name(generated.module_source, name or graph.name)))
+            else:
+                write = tier == "tiered"
+            prepared = prepare_program(graph, name, inplace, fastmath, write=write,
                                        generated=generated)
         return compile_tiered(prepared, tier, start)
     with paused_gc():  # [No GC while compiling] in graphjit/_gc.py

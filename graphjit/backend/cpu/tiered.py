@@ -58,7 +58,7 @@ from ..core.program import update_plan
 from .program import CompiledProgram
 from .workers import compile_workers, kill_workers, start_workers
 
-TIERS = ("tiered", "native", "interpret")
+TIERS = ("tiered", "native", "interpret", "once")
 # Calls run by the interpreter in this process so far (benchmarks/suite.py's cold-start
 # probe tells the tiers' calls apart with it).
 interpreted_calls = 0
@@ -104,17 +104,23 @@ class TierStatus:
 
 
 def compile_tiered(prepared, tier, start):
-    """``compile_graph(..., tier=tier)`` for tier "tiered" or "interpret", given the program
-    codegen.py prepared (``prepare_program``, written only for "tiered") from time ``start``:
+    """``compile_graph(..., tier=tier)`` for tier "tiered", "interpret" or "once", given the
+    program codegen.py prepared (``prepare_program``, written only for "tiered", and for
+    "once" when an earlier process wrote it) from time ``start``:
     see [Tiered execution]. (codegen.py imports this module, so its prepared program is
     passed in, not asked for.)"""
     program = None
     with paused_gc():  # [No GC while compiling] in graphjit/_gc.py
-        status = TierStatus(prepared.name, tier)
-        if tier == "tiered" and prepared.all_available():
-            # A warm start: nothing to compile, so no first tier.
+        if tier in ("tiered", "once") and prepared.path is not None \
+                and prepared.all_available():
+            # A warm start: nothing to compile, so no first tier. (For a program that runs
+            # once, loading its cached code beat interpreting it: W6's first Adam step
+            # took 0.7-1.0 s on NumPy against 0.25 s loaded.)
             program = _load(prepared, start)
-    if tier == "tiered" and program is not None:
+    # (A program run once that was not in the cache only ever runs on the interpreter.)
+    status = TierStatus(prepared.name, "interpret" if tier == "once" and program is None
+                        else "tiered" if tier == "once" else tier)
+    if program is not None:
         program.tier = status
         status.native_since = 1
         status.compile_seconds = program.compile_seconds
