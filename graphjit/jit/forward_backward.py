@@ -17,6 +17,7 @@ from ..errors import AutogradError, GraphjitError, TraceError
 from ..ops import registry
 from ..shapes import TensorType
 from ..tensor import Tensor
+from . import lowering_cache
 from .runtime import _Entry, tracer_slot_index
 
 
@@ -88,12 +89,21 @@ def lower_forward_backward(tracer, out_tensors, differentiable, *, build, compil
     # Per output j: {position of the input among the backward's outputs: (class, message)}.
     stale = {j: {k: by_slot[id(s)] for k, s in enumerate(wrt) if id(s) in by_slot}
              for j, by_slot in stale_by_slot.items()}
-    stats = []
     # Fusion must not put forward and backward work in one node: they run as two programs.
     graph.fusion_split = list(seeds) + flags
-    joint, snapshots = run_pipeline(graph, verify=verify, stats=stats, passes=passes)
+    # [The lowering cache]: the joint graph after the pipeline, found or kept.
+    cache_key = lowering_cache.pipeline_key(graph, passes, tracer.device, fastmath, "joint")
+    cached = lowering_cache.load(cache_key, graph) if cache_key else None
+    if cached is not None:
+        joint, snapshots, stats, _ = cached
+    else:
+        stats = []
+        traced_inputs = list(graph.inputs)
+        joint, snapshots = run_pipeline(graph, verify=verify, stats=stats, passes=passes)
+        if cache_key:
+            lowering_cache.store(cache_key, traced_inputs, joint, snapshots, stats, None)
     split = partition(joint, seeds + flags, n_out)
-    return _ForwardBackwardEntry(
+    made = _ForwardBackwardEntry(
         tracer, build(split.forward, name=split.forward.name), split,
         snapshots=snapshots, pass_stats=stats,
         seed_types=[sv.type for sv in seeds], given=list(given),
@@ -102,6 +112,8 @@ def lower_forward_backward(tracer, out_tensors, differentiable, *, build, compil
                         for t in differentiable],
         wrt=[tracer.slots.index(s) for s in wrt], reaches=reaches, stale=stale,
         compile_graph=compile_graph, fastmath=fastmath, **entry)
+    made.from_lowering_cache = cached is not None
+    return made
 
 
 # NOTE: [Gradients from some outputs only]

@@ -93,9 +93,9 @@ def lower(tracer, result, *, verify: bool, fastmath: bool, assumed: Assumed = As
     # [The lowering cache]: a CPU program built the default way may have been lowered
     # before, in this process or another.
     cache_key = None
-    if default_build and tracer.device.type == "cpu" and lowering_cache.enabled():
-        cache_key = lowering_cache.key(graph, [p.name for p in passes],
-                                       {"inplace": True, "fastmath": bool(fastmath)})
+    if default_build:
+        cache_key = lowering_cache.pipeline_key(graph, passes, tracer.device, fastmath,
+                                                "program")
     traced_inputs = list(graph.inputs)
     cached = lowering_cache.load(cache_key, graph) if cache_key else None
     if cached is not None:

@@ -27,6 +27,10 @@ A key that cannot be formed (an attribute with no exact text) means no caching. 
 that goes wrong reading an entry (missing, truncated, from another version) is a miss: the
 program is lowered as if the entry were not there, and the entry is written again.
 
+A compiled forward (``jit/forward_backward.py``) keeps only its joint graph after the
+pipeline, with its snapshots and statistics: the partition into forward and backward and
+their code generation run as before.
+
 An entry refers to the traced graph's inputs by position, and ``load`` puts the caller's
 own input values in their place: the runtime matches slots to graph inputs by identity
 (``_Entry.update_slots``). Graph values are stored as a flat table, not pickled as objects
@@ -115,6 +119,17 @@ def key(graph, pass_names, options) -> str | None:
     return h.hexdigest()
 
 
+def pipeline_key(graph, passes, device, fastmath, what: str) -> str | None:
+    """The key of ``graph``'s lowering on ``device`` (None where the cache is off, the
+    device is not the CPU, or the key cannot be formed); ``what`` names what the entry
+    holds ("program": graph and generated program; "joint": a compiled forward's joint
+    graph after the pipeline, before its partition)."""
+    if device.type != "cpu" or passes is None or not enabled():
+        return None
+    return key(graph, [p.name for p in passes],
+               {"inplace": True, "fastmath": bool(fastmath), "entry": what})
+
+
 def _path(k: str) -> str:
     from ..backend.cache import cache_dir
     return os.path.join(cache_dir("lowered"), k[:40] + ".pickle")
@@ -146,10 +161,11 @@ def _encode(graph, traced_inputs, generated):
         "fusion_split": [number[v] for v in graph.fusion_split],
         "host_inputs": [number[v] for v in graph.host_inputs],
     }
-    gen = dict(vars(generated))
-    gen["params"] = [number[v] for v in generated.params]
-    gen["results"] = [number[v] for v in generated.results]
-    data["generated"] = (type(generated), gen)
+    if generated is not None:
+        gen = dict(vars(generated))
+        gen["params"] = [number[v] for v in generated.params]
+        gen["results"] = [number[v] for v in generated.results]
+        data["generated"] = (type(generated), gen)
     return data
 
 
@@ -181,6 +197,8 @@ def _decode(data, traced_inputs):
                   constants={values[i]: a for i, a in data["constants"]},
                   fusion_split=[values[i] for i in data["fusion_split"]],
                   host_inputs=[values[i] for i in data["host_inputs"]])
+    if "generated" not in data:
+        return graph, None
     cls, gen = data["generated"]
     generated = cls.__new__(cls)
     vars(generated).update(gen)

@@ -56,6 +56,7 @@ def _data(rng, steps=3):
 
 
 def _entries(fn):
+    fn = getattr(fn, "_compiled", fn)  # (a compiled module's function)
     return [e for entries in fn._cache.values() for e in entries]
 
 
@@ -212,3 +213,43 @@ def test_a_new_process_finds_the_programs_of_the_last(tmp_path):
     assert second["counts"]["hits"] == 2 and second["counts"]["misses"] == 0
     assert second["losses"] == first["losses"]
     assert second["params"] == first["params"]
+
+
+def _forward_run(seed, xs, ys):
+    """A compiled model (a compiled forward: forward and backward programs) trained with
+    eager loss.backward() and opt.step() for three steps."""
+    gj.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
+    opt = gj.optim.SGD(model.parameters(), lr=0.1)
+    fn = gj.compile(model)
+    losses = []
+    for x, y in zip(xs, ys):
+        opt.zero_grad()
+        loss = F.cross_entropy(fn(gj.tensor(x)), gj.tensor(y))
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    return losses, [p.detach().numpy().copy() for p in model.parameters()], fn
+
+
+def test_a_compiled_forward_finds_its_joint_graph_in_the_cache(cache, rng):
+    xs, ys = _data(rng)
+    losses0, params0, fn0 = _forward_run(4, xs, ys)
+    assert lowering_cache.counts["stores"] >= 1 and lowering_cache.counts["hits"] == 0
+    losses1, params1, fn1 = _forward_run(4, xs, ys)
+    assert lowering_cache.counts["hits"] >= 1
+    assert any(e.from_lowering_cache for e in _entries(fn1))
+    assert losses1 == losses0
+    for a, b in zip(params1, params0):
+        np.testing.assert_array_equal(a, b)
+    for e0, e1 in zip(_entries(fn0), _entries(fn1)):
+        assert e1.snapshots == e0.snapshots
+    gj.manual_seed(4)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
+    opt = gj.optim.SGD(model.parameters(), lr=0.1)
+    for x, y, want in zip(xs, ys, losses1):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(gj.tensor(x)), gj.tensor(y))
+        loss.backward()
+        opt.step()
+        np.testing.assert_allclose(float(loss), want, rtol=1e-5)
