@@ -63,29 +63,38 @@ def module_file_name(source: str, stem: str) -> str:
     return f"{identifier(stem)}_{digest}.py"
 
 
+def module_path(source: str, stem: str, subdir: str) -> str:
+    """Where ``write_module(source, stem, subdir)`` writes (it need not exist)."""
+    return os.path.join(cache_dir(subdir, numba=True), module_file_name(source, stem))
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file renamed into place, so a reader in
+    another process sees the old file or the whole new one, never half of it (OSError if it
+    cannot be written)."""
+    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def write_module(source: str, stem: str, subdir: str) -> str:
     """Write ``source`` to a content-hash named file (once) and return its path."""
     data = source.encode("utf-8")
-    folder = cache_dir(subdir, numba=True)
-    path = os.path.join(folder, module_file_name(source, stem))
+    path = module_path(source, stem, subdir)
     # Rewriting the same text would be harmless (Numba checks the contents) but pointless.
     if _read_bytes(path) != data:
         # Missing, or not the text its name promises: a truncated or garbled file.
-        # Write then rename, so a concurrent reader never sees half a file.
-        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=folder)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
+            write_atomically(path, data)
         except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             if _read_bytes(path) != data:  # (unless another process put the same text there)
                 raise
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
     _CHECKED[path] = source
     return path
 
@@ -137,16 +146,8 @@ def _code_of(source, path: str):
         except Exception:  # garbled, truncated, another Python or text: compile again
             pass
     code = compile(data, path, "exec", dont_inherit=True)
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=os.path.dirname(code_path))
-        with os.fdopen(fd, "wb") as f:
-            f.write(seal(stamp + marshal.dumps(code)))
-        os.replace(tmp, code_path)
-    except OSError:  # only a slower next start
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+    with contextlib.suppress(OSError):  # (unwritten: only a slower next start)
+        write_atomically(code_path, seal(stamp + marshal.dumps(code)))
     return code
 
 

@@ -46,10 +46,11 @@ import hashlib
 import os
 import pickle
 import sys
-import tempfile
 
 import numpy as np
 
+from ..backend.numba_cache import seal, unseal
+from ..backend.source import write_atomically
 from ..ir.graph import Graph, Node, Value
 from ..ir.printer import print_graph
 from ..ops import registry
@@ -213,8 +214,9 @@ def load(k: str, traced_graph):
     """``(graph, snapshots, pass_stats, generated)`` stored under key ``k``, the graph's
     inputs those of ``traced_graph``; None when there is no usable entry."""
     try:
-        with open(_path(k), "rb") as f:
-            entry = pickle.load(f)
+        path = _path(k)
+        with open(path, "rb") as f:
+            entry = pickle.loads(unseal(f.read(), path))
         if entry.get("key") != k:
             return None
         graph, generated = _decode(entry["data"], traced_graph.inputs)
@@ -226,24 +228,14 @@ def load(k: str, traced_graph):
 
 
 def store(k: str, traced_inputs, graph, snapshots, pass_stats, generated) -> None:
-    """Write the entry for key ``k`` (write then rename, so a reader never sees half of
-    it); a cache that cannot be written is only a slower next start."""
+    """Write the entry for key ``k``, sealed with a checksum (a flipped byte in an
+    attribute would otherwise load as another program), write then rename so a reader
+    never sees half of it; a cache that cannot be written is only a slower next start."""
     try:
         blob = pickle.dumps({"key": k, "data": _encode(graph, traced_inputs, generated),
                              "snapshots": snapshots, "pass_stats": pass_stats},
                             protocol=pickle.HIGHEST_PROTOCOL)
-        path = _path(k)
-        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=os.path.dirname(path))
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-            os.replace(tmp, path)
-            counts["stores"] += 1
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomically(_path(k), seal(blob))
+        counts["stores"] += 1
     except (OSError, pickle.PicklingError, TypeError, AttributeError, RecursionError):
         return

@@ -156,6 +156,13 @@ def test_a_garbled_entry_is_a_miss_and_is_written_again(cache, rng):
     assert entry.read_bytes() == data
     _scaled(table, 3.0)(gj.tensor(x))
     assert lowering_cache.counts["hits"] == 1
+    # One byte changed (a pickle that may still load, as another program): sealed, a miss.
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x01
+    entry.write_bytes(bytes(flipped))
+    out = _scaled(table, 3.0)(gj.tensor(x)).numpy()
+    np.testing.assert_allclose(out, (x * table).sum(axis=1) * 3.0, rtol=1e-6)
+    assert lowering_cache.counts["hits"] == 1 and entry.read_bytes() == data
 
 
 def test_a_program_of_other_inputs_is_not_taken_for_the_entry(cache, rng):

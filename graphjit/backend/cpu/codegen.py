@@ -48,8 +48,7 @@ from ...shapes import numel
 from ..core.buffers import ProgramBuffers
 from ..core.kernel import check_graph, needs_kernel
 from ..core.literals import np_type
-from ..cache import cache_dir
-from ..source import import_module, module_file_name, write_module
+from ..source import import_module, module_file_name, module_path, write_module
 from ..writer import Namer, SourceWriter, identifier
 from . import (collective, creation, elementwise, fused, index, linalg, random,  # noqa: F401
                reduce, scan, shape, vmath, window)  # (emitters)
@@ -475,9 +474,8 @@ def compile_graph(graph, name: str | None = None, inplace: bool = False,
             if tier == "once":  # written (so maybe compiled) by an earlier process?
                 generated = generated or generate(graph, name or graph.name,
                                                   inplace=inplace, fastmath=fastmath)
-                write = os.path.exists(os.path.join(
-                    cache_dir("cpu", numba=True),
-                    module_file_name(generated.module_source, name or graph.name)))
+                write = os.path.exists(module_path(generated.module_source,
+                                                   name or graph.name, "cpu"))
             else:
                 write = tier == "tiered"
             prepared = prepare_program(graph, name, inplace, fastmath, write=write,

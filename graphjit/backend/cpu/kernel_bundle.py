@@ -37,10 +37,10 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tempfile
 import threading
 
 from ..numba_cache import seal, unseal
+from ..source import write_atomically
 from .native import BUNDLED, bundle_key, kernel_address
 
 FORMAT = 1
@@ -168,17 +168,6 @@ def write(kernels) -> None:
             records.append((bundle_key(d, sig), fndesc.llvm_func_name,
                             context.get_env_name(fndesc), env, tuple(reload_init),
                             payload[0], tuple(referenced_envs)))
-        blob = seal(pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL))
-        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=os.path.dirname(path))
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomically(path, seal(pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)))
     except Exception:  # a bundle is only a faster next start
         return
