@@ -102,9 +102,13 @@ def _argument_count(members, users, pinned) -> int:
     member_set = set(members)
     inputs = {v for m in members for v in m.inputs
               if v not in inside and not _is_constant(v.node)}
-    results = sum(1 for m in members
-                  if m.out in pinned or any(u not in member_set for u in users[m.out]))
-    return len(inputs) + results
+    return len(inputs) + sum(1 for m in members if _is_result(m, member_set, users, pinned))
+
+
+def _is_result(member, member_set, users, pinned) -> bool:
+    """Whether a group's fused node returns ``member``'s value: read outside the group, or
+    a graph output or update."""
+    return member.out in pinned or any(u not in member_set for u in users[member.out])
 
 
 def _merge_problem(a, b, position, users, pinned) -> str | None:
@@ -318,7 +322,7 @@ def _fused_node(members, users, pinned):
                 operands.append(f"i{inputs.index(v)}")
         names[m.out] = f"t{len(steps)}"
         steps.append((m.op.name, operands, m.attrs))
-        if m.out in pinned or any(u not in member_set for u in users[m.out]):
+        if _is_result(m, member_set, users, pinned):
             results.append(m.out)
     indices = [int(names[v][1:]) for v in results]
     types = [v.type for v in results]
