@@ -12,12 +12,20 @@ against 396-415 GFLOP/s on the Zen 5 development VMs, whose environment sets
 child processes (and prints the kernels that ran).
 
 # NOTE: [The BLAS of compiled programs]
-Numba's ``np.dot`` in the generated kernels calls SciPy's ``scipy.linalg.cython_blas``, so the
-library to ask is SciPy's OpenBLAS (the wheels' ``libscipy_openblas``, symbols prefixed
-``scipy_``; a conda SciPy links a plain ``libopenblas``), not NumPy's (its own, ILP64, with
-``64_`` suffixes: eager mode's matrix products). ``numba_openblas()`` finds it among the
-libraries loaded in this process and calls it through ctypes. Elsewhere (MKL, Accelerate, no
-OpenBLAS found) it returns None, and nothing here acts.
+Two OpenBLAS builds live in a process that imports graphjit from the wheels: NumPy's (its own
+copy, ILP64: 64-bit integer arguments, symbols ``scipy_..64_``), which eager mode's matrix
+products call, and SciPy's (``libscipy_openblas``, LP64, ``scipy_...``), which Numba's
+``np.dot`` calls through ``scipy.linalg.cython_blas``. Compiled programs call NumPy's
+(``numpy_openblas()``; the kernels call its ``cblas_?gemm`` by a symbol graphjit registers with
+LLVM, see backend/cpu/blas.py): the same library and kernels as eager mode (on the same number of
+threads a product gives the same bits compiled and eager), and on the skinny products of convolutions (6 or 16 rows,
+tens of thousands of columns) NumPy's build (0.3.31) ran 1.5-1.8x faster than SciPy's (0.3.30)
+on the 2-core VM. Where NumPy has no such OpenBLAS (MKL, Accelerate, a conda build), programs
+call Numba's ``np.dot``, and ``numba_openblas()`` finds SciPy's among the libraries loaded in
+this process. ``program_openblas()`` in backend/cpu/blas.py is the one the programs call: the
+one whose threads graphjit holds to one for a call ([Threads under load] in
+backend/cpu/threads.py) and whose kernels ``graphjit dump --profile`` names. Elsewhere (MKL, no
+OpenBLAS found) it is None, and nothing here acts.
 """
 from __future__ import annotations
 
@@ -55,15 +63,22 @@ class OpenBLAS:
     """One loaded OpenBLAS library: ``get_num_threads()``, ``set_num_threads(n)`` (process
     wide: OpenBLAS built with pthreads has no per-thread setting) and ``corename()``."""
 
-    def __init__(self, path: str, lib, prefix: str):
+    def __init__(self, path: str, lib, prefix: str, suffix: str = ""):
         self.path = path
-        self._get = getattr(lib, f"{prefix}openblas_get_num_threads")
+        self.lib, self.prefix, self.suffix = lib, prefix, suffix
+        self._get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}")
         self._get.restype, self._get.argtypes = ctypes.c_int, []
-        self._set = getattr(lib, f"{prefix}openblas_set_num_threads")
+        self._set = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}")
         self._set.restype, self._set.argtypes = None, [ctypes.c_int]
-        self._core = getattr(lib, f"{prefix}openblas_get_corename", None)
+        self._core = getattr(lib, f"{prefix}openblas_get_corename{suffix}", None)
         if self._core is not None:
             self._core.restype, self._core.argtypes = ctypes.c_char_p, []
+
+    def address(self, name: str) -> int | None:
+        """The address of the library's function ``name`` (``cblas_sgemm``: prefix and
+        suffix added), or None."""
+        fn = getattr(self.lib, f"{self.prefix}{name}{self.suffix}", None)
+        return None if fn is None else ctypes.cast(fn, ctypes.c_void_p).value
 
     def get_num_threads(self) -> int:
         return self._get()
@@ -119,6 +134,28 @@ def numba_openblas() -> OpenBLAS | None:
         lib = _open(path)
         if lib is not None:
             return lib
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def numpy_openblas() -> OpenBLAS | None:
+    """NumPy's own OpenBLAS when it is an ILP64 build with the ``scipy_`` prefix and ``64_``
+    suffix (the NumPy 2 wheels' ``libscipy_openblas64_``) and has both GEMMs, or None
+    ([The BLAS of compiled programs])."""
+    import numpy as np
+    base = os.path.dirname(os.path.dirname(np.__file__))
+    candidates = sorted(glob.glob(os.path.join(base, "numpy.libs", "*openblas64_*")))
+    candidates += sorted(glob.glob(os.path.join(base, "numpy", ".dylibs", "*openblas64_*")))
+    candidates += [p for p in _loaded_openblas_paths() if "openblas64_" in os.path.basename(p)]
+    for path in candidates:
+        try:
+            lib = ctypes.CDLL(path)  # NumPy loaded it already: the same handle
+        except OSError:
+            continue
+        names = ("openblas_get_num_threads", "openblas_set_num_threads", "cblas_sgemm",
+                 "cblas_dgemm")
+        if all(hasattr(lib, f"scipy_{n}64_") for n in names):
+            return OpenBLAS(path, lib, "scipy_", "64_")
     return None
 
 

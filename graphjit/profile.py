@@ -151,6 +151,7 @@ def format_profile(graph, rows, limits) -> list:
 def openblas_note() -> str | None:
     """A line when the matrix products run OpenBLAS kernels below this CPU's, and why
     ([OpenBLAS core type] in graphjit/_blas.py: graphjit says so, and changes nothing)."""
-    from ._blas import cpu_flags, kernel_note, numba_openblas
-    lib = numba_openblas()
+    from ._blas import cpu_flags, kernel_note
+    from .backend.cpu.blas import program_openblas
+    lib = program_openblas()
     return kernel_note(lib.corename() if lib is not None else None, cpu_flags())

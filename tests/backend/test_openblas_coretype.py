@@ -49,7 +49,8 @@ CHILD = textwrap.dedent("""\
     for _ in range(20):
         program([x, w])
     after = (dict(os.environ), c_environ())
-    blas = _blas.numba_openblas()
+    from graphjit.backend.cpu.blas import program_openblas
+    blas = program_openblas()
     print(json.dumps({"same": [a == b for a, b in zip(before, after)],
                       "changed": sorted(k for a, b in zip(before, after)
                                         for k in set(a) | set(b) if a.get(k) != b.get(k)),
@@ -119,7 +120,8 @@ def test_dump_profile_says_why_the_products_run_below_the_cpus_rate(monkeypatch)
     class Lib:
         def corename(self):
             return "Haswell"
-    monkeypatch.setattr(_blas, "numba_openblas", lambda: Lib())
+    from graphjit.backend.cpu import blas
+    monkeypatch.setattr(blas, "program_openblas", lambda: Lib())
     monkeypatch.setattr(_blas, "cpu_flags", lambda: AVX512)
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
     note = profile.openblas_note()

@@ -108,6 +108,9 @@ def load(kernels) -> list | None:
 def _add(kernels, records) -> list | None:
     import llvmlite.binding as llvm
     from numba.core.runtime import rtsys
+
+    from .blas import cblas
+    cblas()  # the GEMM symbols the code names (blas.py): registered before LLVM resolves them
     context = _context()
     codegen = context.codegen()
     engine = codegen._engine._ee

@@ -1,7 +1,8 @@
-"""matmul: BLAS through ``np.dot`` on contiguous 2-D views of the flat buffers.
+"""matmul: BLAS GEMM calls on the flat buffers.
 
-Numba's ``np.dot(a, b, out)`` calls the BLAS that SciPy ships, so float matmuls run at
-GEMM speed. A batch of ``a`` over a shared ``b`` (``f32[B,M,K] @ f32[K,N]``, a linear layer
+A float product is one ``cblas_?gemm`` call into NumPy's OpenBLAS (blas.py; [The BLAS of
+compiled programs] in graphjit/_blas.py), or Numba's ``np.dot(a, b, out)`` on contiguous 2-D
+views (SciPy's OpenBLAS) where NumPy has none, so float matmuls run at GEMM speed. A batch of ``a`` over a shared ``b`` (``f32[B,M,K] @ f32[K,N]``, a linear layer
 on a batch of sequences) is one GEMM of ``B*M`` rows; other batches loop over GEMMs with
 broadcast batch offsets. BLAS has no int64 GEMM, so int64 matmuls are plain loops.
 """
@@ -11,6 +12,7 @@ from ..._blas import GEMM_SINGLE_THREAD_MAX
 from ...shapes import numel
 from ..core.indexing import affine, c_strides
 from ..core.linalg import batch_strides, matmul_sizes
+from .blas import gemm_call
 from .kernel import emits
 from .loops import coalesce, loop_nest
 
@@ -32,7 +34,8 @@ def emit_matmul(node, k) -> None:
     if numel(b.shape[:-2]) == 1 and tuple(a.shape[:-2]) == batch:
         rows = numel(batch) * m
         k.threaded_blas = rows * kk * n > GEMM_SINGLE_THREAD_MAX
-        k.line(f"np.dot({a_in}.reshape(({rows}, {kk})), {b_in}.reshape(({kk}, {n})), "
+        k.line(gemm_call(a.dtype.name, False, False, rows, n, kk, a_in, b_in, out) or
+               f"np.dot({a_in}.reshape(({rows}, {kk})), {b_in}.reshape(({kk}, {n})), "
                f"{out}.reshape(({rows}, {n})))")
         return
     shape, (sa, sb, so) = _batch_strides(a, b, batch, m, kk, n)
@@ -41,7 +44,8 @@ def emit_matmul(node, k) -> None:
         k.line(f"{oa} = {affine(0, zip(idx, sa))}")
         k.line(f"{ob} = {affine(0, zip(idx, sb))}")
         k.line(f"{oo} = {affine(0, zip(idx, so))}")
-        k.line(f"np.dot({a_in}[{oa}:{oa} + {m * kk}].reshape(({m}, {kk})), "
+        k.line(gemm_call(a.dtype.name, False, False, m, n, kk, a_in, b_in, out, (oa, ob, oo)) or
+               f"np.dot({a_in}[{oa}:{oa} + {m * kk}].reshape(({m}, {kk})), "
                f"{b_in}[{ob}:{ob} + {kk * n}].reshape(({kk}, {n})), "
                f"{out}[{oo}:{oo} + {m * n}].reshape(({m}, {n})))")
 
@@ -70,7 +74,7 @@ def _emit_loops(node, k, m, kk, n, batch) -> None:
 
 @emits("gemm")
 def emit_gemm(node, k) -> None:
-    """``np.dot`` on (transposed) views, then the epilogue over the product in place: see
+    """A GEMM call on (transposed) operands, then the epilogue over the product in place: see
     [GEMM nodes] in graphjit/ir/gemm.py."""
     from ...ir.fused import FUSED
     from ...ir.gemm import epilogue_graph, product_output, product_type
@@ -92,7 +96,8 @@ def emit_gemm(node, k) -> None:
     else:
         a_view = f"{k.ins[0]}.reshape(({kk}, {m})).T" if ta else f"{k.ins[0]}.reshape(({m}, {kk}))"
         b_view = f"{k.ins[1]}.reshape(({n}, {kk})).T" if tb else f"{k.ins[1]}.reshape(({kk}, {n}))"
-        k.line(f"np.dot({a_view}, {b_view}, {target}.reshape(({m}, {n})))")
+        k.line(gemm_call(a.dtype.name, ta, tb, m, n, kk, k.ins[0], k.ins[1], target) or
+               f"np.dot({a_view}, {b_view}, {target}.reshape(({m}, {n})))")
         k.threaded_blas = m * kk * n > GEMM_SINGLE_THREAD_MAX
     if epilogue:
         body_node = Node(FUSED, [Value(p)] + list(extras), {"body": epilogue}, node.out_type)

@@ -47,8 +47,9 @@ OpenBLAS's float32 GEMM rounds differently on one thread than on two (last-bit d
 so results can differ in the last bits from call to call as the load changes.
 ``GRAPHJIT_ADAPTIVE_THREADS=0`` keeps the libraries' settings for every call (results
 reproducible bit for bit on one machine). Numba's setting is the calling thread's; OpenBLAS's
-is the process's (a pthreads OpenBLAS has no per-thread one), so while a program runs its
-GEMMs on one thread, a SciPy BLAS call from another Python thread does too; ``BlasLimit``
+is the process's (a pthreads OpenBLAS has no per-thread one), and the programs' OpenBLAS is
+NumPy's ([The BLAS of compiled programs] in graphjit/_blas.py), so while a program runs its
+GEMMs on one thread, a NumPy matrix product in another Python thread does too; ``BlasLimit``
 counts the programs holding it, so the last one restores the user's setting.
 """
 from __future__ import annotations
@@ -226,8 +227,8 @@ _BLAS_LIMIT = None
 def _blas_limit():
     global _BLAS_LIMIT
     if _BLAS_LIMIT is None:
-        from ..._blas import numba_openblas
-        lib = numba_openblas()
+        from .blas import program_openblas
+        lib = program_openblas()
         _BLAS_LIMIT = BlasLimit(lib) if lib is not None else False
     return _BLAS_LIMIT or None
 
