@@ -50,12 +50,16 @@ def rng(request):
 
 @pytest.fixture(autouse=True)
 def _restore_global_state():
-    """Tests that change the default dtype or grad mode cannot leak it into later tests."""
+    """Tests that change the default dtype or grad mode cannot leak it into later tests, nor
+    a tiered test its programs run once, queued to be compiled for the next process into a
+    cache folder the test removes ([Tiered execution])."""
+    from graphjit.backend.cpu import tiered
     dtype = gj.get_default_dtype()
     grad_mode = gj.is_grad_enabled()
     yield
     gj.set_default_dtype(dtype)
     gj.set_grad_enabled(grad_mode)
+    tiered._FILLS.clear()
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -12,9 +12,10 @@
   debugging of the first tier).
 
 A program that runs once only (the first step of an optimizer, which creates its state:
-[Optimizer state created while tracing] in optimizers.py) is never compiled when tiered:
-its native code would arrive after the call it was for. If an earlier process (run with
-``GRAPHJIT_TIERED=0``) left all its code in the cache, it is loaded instead (tier "once").
+[Optimizer state created while tracing] in optimizers.py) is not compiled for its call when
+tiered: its native code would arrive after the call it was for. It is interpreted, and
+compiled in the background later, once nothing else compiles, for the next process; if an
+earlier process left all its code in the cache, it is loaded instead (tier "once").
 """
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ import graphjit as gj
 import graphjit.nn as nn
 import graphjit.nn.functional as F
 from graphjit.backend.cpu import compile_graph
+from graphjit.backend.cpu import tiered as tiered_module
 from graphjit.backend.cpu.tiered import TieredProgram
 from graphjit.ir import parse_graph, run_graph
 from graphjit.ir.interpret import Interpreter
@@ -216,6 +217,29 @@ def test_a_program_that_runs_once_loads_the_code_an_earlier_compile_left(data, t
     native = gj.compile(_step_fn(*_linear_and_sgd(7)), tiered=False)
     native(*data[0])
     model, opt = _linear_and_sgd(7)
+    step = gj.compile(_step_fn(model, opt), tiered=True)
+    for k in range(2):
+        assert_close(step(*data[k]).item(), eager(*data[k]).item(), rtol=1e-5, atol=1e-6)
+    assert "native from its first call" in step.explain().splitlines()[0]
+    for key, value in _state(eager_model, eager_opt).items():
+        assert_close(_state(model, opt)[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_a_program_run_once_is_compiled_for_the_next_process(data, tmp_path, monkeypatch):
+    # Tiered, the first optimizer step is interpreted; once nothing else compiles (here: after
+    # the steady step's background compile), it is compiled into the cache, nothing loading
+    # it, and the next run of it (here a new compiled function, as in a restart) loads it.
+    monkeypatch.setenv("GRAPHJIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("GRAPHJIT_COMPILE_WORKERS", "1")
+    eager_model, eager_opt = _linear_and_sgd(8)
+    eager = _step_fn(eager_model, eager_opt)
+    first = gj.compile(_step_fn(*_linear_and_sgd(8)), tiered=True)
+    first(*data[0])
+    assert "NumPy interpreter for 1 call only" in first.explain().splitlines()[0]
+    first(*data[1])
+    assert tiered_module.wait_background(timeout=600, fills=True)
+    assert not tiered_module._FILLS and not any(job.fill for job in tiered_module._RUNNING)
+    model, opt = _linear_and_sgd(8)
     step = gj.compile(_step_fn(model, opt), tiered=True)
     for k in range(2):
         assert_close(step(*data[k]).item(), eager(*data[k]).item(), rtol=1e-5, atol=1e-6)

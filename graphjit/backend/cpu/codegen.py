@@ -480,7 +480,10 @@ def compile_graph(graph, name: str | None = None, inplace: bool = False,
                 write = tier == "tiered"
             prepared = prepare_program(graph, name, inplace, fastmath, write=write,
                                        generated=generated)
-        return compile_tiered(prepared, tier, start)
+        # A program run once is compiled later, in the background, for the next process.
+        fill = None if tier != "once" else (lambda: prepare_program(
+            graph, name, inplace, fastmath, generated=generated))
+        return compile_tiered(prepared, tier, start, fill)
     with paused_gc():  # [No GC while compiling] in graphjit/_gc.py
         start = time.perf_counter()
         program = prepare_program(graph, name, inplace, fastmath, generated=generated).finish()

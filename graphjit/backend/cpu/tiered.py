@@ -35,6 +35,16 @@ correctness: loading compiles whatever is missing, here. If the native program c
 built at all, the program keeps running on the interpreter, warns once, and
 ``TieredProgram.wait()`` raises the error.
 
+A program that runs once (tier "once": the first optimizer step, which creates the
+optimizer's state) is loaded when an earlier process left all its code in the cache, and
+otherwise interpreted: its native code would come after the one call it was for. But the next
+process runs it again, so it is compiled then for that process (``_fill_later``): its
+modules written and its kernels compiled by workers into the disk cache, once this process
+has nothing else compiling (checked when a program switches to native code or loads from the
+cache), so it never delays the programs this process runs; nothing here loads it. W6's
+restart ran its first Adam step, 10M parameters, interpreted in 0.7-1.0 s, and loads it in
+about 0.25 s. ``wait_background`` does not wait for these fills.
+
 At exit, workers still compiling are killed (their cache files are written atomically, see
 [Generated modules on disk] in backend/source.py), so a short script does not leave them
 behind.
@@ -103,12 +113,14 @@ class TierStatus:
         return f"{ran} so far; native code compiling in the background"
 
 
-def compile_tiered(prepared, tier, start):
+def compile_tiered(prepared, tier, start, fill=None):
     """``compile_graph(..., tier=tier)`` for tier "tiered", "interpret" or "once", given the
     program codegen.py prepared (``prepare_program``, written only for "tiered", and for
     "once" when an earlier process wrote it) from time ``start``:
     see [Tiered execution]. (codegen.py imports this module, so its prepared program is
-    passed in, not asked for.)"""
+    passed in, not asked for.) ``fill``: for tier "once", a function that writes and
+    imports the program's modules (its prepared program), to compile it for the next
+    process when it is not in the cache."""
     program = None
     with paused_gc():  # [No GC while compiling] in graphjit/_gc.py
         if tier in ("tiered", "once") and prepared.path is not None \
@@ -124,7 +136,10 @@ def compile_tiered(prepared, tier, start):
         program.tier = status
         status.native_since = 1
         status.compile_seconds = program.compile_seconds
+        _start_fill()  # loaded: a moment with nothing of this program's to compile
         return program
+    if tier == "once" and fill is not None:
+        _fill_later(fill)
     job = _NativeCompile(prepared, start) if tier == "tiered" else None
     return TieredProgram(prepared, job, status)
 
@@ -206,6 +221,7 @@ class TieredProgram:
         self.threads = native.threads
         for listener in self.tier.listeners:
             listener(self.tier)
+        _start_fill()  # a call boundary, maybe with nothing left compiling
         return True
 
     # ---- CompiledProgram's interface -------------------------------------------------------
@@ -322,10 +338,12 @@ class _NativeCompile:
     workers (``GRAPHJIT_COMPILE_WORKERS``, default one per usable core, since this process
     is busy interpreting) that a thread waits for, or without workers by that thread
     itself. It is done when they are, and so is every other compile that had some of its
-    kernels in hand already. ``load()`` builds the program from what they compiled."""
+    kernels in hand already. ``load()`` builds the program from what they compiled.
+    ``fill``: a compile for the next process (``_fill_later``), which nothing loads."""
 
-    def __init__(self, prepared, start):
+    def __init__(self, prepared, start, fill=False):
         self.prepared = prepared
+        self.fill = fill
         self.start = start
         self.owner = os.getpid()
         self._done = threading.Event()
@@ -406,15 +424,58 @@ def _tier_workers() -> int:
     return workers + 1
 
 
-def wait_background(timeout=None) -> bool:
+# Programs run once whose code is to be compiled for the next process ([Tiered execution]):
+# their ``fill`` functions, started one at a time when nothing else compiles.
+_FILLS: list = []
+
+
+def _fill_later(fill) -> None:
+    with _LOCK:
+        _FILLS.append(fill)
+
+
+def _start_fill() -> None:
+    """Start compiling the next program run once for the next process, if nothing compiles
+    in the background now and there are workers (a fill never compiles in this process,
+    beside the user's work). Called on the user's thread at a call boundary (a program
+    loaded, or switched to native code): the workers are forked from there, as every
+    background compile's are, never from a helper thread (a fork there while this thread
+    held Numba's compiler lock left the workers waiting for it forever)."""
+    with _LOCK:
+        if not _FILLS or any(not job.finished() for job in _RUNNING) or not _tier_workers():
+            return
+        fill = _FILLS.pop(0)
+    try:
+        prepared = fill()  # writes and imports the modules (Numba compiles nothing here)
+        if prepared.missing():
+            _NativeCompile(prepared, time.perf_counter(), fill=True)
+    except Exception:  # noqa: BLE001 - a fill only saves the next process time
+        pass
+
+
+def wait_background(timeout=None, fills=False) -> bool:
     """Wait until every background compile of this process is done (False if ``timeout``
-    seconds pass first); each program switches to native code at its next call."""
+    seconds pass first); each program switches to native code at its next call. ``fills``:
+    also compile the programs run once for the next process ([Tiered execution]), and wait
+    for that."""
     deadline = None if timeout is None else time.perf_counter() + timeout
-    for job in list(_RUNNING):
-        left = None if deadline is None else max(deadline - time.perf_counter(), 0.0)
-        if not job.wait(left):
-            return False
-    return True
+    while True:
+        for job in list(_RUNNING):
+            if job.fill and not fills:
+                continue
+            left = None if deadline is None else max(deadline - time.perf_counter(), 0.0)
+            if not job.wait(left):
+                return False
+        if not fills:
+            return True
+        with _LOCK:
+            pending = len(_FILLS)
+        if not pending:
+            return True
+        _start_fill()
+        with _LOCK:
+            if len(_FILLS) == pending:  # not started (no workers): nothing to wait for
+                return True
 
 
 @atexit.register
