@@ -145,22 +145,26 @@ def probe(key):
     until native code runs them (a tiered start runs the first ones on NumPy while Numba
     compiles: graphjit/jit/tiers.py), then the steady state."""
     import graphjit  # noqa: F401
-    try:
-        from graphjit.backend.cpu import tiered
-    except ImportError:  # a checkout from before tiered execution (--base)
-        tiered = type("NoTiers", (), {"interpreted_calls": 0})
     import_s = time.perf_counter() - _T_START  # the suite's own imports (NumPy) count too
+
+    def interpreted_calls():
+        # Read without importing the backend, whose import (Numba's) is the first call's
+        # to pay: a checkout from before tiered execution (--base) has no such module.
+        tiered = sys.modules.get("graphjit.backend.cpu.tiered")
+        return getattr(tiered, "interpreted_calls", 0)
+
     w = WORKLOADS[key]
     init = w.init()
     step, _ = w.impl(GRAPHJIT_COMPILED).make(init)
+    numba_before = "numba" in sys.modules
     calls, native = [], []
     start = time.perf_counter()
     while len(calls) < max(PROBE_CALLS, PROBE_STEPS) or not native[-1]:
-        before = tiered.interpreted_calls
+        before = interpreted_calls()
         t0 = time.perf_counter()
         step()
         calls.append(time.perf_counter() - t0)
-        native.append(tiered.interpreted_calls == before)
+        native.append(interpreted_calls() == before)
         if time.perf_counter() - start > PROBE_LIMIT_S:
             break
     steady = []
@@ -170,7 +174,8 @@ def probe(key):
         steady.append(time.perf_counter() - t0)
     # The first call from which every call ran native code (1-based), if one did.
     first_native = next((k + 1 for k in range(len(native)) if all(native[k:])), None)
-    _emit({"import_s": import_s, "calls_s": calls, "native": native,
+    _emit({"import_s": import_s, "numba_imported_before_first_call": numba_before,
+           "calls_s": calls, "native": native,
            "first_native_call": first_native, "steady_s": float(np.median(steady)),
            "tiered": os.environ.get("GRAPHJIT_TIERED", ""), "blas": blas_kernels()})
 
