@@ -41,7 +41,8 @@ otherwise interpreted: its native code would come after the one call it was for.
 process runs it again, so it is compiled then for that process (``_fill_later``): its
 modules written and its kernels compiled by workers into the disk cache, once this process
 has nothing else compiling (checked when a program switches to native code or loads from the
-cache), so it never delays the programs this process runs; nothing here loads it. W6's
+cache), with its workers at the lowest priority (``nice`` 19), so it never delays the
+programs this process runs; nothing here loads it. W6's
 restart ran its first Adam step, 10M parameters, interpreted in 0.7-1.0 s, and loads it in
 about 0.25 s. ``wait_background`` does not wait for these fills.
 
@@ -362,7 +363,10 @@ class _NativeCompile:
                 entries.append((dispatcher, signature))
         workers = _tier_workers()
         if workers and entries:
-            self.pids = start_workers(entries, min(workers, len(entries)))
+            # A fill's workers at the lowest priority: they take only cores the user's
+            # steps leave idle (at full priority they made W7's first native steps 2x slower).
+            self.pids = start_workers(entries, min(workers, len(entries)),
+                                      nice=19 if fill else 0)
         _RUNNING.add(self)
         thread = threading.Thread(target=self._background, args=(entries, waits_for),
                                   daemon=True, name=f"graphjit-compile-{prepared.name}")
@@ -439,8 +443,9 @@ def _start_fill() -> None:
     in the background now and there are workers (a fill never compiles in this process,
     beside the user's work). Called on the user's thread at a call boundary (a program
     loaded, or switched to native code): the workers are forked from there, as every
-    background compile's are, never from a helper thread (a fork there while this thread
-    held Numba's compiler lock left the workers waiting for it forever)."""
+    background compile's are, never from a helper thread (forked from one, the workers
+    hung in the test suite: a fork copies the locks other threads hold at that moment, an
+    import's for one, and no one in the child ever releases them)."""
     with _LOCK:
         if not _FILLS or any(not job.finished() for job in _RUNNING) or not _tier_workers():
             return

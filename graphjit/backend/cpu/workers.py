@@ -101,11 +101,12 @@ def _compile_forked(entries, workers: int) -> None:
                 pass
 
 
-def start_workers(entries, workers: int) -> list:
+def start_workers(entries, workers: int, nice: int = 0) -> list:
     """Fork ``workers`` processes that compile ``entries`` (``(dispatcher, signature)``,
     dearest first) into Numba's disk cache from a shared queue and exit; returns their pids
-    without waiting (the caller reaps them: ``os.waitpid``). Nothing is compiled here."""
-    read_end, pids = _fork(entries, workers)
+    without waiting (the caller reaps them: ``os.waitpid``). Nothing is compiled here.
+    ``nice``: added to the workers' niceness (19: they run only on cores nothing else wants)."""
+    read_end, pids = _fork(entries, workers, nice)
     os.close(read_end)
     return pids
 
@@ -118,8 +119,9 @@ def kill_workers(pids) -> None:
             pass
 
 
-def _fork(entries, workers: int):
-    """The queue's read end and the pids of ``workers`` forked processes draining it."""
+def _fork(entries, workers: int, nice: int = 0):
+    """The queue's read end and the pids of ``workers`` forked processes draining it, their
+    niceness raised by ``nice``."""
     from numba.core.compiler_lock import global_compiler_lock
     read_end, write_end = os.pipe()
     try:
@@ -134,6 +136,8 @@ def _fork(entries, workers: int):
                 if pid == 0:  # the worker
                     status = 1
                     try:
+                        if nice:
+                            os.nice(nice)
                         _drain(read_end, entries, keep_going=True)
                         status = 0
                     finally:

@@ -146,3 +146,25 @@ def test_a_value_named_like_the_drivers_helpers_does_not_shadow_them():
                     "  %0 = mul(%run_kernel, %import_sibling) : f32[3]\n  return %0\n}")
     a, b = np.float32([1, 2, 3]), np.float32([4, -5, 6])
     np.testing.assert_array_equal(compile_graph(g)([a, b])[0][0], a * b)
+
+
+class _Niceness:
+    """A stand-in dispatcher whose compile writes the worker's niceness to a file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def compile(self, signature):
+        with open(self.path, "w") as f:
+            f.write(str(os.nice(0)))
+
+
+@pytest.mark.parametrize("nice", [0, 19])
+def test_workers_run_at_the_niceness_asked_for(tmp_path, nice):
+    # A fill (a program run once, compiled for the next process) asks for 19: its workers
+    # then take only cores the user's steps leave idle ([Tiered execution]).
+    path = tmp_path / "nice.txt"
+    pids = workers.start_workers([(_Niceness(str(path)), ())], 1, nice=nice)
+    for pid in pids:
+        os.waitpid(pid, 0)
+    assert int(path.read_text()) == min(os.nice(0) + nice, 19)
