@@ -60,18 +60,25 @@ def _entries(fn):
     return [e for entries in fn._cache.values() for e in entries]
 
 
-def test_a_program_found_in_the_cache_runs_as_the_one_lowered_afresh(cache, rng):
-    xs, ys = _data(rng)
-    losses0, state0, fn0 = _training_run(3, xs, ys)
+def _run_twice(run, seed, xs, ys):
+    """``run`` lowered afresh, then again from the cache: the same losses and tensors bit
+    for bit (the same program, updating the second model's own tensors in place); returns
+    the two compiled functions and the second run's losses and tensors."""
+    losses0, state0, fn0 = run(seed, xs, ys)
     assert lowering_cache.counts["stores"] >= 1 and lowering_cache.counts["hits"] == 0
-    losses1, state1, fn1 = _training_run(3, xs, ys)
+    losses1, state1, fn1 = run(seed, xs, ys)
     assert lowering_cache.counts["hits"] >= 1
     assert any(e.from_lowering_cache for e in _entries(fn1))
     assert not any(e.from_lowering_cache for e in _entries(fn0))
-    # Bit for bit: the same program, updating the second model's own tensors in place.
     assert losses1 == losses0
     for a, b in zip(state1, state0):
         np.testing.assert_array_equal(a, b)
+    return fn0, fn1, losses1, state1
+
+
+def test_a_program_found_in_the_cache_runs_as_the_one_lowered_afresh(cache, rng):
+    xs, ys = _data(rng)
+    fn0, fn1, losses1, state1 = _run_twice(_training_run, 3, xs, ys)
     # What explain() and the dump show: the same stages and statistics.
     for e0, e1 in zip(_entries(fn0), _entries(fn1)):
         assert e1.snapshots == e0.snapshots
@@ -241,14 +248,7 @@ def _forward_run(seed, xs, ys):
 
 def test_a_compiled_forward_finds_its_joint_graph_in_the_cache(cache, rng):
     xs, ys = _data(rng)
-    losses0, params0, fn0 = _forward_run(4, xs, ys)
-    assert lowering_cache.counts["stores"] >= 1 and lowering_cache.counts["hits"] == 0
-    losses1, params1, fn1 = _forward_run(4, xs, ys)
-    assert lowering_cache.counts["hits"] >= 1
-    assert any(e.from_lowering_cache for e in _entries(fn1))
-    assert losses1 == losses0
-    for a, b in zip(params1, params0):
-        np.testing.assert_array_equal(a, b)
+    fn0, fn1, losses1, _ = _run_twice(_forward_run, 4, xs, ys)
     for e0, e1 in zip(_entries(fn0), _entries(fn1)):
         assert e1.snapshots == e0.snapshots
     gj.manual_seed(4)

@@ -203,6 +203,18 @@ def test_tiered_start_hands_over_to_native_code_at_a_call_boundary(data, tmp_pat
     assert "native from its first call" in again.explain().splitlines()[1]
 
 
+def _loads_its_first_step_and_matches_eager(seed, data, eager_model, eager_opt, eager):
+    """A new tiered step on a fresh model and SGD (``_linear_and_sgd(seed)``) runs native code
+    from its first call (its first step loaded from the cache) and matches the eager run."""
+    model, opt = _linear_and_sgd(seed)
+    step = gj.compile(_step_fn(model, opt), tiered=True)
+    for k in range(2):
+        assert_close(step(*data[k]).item(), eager(*data[k]).item(), rtol=1e-5, atol=1e-6)
+    assert "native from its first call" in step.explain().splitlines()[0]
+    for key, value in _state(eager_model, eager_opt).items():
+        assert_close(_state(model, opt)[key], value, rtol=1e-5, atol=1e-6)
+
+
 def test_a_program_that_runs_once_loads_the_code_an_earlier_compile_left(data, tmp_path,
                                                                          monkeypatch):
     # The first optimizer step (it creates the momentum buffers) runs once: tiered, it is
@@ -216,13 +228,7 @@ def test_a_program_that_runs_once_loads_the_code_an_earlier_compile_left(data, t
     assert "NumPy interpreter for 1 call only" in fresh.explain().splitlines()[0]
     native = gj.compile(_step_fn(*_linear_and_sgd(7)), tiered=False)
     native(*data[0])
-    model, opt = _linear_and_sgd(7)
-    step = gj.compile(_step_fn(model, opt), tiered=True)
-    for k in range(2):
-        assert_close(step(*data[k]).item(), eager(*data[k]).item(), rtol=1e-5, atol=1e-6)
-    assert "native from its first call" in step.explain().splitlines()[0]
-    for key, value in _state(eager_model, eager_opt).items():
-        assert_close(_state(model, opt)[key], value, rtol=1e-5, atol=1e-6)
+    _loads_its_first_step_and_matches_eager(7, data, eager_model, eager_opt, eager)
 
 
 def test_a_program_run_once_is_compiled_for_the_next_process(data, tmp_path, monkeypatch):
@@ -239,13 +245,7 @@ def test_a_program_run_once_is_compiled_for_the_next_process(data, tmp_path, mon
     first(*data[1])
     assert tiered_module.wait_background(timeout=600, fills=True)
     assert not tiered_module._FILLS and not any(job.fill for job in tiered_module._RUNNING)
-    model, opt = _linear_and_sgd(8)
-    step = gj.compile(_step_fn(model, opt), tiered=True)
-    for k in range(2):
-        assert_close(step(*data[k]).item(), eager(*data[k]).item(), rtol=1e-5, atol=1e-6)
-    assert "native from its first call" in step.explain().splitlines()[0]
-    for key, value in _state(eager_model, eager_opt).items():
-        assert_close(_state(model, opt)[key], value, rtol=1e-5, atol=1e-6)
+    _loads_its_first_step_and_matches_eager(8, data, eager_model, eager_opt, eager)
 
 
 def test_interpret_only_programs_never_compile(rng):

@@ -61,9 +61,8 @@ def cblas():
     if lib is None:
         return None
     import llvmlite.binding as llvm
-    for dtype, symbol in SYMBOLS.items():
-        llvm.add_symbol(symbol, lib.address("cblas_sgemm" if dtype == "float32" else
-                                            "cblas_dgemm"))
+    for dtype, symbol in SYMBOLS.items():  # (the kernels' names are the library's)
+        llvm.add_symbol(symbol, lib.address(FUNCTIONS[dtype]))
     return lib
 
 
