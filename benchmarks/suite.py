@@ -209,10 +209,34 @@ def run_child(child_args, env=None, timeout=900):
             "stderr_tail": lines[-30:]}
 
 
+_BYTE_COMPILED = set()
+
+
+def byte_compile(checkout=None):
+    """Compile the Python files of the graphjit the children import (``checkout``'s, or this
+    process's) to ``__pycache__``, once, as ``pip install`` of a wheel does at install time.
+    Without it, where ``PYTHONDONTWRITEBYTECODE`` is set (this machine class sets it) or an
+    editable checkout was never imported, every child would compile graphjit's sources
+    again: 0.1-0.3 s of each first call that no installed graphjit pays. ``compileall``
+    writes the files whatever that variable says; Python then reads them."""
+    import compileall
+    import importlib.util
+    root = os.path.abspath(checkout) if checkout else os.path.dirname(
+        os.path.dirname(importlib.util.find_spec("graphjit").origin))
+    if root in _BYTE_COMPILED:
+        return
+    _BYTE_COMPILED.add(root)
+    for package in ("graphjit", "passes"):
+        if os.path.isdir(os.path.join(root, package)):
+            compileall.compile_dir(os.path.join(root, package), quiet=2)
+
+
 def compile_times(key, tiered=None, checkout=None):
     """Cold and warm compile of ``key``'s graphjit compiled step, each in a fresh process
     (``tiered``: the child's GRAPHJIT_TIERED, None: as in this process's environment;
-    ``checkout``: the graphjit to import instead of this one, a repository's root)."""
+    ``checkout``: the graphjit to import instead of this one, a repository's root). The
+    checkout is byte-compiled first (``byte_compile``)."""
+    byte_compile(checkout)
     tmp = tempfile.mkdtemp(prefix="graphjit-suite-")
     env = child_env(GRAPHJIT_CACHE_DIR=os.path.join(tmp, "graphjit"),
                     NUMBA_CACHE_DIR=os.path.join(tmp, "numba"))

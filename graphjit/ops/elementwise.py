@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import special
 
 from .. import dtypes
 from ..errors import DTypeError
@@ -173,8 +172,16 @@ def _vjp_tanh(g, out, x):
 _unary("tanh", np.tanh, _vjp_tanh, ("out",), lambda x: f"math.tanh({x})")
 
 
+def _special():
+    """``scipy.special``, imported on first use: importing it takes 0.15-0.2 s (it pulls in
+    ``numpy.f2py`` and ``numpy.testing``), most of what ``import graphjit`` took, and only
+    the eager (and interpreted) sigmoid, SiLU, erf and erf-GELU use it."""
+    from scipy import special
+    return special
+
+
 def _sigmoid(x):
-    return special.expit(x)
+    return _special().expit(x)
 
 
 def _vjp_sigmoid(g, out, x):
@@ -190,7 +197,11 @@ def _vjp_erf(g, out, x):
     return (api.mul(g, api.mul(api.exp(api.neg(api.mul(x, x))), 2.0 / math.sqrt(math.pi))),)
 
 
-_unary("erf", special.erf, _vjp_erf, (0,), lambda x: f"math.erf({x})")
+def _erf(x):
+    return _special().erf(x)
+
+
+_unary("erf", _erf, _vjp_erf, (0,), lambda x: f"math.erf({x})")
 
 
 def _relu(x):
@@ -228,7 +239,7 @@ def _gelu(x, approximate):
     if approximate == "tanh":
         inner = (x + x * x * x * t(_GELU_C)) * t(_GELU_K)
         return x * t(0.5) * (np.tanh(inner) + t(1.0))
-    return x * t(0.5) * (special.erf(x * t(1.0 / _SQRT_2)) + t(1.0))
+    return x * t(0.5) * (_special().erf(x * t(1.0 / _SQRT_2)) + t(1.0))
 
 
 def _gelu_tanh_inner(x):
@@ -268,7 +279,7 @@ _unary("gelu", _gelu, _vjp_gelu, (0,), _gelu_scalar, decompose=_decompose_gelu)
 
 
 def _silu(x):
-    return x * special.expit(x)
+    return x * _special().expit(x)
 
 
 def _vjp_silu(g, out, x):
