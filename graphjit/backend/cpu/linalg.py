@@ -4,7 +4,9 @@ A float product is one ``cblas_?gemm`` call into NumPy's OpenBLAS (blas.py; [The
 compiled programs] in graphjit/_blas.py), or Numba's ``np.dot(a, b, out)`` on contiguous 2-D
 views (SciPy's OpenBLAS) where NumPy has none, so float matmuls run at GEMM speed. A batch of ``a`` over a shared ``b`` (``f32[B,M,K] @ f32[K,N]``, a linear layer
 on a batch of sequences) is one GEMM of ``B*M`` rows; other batches loop over GEMMs with
-broadcast batch offsets. BLAS has no int64 GEMM, so int64 matmuls are plain loops.
+broadcast batch offsets. BLAS has no int64 GEMM, so int64 matmuls are plain loops. A ``gemm`` node ``a @ b.T`` with a
+long inner dimension and a small product (a convolution's weight gradient) calls graphjit's
+own blocked dot products instead of BLAS ([Dot-product GEMM] in gemm_nt.py).
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from ...shapes import numel
 from ..core.indexing import affine, c_strides
 from ..core.linalg import batch_strides, matmul_sizes
 from .blas import gemm_call
+from .gemm_nt import use_dots
+from .gemm_nt import version as gemm_nt_version
 from .kernel import emits
 from .loops import coalesce, loop_nest
 
@@ -93,6 +97,10 @@ def emit_gemm(node, k) -> None:
     if kk == 0:
         with loop_nest(k, (m * n,)) as (i,):
             k.line(f"{target}[{affine(0, [(i, 1)])}] = 0")
+    elif tb and not ta and a.dtype.is_floating_point and use_dots(m, n, kk):
+        # A weight gradient's shape: blocked dot products beat OpenBLAS ([Dot-product GEMM]).
+        k.line(f"# gemm_nt.py {gemm_nt_version()}")
+        k.line(f"gemm_nt({k.ins[0]}, {k.ins[1]}, {target}, 0, 0, 0, {m}, {n}, {kk})")
     else:
         a_view = f"{k.ins[0]}.reshape(({kk}, {m})).T" if ta else f"{k.ins[0]}.reshape(({m}, {kk}))"
         b_view = f"{k.ins[1]}.reshape(({n}, {kk})).T" if tb else f"{k.ins[1]}.reshape(({kk}, {n}))"
