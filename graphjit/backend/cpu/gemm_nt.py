@@ -33,6 +33,7 @@ import numpy as np
 from numba import njit
 
 from .kernel import kernel_import
+from .loops import PARALLEL_CHUNKS
 
 BLOCK = 1024          # inner indices per block: 2 x 1024 + 3 x 1024 floats, 20 KiB
 ROWS, COLS = 2, 3     # the register block of outputs
@@ -40,12 +41,14 @@ ROWS, COLS = 2, 3     # the register block of outputs
 
 # (With a CPython wrapper, unlike kernels: benchmarks/gemm_nt.py and the tests call it.)
 @njit(fastmath={"reassoc", "contract"}, boundscheck=False, error_model="numpy", cache=True)
-def gemm_nt(a, b, out, a_at, b_at, out_at, m, n, k):
-    """``out[out_at:][:m*n] = a[a_at:][:m*k].reshape(m, k) @ b[b_at:][:n*k].reshape(n, k).T``
-    on flat buffers (all offsets in elements). Unsigned indices: Numba's check for negative
-    ones would keep the inner loop from vectorising."""
+def gemm_nt(a, b, out, a_at, b_at, out_at, m, n, k, ld):
+    """``out[out_at:][:m*n] = A @ B.T`` on flat buffers, where row ``i`` of ``A`` is
+    ``a[a_at + i*ld:][:k]`` and row ``j`` of ``B`` is ``b[b_at + j*ld:][:k]`` (offsets in
+    elements; ``ld == k`` for whole matrices, larger for a slice of their columns, as the
+    chunks of a parallel product are). Unsigned indices: Numba's check for negative ones
+    would keep the inner loop from vectorising."""
     u = np.uint64
-    kk = u(k)
+    kk = u(ld)
     for i in range(m * n):
         out[out_at + i] = 0
     for k0 in range(0, k, BLOCK):
@@ -93,6 +96,16 @@ def gemm_nt(a, b, out, a_at, b_at, out_at, m, n, k):
 
 
 kernel_import("gemm_nt", "from graphjit.backend.cpu.gemm_nt import gemm_nt")
+
+
+def chunks(m: int, n: int, k: int, min_work: int) -> int:
+    """How many parts of the inner dimension a kernel computes ``a[m, k] @ b[n, k].T`` in,
+    each its own ``gemm_nt`` in a parallel loop, their partial products added in part order
+    afterwards: 1 (serial) below ``min_work`` multiply-adds or two blocks. The count depends
+    on the shape only, never on the threads, so neither does the result."""
+    if m * n * k < min_work or k < 2 * BLOCK:
+        return 1
+    return min(PARALLEL_CHUNKS, k // BLOCK)
 
 
 def use_dots(m: int, n: int, k: int) -> bool:

@@ -15,10 +15,11 @@ from ...shapes import numel
 from ..core.indexing import affine, c_strides
 from ..core.linalg import batch_strides, matmul_sizes
 from .blas import gemm_call
+from .gemm_nt import chunks as dots_chunks
 from .gemm_nt import use_dots
 from .gemm_nt import version as gemm_nt_version
 from .kernel import emits
-from .loops import coalesce, loop_nest
+from .loops import coalesce, loop_nest, parallel_min_elements
 
 
 @emits("matmul")
@@ -99,8 +100,7 @@ def emit_gemm(node, k) -> None:
             k.line(f"{target}[{affine(0, [(i, 1)])}] = 0")
     elif tb and not ta and a.dtype.is_floating_point and use_dots(m, n, kk):
         # A weight gradient's shape: blocked dot products beat OpenBLAS ([Dot-product GEMM]).
-        k.line(f"# gemm_nt.py {gemm_nt_version()}")
-        k.line(f"gemm_nt({k.ins[0]}, {k.ins[1]}, {target}, 0, 0, 0, {m}, {n}, {kk})")
+        _emit_dots(k, k.ins[0], k.ins[1], target, m, n, kk, a.dtype)
     else:
         a_view = f"{k.ins[0]}.reshape(({kk}, {m})).T" if ta else f"{k.ins[0]}.reshape(({m}, {kk}))"
         b_view = f"{k.ins[1]}.reshape(({n}, {kk})).T" if tb else f"{k.ins[1]}.reshape(({kk}, {n}))"
@@ -110,3 +110,29 @@ def emit_gemm(node, k) -> None:
     if epilogue:
         body_node = Node(FUSED, [Value(p)] + list(extras), {"body": epilogue}, node.out_type)
         emit_fused(body_node, k.view(body_node, [target] + k.ins[2:]))
+
+
+def _emit_dots(k, a, b, out, m, n, kk, dtype) -> None:
+    """``out = a @ b.T`` by ``gemm_nt`` ([Dot-product GEMM] in gemm_nt.py): one call, or, for
+    a large product, one per part of the inner dimension in a parallel loop into a scratch
+    of partial products, which are then added in part order (the same sums whatever the
+    threads)."""
+    k.line(f"# gemm_nt.py {gemm_nt_version()}")
+    parts = dots_chunks(m, n, kk, 16 * parallel_min_elements())
+    if parts == 1:
+        k.line(f"gemm_nt({a}, {b}, {out}, 0, 0, 0, {m}, {n}, {kk}, {kk})")
+        return
+    k.parallel = True
+    mn = m * n
+    partial, c, lo, i, s, p = (k.fresh(v) for v in ("partial", "c", "k0", "i", "s", "p"))
+    k.chunk = c
+    k.line(f"{partial} = np.empty({parts * mn}, np.{dtype.name})")
+    with k.block(f"for {c} in prange({parts}):"):
+        k.line(f"{lo} = {c} * {kk} // {parts}")
+        k.line(f"gemm_nt({a}, {b}, {partial}, {lo}, {lo}, {c} * {mn}, {m}, {n}, "
+               f"({c} + 1) * {kk} // {parts} - {lo}, {kk})")
+    with k.block(f"for {i} in range({mn}):"):
+        k.line(f"{s} = {partial}[{i}]")
+        with k.block(f"for {p} in range(1, {parts}):"):
+            k.line(f"{s} += {partial}[{p} * {mn} + {i}]")
+        k.line(f"{out}[{i}] = {s}")

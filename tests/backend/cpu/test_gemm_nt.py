@@ -18,15 +18,17 @@ SHAPES = [(1, 1, 1), (1, 4, 7), (2, 3, 5), (5, 7, 2 * BLOCK + 3), (6, 75, 1030),
 
 @pytest.mark.parametrize("dtype, tol", [(np.float32, 2e-6), (np.float64, 1e-14)])
 @pytest.mark.parametrize("m, n, k", SHAPES)
-def test_matches_float64_numpy_and_writes_only_its_outputs(m, n, k, dtype, tol):
+@pytest.mark.parametrize("extra", [0, 3])  # rows longer than the part summed (a chunk's)
+def test_matches_float64_numpy_and_writes_only_its_outputs(m, n, k, dtype, tol, extra):
     rng = np.random.default_rng(m * 1000 + n * 10 + k)
     a_at, b_at, out_at = 3, 5, 2  # products inside larger flat buffers
-    a = rng.standard_normal(a_at + m * k + 4).astype(dtype)
-    b = rng.standard_normal(b_at + n * k + 1).astype(dtype)
+    ld = k + extra
+    a = rng.standard_normal(a_at + m * ld + 4).astype(dtype)
+    b = rng.standard_normal(b_at + n * ld + 1).astype(dtype)
     out = np.full(out_at + m * n + 3, 7.0, dtype)
-    gemm_nt(a, b, out, a_at, b_at, out_at, m, n, k)
-    want = (a[a_at:a_at + m * k].reshape(m, k).astype(np.float64)
-            @ b[b_at:b_at + n * k].reshape(n, k).astype(np.float64).T)
+    gemm_nt(a, b, out, a_at, b_at, out_at, m, n, k, ld)
+    want = (a[a_at:a_at + m * ld].reshape(m, ld)[:, :k].astype(np.float64)
+            @ b[b_at:b_at + n * ld].reshape(n, ld)[:, :k].astype(np.float64).T)
     scale = np.sqrt(k) * 4  # sums of k products of normal numbers
     np.testing.assert_allclose(out[out_at:out_at + m * n].reshape(m, n), want, rtol=0,
                                atol=tol * scale)
@@ -40,7 +42,7 @@ def test_nan_and_inf_propagate():
     a[1, 17] = np.nan
     b[2, BLOCK + 1] = np.inf
     out = np.empty(m * n, np.float32)
-    gemm_nt(a.ravel(), b.ravel(), out, 0, 0, 0, m, n, k)
+    gemm_nt(a.ravel(), b.ravel(), out, 0, 0, 0, m, n, k, k)
     want = a.astype(np.float64) @ b.astype(np.float64).T
     np.testing.assert_array_equal(out.reshape(m, n), want.astype(np.float32))
     assert np.isnan(out.reshape(m, n)[1]).all() and np.isinf(out.reshape(m, n)[0, 2])
@@ -54,14 +56,17 @@ def test_rule_picks_weight_gradients_not_square_products():
     assert not use_dots(64, 576, 65536)  # a large product: OpenBLAS's tiles win
 
 
-def test_a_compiled_gemm_node_calls_it_and_runs_its_epilogue():
-    m, n, k = 5, 7, BLOCK + 9
+@pytest.mark.parametrize("m, n, k, parallel", [(5, 7, BLOCK + 9, False),
+                                               (6, 75, 3 * BLOCK + 5, True)])
+def test_a_compiled_gemm_node_calls_it_and_runs_its_epilogue(m, n, k, parallel):
     program = compile_graph(parse_graph(f'''
     graph f(%a: f32[{m},{k}] {{arg}}, %b: f32[{n},{k}] {{arg}}, %c: f32[{n}] {{arg}}) {{
       %0 = gemm(%a, %b, %c, epilogue='t0 = add(i0, i1); t1 = relu(t0)', trans_a=false, trans_b=true) : f32[{m},{n}]
       return %0
     }}'''))
     assert "gemm_nt(" in program.source
+    # a large product: parts of the inner dimension in a parallel loop, added in order
+    assert ("prange(3)" in program.source) == parallel
     rng = np.random.default_rng(4)
     a = rng.standard_normal((m, k)).astype(np.float32)
     b = rng.standard_normal((n, k)).astype(np.float32)
