@@ -53,7 +53,7 @@ def main():
         b = rng.standard_normal((n, k), dtype=np.float32)
         out = np.empty(m * n, np.float32)
         ref = a.astype(np.float64) @ b.astype(np.float64).T
-        dots = lambda: gemm_nt(a.ravel(), b.ravel(), out, 0, 0, 0, m, n, k, k)  # noqa: E731
+        dots = lambda: gemm_nt(a.ravel(), b.ravel(), out, 0, 0, 0, m, n, k, k, k)  # noqa: E731
         dots()
         scale = np.sqrt(k) * 4
         assert np.abs(out.reshape(m, n) - ref).max() <= 1e-6 * scale * 10, (m, n, k)

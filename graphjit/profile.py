@@ -141,7 +141,7 @@ def format_profile(graph, rows, limits) -> list:
         lines.append(f"  {what:<34} {seconds * 1e6:>8.1f}us {gbs:>8.2f} {gbs / bw:>6.1%} "
                      f"{gflops:>9.2f} {gflops / peak:>8.1%}")
     lines.append(f"  sum of kernels: {total * 1e6:.1f} us")
-    if any(n.op.name in ("gemm", "matmul") for n, *_ in rows):
+    if any(n.op.name in ("gemm", "window_gemm", "matmul") for n, *_ in rows):
         note = openblas_note()
         if note:
             lines.append(f"  {note}")

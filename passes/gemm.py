@@ -14,14 +14,17 @@ repeated until none applies:
   no inner reduction and a result of the product's type, becomes the product's epilogue
   (bias + activation in the forward, the activation's mask in the backward, with the bias
   gradient's sum over the rows).
-Runs after ``fuse`` (so an epilogue is a whole fused group) and before the last ``dce``,
-which removes the permutes left without readers.
+Then a product whose right operand is a convolution's windows (``reshape(unfold(x,
+layout='CN'))``) becomes a ``window_gemm`` that reads them from ``x`` a few images at a time
+([Window GEMM nodes] in graphjit/ir/gemm.py). Runs after ``fuse`` (so an epilogue is a whole
+fused group) and before the last ``dce``, which removes the permutes and unfolds left without
+readers.
 """
 from __future__ import annotations
 
 from graphjit.errors import ShapeError
 from graphjit.ir.fused import FUSED, REDUCTIONS, _parse_steps, format_body
-from graphjit.ir.gemm import GEMM, epilogue_graph
+from graphjit.ir.gemm import GEMM, WINDOW_GEMM, epilogue_graph
 from graphjit.ir.graph import Node
 
 from .manager import graph_pass
@@ -122,6 +125,48 @@ def _sweep(graph) -> int:
     return fired
 
 
+def _windows_of(v):
+    """``(x, unfold attrs)`` if ``v`` is ``reshape(unfold(x, layout='CN'), [C*KH*KW,
+    N*OH*OW])`` of a floating-point image ``x``, the right operand of a convolution's
+    product ([Window GEMM nodes] in graphjit/ir/gemm.py), else None."""
+    r = v.node
+    if r is None or r.op.name != "reshape":
+        return None
+    u = r.inputs[0].node
+    if u is None or u.op.name != "unfold" or u.attrs["layout"] != "CN" \
+            or not u.out.dtype.is_floating_point:
+        return None
+    c, kh, kw, n, oh, ow = u.out.shape
+    if tuple(v.shape) != (c * kh * kw, n * oh * ow):
+        return None
+    attrs = {key: u.attrs[key] for key in ("kernel", "dilation", "stride", "padding",
+                                           "pad_value")}
+    return u.inputs[0], attrs
+
+
+def _read_windows(graph) -> int:
+    """Products whose right operand is a convolution's windows read them from the image,
+    a few images at a time ([Window GEMM nodes]): the forward product (``a @ B``) and the
+    weight gradient (``a @ B.T``); the unfold is left to ``dce`` once nothing else reads
+    it."""
+    mapping, fired = {}, 0
+    for i, n in enumerate(graph.nodes):
+        if n.op.name != "gemm":
+            continue
+        found = _windows_of(n.inputs[1])
+        ta, tb = n.attrs["trans_a"], n.attrs["trans_b"]
+        if found is None or (ta and tb):  # (a.T @ B.T has no kernel of its own)
+            continue
+        x, windows = found
+        new = Node(WINDOW_GEMM, [n.inputs[0], x] + list(n.inputs[2:]),
+                   dict(n.attrs, **windows), n.out_type, n.source)
+        graph.nodes[i] = new
+        mapping.update(zip(n.outs, new.outs))
+        fired += 1
+    replace_uses(graph, mapping)
+    return fired
+
+
 @graph_pass("gemm")
 def gemm(graph):
     total = 0
@@ -130,7 +175,9 @@ def gemm(graph):
         total += fired
         if not fired:
             break
+    windows = _read_windows(graph)
     gemm.last_stats = {"rewrites": total,
                        "epilogues": sum(1 for n in graph.nodes if n.op.name == "gemm"
-                                        and n.attrs["epilogue"])}
+                                        and n.attrs["epilogue"]),
+                       "window products": windows}
     return graph

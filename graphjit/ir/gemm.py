@@ -100,3 +100,56 @@ GEMM = registry.register(registry.OpDef(
     name="gemm", kind="matmul", infer=_infer, impl=_impl, vjp=None, cost=_cost,
     no_grad_reason="gemm nodes are made by passes/gemm after autodiff has derived every "
                    "gradient"))
+
+
+# NOTE: [Window GEMM nodes]
+#     %4 = window_gemm(%w, %x, %b, epilogue='t0 = add(i0, i1)', kernel=[5, 5], dilation=[1, 1],
+#                      stride=[1, 1], padding=[0, 0, 0, 0], pad_value=0.0, trans_a=false,
+#                      trans_b=false) : f32[6,50176]
+# is ``gemm(a, B, extras...)`` where ``B = reshape(unfold(x, ..., layout='CN'), [C*KH*KW,
+# N*OH*OW])``: the windows of image ``x`` as a convolution's right operand (see [Window
+# layout] in graphjit/ops/window.py). passes/gemm makes it from such a gemm, so the windows
+# are never stored whole: the CPU kernel unfolds a few images at a time into a scratch that
+# stays in cache and multiplies right away (a convolution's forward product, ``trans_b``
+# false, one GEMM per chunk of images into that chunk's columns), or adds the chunk's part of
+# a weight gradient (``a @ B.T``, dot products over the chunk's columns: gemm_nt.py). W7's
+# first convolution unfolded 15 MB of windows: written once, read by the forward product and
+# again by the weight gradient, from memory each time; and kept alive from the forward to
+# the backward. Its ``impl`` unfolds all of ``x`` and runs ``gemm``'s.
+
+def windows_type(x: TensorType, kernel, dilation, stride, padding, pad_value) -> TensorType:
+    """The type of ``B`` (above): [C*KH*KW, N*OH*OW]."""
+    from ..ops.window import _unfold_infer
+    cols = _unfold_infer(x, kernel, dilation, stride, padding, pad_value, "CN")
+    c, kh, kw, n, oh, ow = cols.shape
+    return TensorType((c * kh * kw, n * oh * ow), x.dtype)
+
+
+def _window_infer(a, x, *extras, trans_a, trans_b, epilogue, kernel, dilation, stride, padding,
+                  pad_value):
+    b = windows_type(x, kernel, dilation, stride, padding, pad_value)
+    return _infer(a, b, *extras, trans_a=trans_a, trans_b=trans_b, epilogue=epilogue)
+
+
+def _window_impl(a, x, *extras, trans_a, trans_b, epilogue, kernel, dilation, stride, padding,
+                 pad_value):
+    from ..ops.window import _unfold
+    cols = _unfold(x, tuple(kernel), tuple(dilation), tuple(stride), tuple(padding), pad_value,
+                   "CN")
+    b = cols.reshape(cols.shape[0] * cols.shape[1] * cols.shape[2], -1)
+    return _impl(a, b, *extras, trans_a=trans_a, trans_b=trans_b, epilogue=epilogue)
+
+
+def _window_cost(out, a, x, *extras, trans_a, trans_b, epilogue, kernel, dilation, stride,
+                 padding, pad_value):
+    b = windows_type(x, kernel, dilation, stride, padding, pad_value)
+    flops, moved = _cost(out, a, b, *extras, trans_a=trans_a, trans_b=trans_b,
+                         epilogue=epilogue)
+    return flops, moved + (numel(x.shape) - numel(b.shape)) * x.dtype.itemsize
+
+
+WINDOW_GEMM = registry.register(registry.OpDef(
+    name="window_gemm", kind="matmul", infer=_window_infer, impl=_window_impl, vjp=None,
+    cost=_window_cost,
+    no_grad_reason="window_gemm nodes are made by passes/gemm after autodiff has derived "
+                   "every gradient"))

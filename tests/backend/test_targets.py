@@ -21,13 +21,13 @@ BACKEND = pathlib.Path(gj.__file__).parent / "backend"
 def _never_emitted(target) -> set:
     """Ops no code generator ever sees: ``grad`` (expanded by passes/autodiff), ops that
     passes/decompose always replaces and that have no emitter of their own
-    (custom_function); on CUDA ``gemm``, made only by passes/gemm, which is not in the
-    CUDA target's pass list."""
+    (custom_function); on CUDA ``gemm`` and ``window_gemm``, made only by passes/gemm,
+    which is not in the CUDA target's pass list."""
     from passes.pipeline import PIPELINES
     never = {"grad"} | {name for name, op in all_ops().items()
                         if op.decompose is not None and target.emitter_for(op) is None}
     if all(p.name != "gemm" for p in PIPELINES[target.pipeline]):
-        never.add("gemm")
+        never |= {"gemm", "window_gemm"}
     return never | set(ELSEWHERE.get(target.name, {}))
 
 

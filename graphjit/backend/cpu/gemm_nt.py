@@ -41,28 +41,29 @@ ROWS, COLS = 2, 3     # the register block of outputs
 
 # (With a CPython wrapper, unlike kernels: benchmarks/gemm_nt.py and the tests call it.)
 @njit(fastmath={"reassoc", "contract"}, boundscheck=False, error_model="numpy", cache=True)
-def gemm_nt(a, b, out, a_at, b_at, out_at, m, n, k, ld):
+def gemm_nt(a, b, out, a_at, b_at, out_at, m, n, k, lda, ldb):
     """``out[out_at:][:m*n] = A @ B.T`` on flat buffers, where row ``i`` of ``A`` is
-    ``a[a_at + i*ld:][:k]`` and row ``j`` of ``B`` is ``b[b_at + j*ld:][:k]`` (offsets in
-    elements; ``ld == k`` for whole matrices, larger for a slice of their columns, as the
-    chunks of a parallel product are). Unsigned indices: Numba's check for negative ones
+    ``a[a_at + i*lda:][:k]`` and row ``j`` of ``B`` is ``b[b_at + j*ldb:][:k]`` (offsets in
+    elements; ``lda == ldb == k`` for whole matrices, larger for a slice of their columns, as
+    the parts of a parallel product are). Unsigned indices: Numba's check for negative ones
     would keep the inner loop from vectorising."""
     u = np.uint64
-    kk = u(ld)
+    lda_ = u(lda)
+    ldb_ = u(ldb)
     for i in range(m * n):
         out[out_at + i] = 0
     for k0 in range(0, k, BLOCK):
         k1 = u(min(k0 + BLOCK, k))
         for i in range(0, m, ROWS):
             i1 = min(i + 1, m - 1)
-            r0 = u(a_at) + u(i) * kk
-            r1 = u(a_at) + u(i1) * kk
+            r0 = u(a_at) + u(i) * lda_
+            r1 = u(a_at) + u(i1) * lda_
             for j in range(0, n, COLS):
                 j1 = min(j + 1, n - 1)
                 j2 = min(j + 2, n - 1)
-                c0 = u(b_at) + u(j) * kk
-                c1 = u(b_at) + u(j1) * kk
-                c2 = u(b_at) + u(j2) * kk
+                c0 = u(b_at) + u(j) * ldb_
+                c1 = u(b_at) + u(j1) * ldb_
+                c2 = u(b_at) + u(j2) * ldb_
                 s00 = a.dtype.type(0)
                 s01 = s00
                 s02 = s00

@@ -83,29 +83,37 @@ def _window_nest(k, batch, channels, layout, kernel, dilation, stride, padding, 
                     body_pad(cols_row, "0", str(ow))
 
 
-@emits("unfold")
-def emit_unfold(node, k) -> None:
-    a = node.attrs
-    n, c, h, w = node.inputs[0].shape
-    counts = tuple(node.out.shape[4:])
-    sw = a["stride"][1]
-    pad = literal(a["pad_value"], node.out.dtype)
+def emit_windows(k, x, cols, x_shape, attrs, layout, counts, dtype, x_at=None, work=0):
+    """The lines that unfold ``x`` (a flat buffer holding an image of ``x_shape`` [N, C, H, W]
+    from element ``x_at`` on, an expression) into ``cols`` in ``layout``; ``attrs``: the
+    unfold's (kernel, dilation, stride, padding, pad_value); ``work``: the elements written,
+    for the choice of a parallel loop (0: serial)."""
+    n, c, h, w = x_shape
+    sw = attrs["stride"][1]
+    pad = literal(attrs["pad_value"], dtype)
+    start = "" if x_at is None else f"{x_at} + "
 
     def valid(cols_row, x_row, lo, hi):
         q = k.fresh("ow")
         with k.block(f"for {q} in range({lo}, {hi}):"):
-            k.line(f"{k.out}[{k.at(f'{cols_row} + {q}')}] = "
-                   f"{k.ins[0]}[{k.at(f'{x_row} + {q} * {sw}')}]")
+            k.line(f"{cols}[{k.at(f'{cols_row} + {q}')}] = "
+                   f"{x}[{k.at(f'{start}{x_row} + {q} * {sw}')}]")
 
     def padded(cols_row, lo, hi):
         q = k.fresh("ow")
         with k.block(f"for {q} in range({lo}, {hi}):"):
-            k.line(f"{k.out}[{k.at(f'{cols_row} + {q}')}] = {pad}")
+            k.line(f"{cols}[{k.at(f'{cols_row} + {q}')}] = {pad}")
 
+    _window_nest(k, n, c, layout, attrs["kernel"], attrs["dilation"], attrs["stride"],
+                 attrs["padding"], (h, w), counts, valid, padded, work=work)
+
+
+@emits("unfold")
+def emit_unfold(node, k) -> None:
     if numel(node.out.shape) == 0:
         return
-    _window_nest(k, n, c, a["layout"], a["kernel"], a["dilation"], a["stride"], a["padding"],
-                 (h, w), counts, valid, padded, work=numel(node.out.shape))
+    emit_windows(k, k.ins[0], k.out, node.inputs[0].shape, node.attrs, node.attrs["layout"],
+                 tuple(node.out.shape[4:]), node.out.dtype, work=numel(node.out.shape))
 
 
 @emits("fold")

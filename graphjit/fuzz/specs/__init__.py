@@ -29,6 +29,8 @@ INTERNAL = {
             "statement of every compiled program); its eager impl raises by design",
     "fused": "made by passes/fuse from elementwise and reduction nodes: every compiled program",
     "gemm": "made by passes/gemm from matmul nodes: every compiled program with a matmul spec",
+    "window_gemm": "made by passes/gemm from a convolution's products over its unfolded "
+                   "windows: every compiled program with a conv spec (the window feature)",
     "custom_function": "the traced form of a user's autograd.Function (the custom_function "
                        "spec's UserXTanh.apply in compiled programs); eager mode runs the "
                        "Function's own forward and backward",

@@ -22,13 +22,13 @@ SHAPES = [(1, 1, 1), (1, 4, 7), (2, 3, 5), (5, 7, 2 * BLOCK + 3), (6, 75, 1030),
 def test_matches_float64_numpy_and_writes_only_its_outputs(m, n, k, dtype, tol, extra):
     rng = np.random.default_rng(m * 1000 + n * 10 + k)
     a_at, b_at, out_at = 3, 5, 2  # products inside larger flat buffers
-    ld = k + extra
-    a = rng.standard_normal(a_at + m * ld + 4).astype(dtype)
-    b = rng.standard_normal(b_at + n * ld + 1).astype(dtype)
+    lda, ldb = k + extra, k + 2 * extra
+    a = rng.standard_normal(a_at + m * lda + 4).astype(dtype)
+    b = rng.standard_normal(b_at + n * ldb + 1).astype(dtype)
     out = np.full(out_at + m * n + 3, 7.0, dtype)
-    gemm_nt(a, b, out, a_at, b_at, out_at, m, n, k, ld)
-    want = (a[a_at:a_at + m * ld].reshape(m, ld)[:, :k].astype(np.float64)
-            @ b[b_at:b_at + n * ld].reshape(n, ld)[:, :k].astype(np.float64).T)
+    gemm_nt(a, b, out, a_at, b_at, out_at, m, n, k, lda, ldb)
+    want = (a[a_at:a_at + m * lda].reshape(m, lda)[:, :k].astype(np.float64)
+            @ b[b_at:b_at + n * ldb].reshape(n, ldb)[:, :k].astype(np.float64).T)
     scale = np.sqrt(k) * 4  # sums of k products of normal numbers
     np.testing.assert_allclose(out[out_at:out_at + m * n].reshape(m, n), want, rtol=0,
                                atol=tol * scale)
@@ -42,7 +42,7 @@ def test_nan_and_inf_propagate():
     a[1, 17] = np.nan
     b[2, BLOCK + 1] = np.inf
     out = np.empty(m * n, np.float32)
-    gemm_nt(a.ravel(), b.ravel(), out, 0, 0, 0, m, n, k, k)
+    gemm_nt(a.ravel(), b.ravel(), out, 0, 0, 0, m, n, k, k, k)
     want = a.astype(np.float64) @ b.astype(np.float64).T
     np.testing.assert_array_equal(out.reshape(m, n), want.astype(np.float32))
     assert np.isnan(out.reshape(m, n)[1]).all() and np.isinf(out.reshape(m, n)[0, 2])
@@ -76,10 +76,10 @@ def test_a_compiled_gemm_node_calls_it_and_runs_its_epilogue(m, n, k, parallel):
     np.testing.assert_allclose(out, want, rtol=0, atol=2e-6 * np.sqrt(k) * 4)
 
 
-def test_a_convolutions_weight_gradient_uses_it_and_matches_eager(monkeypatch):
-    """Through the whole compiler: a convolution whose weight gradient (``dY[OC, B*OH*OW] @
-    cols[C*KH*KW, B*OH*OW].T``) has an inner size past the rule's threshold, compiled
-    against eager."""
+def test_a_wide_linear_layer_uses_it_and_matches_eager(monkeypatch):
+    """Through the whole compiler: a linear layer with many inputs and few outputs, whose
+    forward ``x @ w.T`` is a dots-shaped GEMM (a convolution's weight gradient reads its
+    windows from the image instead: test_window_gemm.py), compiled against eager."""
     from graphjit.backend.cpu import linalg
     picked = []
 
@@ -88,18 +88,19 @@ def test_a_convolutions_weight_gradient_uses_it_and_matches_eager(monkeypatch):
         return picked[-1][-1]
     monkeypatch.setattr(linalg, "use_dots", recording)
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((2, 2, 26, 26)).astype(np.float32)
-    w0 = rng.standard_normal((4, 2, 3, 3)).astype(np.float32) * 0.3
+    x = rng.standard_normal((6, 2 * BLOCK + 5)).astype(np.float32)
+    w0 = rng.standard_normal((4, 2 * BLOCK + 5)).astype(np.float32) * 0.03
 
     def loss_grad(w, x):
-        loss = (gj.nn.functional.conv2d(x, w).tanh() ** 2).sum()
+        loss = ((x @ w.t()).tanh() ** 2).sum()
         loss.backward()
         return loss
 
-    grads = []
+    results = []
     for fn in (loss_grad, gj.compile(loss_grad)):
         w = gj.tensor(w0, requires_grad=True)
-        fn(w, gj.tensor(x))
-        grads.append(w.grad.numpy())
-    assert (4, 18, 2 * 24 * 24, True) in picked, picked
-    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-4, atol=1e-4)
+        loss = fn(w, gj.tensor(x))
+        results.append((loss.item(), w.grad.numpy()))
+    assert (6, 4, 2 * BLOCK + 5, True) in picked, picked
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-5)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-4, atol=1e-5)
