@@ -14,9 +14,9 @@ repeated until none applies:
   no inner reduction and a result of the product's type, becomes the product's epilogue
   (bias + activation in the forward, the activation's mask in the backward, with the bias
   gradient's sum over the rows).
-Then a product whose right operand is a convolution's windows (``reshape(unfold(x,
-layout='CN'))``) becomes a ``window_gemm`` that reads them from ``x`` a few images at a time
-([Window GEMM nodes] in graphjit/ir/gemm.py). Runs after ``fuse`` (so an epilogue is a whole
+Then the products whose right operand is a convolution's windows (``reshape(unfold(x,
+layout='CN'))``) become ``window_gemm`` nodes that read them from ``x`` a few images at a
+time, where all of them gain ([Window GEMM nodes] in graphjit/ir/gemm.py). Runs after ``fuse`` (so an epilogue is a whole
 fused group) and before the last ``dce``, which removes the permutes and unfolds left without
 readers.
 """
@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from graphjit.errors import ShapeError
 from graphjit.ir.fused import FUSED, REDUCTIONS, _parse_steps, format_body
-from graphjit.ir.gemm import GEMM, WINDOW_GEMM, epilogue_graph
+from graphjit.ir.gemm import (GEMM, WINDOW_FORWARD_MAX_ROWS, WINDOW_GEMM, dots_shaped,
+                              epilogue_graph)
 from graphjit.ir.graph import Node
 
 from .manager import graph_pass
@@ -144,20 +145,30 @@ def _windows_of(v):
     return u.inputs[0], attrs
 
 
+def _gains(n, columns) -> bool:
+    """Whether product ``n`` gains from reading its windows in chunks ([Window GEMM nodes])."""
+    a, ta, tb = n.inputs[0], n.attrs["trans_a"], n.attrs["trans_b"]
+    if tb:  # a weight gradient a[m, N*OH*OW] @ B.T
+        return not ta and dots_shaped(a.shape[0], n.inputs[1].shape[0], columns)
+    return (a.shape[1] if ta else a.shape[0]) <= WINDOW_FORWARD_MAX_ROWS
+
+
 def _read_windows(graph) -> int:
     """Products whose right operand is a convolution's windows read them from the image,
     a few images at a time ([Window GEMM nodes]): the forward product (``a @ B``) and the
-    weight gradient (``a @ B.T``); the unfold is left to ``dce`` once nothing else reads
-    it."""
+    weight gradient (``a @ B.T``), where every product of those windows gains; the unfold
+    is left to ``dce`` once nothing else reads it."""
+    products = {}
+    for n in graph.nodes:
+        if n.op.name == "gemm" and _windows_of(n.inputs[1]) is not None:
+            products.setdefault(n.inputs[1], []).append(n)
+    chosen = {n for b, ns in products.items() if all(_gains(n, b.shape[1]) for n in ns)
+              for n in ns}
     mapping, fired = {}, 0
     for i, n in enumerate(graph.nodes):
-        if n.op.name != "gemm":
+        if n not in chosen:
             continue
-        found = _windows_of(n.inputs[1])
-        ta, tb = n.attrs["trans_a"], n.attrs["trans_b"]
-        if found is None or (ta and tb):  # (a.T @ B.T has no kernel of its own)
-            continue
-        x, windows = found
+        x, windows = _windows_of(n.inputs[1])
         new = Node(WINDOW_GEMM, [n.inputs[0], x] + list(n.inputs[2:]),
                    dict(n.attrs, **windows), n.out_type, n.source)
         graph.nodes[i] = new

@@ -115,7 +115,24 @@ GEMM = registry.register(registry.OpDef(
 # a weight gradient (``a @ B.T``, dot products over the chunk's columns: gemm_nt.py). W7's
 # first convolution unfolded 15 MB of windows: written once, read by the forward product and
 # again by the weight gradient, from memory each time; and kept alive from the forward to
-# the backward. Its ``impl`` unfolds all of ``x`` and runs ``gemm``'s.
+# the backward. Its ``impl`` unfolds all of ``x`` and runs ``gemm``'s. passes/gemm reads a
+# windows value this way only when every product of it gains: a weight gradient that is
+# ``dots_shaped``, a forward product of at most WINDOW_FORWARD_MAX_ROWS output channels
+# (W8's wider ResNet layers lost 5-10% a step when all of them did).
+
+def dots_shaped(m: int, n: int, k: int) -> bool:
+    """Whether ``a[m, k] @ b[n, k].T`` is faster as blocked dot products (the CPU kernel
+    backend/cpu/gemm_nt.py, [Dot-product GEMM]) than as an OpenBLAS GEMM: a long inner
+    dimension and a small product, as convolutions' weight gradients have
+    (benchmarks/gemm_nt.py measures the table this is drawn from)."""
+    return k >= 1024 and m * n <= 4096 and min(m, n) <= 32
+
+
+# A convolution's forward product reads its windows in chunks only when it has at most this
+# many output channels: one GEMM per chunk of images has fewer columns than the whole batch,
+# which costs OpenBLAS more the more rows the product has (where BLAS is at its best anyway).
+WINDOW_FORWARD_MAX_ROWS = 32
+
 
 def windows_type(x: TensorType, kernel, dilation, stride, padding, pad_value) -> TensorType:
     """The type of ``B`` (above): [C*KH*KW, N*OH*OW]."""

@@ -13,8 +13,8 @@ reassociated. Measured on the development VM (AMD EPYC, AVX-512, one thread):
     a [6, 50176] @ b [75, 50176].T    OpenBLAS 3.10 ms    gemm_nt 1.24 ms
     a [16, 6400] @ b [150, 6400].T    OpenBLAS 0.75 ms    gemm_nt 0.38 ms
 
-``use_dots`` says when the emitter calls it instead of BLAS (benchmarks/gemm_nt.py measures
-the table it is drawn from). The inner dimension is summed in blocks of ``BLOCK`` (so the
+``use_dots`` (``dots_shaped`` in graphjit/ir/gemm.py) says when the emitter calls it instead
+of BLAS (benchmarks/gemm_nt.py measures the table it is drawn from). The inner dimension is summed in blocks of ``BLOCK`` (so the
 block of both operands' rows stays in L2 cache), partial sums per block added to ``out``:
 the order of a sum differs from OpenBLAS's, as any two GEMMs' do. Only the product's sums
 are reassociated and contracted (fast-math flags "reassoc" and "contract"); NaN and inf
@@ -32,6 +32,7 @@ import hashlib
 import numpy as np
 from numba import njit
 
+from ...ir.gemm import dots_shaped
 from .kernel import kernel_import
 from .loops import PARALLEL_CHUNKS
 
@@ -109,10 +110,9 @@ def chunks(m: int, n: int, k: int, min_work: int) -> int:
     return min(PARALLEL_CHUNKS, k // BLOCK)
 
 
-def use_dots(m: int, n: int, k: int) -> bool:
-    """Whether ``a[m, k] @ b[n, k].T`` runs faster as ``gemm_nt`` than as an OpenBLAS GEMM
-    (see [Dot-product GEMM]): a long inner dimension and a small output."""
-    return k >= 1024 and m * n <= 4096 and min(m, n) <= 32
+# Whether a product ``a[m, k] @ b[n, k].T`` calls gemm_nt: a rule of the IR's, since
+# passes/gemm decides by it too which convolutions read their windows in chunks.
+use_dots = dots_shaped
 
 
 @functools.cache

@@ -352,15 +352,15 @@ def gemm_graph():
 
     specs = [("x", (6, 8), F32, "real"), ("w", (5, 8), F32, "real"), ("b", (5,), F32, "real"),
              ("g", (6, 5), F32, "real"), ("xd", (4, 3), F64, "real"), ("wd", (3, 2), F64, "real"),
-             ("img", (2, 3, 6, 6), F32, "real"), ("cw", (4, 27), F32, "real"),
-             ("cg", (4, 2 * 4 * 4), F32, "real")]
+             ("img", (2, 3, 26, 26), F32, "real"), ("cw", (4, 27), F32, "real"),
+             ("cg", (4, 2 * 24 * 24), F32, "real")]
 
     def body(x, w, b, g, xd, wd, img, cw, cg):
         h = api.relu(api.add(api.matmul(x, api.transpose(w, 0, 1)), b))
         gz = api.where(api.gt(x, 0.0), api.matmul(g, w), 0.0)            # [6,8]
         gw = api.transpose(api.matmul(api.transpose(g, 0, 1), x), 0, 1)  # (g.T x).T: [8,5]
         # a convolution's product and weight gradient over its windows: window_gemm nodes
-        cols = api.reshape(unfold(img, (3, 3), layout="CN"), (27, 32))
+        cols = api.reshape(unfold(img, (3, 3), layout="CN"), (27, 2 * 24 * 24))
         return [h, gz, api.sum(gz, 0), gw, api.tanh(api.matmul(xd, wd)),
                 api.matmul(api.transpose(wd, 0, 1), api.transpose(xd, 0, 1)),
                 api.tanh(api.matmul(cw, cols)), api.matmul(cg, api.transpose(cols, 0, 1))]

@@ -139,10 +139,19 @@ def test_the_np_dot_fallback_gives_the_same_values():
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"np_dot": True, "cblas": False}
 
 
+def _conv_step(conv):
+    def step(x):
+        loss = (conv(x).relu() ** 2).sum()
+        loss.backward()
+        return loss
+    return step
+
+
 def test_a_convolution_step_reads_its_windows_from_the_image_and_matches_eager(rng):
     gj.manual_seed(0)
     conv = gj.nn.Conv2d(3, 4, 3, padding=1, stride=(1, 2))
-    x = gj.tensor(rng.standard_normal((4, 3, 10, 9)).astype(np.float32))
+    # 4 * 18 * 17 windows: a weight gradient long enough for dot products (dots_shaped)
+    x = gj.tensor(rng.standard_normal((4, 3, 18, 34)).astype(np.float32))
 
     def step(x):
         loss = (conv(x).relu() ** 2).sum()
@@ -161,3 +170,14 @@ def test_a_convolution_step_reads_its_windows_from_the_image_and_matches_eager(r
     text = gj.compile(step).lower(x).as_text()
     assert "unfold(" not in text, text  # forward product and weight gradient read x
     assert text.count("window_gemm(") == 2, text
+
+
+def test_wide_convolutions_keep_their_unfold(rng):
+    """Where a product of the windows would lose (more than WINDOW_FORWARD_MAX_ROWS output
+    channels; a weight gradient BLAS runs faster), none reads them in chunks: the windows
+    are unfolded once for both."""
+    from graphjit.ir.gemm import WINDOW_FORWARD_MAX_ROWS
+    conv = gj.nn.Conv2d(3, WINDOW_FORWARD_MAX_ROWS + 1, 3)
+    x = gj.tensor(rng.standard_normal((4, 3, 18, 18)).astype(np.float32))
+    text = gj.compile(_conv_step(conv)).lower(x).as_text()
+    assert "window_gemm(" not in text and text.count("unfold(") == 1, text
