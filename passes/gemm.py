@@ -145,37 +145,40 @@ def _windows_of(v):
     return u.inputs[0], attrs
 
 
-def _gains(n, columns) -> bool:
-    """Whether product ``n`` gains from reading its windows in chunks ([Window GEMM nodes])."""
-    a, ta, tb = n.inputs[0], n.attrs["trans_a"], n.attrs["trans_b"]
+def _gains(product, columns) -> bool:
+    """Whether ``product`` (``_product``'s tuple) gains from reading its windows in chunks
+    ([Window GEMM nodes])."""
+    a, b, ta, tb = product[:4]
     if tb:  # a weight gradient a[m, N*OH*OW] @ B.T
-        return not ta and dots_shaped(a.shape[0], n.inputs[1].shape[0], columns)
+        return not ta and dots_shaped(a.shape[0], b.shape[0], columns)
     return (a.shape[1] if ta else a.shape[0]) <= WINDOW_FORWARD_MAX_ROWS
 
 
 def _read_windows(graph) -> int:
-    """Products whose right operand is a convolution's windows read them from the image,
-    a few images at a time ([Window GEMM nodes]): the forward product (``a @ B``) and the
-    weight gradient (``a @ B.T``), where every product of those windows gains; the unfold
-    is left to ``dce`` once nothing else reads it."""
+    """Products (gemm, or a plain 2-D matmul: a convolution without bias) whose right
+    operand is a convolution's windows read them from the image, a few images at a time
+    ([Window GEMM nodes]): the forward product (``a @ B``) and the weight gradient (``a @
+    B.T``), where every product of those windows gains; the unfold is left to ``dce`` once
+    nothing else reads it."""
     products = {}
     for n in graph.nodes:
-        if n.op.name == "gemm" and _windows_of(n.inputs[1]) is not None:
-            products.setdefault(n.inputs[1], []).append(n)
-    chosen = {n for b, ns in products.items() if all(_gains(n, b.shape[1]) for n in ns)
-              for n in ns}
-    mapping, fired = {}, 0
+        prod = _product(n)
+        if prod is not None and _windows_of(prod[1]) is not None:
+            products.setdefault(prod[1], []).append((n, prod))
+    chosen = {n: prod for b, found in products.items()
+              if all(_gains(prod, b.shape[1]) for _, prod in found) for n, prod in found}
+    mapping = {}
     for i, n in enumerate(graph.nodes):
         if n not in chosen:
             continue
-        x, windows = _windows_of(n.inputs[1])
-        new = Node(WINDOW_GEMM, [n.inputs[0], x] + list(n.inputs[2:]),
-                   dict(n.attrs, **windows), n.out_type, n.source)
+        a, b, ta, tb, extras, epilogue = chosen[n]
+        x, windows = _windows_of(b)
+        attrs = {"trans_a": bool(ta), "trans_b": bool(tb), "epilogue": epilogue, **windows}
+        new = Node(WINDOW_GEMM, [a, x] + list(extras), attrs, n.out_type, n.source)
         graph.nodes[i] = new
         mapping.update(zip(n.outs, new.outs))
-        fired += 1
     replace_uses(graph, mapping)
-    return fired
+    return len(chosen)
 
 
 @graph_pass("gemm")

@@ -181,3 +181,55 @@ def test_wide_convolutions_keep_their_unfold(rng):
     x = gj.tensor(rng.standard_normal((4, 3, 18, 18)).astype(np.float32))
     text = gj.compile(_conv_step(conv)).lower(x).as_text()
     assert "window_gemm(" not in text and text.count("unfold(") == 1, text
+
+
+def _random_conv(seed):
+    """A random convolution (every option that changes the windows) and its input, with at
+    least one window."""
+    rng = np.random.default_rng(seed)
+    while True:
+        n, c, oc = (int(v) for v in rng.integers(1, 5, 3))
+        h, w = (int(v) for v in rng.integers(4, 12, 2))
+        kernel = tuple(int(v) for v in rng.integers(1, 4, 2))
+        stride = tuple(int(v) for v in rng.integers(1, 3, 2))
+        dilation = tuple(int(v) for v in rng.integers(1, 3, 2))
+        padding = tuple(int(v) for v in rng.integers(0, 3, 2))
+        oh = (h + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+        ow = (w + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+        if oh > 0 and ow > 0:
+            break
+    gj.manual_seed(seed)
+    conv = gj.nn.Conv2d(c, oc, kernel, stride=stride, padding=padding, dilation=dilation,
+                        bias=bool(rng.integers(0, 2)))
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    return conv, x
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_convolutions_read_in_chunks_match_eager(seed, monkeypatch):
+    """Random convolutions with the pass's thresholds lowered (so these small shapes read
+    their windows in chunks of one image, the weight gradients in parallel): loss, weight,
+    bias and input gradients compiled against eager."""
+    import passes.gemm as gemm_pass
+    monkeypatch.setattr(gemm_pass, "dots_shaped", lambda m, n, k: True)
+    monkeypatch.setattr(linalg, "WINDOW_CHUNK_BYTES", 1)
+    monkeypatch.setenv("GRAPHJIT_PARALLEL_MIN", "1")
+    conv, x0 = _random_conv(seed)
+
+    def step(x):
+        loss = (conv(x).tanh() ** 2).sum()
+        loss.backward()
+        return loss
+
+    results = []
+    compiled = gj.compile(step)
+    for fn in (step, compiled):
+        for p in conv.parameters():
+            p.grad = None
+        x = gj.tensor(x0, requires_grad=True)
+        loss = fn(x)
+        results.append([loss.item(), x.grad.numpy()] + [p.grad.numpy() for p in conv.parameters()])
+    for e, c in zip(*results):
+        np.testing.assert_allclose(c, e, rtol=1e-4, atol=1e-5)
+    assert gj.compile(step).lower(gj.tensor(x0, requires_grad=True)).as_text().count(
+        "window_gemm(") == 2
