@@ -74,12 +74,13 @@ def program_openblas():
 
 
 def gemm_call(dtype: str, trans_a: bool, trans_b: bool, m: int, n: int, k: int,
-              a: str, b: str, out: str, offsets=("0", "0", "0"), ldc=None) -> str | None:
+              a: str, b: str, out: str, offsets=("0", "0", "0"), ldb=None,
+              ldc=None) -> str | None:
     """The kernel line computing ``out = op(a) @ op(b)`` ([m, n], inner size ``k``) on the
     flat buffers ``a``, ``b``, ``out`` from the element ``offsets`` (expressions, non-negative)
-    on, or None where kernels call ``np.dot`` (another dtype, no NumPy OpenBLAS). ``ldc``:
-    the distance between rows of ``out`` (``n``: a whole matrix; more: some of its
-    columns)."""
+    on, or None where kernels call ``np.dot`` (another dtype, no NumPy OpenBLAS). ``ldb``,
+    ``ldc``: the distance between rows of ``b`` and ``out`` (by default a whole matrix's;
+    more: some of its columns)."""
     if dtype not in FUNCTIONS or cblas() is None:
         return None
     itemsize = 4 if dtype == "float32" else 8
@@ -90,7 +91,8 @@ def gemm_call(dtype: str, trans_a: bool, trans_b: bool, m: int, n: int, k: int,
         return f"{buf}.ctypes.data + np.uint64(({offset}) * {itemsize})"
 
     lda = m if trans_a else k
-    ldb = k if trans_b else n
+    if ldb is None:
+        ldb = k if trans_b else n
     one, zero = (("np.float32(1)", "np.float32(0)") if dtype == "float32" else ("1.0", "0.0"))
     return (f"{FUNCTIONS[dtype]}({ROW_MAJOR}, {TRANS if trans_a else NO_TRANS}, "
             f"{TRANS if trans_b else NO_TRANS}, {m}, {n}, {k}, {one}, {pointer(a, offsets[0])}, "

@@ -159,6 +159,9 @@ def _emit_dots(k, a, b, out, m, n, kk, dtype) -> None:
 # thread: the unfold, forward product and weight gradient took 4.7 ms in chunks of 2 images
 # (235 KB), 5.3 ms of 4, 5.6 ms of 8-16, 6.0 ms unfolded whole).
 WINDOW_CHUNK_BYTES = 256 * 1024
+# A parallel forward window product splits each chunk's GEMM into at most this many parts
+# of columns (each small enough to run on its calling thread); beyond, it runs serially.
+MAX_GEMM_PARTS = 8
 
 
 def window_chunk(images: int, image_bytes: int) -> int:
@@ -202,7 +205,23 @@ def emit_window_gemm(node, k) -> None:
         emit_windows(k, k.ins[1], scratch, (nb, channels, height, width), attrs, "CN", counts,
                      x.dtype, x_at=x_at)
 
-    if not tb:  # the forward product: each chunk's columns of the result, one GEMM each
+    # Parallel over the chunks where the product is large; each chunk's forward GEMM then
+    # in parts of columns small enough for OpenBLAS to run on the calling thread (its
+    # threads woken for each of 64 small GEMMs had cost W7 1.3 ms a step on two cores).
+    parallel = chunks > 1 and m * rows * columns >= 16 * parallel_min_elements()
+    parts = -(-m * rows * cn // GEMM_SINGLE_THREAD_MAX)
+    if not tb and parallel and parts <= MAX_GEMM_PARTS and gemm_call(
+            a.dtype.name, ta, False, m, cn, rows, "a", "b", "c") is not None:
+        k.parallel, k.chunk = True, ch
+        part_columns = -(-cn // parts)
+        with k.block(f"for {ch} in prange({chunks}):"):
+            k.line(f"{scratch} = np.empty({rows * cn}, {dtype})")
+            unfold_chunk()
+            for lo in range(0, cn, part_columns):
+                k.line(gemm_call(a.dtype.name, ta, False, m, min(part_columns, cn - lo), rows,
+                                 k.ins[0], scratch, target, ("0", str(lo), f"{ch} * {cn} + {lo}"),
+                                 ldb=cn, ldc=n))
+    elif not tb:  # the forward product: each chunk's columns of the result, one GEMM each
         k.threaded_blas = m * rows * cn > GEMM_SINGLE_THREAD_MAX
         k.line(f"{scratch} = np.empty({rows * cn}, {dtype})")
         call = gemm_call(a.dtype.name, ta, False, m, cn, rows, k.ins[0], scratch, target,
@@ -224,7 +243,6 @@ def emit_window_gemm(node, k) -> None:
                            f" = {part}[{i}]")
     else:  # a @ windows.T, a weight gradient: each chunk's dot products, added in order
         k.line(f"# gemm_nt.py {gemm_nt_version()}")
-        parallel = chunks > 1 and m * n * columns >= 16 * parallel_min_elements()
         partial, i, s, q = (k.fresh(v) for v in ("partial", "i", "s", "q"))
         k.line(f"{partial} = np.empty({chunks * m * n}, {dtype})")
         if parallel:

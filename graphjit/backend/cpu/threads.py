@@ -90,8 +90,12 @@ class ArmChooser:
     have taken what a try of it costs over ``EXPLORE_SHARE``, within ``[MIN_INTERVAL_S,
     MAX_INTERVAL_S]``: time spent in calls, not on the clock, so a program called now and
     then tries no more often than one called without a pause, and the tries of each arm take
-    about ``EXPLORE_SHARE`` of the time. Never-tried arms are due at once. ``calls`` counts
-    the calls run each way.
+    about ``EXPLORE_SHARE`` of the time. Never-tried arms are due at once, and an arm tried
+    once is due again after ``MIN_INTERVAL_S``: a program's first calls of each way pay for
+    starting its thread pools and touching its buffers for the first time, so a first try
+    alone misjudges it (W7 on two cores: the way it settled on took 6.3 ms a step, one
+    whose first try had measured 8.5 ms took 5.1; and a try of an arm that is still slow
+    once warm costs a few calls). ``calls`` counts the calls run each way.
     """
 
     WINDOW = 5
@@ -112,6 +116,7 @@ class ArmChooser:
         self.probing = None  # [arm, calls left] while an arm is tried
         self.busy = 0.0  # seconds of calls recorded
         self.last_try = [None] * n  # ``busy`` when each arm's last try ended
+        self.tries = [0] * n
         self.calls = [0] * n
         # Cached between the calls that change them (choose and record run on every call):
         # ``busy`` at which the next arm is due, and the current arm's median above which
@@ -149,6 +154,8 @@ class ArmChooser:
         median = self.medians[arm]
         if median is None:
             return 0.0
+        if self.tries[arm] < 2:  # a first try is not enough (see above)
+            return self.MIN_INTERVAL_S
         current = self.medians[self.current]
         calls = self.PROBE_CALLS
         if current is not None and median > self.GIVE_UP * current:
@@ -180,6 +187,7 @@ class ArmChooser:
                 return
         self.probing = None
         self.last_try[arm] = self.busy
+        self.tries[arm] += 1
         self._decide()
 
     def _decide(self) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import graphjit as gj
-from graphjit.backend.cpu import compile_graph, linalg
+from graphjit.backend.cpu import blas, compile_graph, linalg
 from graphjit.ir import parse_graph
 from graphjit.ir.interpret import Interpreter
 
@@ -104,15 +104,24 @@ def test_kernel_matches_products_of_windows_built_by_loops(case, trans_a, epilog
     _check(Interpreter(graph).run([wt, x, g, bias])[0], wt, b, g, bias, trans_a, epilogue)
 
 
-def test_a_large_weight_gradient_adds_its_chunks_in_parallel(monkeypatch):
+@pytest.mark.parametrize("single_thread_max, gemms", [(None, 1), (5000, 3)])
+def test_large_products_run_their_chunks_in_parallel(single_thread_max, gemms, monkeypatch):
+    """The weight gradient's chunks in parallel, partials added in order; the forward's
+    chunks in parallel too, each chunk's GEMM in parts of columns small enough for OpenBLAS
+    to run on the calling thread (``gemms`` per chunk)."""
     monkeypatch.setattr(linalg, "WINDOW_CHUNK_BYTES", 1)
+    if single_thread_max is not None:
+        monkeypatch.setattr(linalg, "GEMM_SINGLE_THREAD_MAX", single_thread_max)
     monkeypatch.setenv("GRAPHJIT_PARALLEL_MIN", "1")
     case = (6, 2, 12, 12, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1))
-    x, b, wt, g, bias, attrs = _case(case, False, seed=3)
-    program = compile_graph(_graph(wt.shape, x.shape, g.shape, attrs, False, False))
-    assert "in prange(6):" in program.source
-    outs, _ = program([wt, x, g, bias])
-    _check(outs, wt, b, g, bias, False, False)
+    for trans_a, epilogue in ((False, True), (True, False)):
+        x, b, wt, g, bias, attrs = _case(case, trans_a, seed=3)
+        program = compile_graph(_graph(wt.shape, x.shape, g.shape, attrs, trans_a, epilogue))
+        assert program.source.count("in prange(6):") == 2
+        if blas.cblas() is not None:
+            assert program.source.count("cblas_sgemm(") == gemms
+        outs, _ = program([wt, x, g, bias])
+        _check(outs, wt, b, g, bias, trans_a, epilogue)
 
 
 def test_the_np_dot_fallback_gives_the_same_values():
@@ -122,7 +131,7 @@ def test_the_np_dot_fallback_gives_the_same_values():
         import json, sys
         sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
         import numpy as np
-        from graphjit.backend.cpu import compile_graph, linalg
+        from graphjit.backend.cpu import blas, compile_graph, linalg
         import test_window_gemm as t
         linalg.WINDOW_CHUNK_BYTES = 1
         x, b, wt, g, bias, attrs = t._case(t.CASES[1], False, seed=5)
