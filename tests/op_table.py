@@ -156,6 +156,8 @@ NOT_EAGER = {
              "tests/passes/test_fuse.py and every compiled test)",
     "gemm": "made by passes/gemm from matmul, permute and elementwise nodes, never called by "
             "user code (covered by tests/passes/test_gemm.py and tests/backend/cpu/test_cpu.py)",
+    "window_gemm": "made by passes/gemm from a convolution's products over its unfolded windows, "
+                   "never called by user code (covered by tests/backend/cpu/test_window_gemm.py)",
 }
 
 # Collectives need ranks to talk to: tests/distributed runs them (values, gradient, eager
