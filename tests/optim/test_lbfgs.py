@@ -214,7 +214,10 @@ def test_quadratic_reaches_its_minimum(rng, line_search_fn):
     minimise([x], lambda: f_gj(x), 3, line_search_fn=line_search_fn, tolerance_change=0.0,
              tolerance_grad=1e-12)
     assert x.dtype is gj.float64
-    assert_close(x.detach(), gj.tensor(solution), rtol=1e-9, atol=1e-10)
+    # (Within 1e-9: where the last strong-Wolfe step lands depends on the last bits of the
+    # float64 products, which depend on the CPU's BLAS kernels: 4.6e-10 away on an AVX-512
+    # Zen VM, below 1e-10 on the machines this was written on.)
+    assert_close(x.detach(), gj.tensor(solution), rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
