@@ -136,6 +136,7 @@ def _fork(entries, workers: int, nice: int = 0):
                 if pid == 0:  # the worker
                     status = 1
                     try:
+                        _own_symbol_names()
                         if nice:
                             os.nice(nice)
                         _drain(read_end, entries, keep_going=True)
@@ -153,6 +154,23 @@ def _fork(entries, workers: int, nice: int = 0):
         os.close(read_end)
         raise
     return read_end, pids
+
+
+def _own_symbol_names() -> None:
+    """Give this forked worker symbol names of its own. Numba names a function's machine
+    code after a per-process counter (``FunctionIdentity._unique_ids``) and, for a parallel
+    loop's body, after the address of its parfor object (``__numba_parfor_gufunc_<hash>``):
+    workers forked from one parent start with the same counter and the same heap, so two
+    workers compiling two different kernels can produce the same symbol. The parent then
+    loads both kernels' code into one LLVM engine, and one kernel's call binds to the other's
+    loop body (suspected cause of intermittent wrong results and heap corruption with
+    parallel kernels compiled by workers; see the closing note of 2026-12-07). A random
+    start of the counter makes each worker's names its own."""
+    import itertools
+    import secrets
+
+    from numba.core.bytecode import FunctionIdentity
+    FunctionIdentity._unique_ids = itertools.count(1 + (secrets.randbits(40) << 20))
 
 
 def _drain(read_end: int, entries, keep_going: bool) -> None:

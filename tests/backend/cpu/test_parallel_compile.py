@@ -168,3 +168,34 @@ def test_workers_run_at_the_niceness_asked_for(tmp_path, nice):
     for pid in pids:
         os.waitpid(pid, 0)
     assert int(path.read_text()) == min(os.nice(0) + nice, 19)
+
+
+def test_forked_workers_name_their_machine_code_apart():
+    """Numba names compiled code after a per-process counter (and a parallel loop's body
+    after its parfor object's address): workers forked from one process started with the
+    same counter, so two of them could give two different kernels one symbol, and the
+    process that loaded both ran one kernel's loop body for the other (a fuzz run with
+    GRAPHJIT_PARALLEL_MIN=1: wrong values, heap corruption). Each worker now starts its
+    counter at a random point: the next names of two forked workers and of this process
+    differ."""
+    from numba.core.bytecode import FunctionIdentity
+
+    def next_uid_in_a_worker():
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                workers._own_symbol_names()
+                os.write(write_end, str(next(FunctionIdentity._unique_ids)).encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        value = int(os.read(read_end, 64))
+        os.close(read_end)
+        os.waitpid(pid, 0)
+        return value
+
+    first, second = next_uid_in_a_worker(), next_uid_in_a_worker()
+    here = next(FunctionIdentity._unique_ids)
+    assert len({first, second, here}) == 3
+    assert min(first, second) > here  # far from this process's own names
