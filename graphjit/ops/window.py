@@ -130,7 +130,10 @@ def _unfold(x, kernel, dilation, stride, padding, pad_value, layout):
                                sw * stride[1]), writeable=False)
     if layout == "CN":
         view = view.transpose(1, 2, 3, 0, 4, 5)
-    return np.ascontiguousarray(view)
+    # Always a copy: where the windows are the input's own layout (one window covering a
+    # 2x2 image), ascontiguousarray would return a view of x, and an in-place change of x
+    # (an optimizer step) would show through the windows (found by the fuzzer).
+    return np.array(view, order="C", copy=True)
 
 
 def _vjp_unfold(g, out, x, kernel, dilation, stride, padding, pad_value, layout):

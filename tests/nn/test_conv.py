@@ -442,3 +442,13 @@ def test_compiled_conv_step_matches_eager(rng):
     assert_close(got, want, rtol=1e-12, atol=1e-12)
     for t, g in zip((conv.weight, conv.bias, x), grads):
         assert_close(t.grad, g, rtol=1e-10, atol=1e-12)
+
+
+def test_unfold_returns_windows_of_its_own_even_where_they_are_the_input_s_layout():
+    """One 2x2 window over a 2x2 image is the image's own memory order: eager unfold used to
+    return a view of its input, so an in-place change of the input (an optimizer step)
+    changed the windows too, unlike PyTorch's (found by the fuzzer, seed 45)."""
+    p = gj.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    windows = F.unfold(p, 2)
+    p.mul_(10.0)
+    np.testing.assert_array_equal(windows.numpy().ravel(), [1.0, 2.0, 3.0, 4.0])
