@@ -73,6 +73,12 @@ def program_openblas():
     return cblas() or numba_openblas()
 
 
+def calls_cblas(dtype: str) -> bool:
+    """Whether kernels compute ``dtype`` products with ``cblas_?gemm`` (``gemm_call`` gives
+    a line), not Numba's ``np.dot``."""
+    return dtype in FUNCTIONS and cblas() is not None
+
+
 def gemm_call(dtype: str, trans_a: bool, trans_b: bool, m: int, n: int, k: int,
               a: str, b: str, out: str, offsets=("0", "0", "0"), ldb=None,
               ldc=None) -> str | None:
@@ -81,7 +87,7 @@ def gemm_call(dtype: str, trans_a: bool, trans_b: bool, m: int, n: int, k: int,
     on, or None where kernels call ``np.dot`` (another dtype, no NumPy OpenBLAS). ``ldb``,
     ``ldc``: the distance between rows of ``b`` and ``out`` (by default a whole matrix's;
     more: some of its columns)."""
-    if dtype not in FUNCTIONS or cblas() is None:
+    if not calls_cblas(dtype):
         return None
     itemsize = 4 if dtype == "float32" else 8
 

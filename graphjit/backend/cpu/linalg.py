@@ -14,7 +14,7 @@ from ..._blas import GEMM_SINGLE_THREAD_MAX
 from ...shapes import numel
 from ..core.indexing import affine, c_strides
 from ..core.linalg import batch_strides, matmul_sizes
-from .blas import gemm_call
+from .blas import calls_cblas, gemm_call
 from .gemm_nt import chunks as dots_chunks
 from .gemm_nt import use_dots
 from .gemm_nt import version as gemm_nt_version
@@ -140,17 +140,25 @@ def _emit_dots(k, a, b, out, m, n, kk, dtype) -> None:
         return
     k.parallel = True
     mn = m * n
-    partial, c, lo, i, s, p = (k.fresh(v) for v in ("partial", "c", "k0", "i", "s", "p"))
+    partial, c, lo = (k.fresh(v) for v in ("partial", "c", "k0"))
     k.chunk = c
     k.line(f"{partial} = np.empty({parts * mn}, np.{dtype.name})")
     with k.block(f"for {c} in prange({parts}):"):
         k.line(f"{lo} = {c} * {kk} // {parts}")
         k.line(f"gemm_nt({a}, {b}, {partial}, {lo}, {lo}, {c} * {mn}, {m}, {n}, "
                f"({c} + 1) * {kk} // {parts} - {lo}, {kk}, {kk})")
-    with k.block(f"for {i} in range({mn}):"):
+    _emit_sum_of_parts(k, partial, parts, mn, out)
+
+
+def _emit_sum_of_parts(k, partial, parts: int, size: int, out) -> None:
+    """``out[:size]`` = the sum of the ``parts`` partial products stored one after another in
+    ``partial``, added in part order (so the result does not depend on which thread computed
+    which part)."""
+    i, s, p = k.fresh("i"), k.fresh("s"), k.fresh("p")
+    with k.block(f"for {i} in range({size}):"):
         k.line(f"{s} = {partial}[{i}]")
         with k.block(f"for {p} in range(1, {parts}):"):
-            k.line(f"{s} += {partial}[{p} * {mn} + {i}]")
+            k.line(f"{s} += {partial}[{p} * {size} + {i}]")
         k.line(f"{out}[{i}] = {s}")
 
 
@@ -210,8 +218,7 @@ def emit_window_gemm(node, k) -> None:
     # threads woken for each of 64 small GEMMs had cost W7 1.3 ms a step on two cores).
     parallel = chunks > 1 and m * rows * columns >= 16 * parallel_min_elements()
     parts = -(-m * rows * cn // GEMM_SINGLE_THREAD_MAX)
-    if not tb and parallel and parts <= MAX_GEMM_PARTS and gemm_call(
-            a.dtype.name, ta, False, m, cn, rows, "a", "b", "c") is not None:
+    if not tb and parallel and parts <= MAX_GEMM_PARTS and calls_cblas(a.dtype.name):
         k.parallel, k.chunk = True, ch
         part_columns = -(-cn // parts)
         with k.block(f"for {ch} in prange({chunks}):"):
@@ -243,7 +250,7 @@ def emit_window_gemm(node, k) -> None:
                            f" = {part}[{i}]")
     else:  # a @ windows.T, a weight gradient: each chunk's dot products, added in order
         k.line(f"# gemm_nt.py {gemm_nt_version()}")
-        partial, i, s, q = (k.fresh(v) for v in ("partial", "i", "s", "q"))
+        partial = k.fresh("partial")
         k.line(f"{partial} = np.empty({chunks * m * n}, {dtype})")
         if parallel:
             k.parallel, k.chunk = True, ch
@@ -252,9 +259,5 @@ def emit_window_gemm(node, k) -> None:
             unfold_chunk()
             k.line(f"gemm_nt({k.ins[0]}, {scratch}, {partial}, {ch} * {cn}, 0, "
                    f"{ch} * {m * n}, {m}, {n}, {cn}, {columns}, {cn})")
-        with k.block(f"for {i} in range({m * n}):"):
-            k.line(f"{s} = {partial}[{i}]")
-            with k.block(f"for {q} in range(1, {chunks}):"):
-                k.line(f"{s} += {partial}[{q} * {m * n} + {i}]")
-            k.line(f"{target}[{i}] = {s}")
+        _emit_sum_of_parts(k, partial, chunks, m * n, target)
     _emit_epilogue(node, k, p, target)
