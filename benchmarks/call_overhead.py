@@ -35,7 +35,7 @@ def main():
     args = [np.ones(1, np.float32)]
     flat = args[0].reshape(-1)
     buffers = program._buffers()
-    driver = program._driver
+    driver = program._driver  # (its bundled wrapper after a first run: [Bundled drivers])
     f = gj.compile(lambda x: -x)
     x = gj.ones(1)
     f(x)

@@ -49,7 +49,7 @@ def child(key):
     for obj in gc.get_objects():
         if type(obj).__name__ != "CompiledProgram":
             continue
-        for name, d in obj._driver.py_func.__globals__.items():
+        for name, d in obj.dispatcher.py_func.__globals__.items():
             if isinstance(d, Dispatcher) and id(d) not in seen:
                 seen.add(id(d))
                 for sig in d.signatures:

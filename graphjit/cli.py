@@ -169,17 +169,19 @@ def _cmd_cache(args) -> int:
         size = sum(os.path.getsize(f) for f in files if os.path.exists(f))
         modules = [f for f in files if f.endswith(".py")]
 
-        def under(sub):  # kernel bundles, lowered programs: pickles in folders of their own
+        def under(sub):  # bundles, lowered programs, the runtime: pickles in folders of
             return [f for f in files if f.startswith(os.path.join(root, sub) + os.sep)
-                    and f.endswith(".pickle")]
-        bundles, lowered = under("bundles"), under("lowered")
+                    and f.endswith(".pickle")]  # their own
+        bundles, lowered, runtime = under("bundles"), under("lowered"), under("runtime")
         codes = [f for f in files if f.endswith(".pycode")]  # the modules' compiled code
-        numba_files = len(files) - len(modules) - len(codes) - len(bundles) - len(lowered)
+        numba_files = (len(files) - len(modules) - len(codes) - len(bundles) - len(lowered)
+                       - len(runtime))
         print(f"graphjit compile cache: {root}")
         for folder in outside:
             print(f"  Numba's cache files (NUMBA_CACHE_DIR): {folder}")
         print(f"  {len(modules)} generated modules, {numba_files} Numba cache files, "
-              f"{len(bundles)} kernel bundles, {len(lowered)} lowered programs, "
+              f"{len(bundles)} bundles (kernels, drivers), {len(runtime)} runtime, "
+              f"{len(lowered)} lowered programs, "
               f"{size / 2**20:.1f} MiB (set GRAPHJIT_CACHE_DIR to move it)")
         return 0
     for path in [os.path.join(root, entry) for entry in os.listdir(root)] + outside:

@@ -181,8 +181,8 @@ def _load_runtime(target_context) -> None:
     W2's warm start of ~0.74 s, for code that is already machine code. Numba refreshes
     the contexts itself before it compiles anything (CompilerBase.__init__), so a program
     that needs a kernel compiled still gets them."""
-    from numba.core.runtime import rtsys
-    rtsys.initialize(target_context)
+    from .nrt_cache import initialize_runtime
+    initialize_runtime(target_context)  # [The runtime's machine code on disk]
 
 
 def _keep_reload_hooks(compiled) -> None:

@@ -45,8 +45,8 @@ SCRIPT = textwrap.dedent("""\
         "ok": bool(np.allclose(loss.item(), np.maximum(z, 0).sum(), rtol=1e-5)
                    and np.allclose(a.grad.numpy(), bn * (z > 0))
                    and np.allclose(b.grad.numpy(), an * (z > 0))),
-        "hits": [sum(p._driver.stats.cache_hits.values()) for p in programs],
-        "misses": [sum(p._driver.stats.cache_misses.values()) for p in programs],
+        "hits": [sum(p.dispatcher.stats.cache_hits.values()) for p in programs],
+        "misses": [sum(p.dispatcher.stats.cache_misses.values()) for p in programs],
         "ops": [[n.op.name for n in p.graph.nodes] for p in programs],
         "paths": [p.path for p in programs]}))
 """)
@@ -56,6 +56,9 @@ def _env(tmp_path, **extra):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
                TMPDIR=os.path.join(tmp_path, "tmp"))  # a fallback folder inside the test's folder
     env.pop("NUMBA_CACHE_DIR", None)
+    # These tests are about Numba's cache files; bundles (tests/backend/cpu/
+    # test_kernel_bundle.py) would serve the machine code without reading them.
+    env["GRAPHJIT_KERNEL_BUNDLES"] = "0"
     env.update(extra)
     os.makedirs(env["TMPDIR"], exist_ok=True)
     return env
@@ -275,8 +278,14 @@ def test_cache_info_and_clear(seeded, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
     assert cli.main(["cache", "info"]) == 0
     out = capsys.readouterr().out
-    # Two program modules and their two kernel modules, a bundle of each program's kernel.
-    assert str(copy) in out and "4 generated modules, 8 Numba cache files, 2 kernel bundles" in out
+    # Two program modules and their two kernel modules, Numba's runtime (the seeded cache
+    # was written with bundles off, see _env).
+    assert str(copy) in out and "4 generated modules, 8 Numba cache files, 0 bundles" in out
+    assert "1 runtime" in out
+    # A run with bundles: a bundle of each program's kernel, and one of each driver.
+    _run(tmp_path, copy, GRAPHJIT_KERNEL_BUNDLES="1")
+    assert cli.main(["cache", "info"]) == 0
+    assert "8 Numba cache files, 4 bundles (kernels, drivers), 1 runtime" in capsys.readouterr().out
     assert cli.main(["cache", "clear"]) == 0
     assert os.listdir(copy) == []
 

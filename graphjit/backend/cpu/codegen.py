@@ -48,6 +48,7 @@ from ...shapes import numel
 from ..core.buffers import ProgramBuffers
 from ..core.kernel import check_graph, needs_kernel
 from ..core.literals import np_type
+from ..nrt_cache import initialize_runtime
 from ..source import import_module, module_file_name, module_path, write_module
 from ..writer import Namer, SourceWriter, identifier
 from . import (collective, creation, elementwise, fused, index, linalg, random,  # noqa: F401
@@ -539,6 +540,8 @@ class PreparedProgram:
         entries = self.kernels + [(self.driver, self.driver_signature, 0)]
         if kernel_bundle.exists(self.kernels):
             entries = entries[-1:]
+        if kernel_bundle.driver_bundled(self.driver, self.driver_signature):
+            entries = entries[:-1]
         return all(tuple(sig) in d.overloads
                    or (isinstance(getattr(d, "_cache", None), Cache) and _cached_or_uncacheable(d))
                    for d, sig, _ in entries)
@@ -546,15 +549,26 @@ class PreparedProgram:
     def finish(self) -> CompiledProgram:
         start = time.perf_counter()
         try:
+            # Numba's runtime first, from the disk cache ([The runtime's machine code on
+            # disk]) before Numba's own compile would start it the slow way.
+            initialize_runtime(kernel_bundle.cpu_context())
             # [Kernel bundles]: all kernels' machine code in one file, after a first run.
             addresses = kernel_bundle.load(self.kernels)
             if addresses is None:
                 addresses = compile_kernels(self.kernels)
                 kernel_bundle.write(self.kernels)
             table = np.array(addresses, dtype=ADDRESS_DTYPE)
-            self.driver.compile(self.driver_signature)
+            # [Bundled drivers]: the driver's CPython wrapper, called without Numba's
+            # dispatcher, after a first run.
+            driver = kernel_bundle.load_driver(self.driver, self.driver_signature)
+            if driver is None:
+                self.driver.compile(self.driver_signature)
+                kernel_bundle.write_driver(self.driver, self.driver_signature)
+                driver = self.driver
         except Exception as e:
             raise GraphjitError(f"Numba could not compile the program generated for graph "
                                 f"{self.name!r} ({self.path}): {type(e).__name__}: {e}") from e
-        return CompiledProgram(self.graph, self.name, self.generated, self.path, self.driver,
-                               table, time.perf_counter() - start)
+        program = CompiledProgram(self.graph, self.name, self.generated, self.path, driver,
+                                  table, time.perf_counter() - start)
+        program.dispatcher = self.driver  # (Numba's, whichever ran: its stats, its source)
+        return program

@@ -34,10 +34,12 @@ off.
 """
 from __future__ import annotations
 
-import hashlib
+import io
 import os
 import pickle
+import sys
 import threading
+import types
 
 from ..numba_cache import seal, unseal
 from ..source import write_atomically
@@ -53,23 +55,17 @@ def enabled() -> bool:
         "0", "off", "false", "no")
 
 
-def _context():
+def cpu_context():
+    """Numba's CPU target context (what compiles and loads the CPU kernels)."""
     from numba.core.registry import cpu_target
     return cpu_target.target_context
 
 
 def _path(kernels) -> str:
-    import llvmlite
-    import numba
-
     from ..cache import cache_dir
-    h = hashlib.sha256(f"{FORMAT} {numba.__version__} {llvmlite.__version__} "
-                       f"{_context().codegen().magic_tuple()}".encode())
-    h.update(repr(sorted((k, v) for k, v in os.environ.items()
-                         if k.startswith("NUMBA_") and k != "NUMBA_CACHE_DIR")).encode())
-    for d, sig, _ in kernels:
-        h.update(repr(bundle_key(d, sig)).encode())
-    return os.path.join(cache_dir("bundles"), h.hexdigest()[:40] + ".pickle")
+    from ..nrt_cache import machine_key
+    return os.path.join(cache_dir("bundles"), machine_key(
+        f"bundle {FORMAT}", *(repr(bundle_key(d, sig)) for d, sig, _ in kernels)) + ".pickle")
 
 
 def exists(kernels) -> bool:
@@ -80,6 +76,58 @@ def exists(kernels) -> bool:
         return False
 
 
+def _read(path):
+    """The records in the bundle file at ``path`` (FileNotFoundError when there is none);
+    a file that cannot be used is deleted (and ValueError raised): its code is loaded one
+    function at a time, and written again."""
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+        # Machine code is run, not checked: a garbled file must never reach the engine.
+        return _Unpickler(io.BytesIO(unseal(blob, path))).load()
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # truncated, garbled, from other code
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise ValueError(f"{path}: unusable bundle") from e
+
+
+class _Unpickler(pickle.Unpickler):
+    """Unpickles a bundle's records, with the environments of Numba's own helper functions
+    rebuilt without importing their modules (``_environment``)."""
+
+    def find_class(self, module, name):
+        if (module, name) == ("numba.core.environment", "_rebuild_env"):
+            return _environment
+        return super().find_class(module, name)
+
+
+def _environment(modname, consts, env_name):
+    """A compiled function's environment (Numba's ``_rebuild_env``, which imports the
+    function's module to make the module's namespace the environment's globals).
+
+    For a function of Numba's own (a helper Numba compiled inside a kernel: the array
+    allocation of ``numba.np.arrayobj``...) whose module is not imported yet, the
+    environment gets a namespace of its own instead: importing numba.np.arrayobj took 18-27
+    ms of a restart's 100. An environment's globals are read only by code Numba compiled
+    in object mode (numba/core/pylowering.py); these helpers are nopython code, which reads
+    an environment's constants at most, and those are restored as they are."""
+    from numba.core.environment import Environment, _rebuild_env, lookup_environment
+    env = lookup_environment(env_name)
+    if env is not None:
+        return env
+    if modname in sys.modules or not modname.startswith("numba."):
+        return _rebuild_env(modname, consts, env_name)
+    env = Environment({"__name__": modname})
+    env.consts[:] = consts
+    env.env_name = env_name
+    Environment._memo[env_name] = env
+    return env
+
+
 def load(kernels) -> list | None:
     """The addresses of ``kernels`` (``(dispatcher, signature, cost)`` each) from their
     bundle, or None when there is none to use."""
@@ -87,33 +135,17 @@ def load(kernels) -> list | None:
         return None
     try:
         path = _path(kernels)
-        with open(path, "rb") as f:
-            blob = f.read()
-        # Machine code is run, not checked: a garbled file must never reach the engine.
-        records = pickle.loads(unseal(blob, path))
+        records = _read(path)
         if [r[0] for r in records] != [bundle_key(d, sig) for d, sig, _ in kernels]:
-            raise ValueError(f"{path}: a bundle of other kernels")
-    except FileNotFoundError:
-        return None
-    except Exception:  # truncated, garbled: the kernels are loaded one by one, and
-        try:           # ``write`` makes the bundle again
             os.unlink(path)
-        except OSError:
-            pass
-        return None
+            return None
+    except Exception:  # none, or unusable: the kernels are loaded one by one, and
+        return None    # ``write`` makes the bundle again
     with _LOCK:
         return _add(kernels, records)
 
 
 def _add(kernels, records) -> list | None:
-    import llvmlite.binding as llvm
-    from numba.core.runtime import rtsys
-
-    from .blas import cblas
-    cblas()  # the GEMM symbols the code names (blas.py): registered before LLVM resolves them
-    context = _context()
-    codegen = context.codegen()
-    engine = codegen._engine._ee
     addresses, fresh = [None] * len(kernels), []
     for i, ((d, sig, _), record) in enumerate(zip(kernels, records)):
         key = record[0]
@@ -121,28 +153,68 @@ def _add(kernels, records) -> list | None:
             addresses[i] = kernel_address(d, sig)
         elif all(key != records[j][0] for j in fresh):
             fresh.append(i)
-    if fresh:
-        rtsys.initialize(context)  # the runtime (NRT) the code refers to
-        hooks = {hook for i in fresh for hook in records[i][4]}
-        for hook in hooks:  # e.g. Numba's thread pool for a parallel kernel
-            hook()
-        for i in fresh:
-            engine.add_object_file(llvm.ObjectFileRef.from_data(records[i][5]))
-        engine.finalize_object()
-        for i in fresh:
-            key, entry, env_name, env, _, _, envs = records[i]
-            address = engine.get_function_address(entry)
-            if not address:
-                return None
-            codegen.set_env(env_name, env)
-            for e in envs:
-                codegen.set_env(e.env_name, e)
-            _ENVS.append((env, envs))
-            BUNDLED[key] = address
+    found = _load_code([records[i] for i in fresh])
+    if found is None:
+        return None
+    for i, address in zip(fresh, found):
+        BUNDLED[records[i][0]] = address
     for i, ((d, sig, _), record) in enumerate(zip(kernels, records)):
         if addresses[i] is None:
             addresses[i] = BUNDLED[record[0]]
     return addresses
+
+
+def _load_code(records) -> list | None:
+    """Hand the object code of ``records`` to Numba's JIT engine at once; the addresses of
+    their entry functions (None if LLVM does not resolve one)."""
+    if not records:
+        return []
+    import llvmlite.binding as llvm
+
+    from ..nrt_cache import initialize_runtime
+    from .blas import cblas
+    cblas()  # the GEMM symbols the code names (blas.py): registered before LLVM resolves them
+    context = cpu_context()
+    codegen = context.codegen()
+    engine = codegen._engine._ee
+    initialize_runtime(context)  # the runtime (NRT) the code refers to
+    for hook in {hook for r in records for hook in r[4]}:
+        hook()  # e.g. Numba's thread pool for a parallel kernel
+    for r in records:
+        engine.add_object_file(llvm.ObjectFileRef.from_data(r[5]))
+    engine.finalize_object()
+    addresses = []
+    for key, entry, env_name, env, _, _, envs in records:
+        address = engine.get_function_address(entry)
+        if not address:
+            return None
+        codegen.set_env(env_name, env)
+        for e in envs:
+            codegen.set_env(e.env_name, e)
+        _ENVS.append((env, envs))
+        addresses.append(address)
+    return addresses
+
+
+def _record(d, sig, context, wrapper: bool = False):
+    """What the bundle keeps of ``d``'s machine code for ``sig`` from Numba's disk cache:
+    ``(key, entry function, environment name, environment, reload hooks, object code,
+    referenced environments)``, the entry being the function itself or (``wrapper``) its
+    CPython wrapper; None when Numba's cache has no such entry."""
+    from numba.core.caching import Cache
+    cache = getattr(d, "_cache", None)
+    if not isinstance(cache, Cache):
+        return None
+    data = cache._cache_file.load(cache._index_key(tuple(sig), context.codegen()))
+    if data is None:
+        return None
+    (_, kind, payload), fndesc, env = data[0], data[1], data[2]
+    reload_init, referenced_envs = data[7], data[8]
+    if kind != "object":
+        return None
+    entry = fndesc.llvm_cpython_wrapper_name if wrapper else fndesc.llvm_func_name
+    return (bundle_key(d, sig), entry, context.get_env_name(fndesc), env,
+            tuple(reload_init), payload[0], tuple(referenced_envs))
 
 
 def write(kernels) -> None:
@@ -154,23 +226,94 @@ def write(kernels) -> None:
         path = _path(kernels)
         if os.path.exists(path):
             return
-        from numba.core.caching import Cache
-        context = _context()
-        records = []
-        for d, sig, _ in kernels:
-            cache = getattr(d, "_cache", None)
-            if not isinstance(cache, Cache):
-                return
-            data = cache._cache_file.load(cache._index_key(tuple(sig), context.codegen()))
-            if data is None:
-                return
-            (_, kind, payload), fndesc, env = data[0], data[1], data[2]
-            reload_init, referenced_envs = data[7], data[8]
-            if kind != "object":
-                return
-            records.append((bundle_key(d, sig), fndesc.llvm_func_name,
-                            context.get_env_name(fndesc), env, tuple(reload_init),
-                            payload[0], tuple(referenced_envs)))
-        write_atomically(path, seal(pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)))
+        context = cpu_context()
+        records = [_record(d, sig, context) for d, sig, _ in kernels]
+        if all(r is not None for r in records):
+            write_atomically(path, seal(pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)))
+    except Exception:  # a bundle is only a faster next start
+        return
+
+
+# ---- drivers --------------------------------------------------------------------------------
+# NOTE: [Bundled drivers]
+# A program's driver is called from Python, so what the bundle keeps of it is its CPython
+# wrapper (the function Numba's dispatcher calls once it has chosen the overload), and
+# ``load_driver`` makes that a Python callable as Numba does (``_dynfunc.make_function``,
+# numba/core/cpu.py get_executable). Against loading it through Numba's cache, a restart
+# saves the cache lookup (5-25 ms), and the dispatcher's typing of the first call's arrays,
+# which imported numpy.ma (21-28 ms: Numba's typeof asks whether an array is a masked one).
+# Every later call saves the dispatcher's type checks too.
+#
+# The wrapper unboxes each argument as the signature says, checking only that it is an
+# array of the signature's itemsize: a callable loaded so must only ever get the flat,
+# C-contiguous, writeable arrays of the driver's signature, which ``CompiledProgram``
+# guarantees ([Trusted program calls] in program.py). The dispatcher would have compiled
+# another version for other arrays.
+#
+# ``DRIVERS`` keeps each driver loaded so per process, as ``BUNDLED`` does the kernels: its
+# code is added to the engine once, and a program whose driver Numba has loaded or compiled
+# in this process uses Numba's (``load_driver`` answers None).
+
+DRIVERS: dict = {}  # bundle_key -> the driver's callable
+
+
+def _driver_path(d, sig) -> str:
+    from ..cache import cache_dir
+    from ..nrt_cache import machine_key
+    return os.path.join(cache_dir("bundles"),
+                        machine_key(f"driver {FORMAT}", repr(bundle_key(d, sig))) + ".pickle")
+
+
+def driver_bundled(d, sig) -> bool:
+    """Whether driver ``d`` has a bundle for ``sig`` (``load_driver`` may still find it
+    unusable), or was loaded from one in this process."""
+    try:
+        return enabled() and (bundle_key(d, sig) in DRIVERS
+                              or os.path.exists(_driver_path(d, sig)))
+    except Exception:
+        return False
+
+
+def load_driver(d, sig):
+    """A callable running driver ``d``'s machine code for ``sig`` from its bundle (see
+    [Bundled drivers]), or None: no bundle, or Numba has the driver in this process."""
+    if not enabled():
+        return None
+    key = bundle_key(d, sig)
+    found = DRIVERS.get(key)
+    if found is not None or tuple(sig) in d.overloads:
+        return found
+    try:
+        record = _read(_driver_path(d, sig))
+        if record[0] != key:
+            return None
+    except Exception:
+        return None
+    from numba import _dynfunc
+    with _LOCK:
+        if key in DRIVERS:
+            return DRIVERS[key]
+        found = _load_code([record])
+        if found is None:
+            return None
+        name = d.py_func.__name__
+        module = sys.modules.get(d.py_func.__module__) or types.ModuleType(d.py_func.__module__)
+        DRIVERS[key] = _dynfunc.make_function(module, name, f"compiled wrapper for {name!r}",
+                                              found[0], record[3], ())
+        return DRIVERS[key]
+
+
+def write_driver(d, sig) -> None:
+    """Write the bundle of driver ``d`` for ``sig`` (compiled or loaded by Numba in this
+    process, and in Numba's disk cache) unless it exists."""
+    if not enabled():
+        return
+    try:
+        path = _driver_path(d, sig)
+        if os.path.exists(path):
+            return
+        record = _record(d, sig, cpu_context(), wrapper=True)
+        if record is not None:
+            write_atomically(path, seal(pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)))
     except Exception:  # a bundle is only a faster next start
         return

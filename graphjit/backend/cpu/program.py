@@ -41,7 +41,10 @@ class CompiledProgram(Program):
 
     def __init__(self, graph, name, generated, path, driver, kernel_table, compile_seconds):
         super().__init__(graph, name, generated, path, compile_seconds)
-        self._driver = driver
+        # What runs the program: Numba's dispatcher of the driver, or after a first run its
+        # compiled wrapper loaded from a bundle ([Bundled drivers] in kernel_bundle.py);
+        # ``dispatcher`` is Numba's either way (its source, its cache statistics).
+        self._driver = self.dispatcher = driver
         # The driver's last argument: its kernels' addresses ([Kernel calls by address]).
         self._kernel_table = kernel_table
         # The consts' flat data with their driver-argument positions (see run_trusted).
@@ -128,7 +131,9 @@ class CompiledProgram(Program):
         non-const input, each a writeable 1-D C-contiguous array of the input's dtype and
         number of elements, e.g. from ``flat_input``. Nothing is checked here: a wrong
         array is not an error message but a recompile by Numba (another layout or dtype)
-        or, for a short array, reads and writes past its end. ``program(inputs)`` checks
+        or, through a driver loaded from its bundle, which has no dispatcher to recompile
+        ([Bundled drivers] in kernel_bundle.py), an array read as if it were the expected
+        one; a short array is read and written past its end. ``program(inputs)`` checks
         every input and is what everything else calls.
         """
         if self._const_at:

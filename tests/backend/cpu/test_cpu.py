@@ -620,7 +620,7 @@ def test_compiling_again_reuses_the_module(reductions):
 
 
 def test_compiled_program_is_cached_across_processes(tmp_path, monkeypatch):
-    # NOTE: the same graph text, compiled in this process, then loaded from Numba's cache
+    # NOTE: the same graph text, compiled in this process, then loaded from the cache
     # by a new process (GRAPHJIT_CACHE_DIR keeps both in a fresh folder).
     text = textwrap.dedent("""\
         graph cached(%x: f32[3,4] {arg}, %y: f32[4] {arg}) {
@@ -640,15 +640,17 @@ def test_compiled_program_is_cached_across_processes(tmp_path, monkeypatch):
         p = compile_graph(g)
         x, y = np.ones((3, 4), np.float32), np.arange(4, dtype=np.float32)
         assert np.allclose(p([x, y])[0][0], run_graph(g, [x, y])[0][0])
-        print(p.path, sum(p._driver.stats.cache_hits.values()))
+        print(p.path, sum(p.dispatcher.stats.cache_misses.values()), p._driver is not p.dispatcher)
     """)
     env = dict(os.environ, GRAPHJIT_CACHE_DIR=str(tmp_path),
                PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     done = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    path, hits = done.stdout.split()
-    assert path == first.path and int(hits) == 1
+    # Nothing compiled: the driver's machine code came from its bundle ([Bundled drivers]),
+    # made when this process compiled it (test_disk_cache.py loads it from Numba's cache).
+    path, misses, bundled = done.stdout.split()
+    assert path == first.path and int(misses) == 0 and bundled == "True"
 
 
 def test_every_node_of_the_test_graphs_has_a_cost():

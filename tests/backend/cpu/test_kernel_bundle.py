@@ -1,7 +1,9 @@
 """Kernel bundles ([Kernel bundles] in graphjit/backend/cpu/kernel_bundle.py): a new process
-loads a program's kernels from one file, and runs them as the process that compiled them
-did: same numbers, parallel kernels with their thread pool started, kernel errors with
-their messages. Each run is a fresh process on a compile cache of the test's own."""
+loads a program's kernels from one file, its driver from another ([Bundled drivers]) and
+Numba's runtime from a third (graphjit/backend/nrt_cache.py), and runs them as the process
+that compiled them did: same numbers, parallel kernels with their thread pool started,
+kernel errors with their messages. Each run is a fresh process on a compile cache of the
+test's own."""
 from __future__ import annotations
 
 import json
@@ -18,7 +20,8 @@ _SCRIPT = textwrap.dedent("""
     import graphjit as gj
     import graphjit.nn as nn
     import graphjit.nn.functional as F
-    from graphjit.backend.cpu import native
+    from graphjit.backend import nrt_cache
+    from graphjit.backend.cpu import kernel_bundle, native
     gj.manual_seed(0)
     model = nn.Sequential(nn.Linear(24, 48), nn.Tanh(), nn.Linear(48, 4))
     opt = gj.optim.Adam(model.parameters(), lr=0.01)
@@ -46,7 +49,8 @@ _SCRIPT = textwrap.dedent("""
     except IndexError as e:
         error = str(e)
     print(json.dumps({"losses": losses, "picked": picked, "error": error,
-                      "bundled": len(native.BUNDLED),
+                      "bundled": len(native.BUNDLED), "drivers": len(kernel_bundle.DRIVERS),
+                      "runtime": nrt_cache.started_from,
                       "params": [p.detach().numpy().tolist() for p in model.parameters()]}))
 """)
 
@@ -69,6 +73,9 @@ def test_a_restart_loads_the_kernels_from_their_bundle(tmp_path, parallel):
     first, second = runs
     assert os.listdir(tmp_path / "cache" / "bundles")
     assert first["bundled"] == 0 and second["bundled"] > 0
+    # Two programs and the steady-state step's: their drivers called through their wrappers.
+    assert first["drivers"] == 0 and second["drivers"] >= 3
+    assert first["runtime"] == "compiled" and second["runtime"] == "disk"
     assert second["losses"] == first["losses"]
     assert second["params"] == first["params"]
     assert second["picked"] == first["picked"] == 26.0
@@ -89,18 +96,20 @@ def test_a_garbled_bundle_is_not_run_and_the_kernels_load_one_by_one(tmp_path):
         assert out.returncode == 0, out.stderr[-3000:]
         return json.loads(out.stdout.strip().splitlines()[-1])
     first = run()
-    folder = tmp_path / "cache" / "bundles"
-    for name in os.listdir(folder):
+    files = [tmp_path / "cache" / sub / name for sub in ("bundles", "runtime")
+             for name in os.listdir(tmp_path / "cache" / sub)]
+    for path in files:  # kernels', drivers' and the runtime's
         # Flip bytes in the middle, where the object code is: a pickle that may still
         # load, with machine code that must not run.
-        blob = bytearray((folder / name).read_bytes())
+        blob = bytearray(path.read_bytes())
         for i in range(len(blob) // 2, len(blob) // 2 + 64):
             blob[i] ^= 0x5A
-        (folder / name).write_bytes(bytes(blob))
+        path.write_bytes(bytes(blob))
     second = run()
-    assert second["bundled"] == 0
+    assert second["bundled"] == 0 and second["drivers"] == 0 and second["runtime"] == "compiled"
     assert second["losses"] == first["losses"] and second["params"] == first["params"]
     assert second["error"] == first["error"]
     # The garbled file was replaced by a whole one, which the next process uses.
     third = run()
-    assert third["bundled"] > 0 and third["losses"] == first["losses"]
+    assert third["bundled"] > 0 and third["drivers"] > 0 and third["runtime"] == "disk"
+    assert third["losses"] == first["losses"]

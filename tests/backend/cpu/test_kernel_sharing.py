@@ -56,11 +56,11 @@ SCRIPT = textwrap.dedent("""\
         p = compile_graph(g)
         xs = [rng.standard_normal(v.shape).astype(np.float32) for v in g.inputs]
         got, want = p(xs)[0], run_graph(g, xs)[0]
-        names = p._driver.py_func.__globals__
+        names = p.dispatcher.py_func.__globals__
         (k,) = [d for n, d in names.items() if n.startswith("k") and n.endswith("_fused")]
         stats = lambda d: [sum(d.stats.cache_hits.values()), sum(d.stats.cache_misses.values())]
         ok = all(np.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(got, want))
-        report.append({"ok": ok, "driver": stats(p._driver), "kernel": stats(k),
+        report.append({"ok": ok, "driver": stats(p.dispatcher), "kernel": stats(k),
                        "kernel_file": k.py_func.__code__.co_filename})
     print(json.dumps(report))
 """)
@@ -84,7 +84,7 @@ def check_values(program, graph, rng):
 
 def the_fused_kernel(program):
     """The dispatcher the program module imported for its fused node."""
-    names = program._driver.py_func.__globals__
+    names = program.dispatcher.py_func.__globals__
     (name,) = [n for n in names if n.startswith("k") and n.endswith("_fused")]
     return names[name]
 
@@ -105,7 +105,7 @@ def test_a_second_program_with_the_same_kernel_does_not_compile_it(tmp_path, mon
     a.flags.writeable = False
     b, w = rng.standard_normal((3, 4)).astype(np.float32), np.ones((4, 2), np.float32)
     p2([a, b, w])
-    assert len(k.signatures) == 1 and len(p2._driver.signatures) == 1
+    assert len(k.signatures) == 1 and len(p2.dispatcher.signatures) == 1
     # Compiled once, by the first program (the folder is new: nothing in Numba's cache).
     assert sum(k.stats.cache_misses.values()) == 1 and not k.stats.cache_hits
     # The kernel is in its own content-named module, next to the programs' modules, and

@@ -54,7 +54,7 @@ SCRIPT = textwrap.dedent("""\
     xs = [rng.standard_normal(v.shape).astype(np.float32) for v in g.inputs]
     got, want = p(xs)[0], run_graph(g, xs)[0]
     ok = all(np.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(got, want))
-    names = p._driver.py_func.__globals__
+    names = p.dispatcher.py_func.__globals__
     kernels = [d for n, d in names.items() if n.startswith("k") and hasattr(d, "stats")]
     stats = [[sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values())]
              for k in kernels]
