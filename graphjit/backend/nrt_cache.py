@@ -23,8 +23,7 @@ import hashlib
 import os
 import pickle
 
-from .numba_cache import seal, unseal
-from .source import write_atomically
+from .sealed import seal, unseal, write_atomically
 
 FORMAT = 1
 # Where this process's runtime functions came from: "disk", "compiled" (and written), or
@@ -32,17 +31,24 @@ FORMAT = 1
 started_from = None
 
 
+_MACHINE = []  # the hash of the machine part of machine_key, once per process
+
+
 def machine_key(*parts: str) -> str:
     """A hash of what machine code compiled by this Numba on this machine depends on:
     Numba's and llvmlite's versions, the target (``codegen.magic_tuple()``: triple, CPU name
-    and features) and the ``NUMBA_*`` settings but where its cache is, and ``parts``."""
-    import llvmlite
-    import numba
-    from numba.core.registry import cpu_target
-    h = hashlib.sha256(f"{numba.__version__} {llvmlite.__version__} "
-                       f"{cpu_target.target_context.codegen().magic_tuple()}".encode())
-    h.update(repr(sorted((k, v) for k, v in os.environ.items()
-                         if k.startswith("NUMBA_") and k != "NUMBA_CACHE_DIR")).encode())
+    and features) and the ``NUMBA_*`` settings but where its cache is (Numba reads them
+    once, at its import), and ``parts``."""
+    if not _MACHINE:  # (magic_tuple asks LLVM for the CPU's features: 5 ms each time)
+        import llvmlite
+        import numba
+        from numba.core.registry import cpu_target
+        h = hashlib.sha256(f"{numba.__version__} {llvmlite.__version__} "
+                           f"{cpu_target.target_context.codegen().magic_tuple()}".encode())
+        h.update(repr(sorted((k, v) for k, v in os.environ.items()
+                             if k.startswith("NUMBA_") and k != "NUMBA_CACHE_DIR")).encode())
+        _MACHINE.append(h.copy())
+    h = _MACHINE[0].copy()
     for part in parts:
         h.update(b"\0" + part.encode())
     return h.hexdigest()[:40]

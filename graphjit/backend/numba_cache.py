@@ -12,33 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import hashlib
 import io
 import os
 import pickle
 import sys
 import warnings
 
+from .sealed import seal, unseal
+
 _WARNED: set = set()  # cache folders a failed save was reported for
-
-
-_SEAL = b"graphjit-sha256\n"
-
-
-class CorruptCacheFile(ValueError):
-    """A Numba cache file whose checksum does not match its contents."""
-
-
-def seal(payload: bytes) -> bytes:
-    return _SEAL + hashlib.sha256(payload).digest() + payload
-
-
-def unseal(blob: bytes, path: str) -> bytes:
-    n = len(_SEAL)
-    payload = blob[n + 32:]
-    if blob[:n] != _SEAL or hashlib.sha256(payload).digest() != blob[n:n + 32]:
-        raise CorruptCacheFile(f"{path}: truncated or corrupted (checksum mismatch)")
-    return payload
 
 
 _CHECKED_CLASS = []

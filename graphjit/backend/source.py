@@ -37,10 +37,10 @@ import importlib.util
 import marshal
 import os
 import sys
-import tempfile
 
 from .cache import cache_dir
-from .numba_cache import guard_numba_caches, seal, unseal
+from .numba_cache import guard_numba_caches
+from .sealed import seal, unseal, write_atomically
 from .writer import identifier
 
 
@@ -68,21 +68,6 @@ def module_path(source: str, stem: str, subdir: str) -> str:
     return os.path.join(cache_dir(subdir, numba=True), module_file_name(source, stem))
 
 
-def write_atomically(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file renamed into place, so a reader in
-    another process sees the old file or the whole new one, never half of it (OSError if it
-    cannot be written)."""
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def write_module(source: str, stem: str, subdir: str) -> str:
     """Write ``source`` to a content-hash named file (once) and return its path."""
     data = source.encode("utf-8")
@@ -99,6 +84,15 @@ def write_module(source: str, stem: str, subdir: str) -> str:
     return path
 
 
+GENERATED_PREFIX = "_graphjit_gen_"  # the names generated modules are imported under
+
+
+def module_name(path: str) -> str:
+    """The name ``import_module`` imports the generated module at ``path`` under."""
+    folder = hashlib.sha256(os.path.dirname(os.path.abspath(path)).encode()).hexdigest()[:8]
+    return f"{GENERATED_PREFIX}{os.path.splitext(os.path.basename(path))[0]}_{folder}"
+
+
 def import_module(path: str):
     """Import the module at ``path`` (once per process; later calls return the same module).
 
@@ -108,8 +102,7 @@ def import_module(path: str):
     driver's calls failing with SystemError). So a cache folder moved elsewhere is
     compiled again: its cached code finds its module by the old name (a miss, not an
     error: see numba_cache._guarded_load)."""
-    folder = hashlib.sha256(os.path.dirname(os.path.abspath(path)).encode()).hexdigest()[:8]
-    name = f"_graphjit_gen_{os.path.splitext(os.path.basename(path))[0]}_{folder}"
+    name = module_name(path)
     source = _CHECKED.pop(path, None)
     module = sys.modules.get(name)
     if module is not None and getattr(module, "__file__", None) == path:

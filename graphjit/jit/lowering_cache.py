@@ -49,8 +49,7 @@ import sys
 
 import numpy as np
 
-from ..backend.numba_cache import seal, unseal
-from ..backend.source import write_atomically
+from ..backend.sealed import seal, unseal, write_atomically
 from ..ir.graph import Graph, Node, Value
 from ..ir.printer import print_graph
 from ..ops import registry

@@ -39,27 +39,22 @@ import os
 import re
 import time
 
-import numpy as np
-
 from ..._gc import paused_gc
-from ...errors import GraphjitError
 from ...ir.printer import format_node, print_graph, value_names
 from ...shapes import numel
 from ..core.buffers import ProgramBuffers
 from ..core.kernel import check_graph, needs_kernel
 from ..core.literals import np_type
-from ..nrt_cache import initialize_runtime
 from ..source import import_module, module_file_name, module_path, write_module
 from ..writer import Namer, SourceWriter, identifier
 from . import (collective, creation, elementwise, fused, index, linalg, random,  # noqa: F401
                reduce, scan, shape, vmath, window)  # (emitters)
 from .kernel import EMITTERS, KERNEL_IMPORTS, MODULE_GLOBALS, KernelWriter
-from . import kernel_bundle, looped
+from . import looped
 from .looped import Call, Fill, cat_parts, looped_driver, tuple_expression
-from .native import ADDRESS_DTYPE
 from .program import CompiledProgram
 from .tiered import TIERS, compile_tiered
-from .workers import _cached_or_uncacheable, compile_kernels
+from .prepared import KERNEL_FUNCTION, PreparedProgram, load_from_bundles
 
 # NOTE: [Workspace arenas]
 # The temporaries' workspace slots (see [Buffer plan] in graphjit/ir/buffers.py) are slices
@@ -81,9 +76,8 @@ KERNEL_FLAGS = 'error_model="numpy", no_cpython_wrapper=True, no_cfunc_wrapper=T
 # "nnan"/"ninf" (NaN and inf must still propagate).
 FASTMATH_FLAG = ', fastmath={"contract", "arcp", "nsz", "afn"}'
 DRIVER_FLAGS = 'error_model="numpy", cache=True'
-# A kernel module's file is ``kernel_<hash>.py``; the kernel in it is ``k``.
+# A kernel module's file is ``kernel_<hash>.py``; the kernel in it is ``k`` (KERNEL_FUNCTION).
 KERNEL_STEM = "kernel"
-KERNEL_FUNCTION = "k"
 
 
 def kernel_flags(parallel: bool, fastmath: bool) -> str:
@@ -436,6 +430,8 @@ def generate(graph, name: str | None = None, inplace: bool = False,
     # kernel compilation] in workers.py; parfor lowering makes parallel kernels the dearest).
     module.kernel_table = [(kernel.name, dtypes, len(kernel.body) * (4 if kernel.parallel else 1))
                            for kernel, dtypes in table_index]
+    # Each kernel's module file ([Programs from their bundles]).
+    module.kernel_files = {kernel.name: kernel.file_name for kernel in kernels}
     module.slots = [(n, dtype) for dtype, (_, n) in arenas.items()]  # the arenas
     module.slot_count = len(slots)
     # What the program's calls may run on threads: see [Threads under load] in threads.py.
@@ -444,11 +440,6 @@ def generate(graph, name: str | None = None, inplace: bool = False,
     # Update position -> index of its target among the inputs, for updates done in place.
     module.in_place = buffers.in_place_positions()
     return module
-
-
-def _signature(params):
-    from numba import from_dtype, types
-    return tuple(types.Array(from_dtype(np.dtype(dt)), 1, "C") for dt in params)
 
 
 def compile_graph(graph, name: str | None = None, inplace: bool = False,
@@ -475,6 +466,11 @@ def compile_graph(graph, name: str | None = None, inplace: bool = False,
             if tier == "once":  # written (so maybe compiled) by an earlier process?
                 generated = generated or generate(graph, name or graph.name,
                                                   inplace=inplace, fastmath=fastmath)
+            loaded = None if tier == "interpret" else load_from_bundles(
+                graph, name, generated, _preparer(graph, name, generated))
+            if loaded is not None:
+                return compile_tiered(None, tier, start, loaded=loaded)
+            if tier == "once":
                 write = os.path.exists(module_path(generated.module_source,
                                                    name or graph.name, "cpu"))
             else:
@@ -487,9 +483,16 @@ def compile_graph(graph, name: str | None = None, inplace: bool = False,
         return compile_tiered(prepared, tier, start, fill)
     with paused_gc():  # [No GC while compiling] in graphjit/_gc.py
         start = time.perf_counter()
-        program = prepare_program(graph, name, inplace, fastmath, generated=generated).finish()
+        program = load_from_bundles(graph, name, generated, _preparer(graph, name, generated)) \
+            or prepare_program(graph, name, inplace, fastmath, generated=generated).finish()
         program.compile_seconds = time.perf_counter() - start
         return program
+
+
+def _preparer(graph, name, generated):
+    """What imports a program's modules given its ``generated`` module (see
+    ``load_from_bundles``)."""
+    return lambda: prepare_program(graph, name, False, False, generated=generated)
 
 
 def prepare_program(graph, name, inplace, fastmath, write=True,
@@ -507,68 +510,3 @@ def prepare_program(graph, name, inplace, fastmath, write=True,
         import_module(write_module(text, KERNEL_STEM, "cpu"))
     path = write_module(generated.module_source, name, "cpu")
     return PreparedProgram(graph, name, generated, path, import_module(path))
-
-
-class PreparedProgram:
-    """A program whose modules are imported and whose kernels and driver are still to be
-    compiled (or loaded from Numba's cache): ``finish()`` does it."""
-
-    def __init__(self, graph, name, generated, path, module):
-        self.graph, self.name, self.generated, self.path = graph, name, generated, path
-        if module is None:
-            return
-        self.driver = getattr(module, generated.driver_name)
-        self.kernels = [(getattr(module, kernel), _signature([dt.np for dt in dtypes]), cost)
-                        for kernel, dtypes, cost in generated.kernel_table]
-        self.driver_signature = _signature(
-            [v.dtype.np for v in generated.params] + [dt.np for _, dt in generated.result_buffers]
-            + [dt.np for _, dt in generated.slots] + [ADDRESS_DTYPE])
-
-    def missing(self) -> list:
-        """``(dispatcher, signature)`` of the kernels, and the driver, that are neither
-        compiled in this process nor in Numba's disk cache, dearest first."""
-        driver_cost = 1 + max((cost for _, _, cost in self.kernels), default=0)
-        found = [(cost, d, sig) for d, sig, cost in
-                 self.kernels + [(self.driver, self.driver_signature, driver_cost)]
-                 if tuple(sig) not in d.overloads and not _cached_or_uncacheable(d)]
-        found.sort(key=lambda entry: -entry[0])
-        return [(d, sig) for _, d, sig in found]
-
-    def all_available(self) -> bool:
-        """Whether ``finish()`` only loads (nothing to compile, nothing uncacheable)."""
-        from numba.core.caching import Cache
-        entries = self.kernels + [(self.driver, self.driver_signature, 0)]
-        if kernel_bundle.exists(self.kernels):
-            entries = entries[-1:]
-        if kernel_bundle.driver_bundled(self.driver, self.driver_signature):
-            entries = entries[:-1]
-        return all(tuple(sig) in d.overloads
-                   or (isinstance(getattr(d, "_cache", None), Cache) and _cached_or_uncacheable(d))
-                   for d, sig, _ in entries)
-
-    def finish(self) -> CompiledProgram:
-        start = time.perf_counter()
-        try:
-            # Numba's runtime first, from the disk cache ([The runtime's machine code on
-            # disk]) before Numba's own compile would start it the slow way.
-            initialize_runtime(kernel_bundle.cpu_context())
-            # [Kernel bundles]: all kernels' machine code in one file, after a first run.
-            addresses = kernel_bundle.load(self.kernels)
-            if addresses is None:
-                addresses = compile_kernels(self.kernels)
-                kernel_bundle.write(self.kernels)
-            table = np.array(addresses, dtype=ADDRESS_DTYPE)
-            # [Bundled drivers]: the driver's CPython wrapper, called without Numba's
-            # dispatcher, after a first run.
-            driver = kernel_bundle.load_driver(self.driver, self.driver_signature)
-            if driver is None:
-                self.driver.compile(self.driver_signature)
-                kernel_bundle.write_driver(self.driver, self.driver_signature)
-                driver = self.driver
-        except Exception as e:
-            raise GraphjitError(f"Numba could not compile the program generated for graph "
-                                f"{self.name!r} ({self.path}): {type(e).__name__}: {e}") from e
-        program = CompiledProgram(self.graph, self.name, self.generated, self.path, driver,
-                                  table, time.perf_counter() - start)
-        program.dispatcher = self.driver  # (Numba's, whichever ran: its stats, its source)
-        return program

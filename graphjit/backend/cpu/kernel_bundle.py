@@ -1,5 +1,5 @@
 """Kernel bundles: the machine code of all of a program's kernels in one file, loaded in
-one step on a restart.
+one step on a restart; and the driver's, in a file of its own ([Bundled drivers], below).
 
 NOTE: [Kernel bundles]
 Numba loads a cached function in about 10 ms on the 2-core VM: it reads the function's
@@ -15,7 +15,8 @@ code, the name of its entry function, its Numba environment (and those it refers
 objects the code may reach, which ``set_env`` points its globals at, as Numba's loader
 does) and its reload hooks (starting Numba's thread pool before a parallel kernel runs).
 ``load`` hands all the object files to Numba's JIT engine at once and looks up the entry
-addresses: 16 ms for W5's 68 kernels.
+addresses: 16 ms for W5's 68 kernels (1-2 ms with the environments of ``_environment`` and
+Numba's runtime from the disk, [The runtime's machine code on disk] in nrt_cache.py).
 
 The key is what Numba's own cache key is made of, for every kernel together: the kernel
 module's file name (the hash of its text: the code, its flags), the signature, Numba's
@@ -30,7 +31,7 @@ from it first, so a later program with the same kernel, bundled or not, reuses t
 environment). A kernel Numba has already loaded in this process is taken from Numba.
 A bundle is sealed with a checksum as Numba's cache files are here (numba_cache.py): a
 garbled one is a miss, never machine code run. ``GRAPHJIT_KERNEL_BUNDLES=0`` turns bundles
-off.
+(kernels' and drivers') off.
 """
 from __future__ import annotations
 
@@ -41,8 +42,7 @@ import sys
 import threading
 import types
 
-from ..numba_cache import seal, unseal
-from ..source import write_atomically
+from ..sealed import seal, unseal, write_atomically
 from .native import BUNDLED, bundle_key, kernel_address
 
 FORMAT = 1
@@ -61,17 +61,22 @@ def cpu_context():
     return cpu_target.target_context
 
 
-def _path(kernels) -> str:
+def _path(keys) -> str:
+    """The bundle file of the kernels ``keys`` (``bundle_key`` each)."""
     from ..cache import cache_dir
     from ..nrt_cache import machine_key
     return os.path.join(cache_dir("bundles"), machine_key(
-        f"bundle {FORMAT}", *(repr(bundle_key(d, sig)) for d, sig, _ in kernels)) + ".pickle")
+        f"bundle {FORMAT}", *(repr(key) for key in keys)) + ".pickle")
+
+
+def _keys(kernels) -> list:
+    return [bundle_key(d, sig) for d, sig, _ in kernels]
 
 
 def exists(kernels) -> bool:
     """Whether ``kernels`` have a bundle (``load`` may still find it unusable)."""
     try:
-        return bool(kernels) and enabled() and os.path.exists(_path(kernels))
+        return bool(kernels) and enabled() and os.path.exists(_path(_keys(kernels)))
     except Exception:
         return False
 
@@ -110,16 +115,20 @@ def _environment(modname, consts, env_name):
     function's module to make the module's namespace the environment's globals).
 
     For a function of Numba's own (a helper Numba compiled inside a kernel: the array
-    allocation of ``numba.np.arrayobj``...) whose module is not imported yet, the
-    environment gets a namespace of its own instead: importing numba.np.arrayobj took 18-27
-    ms of a restart's 100. An environment's globals are read only by code Numba compiled
-    in object mode (numba/core/pylowering.py); these helpers are nopython code, which reads
-    an environment's constants at most, and those are restored as they are."""
+    allocation of ``numba.np.arrayobj``...) or of a generated module, whose module is not
+    imported yet, the environment gets a namespace of its own instead: importing
+    numba.np.arrayobj took 18-27 ms of a restart's 100, and a program loaded from its
+    bundles imports none of its modules ([Programs from their bundles] in codegen.py). An
+    environment's globals are read only by code Numba compiled in object mode
+    (numba/core/pylowering.py); kernels, drivers and Numba's helpers are nopython code,
+    which reads an environment's constants at most, and those are restored as they are."""
     from numba.core.environment import Environment, _rebuild_env, lookup_environment
+
+    from ..source import GENERATED_PREFIX
     env = lookup_environment(env_name)
     if env is not None:
         return env
-    if modname in sys.modules or not modname.startswith("numba."):
+    if modname in sys.modules or not modname.startswith(("numba.", GENERATED_PREFIX)):
         return _rebuild_env(modname, consts, env_name)
     env = Environment({"__name__": modname})
     env.consts[:] = consts
@@ -131,12 +140,20 @@ def _environment(modname, consts, env_name):
 def load(kernels) -> list | None:
     """The addresses of ``kernels`` (``(dispatcher, signature, cost)`` each) from their
     bundle, or None when there is none to use."""
+    return load_keyed([(bundle_key(d, sig), d, sig) for d, sig, _ in kernels])
+
+
+def load_keyed(kernels) -> list | None:
+    """``load`` for kernels named by their ``bundle_key``: ``(key, dispatcher, signature)``
+    each, the dispatcher None where the kernel's module is not imported in this process
+    (a program loaded from its bundles alone: [Programs from their bundles] in codegen.py)."""
     if not kernels or not enabled():
         return None
+    keys = [key for key, _, _ in kernels]
     try:
-        path = _path(kernels)
+        path = _path(keys)
         records = _read(path)
-        if [r[0] for r in records] != [bundle_key(d, sig) for d, sig, _ in kernels]:
+        if [r[0] for r in records] != keys:
             os.unlink(path)
             return None
     except Exception:  # none, or unusable: the kernels are loaded one by one, and
@@ -147,9 +164,10 @@ def load(kernels) -> list | None:
 
 def _add(kernels, records) -> list | None:
     addresses, fresh = [None] * len(kernels), []
-    for i, ((d, sig, _), record) in enumerate(zip(kernels, records)):
-        key = record[0]
-        if key in BUNDLED or tuple(sig) in d.overloads:
+    for i, ((key, d, sig), record) in enumerate(zip(kernels, records)):
+        if key in BUNDLED:
+            addresses[i] = BUNDLED[key]
+        elif d is not None and tuple(sig) in d.overloads:  # Numba has it in this process
             addresses[i] = kernel_address(d, sig)
         elif all(key != records[j][0] for j in fresh):
             fresh.append(i)
@@ -158,9 +176,9 @@ def _add(kernels, records) -> list | None:
         return None
     for i, address in zip(fresh, found):
         BUNDLED[records[i][0]] = address
-    for i, ((d, sig, _), record) in enumerate(zip(kernels, records)):
+    for i, (key, _, _) in enumerate(kernels):
         if addresses[i] is None:
-            addresses[i] = BUNDLED[record[0]]
+            addresses[i] = BUNDLED[key]
     return addresses
 
 
@@ -223,7 +241,7 @@ def write(kernels) -> None:
     if not kernels or not enabled():
         return
     try:
-        path = _path(kernels)
+        path = _path(_keys(kernels))
         if os.path.exists(path):
             return
         context = cpu_context()
@@ -257,19 +275,18 @@ def write(kernels) -> None:
 DRIVERS: dict = {}  # bundle_key -> the driver's callable
 
 
-def _driver_path(d, sig) -> str:
+def _driver_path(key) -> str:
     from ..cache import cache_dir
     from ..nrt_cache import machine_key
-    return os.path.join(cache_dir("bundles"),
-                        machine_key(f"driver {FORMAT}", repr(bundle_key(d, sig))) + ".pickle")
+    return os.path.join(cache_dir("bundles"), machine_key(f"driver {FORMAT}", repr(key)) + ".pickle")
 
 
 def driver_bundled(d, sig) -> bool:
     """Whether driver ``d`` has a bundle for ``sig`` (``load_driver`` may still find it
     unusable), or was loaded from one in this process."""
     try:
-        return enabled() and (bundle_key(d, sig) in DRIVERS
-                              or os.path.exists(_driver_path(d, sig)))
+        key = bundle_key(d, sig)
+        return enabled() and (key in DRIVERS or os.path.exists(_driver_path(key)))
     except Exception:
         return False
 
@@ -277,14 +294,21 @@ def driver_bundled(d, sig) -> bool:
 def load_driver(d, sig):
     """A callable running driver ``d``'s machine code for ``sig`` from its bundle (see
     [Bundled drivers]), or None: no bundle, or Numba has the driver in this process."""
+    if tuple(sig) in d.overloads:
+        return DRIVERS.get(bundle_key(d, sig))
+    return load_driver_keyed(bundle_key(d, sig), d.py_func.__module__, d.py_func.__name__)
+
+
+def load_driver_keyed(key, module_name: str, name: str):
+    """``load_driver`` for the driver named by its ``bundle_key``, function ``name`` of the
+    generated module ``module_name`` (which need not be imported)."""
     if not enabled():
         return None
-    key = bundle_key(d, sig)
     found = DRIVERS.get(key)
-    if found is not None or tuple(sig) in d.overloads:
+    if found is not None:
         return found
     try:
-        record = _read(_driver_path(d, sig))
+        record = _read(_driver_path(key))
         if record[0] != key:
             return None
     except Exception:
@@ -296,8 +320,8 @@ def load_driver(d, sig):
         found = _load_code([record])
         if found is None:
             return None
-        name = d.py_func.__name__
-        module = sys.modules.get(d.py_func.__module__) or types.ModuleType(d.py_func.__module__)
+        # (The module gives the callable its __module__ only.)
+        module = sys.modules.get(module_name) or types.ModuleType(module_name)
         DRIVERS[key] = _dynfunc.make_function(module, name, f"compiled wrapper for {name!r}",
                                               found[0], record[3], ())
         return DRIVERS[key]
@@ -309,7 +333,7 @@ def write_driver(d, sig) -> None:
     if not enabled():
         return
     try:
-        path = _driver_path(d, sig)
+        path = _driver_path(bundle_key(d, sig))
         if os.path.exists(path):
             return
         record = _record(d, sig, cpu_context(), wrapper=True)

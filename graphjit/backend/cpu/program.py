@@ -43,8 +43,9 @@ class CompiledProgram(Program):
         super().__init__(graph, name, generated, path, compile_seconds)
         # What runs the program: Numba's dispatcher of the driver, or after a first run its
         # compiled wrapper loaded from a bundle ([Bundled drivers] in kernel_bundle.py);
-        # ``dispatcher`` is Numba's either way (its source, its cache statistics).
-        self._driver = self.dispatcher = driver
+        # ``dispatcher`` is Numba's either way.
+        self._driver = self._dispatcher = driver
+        self._prepare = None
         # The driver's last argument: its kernels' addresses ([Kernel calls by address]).
         self._kernel_table = kernel_table
         # The consts' flat data with their driver-argument positions (see run_trusted).
@@ -58,6 +59,24 @@ class CompiledProgram(Program):
         # threads.py); None: nothing to choose, the libraries' settings hold.
         self.threads = ThreadChoice.for_program(getattr(generated, "parallel", False),
                                                 getattr(generated, "threaded_blas", False))
+
+    @property
+    def dispatcher(self):
+        """Numba's dispatcher of the driver (its source, its cache statistics), whatever
+        runs the program; for a program loaded from its bundles alone, its modules are
+        imported now ([Programs from their bundles] in codegen.py)."""
+        if self._dispatcher is None:
+            self._dispatcher = self._prepare().driver
+        return self._dispatcher
+
+    @dispatcher.setter
+    def dispatcher(self, dispatcher):
+        self._dispatcher = dispatcher
+
+    def import_later(self, prepare) -> None:
+        """The program was loaded without its modules: ``prepare()`` imports them (a
+        ``PreparedProgram``), when ``dispatcher`` is asked for."""
+        self._dispatcher, self._prepare = None, prepare
 
     def _buffers(self) -> list:
         last = self._last_buffers

@@ -114,24 +114,28 @@ class TierStatus:
         return f"{ran} so far; native code compiling in the background"
 
 
-def compile_tiered(prepared, tier, start, fill=None):
+def compile_tiered(prepared, tier, start, fill=None, loaded=None):
     """``compile_graph(..., tier=tier)`` for tier "tiered", "interpret" or "once", given the
     program codegen.py prepared (``prepare_program``, written only for "tiered", and for
     "once" when an earlier process wrote it) from time ``start``:
     see [Tiered execution]. (codegen.py imports this module, so its prepared program is
     passed in, not asked for.) ``fill``: for tier "once", a function that writes and
     imports the program's modules (its prepared program), to compile it for the next
-    process when it is not in the cache."""
-    program = None
+    process when it is not in the cache. ``loaded``: instead of ``prepared``, the native
+    program, loaded from its bundles ([Programs from their bundles] in codegen.py)."""
+    program = loaded
     with paused_gc():  # [No GC while compiling] in graphjit/_gc.py
-        if tier in ("tiered", "once") and prepared.path is not None \
+        if loaded is not None:
+            program.compile_seconds = time.perf_counter() - start
+        elif tier in ("tiered", "once") and prepared.path is not None \
                 and prepared.all_available():
             # A warm start: nothing to compile, so no first tier. (For a program that runs
             # once, loading its cached code beat interpreting it: W6's first Adam step
             # took 0.7-1.0 s on NumPy against 0.25 s loaded.)
             program = _load(prepared, start)
     # (A program run once that was not in the cache only ever runs on the interpreter.)
-    status = TierStatus(prepared.name, "interpret" if tier == "once" and program is None
+    status = TierStatus(program.name if loaded is not None else prepared.name,
+                        "interpret" if tier == "once" and program is None
                         else "tiered" if tier == "once" else tier)
     if program is not None:
         program.tier = status

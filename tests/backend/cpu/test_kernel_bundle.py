@@ -16,6 +16,7 @@ import pytest
 
 _SCRIPT = textwrap.dedent("""
     import json
+    import sys
     import numpy as np
     import graphjit as gj
     import graphjit.nn as nn
@@ -51,6 +52,7 @@ _SCRIPT = textwrap.dedent("""
     print(json.dumps({"losses": losses, "picked": picked, "error": error,
                       "bundled": len(native.BUNDLED), "drivers": len(kernel_bundle.DRIVERS),
                       "runtime": nrt_cache.started_from,
+                      "modules": sum(m.startswith("_graphjit_gen_") for m in sys.modules),
                       "params": [p.detach().numpy().tolist() for p in model.parameters()]}))
 """)
 
@@ -62,10 +64,16 @@ def test_a_restart_loads_the_kernels_from_their_bundle(tmp_path, parallel):
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
     # GRAPHJIT_PARALLEL_MIN=64: most loops parallel (prange), whose code needs Numba's
     # thread pool started before it runs (the bundle's reload hooks).
+    # The lowering cache on (tests/conftest.py turns it off): the restart finds each
+    # program's generated modules there, and loads the programs from their bundles alone
+    # ([Programs from their bundles] in codegen.py), natively; the serial one starts
+    # tiered, as by default, which takes the loaded program at once.
     env.update(GRAPHJIT_CACHE_DIR=str(tmp_path / "cache"), GRAPHJIT_TIERED="0",
-               GRAPHJIT_PARALLEL_MIN=parallel, GRAPHJIT_KERNEL_BUNDLES="1")
+               GRAPHJIT_PARALLEL_MIN=parallel, GRAPHJIT_KERNEL_BUNDLES="1",
+               GRAPHJIT_LOWERING_CACHE="1")
     runs = []
-    for _ in range(2):
+    for tiered in ("0", "0" if parallel else "1"):
+        env["GRAPHJIT_TIERED"] = tiered
         out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
                              text=True, timeout=900)
         assert out.returncode == 0, out.stderr[-3000:]
@@ -76,6 +84,8 @@ def test_a_restart_loads_the_kernels_from_their_bundle(tmp_path, parallel):
     # Two programs and the steady-state step's: their drivers called through their wrappers.
     assert first["drivers"] == 0 and second["drivers"] >= 3
     assert first["runtime"] == "compiled" and second["runtime"] == "disk"
+    # Not one generated module imported by the restart.
+    assert first["modules"] > 0 and second["modules"] == 0
     assert second["losses"] == first["losses"]
     assert second["params"] == first["params"]
     assert second["picked"] == first["picked"] == 26.0

@@ -1,0 +1,44 @@
+"""Files of the compile cache that are never trusted: written whole or not at all
+(``write_atomically``), and sealed with a checksum (``seal``/``unseal``) where what they
+hold is run (machine code) or would load as another program when garbled. The layer below
+everything that reads or writes the cache (source.py, numba_cache.py, nrt_cache.py, the
+bundles, the lowering cache)."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+
+_SEAL = b"graphjit-sha256\n"
+
+
+class CorruptCacheFile(ValueError):
+    """A sealed file whose checksum does not match its contents."""
+
+
+def seal(payload: bytes) -> bytes:
+    return _SEAL + hashlib.sha256(payload).digest() + payload
+
+
+def unseal(blob: bytes, path: str) -> bytes:
+    n = len(_SEAL)
+    payload = blob[n + 32:]
+    if blob[:n] != _SEAL or hashlib.sha256(payload).digest() != blob[n:n + 32]:
+        raise CorruptCacheFile(f"{path}: truncated or corrupted (checksum mismatch)")
+    return payload
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file renamed into place, so a reader in
+    another process sees the old file or the whole new one, never half of it (OSError if it
+    cannot be written)."""
+    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
