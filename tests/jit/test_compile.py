@@ -463,3 +463,53 @@ def test_error_inside_numpy_names_the_users_line():
     with pytest.raises(gj.jit.TraceError) as e:
         f(gj.ones(3))
     assert re.search(r"\(at .*test_compile\.py:\d+\)", str(e.value)), str(e.value)
+
+
+def test_state_a_first_step_creates_shares_memory_with_nothing_else():
+    """[State a call creates] in graphjit/jit/runtime.py: the first compiled step's new
+    optimizer state is kept without a copy where it is the state's own; each state array
+    must then share memory with no other state, parameter or gradient, and a later call must
+    not write into it behind the optimizer's back (the program's result pool)."""
+    rng = np.random.default_rng(5)
+    data = [(gj.tensor(rng.normal(size=(6, 8)), dtype=gj.float64), gj.tensor(rng.integers(0, 4, 6)))
+            for _ in range(2)]
+    params = _make_mlp(0)
+    opt = gj.optim.Adam(params, lr=0.01)
+    fn = gj.compile(_train_step(params, opt))
+    fn(*data[0])
+    arrays = [t._data for st in opt.state.values() for t in st.values()
+              if isinstance(t, gj.Tensor) and t._data.size > 1]
+    arrays += [p._data for p in params] + [p.grad._data for p in params]
+    assert len(arrays) == 4 * len(params)
+    for i, a in enumerate(arrays):
+        for b in arrays[i + 1:]:
+            assert not np.shares_memory(a, b)
+    kept = arrays[:2 * len(params)]  # (held here, as a saved state_dict would)
+    before = [a.copy() for a in kept]
+    # The first step's program runs again (the state dropped, as in the test above): its
+    # results must not be written into the arrays the old state still holds.
+    opt.state.clear()
+    fn(*data[1])
+    for a, b in zip(kept, before):
+        np.testing.assert_array_equal(a, b)
+    for a in kept:
+        assert not any(np.shares_memory(a, t._data) for st in opt.state.values()
+                       for t in st.values() if isinstance(t, gj.Tensor))
+
+
+def test_results_of_their_own_are_those_that_overlap_nothing():
+    from graphjit.jit.runtime import _results_of_their_own
+
+    class Native:
+        fresh_results = True
+        _const_at = []
+
+    base = np.zeros(10)
+    arg = np.zeros(4)
+    const = np.zeros(3)
+    Native._const_at = [(0, const)]
+    results = [np.zeros(5), base[:6], base[4:], np.zeros(2), arg[1:3], const[1:], np.zeros(0)]
+    own = _results_of_their_own(Native(), results, [arg], range(len(results)))
+    # 1 and 2 overlap each other, 4 is an argument's, 5 a constant's, 6 is empty.
+    assert own == {0, 3}
+    assert _results_of_their_own(object(), results, [arg], range(len(results))) == set()

@@ -46,6 +46,11 @@ class CompiledProgram(Program):
         # ``dispatcher`` is Numba's either way.
         self._driver = self._dispatcher = driver
         self._prepare = None
+        # Results are fresh arrays (or views of each other, or an input's array where the
+        # update was computed in place), never handed out again while referenced: the
+        # runtime keeps a result that overlaps nothing else as it is ([State a call
+        # creates] in graphjit/jit/runtime.py).
+        self.fresh_results = True
         # The driver's last argument: its kernels' addresses ([Kernel calls by address]).
         self._kernel_table = kernel_table
         # The consts' flat data with their driver-argument positions (see run_trusted).

@@ -157,6 +157,7 @@ class TieredProgram:
     workspace) is the native program's: ``wait()`` returns it."""
 
     threads = None  # (the native program's choice, once it runs: [Threads under load])
+    fresh_results = False  # (the interpreter may return arrays it keeps: [State a call creates])
 
     def __init__(self, prepared, job, status):
         generated = prepared.generated
@@ -221,6 +222,7 @@ class TieredProgram:
         self.tier.compile_seconds = native.compile_seconds
         native.tier = self.tier
         # From now on a call is the native program's own, with nothing in between.
+        self.fresh_results = True  # (the interpreter's were not: [State a call creates])
         self.run_trusted = native.run_trusted
         self.flat_input = native.flat_input
         self.threads = native.threads
