@@ -1,7 +1,7 @@
 """Restarts: the first calls of a compiled training step in a new process whose compile
 cache an earlier process filled (issue 22: at most 0.2 s beyond ``import graphjit``).
 
-    python benchmarks/restart.py [--only W2,W7] [--rounds 5] [--base PATH]
+    python benchmarks/restart.py [--only W2,W7] [--rounds 5] [--base PATH] [--impl NAME]
 
 Per workload of the suite (``benchmarks/workloads``): one process fills a fresh cache
 (``GRAPHJIT_TIERED=0``: every program the step makes is compiled before it runs, the first
@@ -11,7 +11,9 @@ created the optimizer's state). Nothing else differs from a user's restart: the 
 tiered start, the lowering cache on. With ``--base PATH`` (another checkout of graphjit,
 e.g. a worktree of the commit before a change) its restarts are timed too, on a cache of
 their own, the rounds interleaved (the order reversed every other round) so a noisy spell
-of the machine lands on both; medians, and the ratio to the base.
+of the machine lands on both; medians, and the ratio to the base. ``--impl``: another way of
+calling the compiler the workload has (e.g. "graphjit compile(model)" of W2 and W3: a
+compiled forward, backward and step outside), instead of the whole step compiled.
 
 The first call includes everything ``import graphjit`` did not do: Numba's import
 (0.1-0.15 s on the 2-core VM), the trace, the lowering cache's entry, loading the machine
@@ -37,16 +39,15 @@ MARK = "RESTART-RESULT "
 FILL_CALLS = 4  # the fill process's steps: the first-step program and the steady one
 
 
-def child(key: str, calls: int) -> None:
-    """In a new process: import graphjit, build ``key``'s compiled step, time ``calls``."""
+def child(key: str, calls: int, impl: str) -> None:
+    """In a new process: import graphjit, build ``key``'s step ``impl``, time ``calls``."""
     start = time.perf_counter()
     import graphjit  # noqa: F401
     imported = time.perf_counter() - start
     sys.path.insert(0, HERE)
     from workloads import WORKLOADS
-    from workloads.base import GRAPHJIT_COMPILED
     w = WORKLOADS[key]
-    step, _ = w.impl(GRAPHJIT_COMPILED).make(w.init())
+    step, _ = w.impl(impl).make(w.init())
     times = []
     for _ in range(calls):
         t0 = time.perf_counter()
@@ -66,10 +67,10 @@ def _env(checkout: str, cache: str, **extra) -> dict:
     return env
 
 
-def _run(key: str, calls: int, env: dict) -> dict:
+def _run(key: str, calls: int, impl: str, env: dict) -> dict:
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--_child", key,
-                          "--calls", str(calls)], env=env, capture_output=True, text=True,
-                         timeout=1800)
+                          "--calls", str(calls), "--impl", impl], env=env,
+                         capture_output=True, text=True, timeout=1800)
     for line in out.stdout.splitlines():
         if line.startswith(MARK):
             return json.loads(line[len(MARK):])
@@ -81,15 +82,18 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default="", help="comma-separated workloads (default: all)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--base", help="another checkout of graphjit to time beside this one")
+    parser.add_argument("--impl", default="graphjit compiled",
+                        help='the implementation timed (default "graphjit compiled")')
     parser.add_argument("--_child", help=argparse.SUPPRESS)
     parser.add_argument("--calls", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._child:
-        child(args._child, args.calls)
+        child(args._child, args.calls, args.impl)
         return 0
     sys.path.insert(0, HERE)
     from workloads import WORKLOADS
-    keys = [k.strip() for k in args.only.split(",") if k.strip()] or list(WORKLOADS)
+    keys = [k.strip() for k in args.only.split(",") if k.strip()] or [
+        k for k, w in WORKLOADS.items() if any(i.name == args.impl for i in w.impls)]
     checkouts = {"this": os.path.dirname(HERE)}
     if args.base:
         checkouts = {"base": os.path.abspath(args.base), **checkouts}
@@ -103,11 +107,12 @@ def main(argv=None) -> int:
             runs = {name: [] for name in checkouts}
             for name, root in checkouts.items():
                 cache = os.path.join(tmp, f"{key}-{name}")
-                _run(key, FILL_CALLS, _env(root, cache, GRAPHJIT_TIERED="0"))
+                _run(key, FILL_CALLS, args.impl, _env(root, cache, GRAPHJIT_TIERED="0"))
             for r in range(args.rounds):
                 order = list(checkouts.items())
                 for name, root in (order if r % 2 == 0 else order[::-1]):
-                    runs[name].append(_run(key, 2, _env(root, os.path.join(tmp, f"{key}-{name}"))))
+                    runs[name].append(_run(key, 2, args.impl,
+                                           _env(root, os.path.join(tmp, f"{key}-{name}"))))
             results[key] = runs
             line = f"{key:<4}"
             for name, rs in runs.items():

@@ -22,11 +22,14 @@ from .runtime import _Entry, tracer_slot_index
 
 
 def lower_forward_backward(tracer, out_tensors, differentiable, *, build, compile_graph,
-                           passes, verify, fastmath, **entry):
+                           passes, verify, fastmath, default_build=False, **entry):
     """The entry of a compiled forward whose ``differentiable`` outputs (some of
     ``out_tensors``) get a compiled backward: ``build`` compiles the forward program,
     ``compile_graph`` the backward one on first use, ``passes`` is the target's pipeline
-    (None: the default one); ``entry`` holds the rest of ``_Entry``'s arguments."""
+    (None: the default one); ``default_build``: ``build`` is ``compile_graph`` with updates
+    in place (so both programs' generated modules may be kept: [Generated programs of a
+    compiled forward] in lowering_cache.py); ``entry`` holds the rest of ``_Entry``'s
+    arguments."""
     from passes.partition import partition
     from passes.pipeline import run_pipeline
 
@@ -103,8 +106,11 @@ def lower_forward_backward(tracer, out_tensors, differentiable, *, build, compil
         if cache_key:
             lowering_cache.store(cache_key, traced_inputs, joint, snapshots, stats, None)
     split = partition(joint, seeds + flags, n_out)
+    options = {}
+    if cache_key and default_build:  # (the lowering cache on, a CPU program)
+        options["generated"] = _generated(split.forward, tracer.device, True, fastmath)
     made = _ForwardBackwardEntry(
-        tracer, build(split.forward, name=split.forward.name), split,
+        tracer, build(split.forward, name=split.forward.name, **options), split,
         snapshots=snapshots, pass_stats=stats,
         seed_types=[sv.type for sv in seeds], given=list(given),
         # By identity: `==` on tensors is the elementwise comparison op.
@@ -113,7 +119,17 @@ def lower_forward_backward(tracer, out_tensors, differentiable, *, build, compil
         wrt=[tracer.slots.index(s) for s in wrt], reaches=reaches, stale=stale,
         compile_graph=compile_graph, fastmath=fastmath, **entry)
     made.from_lowering_cache = cached is not None
+    made.keep_generated = bool(cache_key and default_build)
     return made
+
+
+def _generated(graph, device, inplace, fastmath):
+    """The generated program of ``graph`` (``compile_graph``'s), kept on disk."""
+    from ..backend import target_for
+    return lowering_cache.generated_program(
+        graph, graph.name, device, {"inplace": inplace, "fastmath": bool(fastmath)},
+        lambda: target_for(device).generate(graph, graph.name, inplace=inplace,
+                                            fastmath=fastmath))
 
 
 # NOTE: [Gradients from some outputs only]
@@ -131,6 +147,7 @@ def lower_forward_backward(tracer, out_tensors, differentiable, *, build, compil
 class _ForwardBackwardEntry(_Entry):
     """The entry of a compiled forward: ``graph`` is the forward program's graph."""
     _bw_program = None
+    keep_generated = False  # (see lower_forward_backward's ``default_build``)
 
     def __init__(self, tracer, program, split, *, seed_types, given, differentiable, wrt,
                  reaches, stale, compile_graph, fastmath, **entry):
@@ -163,9 +180,13 @@ class _ForwardBackwardEntry(_Entry):
         """The compiled backward, compiled on first use: a forward whose outputs are never
         differentiated pays no Numba time for it."""
         if self._bw_program is None:
+            options = {}
+            if self.keep_generated:
+                options["generated"] = _generated(self.backward_graph, self.device, False,
+                                                  self.fastmath)
             self._bw_program = self._compile_graph(self.backward_graph,
                                                    name=self.backward_graph.name,
-                                                   fastmath=self.fastmath)
+                                                   fastmath=self.fastmath, **options)
         return self._bw_program
 
     def run(self, flat_args):

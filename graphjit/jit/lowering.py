@@ -89,6 +89,7 @@ def lower(tracer, result, *, verify: bool, fastmath: bool, assumed: Assumed = As
         return lower_forward_backward(tracer, out_tensors, differentiable, build=build,
                                       compile_graph=compile_graph, passes=passes,
                                       verify=verify, fastmath=fastmath,
+                                      default_build=default_build,
                                       outputs=outputs, assumed=assumed)
     # [The lowering cache]: a CPU program built the default way may have been lowered
     # before, in this process or another.

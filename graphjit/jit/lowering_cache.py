@@ -65,6 +65,8 @@ _UNRELATED_ENV = frozenset({
 _code_version = None
 # Lookups in this process: entries found, lookups that found none, entries written.
 counts = {"hits": 0, "misses": 0, "stores": 0}
+# The same for generated programs ([Generated programs of a compiled forward]).
+generated_counts = {"hits": 0, "misses": 0, "stores": 0}
 
 
 def enabled() -> bool:
@@ -162,11 +164,26 @@ def _encode(graph, traced_inputs, generated):
         "host_inputs": [number[v] for v in graph.host_inputs],
     }
     if generated is not None:
-        gen = dict(vars(generated))
-        gen["params"] = [number[v] for v in generated.params]
-        gen["results"] = [number[v] for v in generated.results]
-        data["generated"] = (type(generated), gen)
+        data["generated"] = _encode_generated(generated, number)
     return data
+
+
+def _encode_generated(generated, number):
+    """``generated`` as plain data, its values by their ``number``."""
+    gen = dict(vars(generated))
+    gen["params"] = [number[v] for v in generated.params]
+    gen["results"] = [number[v] for v in generated.results]
+    return type(generated), gen
+
+
+def _decode_generated(data, values):
+    """What ``_encode_generated`` made, its values ``values[number]``."""
+    cls, gen = data
+    generated = cls.__new__(cls)
+    vars(generated).update(gen)
+    generated.params = [values[i] for i in gen["params"]]
+    generated.results = [values[i] for i in gen["results"]]
+    return generated
 
 
 def _decode(data, traced_inputs):
@@ -199,12 +216,7 @@ def _decode(data, traced_inputs):
                   host_inputs=[values[i] for i in data["host_inputs"]])
     if "generated" not in data:
         return graph, None
-    cls, gen = data["generated"]
-    generated = cls.__new__(cls)
-    vars(generated).update(gen)
-    generated.params = [values[i] for i in gen["params"]]
-    generated.results = [values[i] for i in gen["results"]]
-    return graph, generated
+    return graph, _decode_generated(data["generated"], values)
 
 
 # ---- the entries ------------------------------------------------------------------------
@@ -238,3 +250,51 @@ def store(k: str, traced_inputs, graph, snapshots, pass_stats, generated) -> Non
         counts["stores"] += 1
     except (OSError, pickle.PicklingError, TypeError, AttributeError, RecursionError):
         return
+
+
+# ---- generated programs of a compiled forward ---------------------------------------------
+# NOTE: [Generated programs of a compiled forward]
+# A compiled forward's entry keeps only its joint graph; the partition into forward and
+# backward runs again at a restart (cheap), and so did generating both programs' modules
+# (10-17 ms each for W2's) and importing them, since without the generated program the
+# restart cannot load a program from its bundles alone ([Programs from their bundles] in
+# backend/cpu/prepared.py). ``generated_program`` keeps what the code generator made of a
+# graph under the key of the graph itself (its full text, constants, the options and the
+# code: ``key``), its values by their position in the graph (inputs, then each node's
+# outputs), so the same partition in a new process finds it.
+
+def _values(graph) -> list:
+    return list(graph.inputs) + [v for n in graph.nodes for v in n.outs]
+
+
+def generated_program(graph, name, device, options: dict, make):
+    """``make()``, the generated program of ``graph`` named ``name`` with compile
+    ``options`` (a dict of plain values), from the disk when a process generated it before
+    (see [Generated programs of a compiled forward])."""
+    k = None
+    if device.type == "cpu" and enabled():
+        k = key(graph, [], dict(options, entry="generated", name=name))
+    if k is None:
+        return make()
+    values = _values(graph)
+    try:
+        path = _path(k)
+        with open(path, "rb") as f:
+            entry = pickle.loads(unseal(f.read(), path))
+        if entry.get("key") != k:
+            raise ValueError(f"{path}: another graph's entry")
+        generated = _decode_generated(entry["generated"], values)
+        generated_counts["hits"] += 1
+        return generated
+    except Exception:  # missing, truncated, garbled: generated again, and written
+        generated_counts["misses"] += 1
+    generated = make()
+    try:
+        number = {v: i for i, v in enumerate(values)}
+        blob = pickle.dumps({"key": k, "generated": _encode_generated(generated, number)},
+                            protocol=pickle.HIGHEST_PROTOCOL)
+        write_atomically(_path(k), seal(blob))
+        generated_counts["stores"] += 1
+    except (OSError, KeyError, pickle.PicklingError, TypeError, AttributeError):
+        pass
+    return generated

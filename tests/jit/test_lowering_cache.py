@@ -25,6 +25,7 @@ def cache(monkeypatch, tmp_path):
     monkeypatch.setenv("GRAPHJIT_LOWERING_CACHE", "1")
     monkeypatch.setattr(lowering_cache, "_path", lambda k: str(tmp_path / f"{k[:40]}.pickle"))
     monkeypatch.setattr(lowering_cache, "counts", {"hits": 0, "misses": 0, "stores": 0})
+    monkeypatch.setattr(lowering_cache, "generated_counts", {"hits": 0, "misses": 0, "stores": 0})
     return tmp_path
 
 
@@ -251,6 +252,10 @@ def test_a_compiled_forward_finds_its_joint_graph_in_the_cache(cache, rng):
     fn0, fn1, losses1, _ = _run_twice(_forward_run, 4, xs, ys)
     for e0, e1 in zip(_entries(fn0), _entries(fn1)):
         assert e1.snapshots == e0.snapshots
+    # Its forward and backward programs' generated modules too ([Generated programs of a
+    # compiled forward]): written by the first run, found by the second.
+    counts = lowering_cache.generated_counts
+    assert counts["stores"] == 2 and counts["hits"] == 2 and counts["misses"] == 2
     gj.manual_seed(4)
     model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
     opt = gj.optim.SGD(model.parameters(), lr=0.1)

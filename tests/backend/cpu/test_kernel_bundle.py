@@ -42,6 +42,18 @@ _SCRIPT = textwrap.dedent("""
 
     losses = [float(step(gj.tensor(rng.standard_normal((64, 24)).astype(np.float32)),
                          gj.tensor(rng.integers(0, 4, 64)))) for _ in range(3)]
+    # A compiled forward (its backward a program of its own), backward and step outside.
+    net = nn.Sequential(nn.Linear(24, 16), nn.ReLU(), nn.Linear(16, 1))
+    net_opt = gj.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    forward = gj.compile(net)
+    for _ in range(3):
+        net_opt.zero_grad()
+        out = forward(gj.tensor(rng.standard_normal((8, 24)).astype(np.float32)))
+        loss = (out * out).mean()
+        loss.backward()
+        net_opt.step()
+        losses.append(float(loss))
+
     x = gj.tensor(np.arange(10.0, dtype=np.float32))
     picked = float(pick(x, gj.tensor(np.array([1, 3, 9]))))
     try:
