@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 
-from .sealed import seal, unseal, write_atomically
+from .sealed import read_pickle, write_pickle
 
 FORMAT = 1
 # Where this process's runtime functions came from: "disk", "compiled" (and written), or
@@ -62,20 +61,13 @@ def _path() -> str:
 def _read(path):
     """The serialized runtime library at ``path``, or None (missing or unusable)."""
     try:
-        with open(path, "rb") as f:
-            state = pickle.loads(unseal(f.read(), path))
+        state = read_pickle(path)
         name, kind, (obj, bitcode) = state
-        if kind != "object" or not isinstance(obj, bytes) or not isinstance(bitcode, bytes):
-            raise ValueError(f"{path}: not a runtime library")
-        return state
-    except FileNotFoundError:
+        if kind == "object" and isinstance(obj, bytes) and isinstance(bitcode, bytes):
+            return state
+    except Exception:  # (read_pickle deleted an unusable file)
         return None
-    except Exception:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-        return None
+    return None
 
 
 def initialize_runtime(context) -> None:
@@ -124,7 +116,6 @@ def initialize_runtime(context) -> None:
             nrtdynmod.compile_nrt_functions = compile_functions
         if written:
             try:
-                write_atomically(path, seal(pickle.dumps(written[0],
-                                                         protocol=pickle.HIGHEST_PROTOCOL)))
+                write_pickle(path, written[0])
             except OSError:  # only a slower next start
                 pass

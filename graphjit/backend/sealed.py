@@ -1,13 +1,16 @@
 """Files of the compile cache that are never trusted: written whole or not at all
-(``write_atomically``), and sealed with a checksum (``seal``/``unseal``) where what they
-hold is run (machine code) or would load as another program when garbled. The layer below
+(``write_atomically``), and sealed with a checksum (``seal``/``unseal``; pickles:
+``write_pickle``/``read_pickle``) where what they hold is run (machine code) or would load
+as another program when garbled. The layer below
 everything that reads or writes the cache (source.py, numba_cache.py, nrt_cache.py, the
 bundles, the lowering cache)."""
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
+import pickle
 import tempfile
 
 _SEAL = b"graphjit-sha256\n"
@@ -42,3 +45,26 @@ def write_atomically(path: str, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def write_pickle(path: str, obj) -> None:
+    """``obj`` pickled, sealed and written atomically to ``path`` (OSError, or pickle's
+    errors, if it cannot be)."""
+    write_atomically(path, seal(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)))
+
+
+def read_pickle(path: str, unpickler=pickle.Unpickler):
+    """What ``write_pickle`` wrote to ``path``, unpickled by ``unpickler``.
+    FileNotFoundError when there is no file; a file that cannot be read back (truncated,
+    garbled, from other code) is deleted, so the next writer replaces it, and ValueError
+    raised."""
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+        return unpickler(io.BytesIO(unseal(blob, path))).load()
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise ValueError(f"{path}: unusable ({type(e).__name__}: {e})") from e

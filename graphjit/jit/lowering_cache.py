@@ -49,7 +49,7 @@ import sys
 
 import numpy as np
 
-from ..backend.sealed import seal, unseal, write_atomically
+from ..backend.sealed import read_pickle, write_pickle
 from ..ir.graph import Graph, Node, Value
 from ..ir.printer import print_graph
 from ..ops import registry
@@ -225,9 +225,7 @@ def load(k: str, traced_graph):
     """``(graph, snapshots, pass_stats, generated)`` stored under key ``k``, the graph's
     inputs those of ``traced_graph``; None when there is no usable entry."""
     try:
-        path = _path(k)
-        with open(path, "rb") as f:
-            entry = pickle.loads(unseal(f.read(), path))
+        entry = read_pickle(_path(k))
         if entry.get("key") != k:
             return None
         graph, generated = _decode(entry["data"], traced_graph.inputs)
@@ -243,10 +241,8 @@ def store(k: str, traced_inputs, graph, snapshots, pass_stats, generated) -> Non
     attribute would otherwise load as another program), write then rename so a reader
     never sees half of it; a cache that cannot be written is only a slower next start."""
     try:
-        blob = pickle.dumps({"key": k, "data": _encode(graph, traced_inputs, generated),
-                             "snapshots": snapshots, "pass_stats": pass_stats},
-                            protocol=pickle.HIGHEST_PROTOCOL)
-        write_atomically(_path(k), seal(blob))
+        write_pickle(_path(k), {"key": k, "data": _encode(graph, traced_inputs, generated),
+                                "snapshots": snapshots, "pass_stats": pass_stats})
         counts["stores"] += 1
     except (OSError, pickle.PicklingError, TypeError, AttributeError, RecursionError):
         return
@@ -278,11 +274,9 @@ def generated_program(graph, name, device, options: dict, make):
         return make()
     values = _values(graph)
     try:
-        path = _path(k)
-        with open(path, "rb") as f:
-            entry = pickle.loads(unseal(f.read(), path))
+        entry = read_pickle(_path(k))
         if entry.get("key") != k:
-            raise ValueError(f"{path}: another graph's entry")
+            raise ValueError("another graph's entry")
         generated = _decode_generated(entry["generated"], values)
         generated_counts["hits"] += 1
         return generated
@@ -291,9 +285,7 @@ def generated_program(graph, name, device, options: dict, make):
     generated = make()
     try:
         number = {v: i for i, v in enumerate(values)}
-        blob = pickle.dumps({"key": k, "generated": _encode_generated(generated, number)},
-                            protocol=pickle.HIGHEST_PROTOCOL)
-        write_atomically(_path(k), seal(blob))
+        write_pickle(_path(k), {"key": k, "generated": _encode_generated(generated, number)})
         generated_counts["stores"] += 1
     except (OSError, KeyError, pickle.PicklingError, TypeError, AttributeError):
         pass

@@ -417,9 +417,9 @@ class _Entry:
             elif copied[i]:  # computed into a copy of the tensor's array
                 devices.copyto(t._data, driver_args[i].reshape(shape))
             t._version.bump()
-        if self.new_state:
-            own = _results_of_their_own(self.program, results, driver_args,
-                                        [i for *_, i in self.new_state])
+        if self.new_state:  # ([State a call creates])
+            own = getattr(self.program, "results_of_their_own", None)
+            own = own(results, driver_args, [i for *_, i in self.new_state]) if own else ()
             for opt, param, key, i in self.new_state:
                 opt.state[param][key] = Tensor._wrap(outputs[i] if i in own
                                                      else devices.copy(outputs[i]))
@@ -607,29 +607,5 @@ class _UsedUp(autograd_tape.Node):
 # 0.34 s, and doubled its memory for a moment. Anything else is copied: a result that
 # overlaps another result or an input (a view the graph made), and every result of a
 # program that is not native CPU code (the NumPy interpreter may return arrays it keeps,
-# such as constants; a CUDA program's are device arrays).
-
-def _results_of_their_own(program, results, args, positions) -> set:
-    """The result positions among ``positions`` whose arrays share memory with no other
-    result and no driver argument (the program's constants included): see [State a call
-    creates]. Empty unless ``program`` runs native CPU code, whose results are fresh."""
-    if not getattr(program, "fresh_results", False):
-        return set()
-    spans = []  # (start, end, owner): every array's bytes; owner: its result position
-    for owner, group in ((True, results), (False, args),
-                         (False, [c for _, c in getattr(program, "_const_at", ())])):
-        for k, a in enumerate(group):
-            if type(a) is not np.ndarray or a.nbytes == 0:
-                continue
-            start = a.__array_interface__["data"][0]
-            spans.append((start, start + a.nbytes, k if owner else -1))
-    spans.sort()
-    shared, open_spans = set(), []  # open: earlier spans that reach past this one's start
-    for start, stop, k in spans:
-        open_spans = [(e, j) for e, j in open_spans if e > start]
-        if open_spans:
-            shared.add(k)
-            shared.update(j for _, j in open_spans)
-        open_spans.append((stop, k))
-    return {i for i in positions
-            if i not in shared and type(results[i]) is np.ndarray and results[i].nbytes}
+# such as constants; a CUDA program's are device arrays). A program that can tell has
+# ``results_of_their_own`` (backend/cpu/program.py).

@@ -498,18 +498,17 @@ def test_state_a_first_step_creates_shares_memory_with_nothing_else():
 
 
 def test_results_of_their_own_are_those_that_overlap_nothing():
-    from graphjit.jit.runtime import _results_of_their_own
-
-    class Native:
-        fresh_results = True
-        _const_at = []
+    from graphjit.backend.cpu.program import CompiledProgram
+    from graphjit.backend.cpu.tiered import TieredProgram
 
     base = np.zeros(10)
     arg = np.zeros(4)
     const = np.zeros(3)
-    Native._const_at = [(0, const)]
     results = [np.zeros(5), base[:6], base[4:], np.zeros(2), arg[1:3], const[1:], np.zeros(0)]
-    own = _results_of_their_own(Native(), results, [arg], range(len(results)))
+    native = CompiledProgram.__new__(CompiledProgram)  # (only its constants are read)
+    native._const_at = [(0, const)]
+    own = native.results_of_their_own(results, [arg], range(len(results)))
     # 1 and 2 overlap each other, 4 is an argument's, 5 a constant's, 6 is empty.
     assert own == {0, 3}
-    assert _results_of_their_own(object(), results, [arg], range(len(results))) == set()
+    # A program still on the interpreter keeps nothing.
+    assert TieredProgram.results_of_their_own(None, results, [arg], range(len(results))) == set()

@@ -35,14 +35,13 @@ garbled one is a miss, never machine code run. ``GRAPHJIT_KERNEL_BUNDLES=0`` tur
 """
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import sys
 import threading
 import types
 
-from ..sealed import seal, unseal, write_atomically
+from ..sealed import read_pickle, write_pickle
 from .native import BUNDLED, bundle_key, kernel_address
 
 FORMAT = 1
@@ -61,12 +60,13 @@ def cpu_context():
     return cpu_target.target_context
 
 
-def _path(keys) -> str:
-    """The bundle file of the kernels ``keys`` (``bundle_key`` each)."""
+def _bundle_path(what: str, keys) -> str:
+    """The bundle file of ``what`` ("kernels" or "driver") named by ``keys`` (``bundle_key``
+    each)."""
     from ..cache import cache_dir
     from ..nrt_cache import machine_key
     return os.path.join(cache_dir("bundles"), machine_key(
-        f"bundle {FORMAT}", *(repr(key) for key in keys)) + ".pickle")
+        f"{what} {FORMAT}", *(repr(key) for key in keys)) + ".pickle")
 
 
 def _keys(kernels) -> list:
@@ -76,28 +76,10 @@ def _keys(kernels) -> list:
 def exists(kernels) -> bool:
     """Whether ``kernels`` have a bundle (``load`` may still find it unusable)."""
     try:
-        return bool(kernels) and enabled() and os.path.exists(_path(_keys(kernels)))
+        return (bool(kernels) and enabled()
+                and os.path.exists(_bundle_path("kernels", _keys(kernels))))
     except Exception:
         return False
-
-
-def _read(path):
-    """The records in the bundle file at ``path`` (FileNotFoundError when there is none);
-    a file that cannot be used is deleted (and ValueError raised): its code is loaded one
-    function at a time, and written again."""
-    try:
-        with open(path, "rb") as f:
-            blob = f.read()
-        # Machine code is run, not checked: a garbled file must never reach the engine.
-        return _Unpickler(io.BytesIO(unseal(blob, path))).load()
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # truncated, garbled, from other code
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-        raise ValueError(f"{path}: unusable bundle") from e
 
 
 class _Unpickler(pickle.Unpickler):
@@ -118,7 +100,7 @@ def _environment(modname, consts, env_name):
     allocation of ``numba.np.arrayobj``...) or of a generated module, whose module is not
     imported yet, the environment gets a namespace of its own instead: importing
     numba.np.arrayobj took 18-27 ms of a restart's 100, and a program loaded from its
-    bundles imports none of its modules ([Programs from their bundles] in codegen.py). An
+    bundles imports none of its modules ([Programs from their bundles] in prepared.py). An
     environment's globals are read only by code Numba compiled in object mode
     (numba/core/pylowering.py); kernels, drivers and Numba's helpers are nopython code,
     which reads an environment's constants at most, and those are restored as they are."""
@@ -146,13 +128,14 @@ def load(kernels) -> list | None:
 def load_keyed(kernels) -> list | None:
     """``load`` for kernels named by their ``bundle_key``: ``(key, dispatcher, signature)``
     each, the dispatcher None where the kernel's module is not imported in this process
-    (a program loaded from its bundles alone: [Programs from their bundles] in codegen.py)."""
+    (a program loaded from its bundles alone: [Programs from their bundles] in prepared.py)."""
     if not kernels or not enabled():
         return None
     keys = [key for key, _, _ in kernels]
     try:
-        path = _path(keys)
-        records = _read(path)
+        path = _bundle_path("kernels", keys)
+        # Machine code is run, not checked: a garbled file never reaches the engine (sealed).
+        records = read_pickle(path, _Unpickler)
         if [r[0] for r in records] != keys:
             os.unlink(path)
             return None
@@ -241,13 +224,13 @@ def write(kernels) -> None:
     if not kernels or not enabled():
         return
     try:
-        path = _path(_keys(kernels))
+        path = _bundle_path("kernels", _keys(kernels))
         if os.path.exists(path):
             return
         context = cpu_context()
         records = [_record(d, sig, context) for d, sig, _ in kernels]
         if all(r is not None for r in records):
-            write_atomically(path, seal(pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)))
+            write_pickle(path, records)
     except Exception:  # a bundle is only a faster next start
         return
 
@@ -275,18 +258,12 @@ def write(kernels) -> None:
 DRIVERS: dict = {}  # bundle_key -> the driver's callable
 
 
-def _driver_path(key) -> str:
-    from ..cache import cache_dir
-    from ..nrt_cache import machine_key
-    return os.path.join(cache_dir("bundles"), machine_key(f"driver {FORMAT}", repr(key)) + ".pickle")
-
-
 def driver_bundled(d, sig) -> bool:
     """Whether driver ``d`` has a bundle for ``sig`` (``load_driver`` may still find it
     unusable), or was loaded from one in this process."""
     try:
         key = bundle_key(d, sig)
-        return enabled() and (key in DRIVERS or os.path.exists(_driver_path(key)))
+        return enabled() and (key in DRIVERS or os.path.exists(_bundle_path("driver", [key])))
     except Exception:
         return False
 
@@ -308,7 +285,7 @@ def load_driver_keyed(key, module_name: str, name: str):
     if found is not None:
         return found
     try:
-        record = _read(_driver_path(key))
+        record = read_pickle(_bundle_path("driver", [key]), _Unpickler)
         if record[0] != key:
             return None
     except Exception:
@@ -333,11 +310,11 @@ def write_driver(d, sig) -> None:
     if not enabled():
         return
     try:
-        path = _driver_path(bundle_key(d, sig))
+        path = _bundle_path("driver", [bundle_key(d, sig)])
         if os.path.exists(path):
             return
         record = _record(d, sig, cpu_context(), wrapper=True)
         if record is not None:
-            write_atomically(path, seal(pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)))
+            write_pickle(path, record)
     except Exception:  # a bundle is only a faster next start
         return

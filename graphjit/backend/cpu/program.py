@@ -46,11 +46,6 @@ class CompiledProgram(Program):
         # ``dispatcher`` is Numba's either way.
         self._driver = self._dispatcher = driver
         self._prepare = None
-        # Results are fresh arrays (or views of each other, or an input's array where the
-        # update was computed in place), never handed out again while referenced: the
-        # runtime keeps a result that overlaps nothing else as it is ([State a call
-        # creates] in graphjit/jit/runtime.py).
-        self.fresh_results = True
         # The driver's last argument: its kernels' addresses ([Kernel calls by address]).
         self._kernel_table = kernel_table
         # The consts' flat data with their driver-argument positions (see run_trusted).
@@ -69,7 +64,7 @@ class CompiledProgram(Program):
     def dispatcher(self):
         """Numba's dispatcher of the driver (its source, its cache statistics), whatever
         runs the program; for a program loaded from its bundles alone, its modules are
-        imported now ([Programs from their bundles] in codegen.py)."""
+        imported now ([Programs from their bundles] in prepared.py)."""
         if self._dispatcher is None:
             self._dispatcher = self._prepare().driver
         return self._dispatcher
@@ -82,6 +77,16 @@ class CompiledProgram(Program):
         """The program was loaded without its modules: ``prepare()`` imports them (a
         ``PreparedProgram``), when ``dispatcher`` is asked for."""
         self._dispatcher, self._prepare = None, prepare
+
+    def results_of_their_own(self, results, args, positions) -> set:
+        """The positions among ``positions`` of the results of the call that ran on
+        driver arguments ``args`` whose arrays share memory with nothing else: another
+        result, an argument, a constant ([State a call creates] in graphjit/jit/runtime.py).
+        Results are fresh arrays (or views of each other, or an input's array where an
+        update was computed in place), never handed out again while referenced, so such a
+        result may be kept by the caller as it is."""
+        return arrays_of_their_own(results, list(args) + [c for _, c in self._const_at],
+                                   positions)
 
     def _buffers(self) -> list:
         last = self._last_buffers
@@ -181,3 +186,25 @@ def _flat(arr: np.ndarray) -> np.ndarray:
     if not arr.flags.writeable:
         arr = arr.copy()
     return arr.reshape(-1)
+
+
+def arrays_of_their_own(arrays, others, positions) -> set:
+    """The positions among ``positions`` of the arrays of ``arrays`` that share memory
+    with no other array of ``arrays`` or ``others``. Every one is 1-D and C-contiguous (a
+    driver's results and arguments), so its bytes are one span; empty arrays are left out."""
+    spans = []  # (start, end, position in ``arrays`` or -1 for the others)
+    for mine, group in ((True, arrays), (False, others)):
+        for k, a in enumerate(group):
+            if type(a) is np.ndarray and a.nbytes:
+                start = a.__array_interface__["data"][0]
+                spans.append((start, start + a.nbytes, k if mine else -1))
+    spans.sort()
+    shared, open_spans = set(), []  # open: earlier spans that reach past this one's start
+    for start, stop, k in spans:
+        open_spans = [(e, j) for e, j in open_spans if e > start]
+        if open_spans:
+            shared.add(k)
+            shared.update(j for _, j in open_spans)
+        open_spans.append((stop, k))
+    return {i for i in positions
+            if i not in shared and type(arrays[i]) is np.ndarray and arrays[i].nbytes}

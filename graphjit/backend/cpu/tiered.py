@@ -122,7 +122,7 @@ def compile_tiered(prepared, tier, start, fill=None, loaded=None):
     passed in, not asked for.) ``fill``: for tier "once", a function that writes and
     imports the program's modules (its prepared program), to compile it for the next
     process when it is not in the cache. ``loaded``: instead of ``prepared``, the native
-    program, loaded from its bundles ([Programs from their bundles] in codegen.py)."""
+    program, loaded from its bundles ([Programs from their bundles] in prepared.py)."""
     program = loaded
     with paused_gc():  # [No GC while compiling] in graphjit/_gc.py
         if loaded is not None:
@@ -157,7 +157,6 @@ class TieredProgram:
     workspace) is the native program's: ``wait()`` returns it."""
 
     threads = None  # (the native program's choice, once it runs: [Threads under load])
-    fresh_results = False  # (the interpreter may return arrays it keeps: [State a call creates])
 
     def __init__(self, prepared, job, status):
         generated = prepared.generated
@@ -222,8 +221,8 @@ class TieredProgram:
         self.tier.compile_seconds = native.compile_seconds
         native.tier = self.tier
         # From now on a call is the native program's own, with nothing in between.
-        self.fresh_results = True  # (the interpreter's were not: [State a call creates])
         self.run_trusted = native.run_trusted
+        self.results_of_their_own = native.results_of_their_own
         self.flat_input = native.flat_input
         self.threads = native.threads
         for listener in self.tier.listeners:
@@ -232,6 +231,12 @@ class TieredProgram:
         return True
 
     # ---- CompiledProgram's interface -------------------------------------------------------
+
+    def results_of_their_own(self, results, args, positions) -> set:
+        """None of them: the interpreter may return arrays it keeps, such as constants
+        ([State a call creates] in graphjit/jit/runtime.py). Once the native program runs,
+        its own answer (``_switch``)."""
+        return set()
 
     # Input ``i`` checked, as a flat view or a copy: the native program's own checks (they
     # read only ``_arg_types`` and ``_input_error``).
