@@ -4,7 +4,8 @@ Performance section.
     python benchmarks/call_overhead.py
 
 Median per call over 21 rounds of 20000 calls, for each layer: the native driver alone
-(reaching into the program's private driver and buffers), ``CompiledProgram(inputs)`` with
+(reaching into the program's private driver and buffers; the array of its buffers'
+addresses made for each call, as ``run_trusted`` does), ``CompiledProgram(inputs)`` with
 its input checks, its trusted entry ``run_trusted`` (what the jit runtime calls), and a
 ``@graphjit.compile`` function.
 """
@@ -36,10 +37,16 @@ def main():
     flat = args[0].reshape(-1)
     buffers = program._buffers()
     driver = program._driver  # (its bundled wrapper after a first run: [Bundled drivers])
+    try:  # the driver takes its buffers' object addresses ([Driver arguments] in native.py)
+        from graphjit.backend.cpu.native import object_addresses
+        table = program._kernel_table
+        call_driver = lambda: driver(object_addresses([flat, *buffers]), table)  # noqa: E731
+    except ImportError:  # (a tree from before: the buffers are the driver's arguments)
+        call_driver = lambda: driver(flat, *buffers)  # noqa: E731
     f = gj.compile(lambda x: -x)
     x = gj.ones(1)
     f(x)
-    rows = [("native driver", lambda: driver(flat, *buffers)),
+    rows = [("native driver", call_driver),
             ("CompiledProgram(inputs)", lambda: program(args)),
             ("CompiledProgram.run_trusted", lambda: program.run_trusted([flat])),
             ("@graphjit.compile", lambda: f(x))]

@@ -2,7 +2,7 @@
 
 For ``graph f(%x: f32[2,3] {arg}) { %0 = exp(%x) ... }`` the program module reads:
 
-    from graphjit.backend.cpu.native import run_kernel
+    from graphjit.backend.cpu.native import buffer_view, load_address, run_kernel
     from graphjit.backend.source import import_sibling
 
     # %0 = exp(%x) : f32[2,3]
@@ -10,10 +10,14 @@ For ``graph f(%x: f32[2,3] {arg}) { %0 = exp(%x) ... }`` the program module read
 
 
     @njit(error_model="numpy", cache=True)
-    def run_f(x, r0, kernels):
+    def run_f(at, kernels):
+        # The buffers' data pointers, read from their array objects ([Driver arguments] ...).
+        for j in range(2):
+            at[j] = load_address(at[j] + 16)
+        x = buffer_view(at[0], 6, np.float32)
+        r0 = buffer_view(at[1], 6, np.float32)
         # %0 = exp(%x) : f32[2,3]
         run_kernel(kernels[0], (x, r0))  # k0_exp
-        return (r0,)
 
 and the kernel module it imports, ``kernel_5c1e0f8a2b9d7c3e4f6a.py`` (the hash of its text):
 
@@ -26,11 +30,11 @@ and the kernel module it imports, ``kernel_5c1e0f8a2b9d7c3e4f6a.py`` (the hash o
 One kernel per node, named ``k<node>_<op>`` in the program after the IR value it computes;
 nodes whose kernels would be identical share the first one, and so do programs: each kernel
 is a module of its own, compiled once per process and cached by Numba across processes
-(see [Kernel modules]). The driver takes every buffer from the caller and calls the kernels
-in program order, through their addresses (``kernels``: see [Kernel calls by address] in
-native.py), so running the program is one native call; the Python wrapper
-(``CompiledProgram``) only checks the inputs and reshapes the flat results (see [Flat
-buffers] in kernel.py). ``generate(graph).source`` is the whole program as one module, the
+(see [Kernel modules]). The driver takes every buffer from the caller, as the addresses of
+their array objects (``at``: see [Driver arguments] in native.py), and calls the kernels in
+program order, through their addresses (``kernels``: see [Kernel calls by address] there),
+so running the program is one native call; the Python wrapper (``CompiledProgram``) checks
+the inputs and hands out the flat results in their shapes (see [Flat buffers] in kernel.py). ``generate(graph).source`` is the whole program as one module, the
 kernels written out in it, for reading (``graphjit dump``'s ``kernels.py``).
 """
 from __future__ import annotations
@@ -50,6 +54,7 @@ from ..writer import Namer, SourceWriter, identifier
 from . import (collective, creation, elementwise, fused, index, linalg, random,  # noqa: F401
                reduce, scan, shape, vmath, window)  # (emitters)
 from .kernel import EMITTERS, KERNEL_IMPORTS, MODULE_GLOBALS, KernelWriter
+from .native import DATA_OFFSET
 from . import looped
 from .looped import Call, Fill, cat_parts, looped_driver, tuple_expression
 from .program import CompiledProgram
@@ -59,9 +64,12 @@ from .prepared import KERNEL_FUNCTION, PreparedProgram, load_from_bundles
 # NOTE: [Workspace arenas]
 # The temporaries' workspace slots (see [Buffer plan] in graphjit/ir/buffers.py) are slices
 # of one array per dtype, each starting at a multiple of ARENA_ALIGN bytes (as a NumPy
-# array's data does), rather than one driver argument each: Numba's compile time grows
-# faster than linearly with a function's argument count (a driver of 10 array arguments
-# 1.0 s, 100: 2.6 s, 190: 6.7 s on the development VM), and an unrolled RNN had 152 slots.
+# array's data does), rather than one array each. They were made to keep the driver's
+# argument count down, when each buffer was an argument of its own (Numba's compile time
+# grows faster than linearly with it: a driver of 10 array arguments 1.0 s, 100: 2.6 s,
+# 190: 6.7 s on the development VM, and an unrolled RNN had 152 slots); now that the driver
+# takes one array of addresses ([Driver arguments] in native.py) they still make a first
+# call allocate one array per dtype, and each call pass a few addresses, not 152.
 ARENA_ALIGN = 64
 
 # Kernels are only called from the driver, so they need no CPython or cfunc wrapper
@@ -101,7 +109,7 @@ class GeneratedModule:
         self.kernel_sources = kernel_sources  # the kernel modules it imports, in its order
         self.driver_name = driver_name
         self.params = params      # graph inputs in driver-argument order (= graph order)
-        self.results = results    # values returned by the driver: outputs, then updates
+        self.results = results    # the program's results: outputs, then updates
 
 
 class _Kernel:
@@ -166,7 +174,7 @@ def _imports(code: str, extra=()) -> list:
     code never shadows these names: they are in kernel.MODULE_GLOBALS.)"""
     used = set(_IDENTIFIER.findall(code))
     numba = ["njit"] + ["prange"] * ("prange" in used)
-    native = [name for name in ("buffer_view", "run_kernel") if name in used]
+    native = [name for name in ("buffer_view", "load_address", "run_kernel") if name in used]
     ours = [f"from graphjit.backend.cpu.native import {', '.join(native)}"] * bool(native)
     ours += list(extra)
     if "acc_add" in used:
@@ -342,26 +350,38 @@ def generate(graph, name: str | None = None, inplace: bool = False,
                         f"{tuple_expression([a[0] for a in args])})  # {kernel.name}")
             steps.append(Call(entry, [a[1] + a[2:] for a in args], kernel.name, pk.ir_line))
 
-    # A result in an input's buffer (an input returned as is, or a reshape of one) is copied:
+    # The driver's buffers: the inputs, the result buffers, the workspace arenas; it takes
+    # their array objects' addresses ([Driver arguments] in native.py).
+    buffer_params = ([buf[v] for v in params] + [result_params[v] for v in buffers.result_buffers]
+                     + slot_params)
+    lengths = ([numel(v.shape) for v in params] + [n for n, _ in buffers.result_types()]
+               + [n for _, n in arenas.values()])
+    buffer_dtypes = ([v.dtype for v in params] + [dt for _, dt in buffers.result_types()]
+                     + list(arenas))
+    # Each result is a buffer the caller passed: its own, or (an update computed in place) its
+    # target input's, or, an input returned as is (or a reshape of one), a copy of that input:
     # the caller may write updates into input buffers, and must not alias them by surprise.
-    returned = [f"{buf[v]}.copy()" if owner[v].node is None else buf[v] for v in results]
-    if not returned:
-        returned = ["0"]  # a program whose only effects are in-place updates
-    driver.line(f"return ({', '.join(returned)}{',' if len(returned) == 1 else ''})")
-
-    driver_params = ([buf[v] for v in params] + [result_params[v] for v in buffers.result_buffers]
-                     + slot_params + [table_param])
-    driver_code = [f"@njit({DRIVER_FLAGS})", f"def {driver_name}({', '.join(driver_params)}):"]
-    if sum(isinstance(step, Call) for step in steps) >= looped.LOOPED_DRIVER_MIN_CALLS:
-        # (Results are whole buffers: their own, or an input's, which is copied.)
-        returned = [loc[v][0] + (".copy()" if owner[v].node is None else "")
-                    for v in results] or ["0"]
+    position = {param: j for j, param in enumerate(buffer_params)}
+    if any(loc[v][1] for v in results):  # (the buffer plan gives each result its own)
+        raise RuntimeError(f"graph {graph.name!r}: a result is not a whole buffer")
+    returns = [(position[loc[v][0]], owner[v].node is None) for v in results]
+    at = namer.fresh("at")
+    j = namer.fresh("j")
+    prologue = ["    # The buffers' data pointers, read from their array objects ([Driver arguments] "
+                "in native.py).",
+                f"    for {j} in range({len(buffer_params)}):",
+                f"        {at}[{j}] = load_address({at}[{j}] + {DATA_OFFSET})"]
+    driver_code = [f"@njit({DRIVER_FLAGS})", f"def {driver_name}({at}, {table_param}):"] + prologue
+    if looped.wants_loop(steps):
         steps_name = namer.fresh("STEPS")
-        table, body = looped_driver(steps, steps_name, driver_params, table_param, returned,
-                                    namer)
+        table, body = looped_driver(steps, steps_name, buffer_params, table_param, at, namer)
         driver_code = ([f"{steps_name} = np.array(["] + table + ["], dtype=np.int64)", "", ""]
                        + driver_code + body)
     else:
+        used = set(_IDENTIFIER.findall("\n".join(driver.lines)))
+        driver_code += [f"    {param} = buffer_view({at}[{k}], {n}, {np_type(dt)})"
+                        for k, (param, n, dt) in enumerate(zip(buffer_params, lengths, buffer_dtypes))
+                        if param in used]
         driver_code += driver.lines
     graph_text = [f"#   {text}" for text in print_graph(graph).splitlines()]
 
@@ -425,6 +445,9 @@ def generate(graph, name: str | None = None, inplace: bool = False,
     module = GeneratedModule(out.text(), driver_name, params, results, module_source,
                              [kernel.module_source for kernel in kernels])
     module.result_buffers = buffers.result_types()
+    # Per result, (its buffer's position among the driver's buffers, whether it is a copy of
+    # that buffer): the driver returns nothing, ``CompiledProgram`` picks the results.
+    module.returns = returns
     # Per address-table entry: the kernel's name in the program module, its argument dtypes
     # and a guess of its compile time (the order workers take kernels in: see [Parallel
     # kernel compilation] in workers.py; parfor lowering makes parallel kernels the dearest).

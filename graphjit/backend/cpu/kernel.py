@@ -20,7 +20,8 @@ emits = EMITTERS.emits
 
 # Names the generated module defines at top level; kernel locals must not shadow them.
 MODULE_GLOBALS = ("math", "np", "numba", "njit", "prange", "kernel", "parallel_kernel",
-                  "acc_add", "run_kernel", "import_sibling") + vmath.NAMES
+                  "acc_add", "run_kernel", "buffer_view", "load_address",
+                  "import_sibling") + vmath.NAMES
 
 # Functions kernel bodies may call that live in a module of their own: name -> import line
 # (``kernel_import``); a kernel module imports those its body uses.

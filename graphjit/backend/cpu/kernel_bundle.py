@@ -245,11 +245,11 @@ def write(kernels) -> None:
 # which imported numpy.ma (21-28 ms: Numba's typeof asks whether an array is a masked one).
 # Every later call saves the dispatcher's type checks too.
 #
-# The wrapper unboxes each argument as the signature says, checking only that it is an
-# array of the signature's itemsize: a callable loaded so must only ever get the flat,
-# C-contiguous, writeable arrays of the driver's signature, which ``CompiledProgram``
-# guarantees ([Trusted program calls] in program.py). The dispatcher would have compiled
-# another version for other arrays.
+# The wrapper unboxes its two arguments, checking only that each is an array of the
+# signature's itemsize: a callable loaded so must only ever get two intp arrays, the
+# buffers' object addresses and the kernels' ([Driver arguments] in native.py), which
+# ``CompiledProgram.run_trusted`` makes ([Trusted program calls] in program.py). The
+# dispatcher would have compiled another version for other arrays.
 #
 # ``DRIVERS`` keeps each driver loaded so per process, as ``BUNDLED`` does the kernels: its
 # code is added to the engine once, and a program whose driver Numba has loaded or compiled

@@ -19,10 +19,9 @@ def tuple_expression(items) -> str:
 #
 #     STEPS = np.array([[0, 0, 0, 0, 64, 3, 0, 64], [0, 1, 3, 0, 64, 3, 256, 64], ...])
 #
-#     def run_f(x, r0, w0, w1, kernels):
-#         at = np.empty(4, np.intp)                 # the buffers' addresses
-#         at[0] = x.ctypes.data
-#         ...
+#     def run_f(at, kernels):
+#         for j in range(4):                         # the buffers' data pointers
+#             at[j] = load_address(at[j] + 16)      # ([Driver arguments] in native.py)
 #         for s in range(STEPS.shape[0]):
 #             row = STEPS[s]
 #             if row[0] == 0:  # float32, float32: k0_exp, k1_neg
@@ -30,7 +29,6 @@ def tuple_expression(items) -> str:
 #                            (buffer_view(at[row[2]] + row[3], row[4], np.float32),
 #                             buffer_view(at[row[5]] + row[6], row[7], np.float32)))
 #             ...
-#         return (r0,)
 #
 # A row is one step in program order: a call (its form; its kernel's entry in the address
 # table; per argument, the buffer's position among the driver's buffers, the byte offset in
@@ -38,10 +36,32 @@ def tuple_expression(items) -> str:
 # fill of a result with a literal before its kernel (a form per dtype and literal). A form
 # is a call's argument dtypes, so each form's run_kernel is typed once. The rows are a
 # constant of the compiled driver (Numba freezes a global array). Running costs a row read
-# and a branch per step, nanoseconds against a kernel call; small programs keep the
-# straight-line driver, which reads better in the dump. Each row of the table is commented
-# with the IR line it runs.
-LOOPED_DRIVER_MIN_CALLS = 64
+# and a branch per step, nanoseconds against a kernel call. Each row of the table is
+# commented with the IR line it runs.
+#
+# Which driver a program gets (``wants_loop``) is a guess of which compiles sooner: with the
+# buffers' addresses as the driver's one argument ([Driver arguments] in native.py), a
+# straight-line driver took about 0.1 s + 20 ms a call and a looped one 0.1 s + 50 ms a
+# form (34 drivers of the op-table test, compiled both ways: 16.7 s straight-line below 64
+# calls, 9.1 s all looped). So a program gets the looped driver from
+# LOOPED_DRIVER_MIN_CALLS calls on, when it has at least CALLS_PER_FORM calls a form; the
+# smallest ones keep the straight-line driver, which reads better in the dump.
+LOOPED_DRIVER_MIN_CALLS = 10
+CALLS_PER_FORM = 3
+
+
+def wants_loop(steps) -> bool:
+    """Whether a program of ``steps`` gets the looped driver (see [Looped drivers])."""
+    calls = sum(isinstance(step, Call) for step in steps)
+    forms = {_form(step) for step in steps}
+    return calls >= LOOPED_DRIVER_MIN_CALLS and calls >= CALLS_PER_FORM * len(forms)
+
+
+def _form(step) -> tuple:
+    """A step's form: a call's argument dtypes, a fill's dtype and literal."""
+    if isinstance(step, Call):
+        return ("call", tuple(dt for *_, dt in step.args))
+    return ("fill", step.dtype, step.literal)
 
 
 class Call:
@@ -60,37 +80,30 @@ class Fill:
         self.at, self.n, self.dtype, self.literal, self.ir_line = at, n, dtype, literal, ir_line
 
 
-def looped_driver(steps, steps_name, params, table_param, returned, namer):
+def looped_driver(steps, steps_name, params, table_param, at, namer):
     """``(table lines, body lines)`` of a looped driver over ``steps`` ([Looped drivers]):
     the rows, each commented with the IR line it runs, and the body, which reads them as
-    the module constant ``steps_name``."""
-    used = {param for step in steps
-            for param in ([a[0] for a in step.args] if isinstance(step, Call) else [step.at[0]])}
-    buffers = [p for p in params if p in used]
-    position = {p: j for j, p in enumerate(buffers)}
+    the module constant ``steps_name``; ``at`` holds the data addresses of the buffers
+    ``params`` in their order ([Driver arguments] in native.py)."""
+    position = {p: j for j, p in enumerate(params)}
     forms, rows = {}, []
     for step in steps:
+        form = forms.setdefault(_form(step), [len(forms), []])
         if isinstance(step, Call):
-            key = ("call", tuple(dt for *_, dt in step.args))
-            form = forms.setdefault(key, [len(forms), []])
             form[1].append(step.kernel)
             row = [form[0], step.entry]
             for param, first, n, dt in step.args:
                 row += [position[param], first * dt.itemsize, n]
         else:
-            key = ("fill", step.dtype, step.literal)
-            form = forms.setdefault(key, [len(forms), []])
             (param, first), n = step.at, step.n
             row = [form[0], 0, position[param], first * step.dtype.itemsize, n]
         rows.append(row)
     width = max(len(r) for r in rows)
     table = [f"    [{', '.join(map(str, r + [0] * (width - len(r))))}],  # {step.ir_line}"
              for r, step in zip(rows, steps)]
-    at, s, row = namer.fresh("at"), namer.fresh("s"), namer.fresh("row")
-    body = [f"    {at} = np.empty({len(buffers)}, np.intp)  # the buffers' addresses"]
-    body += [f"    {at}[{j}] = {p}.ctypes.data" for j, p in enumerate(buffers)]
-    body.append(f"    for {s} in range({steps_name}.shape[0]):")
-    body.append(f"        {row} = {steps_name}[{s}]")
+    s, row = namer.fresh("s"), namer.fresh("row")
+    body = [f"    for {s} in range({steps_name}.shape[0]):",
+            f"        {row} = {steps_name}[{s}]"]
 
     def arg(dt, k):  # the argument at k of a row: (buffer, byte offset, length)
         return f"buffer_view({at}[{row}[{k}]] + {row}[{k + 1}], {row}[{k + 2}], {np_type(dt)})"
@@ -106,7 +119,6 @@ def looped_driver(steps, steps_name, params, table_param, returned, namer):
         else:
             _, dt, literal = key
             body.append(f"            {arg(dt, 2)}[:] = {literal}")
-    body.append(f"    return ({', '.join(returned)}{',' if len(returned) == 1 else ''})")
     return table, body
 
 

@@ -2,7 +2,7 @@
 
 # NOTE: [Kernel calls by address]
 The driver does not call its kernels' dispatchers: it calls their machine code through
-addresses it is given (``kernels``, its last argument: an intp array, one entry per
+addresses it is given (``kernels``, its second argument: an intp array, one entry per
 distinct kernel and signature, filled by ``compile_graph``), with Numba's own calling
 convention, so a kernel's exception still propagates out of the driver.
 
@@ -94,6 +94,73 @@ def buffer_view(typingctx, address, length, dtype):
     return array_type(address, length, dtype), codegen
 
 
+# NOTE: [Driver arguments]
+# A driver takes two arguments whatever its program: ``at``, an intp array holding the
+# address of each of its buffers' array *objects* (``id(array)``: the inputs, the result
+# buffers, the workspace arenas, in that order), and ``kernels`` ([Kernel calls by address]).
+# Its first lines replace each entry with the array's data pointer, read from the object
+# (``load_address(at[j] + DATA_OFFSET)``), and it makes its buffers' views from those
+# (``buffer_view``), as a looped driver always did ([Looped drivers] in looped.py).
+#
+# Why: Numba's compile time grows faster than linearly with a function's argument count:
+# its CPython wrapper unboxes each array argument with code of its own, and the function
+# then takes seven LLVM values per array. A driver of 70 arrays (an op-table test's
+# backward program) compiled in 0.95 s, one of 140 (a model with 35 parameters under
+# Adam) in 2.9 s, against 0.17 s for 4, and drivers were a third of the test suite's Numba
+# time (102 s of the compiles in tests/programs, tests/nn, tests/passes and two more
+# files). With one argument array the driver's compile time no longer depends on its
+# buffers, and its call is cheaper too: ``np.fromiter(map(id, arrays))`` costs 3 us for 70
+# arrays, where Numba's wrapper took 4.5 us to unbox them.
+#
+# ``DATA_OFFSET`` is where NumPy's array object keeps its data pointer: ``char *data`` right
+# after the object header (PyArrayObject_fields in NumPy's C API, the field its PyArray_DATA
+# reads, unchanged since NumPy 1.0); ``_data_offset`` checks it on arrays at import, and
+# each generated driver writes the number out, so its module's hash covers it. The caller
+# (``CompiledProgram.run_trusted``) keeps every array alive for the call; each is a flat
+# C-contiguous array of the dtype and length the driver's views assume ([Trusted program
+# calls] in program.py): nothing checks that at run time.
+
+def _data_offset() -> int:
+    """The byte offset of an ndarray object's data pointer ([Driver arguments])."""
+    import ctypes
+    offset = object.__basicsize__  # the object header (ob_refcnt, ob_type, ...)
+    for a in (np.empty(3), np.arange(6.0)[2:], np.zeros((2, 3), np.float32).T):
+        if ctypes.c_void_p.from_address(id(a) + offset).value != a.__array_interface__["data"][0]:
+            raise ImportError(f"graphjit: NumPy {np.__version__}'s array objects do not keep "
+                              f"their data pointer after the object header (offset {offset}); "
+                              "compiled CPU programs cannot read their buffers")
+    return offset
+
+
+DATA_OFFSET = _data_offset()
+
+
+@intrinsic
+def load_address(typingctx, address):
+    """``load_address(address)``: the pointer-sized integer stored at ``address`` (a
+    driver reading an array object's data pointer: [Driver arguments])."""
+    if not isinstance(address, types.Integer):
+        raise TypingError(f"load_address: the address must be an integer, got {address}")
+
+    def codegen(context, builder, sig, llargs):
+        word = context.get_value_type(types.intp)
+        return builder.load(builder.inttoptr(llargs[0], word.as_pointer()))
+
+    return types.intp(address), codegen
+
+
+def object_addresses(arrays) -> np.ndarray:
+    """A driver's first argument: the addresses of the array objects ``arrays`` (see
+    [Driver arguments]); the caller keeps them alive while the driver runs."""
+    return np.fromiter(map(id, arrays), ADDRESS_DTYPE, len(arrays))
+
+
+def load_address_in_python(address) -> int:
+    """What ``load_address`` gives a driver run as plain Python."""
+    import ctypes
+    return ctypes.c_ssize_t.from_address(int(address)).value
+
+
 def run_kernel_in_python(kernel, args) -> None:
     """What ``run_kernel`` does, for a driver run as plain Python (Numba's JIT disabled, as
     tests do) with the kernel functions themselves in its table."""
@@ -101,7 +168,7 @@ def run_kernel_in_python(kernel, args) -> None:
 
 
 def buffer_view_in_python(address, n, dtype) -> np.ndarray:
-    """What ``buffer_view`` gives a looped driver run as plain Python."""
+    """What ``buffer_view`` gives a driver run as plain Python."""
     import ctypes
     size = int(n) * np.dtype(dtype).itemsize
     return np.frombuffer((ctypes.c_char * size).from_address(int(address)), dtype, int(n))

@@ -20,12 +20,10 @@ from .workers import _cached_or_uncacheable, compile_kernels
 KERNEL_FUNCTION = "k"  # the kernel's function in its module ([Kernel modules] in codegen.py)
 
 
-def _driver_signature(generated):
-    """The Numba signature of the driver of ``generated``: its parameters, result buffers,
-    arenas and the kernel address table, each a 1-D C array."""
-    return _signature([v.dtype.np for v in generated.params]
-                      + [dt.np for _, dt in generated.result_buffers]
-                      + [dt.np for _, dt in generated.slots] + [ADDRESS_DTYPE])
+def _driver_signature():
+    """The Numba signature of every driver: its buffers' array objects' addresses and its
+    kernels' ([Driver arguments], [Kernel calls by address] in native.py)."""
+    return _signature([ADDRESS_DTYPE, ADDRESS_DTYPE])
 
 
 def _signature(params):
@@ -67,7 +65,7 @@ def load_from_bundles(graph, name, generated, prepare) -> CompiledProgram | None
     if addresses is None:
         return None
     driver = kernel_bundle.load_driver_keyed(
-        (os.path.basename(path), str(tuple(_driver_signature(generated)))), module_name(path),
+        (os.path.basename(path), str(tuple(_driver_signature()))), module_name(path),
         generated.driver_name)
     if driver is None:
         return None
@@ -89,7 +87,7 @@ class PreparedProgram:
         self.driver = getattr(module, generated.driver_name)
         self.kernels = [(getattr(module, kernel), _signature([dt.np for dt in dtypes]), cost)
                         for kernel, dtypes, cost in generated.kernel_table]
-        self.driver_signature = _driver_signature(generated)
+        self.driver_signature = _driver_signature()
 
     def missing(self) -> list:
         """``(dispatcher, signature)`` of the kernels, and the driver, that are neither

@@ -7,11 +7,13 @@ pool, the workspace and the choice of threads.
 from __future__ import annotations
 
 import itertools
+import operator
 import sys
 
 import numpy as np
 
 from ..core.program import Program
+from .native import ADDRESS_DTYPE
 from .threads import ThreadChoice
 
 # Result arrays a program keeps for reuse, per result (see CompiledProgram).
@@ -46,11 +48,16 @@ class CompiledProgram(Program):
         # ``dispatcher`` is Numba's either way.
         self._driver = self._dispatcher = driver
         self._prepare = None
-        # The driver's last argument: its kernels' addresses ([Kernel calls by address]).
+        # The driver's second argument: its kernels' addresses ([Kernel calls by address]).
         self._kernel_table = kernel_table
         # The consts' flat data with their driver-argument positions (see run_trusted).
         self._const_at = [(j, _flat(np.asarray(graph.constants[v], dtype=v.dtype.np)))
                           for j, v in enumerate(generated.params) if v.role == "const"]
+        # The results among the driver's buffers ([Driver arguments] in native.py): a
+        # function picking them out of the list of buffers, then the positions among the
+        # results of those that are an input returned as is, and so copied.
+        self._pick = _picker([j for j, _ in generated.returns])
+        self._copied = [k for k, (_, copy) in enumerate(generated.returns) if copy]
         self._pool = [None] * len(self._result_types)
         self._last_buffers = None  # the list of the previous call's buffers (see _buffers)
         self._n_results = len(self._result_types)
@@ -98,7 +105,6 @@ class CompiledProgram(Program):
             self._last_buffers = last = None  # let go before the pool counts references
         if self._workspace is None:
             self._workspace = [np.empty(n, dt) for n, dt in self._slot_types]
-            self._workspace.append(self._kernel_table)
         buffers = []
         for j, (n, dt) in enumerate(self._result_types):
             pool = self._pool[j]
@@ -158,22 +164,40 @@ class CompiledProgram(Program):
         NOTE: [Trusted program calls] Only for callers that built ``args`` themselves, as
         the jit runtime does (graphjit/jit/compile.py, [Steady-state calls]): one array per
         non-const input, each a writeable 1-D C-contiguous array of the input's dtype and
-        number of elements, e.g. from ``flat_input``. Nothing is checked here: a wrong
-        array is not an error message but a recompile by Numba (another layout or dtype)
-        or, through a driver loaded from its bundle, which has no dispatcher to recompile
-        ([Bundled drivers] in kernel_bundle.py), an array read as if it were the expected
-        one; a short array is read and written past its end. ``program(inputs)`` checks
-        every input and is what everything else calls.
+        number of elements, e.g. from ``flat_input``. Nothing is checked here: the driver
+        reads each array's data pointer and nothing else ([Driver arguments] in native.py),
+        so an array of another dtype would be read as if it were the expected one, a
+        strided one as if it were contiguous, and a short one read and written past its
+        end. ``program(inputs)`` checks every input and is what everything else calls.
         """
-        if self._const_at:
-            args = list(args)
-            for j, const in self._const_at:
-                args.insert(j, const)
+        buffers = list(args)
+        for j, const in self._const_at:
+            buffers.insert(j, const)
         with self._lock:
+            buffers += self._buffers()
+            # (``buffers`` keeps the arrays alive for the call: [Driver arguments] in native.py)
+            at = np.fromiter(map(id, buffers), ADDRESS_DTYPE, len(buffers))
             if self.threads is None:
-                return self._driver(*args, *self._buffers())
-            return self.threads.run(self._driver, *args, *self._buffers())
+                self._driver(at, self._kernel_table)
+            else:
+                self.threads.run(self._driver, at, self._kernel_table)
+            results = self._pick(buffers)
+            if self._copied:
+                results = list(results)
+                for k in self._copied:
+                    results[k] = results[k].copy()
+            return results
 
+
+
+def _picker(positions):
+    """A function of a list giving the tuple of its items at ``positions``."""
+    if len(positions) == 1:
+        (j,) = positions
+        return lambda items: (items[j],)
+    if not positions:
+        return lambda items: ()
+    return operator.itemgetter(*positions)
 
 
 def _flat(arr: np.ndarray) -> np.ndarray:

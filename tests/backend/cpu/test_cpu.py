@@ -19,7 +19,8 @@ from graphjit import dtypes
 from graphjit.ops import composite, scan, window
 from graphjit.backend import source
 from graphjit.backend.cpu import compile_graph, emitter_for, generate
-from graphjit.backend.cpu.native import buffer_view_in_python, run_kernel_in_python
+from graphjit.backend.cpu.native import (buffer_view_in_python, load_address_in_python,
+                                        object_addresses, run_kernel_in_python)
 from graphjit.errors import GraphjitError
 from graphjit.ir import Graph, GraphBuilder, parse_graph, run_graph, verify
 from graphjit.ir.printer import format_node, value_names
@@ -123,11 +124,14 @@ def run_generated_as_python(graph, inputs):
     args = [a.reshape(-1) for a in args]
     args += [np.empty(n, dt.np) for n, dt in generated.result_buffers + generated.slots]
     # The driver's address table holds the kernels themselves, and run_kernel calls them
-    # ([Kernel calls by address] in graphjit/backend/cpu/native.py).
+    # ([Kernel calls by address] in graphjit/backend/cpu/native.py); its buffers are views
+    # made by ctypes from their arrays' addresses ([Driver arguments] there).
     namespace["run_kernel"] = run_kernel_in_python
-    namespace["buffer_view"] = buffer_view_in_python  # (a looped driver's views)
-    args.append([namespace[name] for name, _, _ in generated.kernel_table])
-    results = namespace[generated.driver_name](*args)
+    namespace["buffer_view"] = buffer_view_in_python
+    namespace["load_address"] = load_address_in_python
+    kernels = [namespace[name] for name, _, _ in generated.kernel_table]
+    namespace[generated.driver_name](object_addresses(args), kernels)
+    results = [args[j].copy() if copy else args[j] for j, copy in generated.returns]
     return [r.reshape(v.shape) for r, v in zip(results, generated.results)]
 
 

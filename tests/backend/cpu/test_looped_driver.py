@@ -24,6 +24,7 @@ F32, F64 = dtypes.float32, dtypes.float64
 @pytest.fixture
 def always_looped(monkeypatch):
     monkeypatch.setattr(looped, "LOOPED_DRIVER_MIN_CALLS", 1)
+    monkeypatch.setattr(looped, "CALLS_PER_FORM", 0)
 
 
 def _looped(source) -> bool:
@@ -96,6 +97,7 @@ def _train(steps=3):
 def test_a_training_step_with_in_place_updates_runs_the_same_looped(monkeypatch):
     want_losses, want_params, _ = _train()
     monkeypatch.setattr(looped, "LOOPED_DRIVER_MIN_CALLS", 1)
+    monkeypatch.setattr(looped, "CALLS_PER_FORM", 0)
     losses, params, step = _train()
     (entry,) = [e for entries in step._cache.values() for e in entries]
     assert _looped(entry.program.source)
@@ -114,6 +116,7 @@ def test_a_long_concatenation_runs_in_parts(dim, shape, calls, forced, monkeypat
     # [Long concatenations] in looped.py: at most CAT_PART inputs a kernel call.
     if forced:
         monkeypatch.setattr(looped, "LOOPED_DRIVER_MIN_CALLS", 1)
+        monkeypatch.setattr(looped, "CALLS_PER_FORM", 0)
     n = 11
     size = ", ".join(map(str, shape))
     out = list(shape)
