@@ -104,13 +104,13 @@ def buffer_view(typingctx, address, length, dtype):
 #
 # Why: Numba's compile time grows faster than linearly with a function's argument count:
 # its CPython wrapper unboxes each array argument with code of its own, and the function
-# then takes seven LLVM values per array. A driver of 70 arrays (an op-table test's
-# backward program) compiled in 0.95 s, one of 140 (a model with 35 parameters under
-# Adam) in 2.9 s, against 0.17 s for 4, and drivers were a third of the test suite's Numba
-# time (102 s of the compiles in tests/programs, tests/nn, tests/passes and two more
-# files). With one argument array the driver's compile time no longer depends on its
-# buffers, and its call is cheaper too: ``np.fromiter(map(id, arrays))`` costs 3 us for 70
-# arrays, where Numba's wrapper took 4.5 us to unbox them.
+# then takes seven LLVM values per array. With every buffer an argument, a driver of 32
+# buffers compiled in 0.52 s, 128: 3.5 s, 256: 14.5 s (benchmarks/driver_compile.py; now
+# 0.11-0.13 s for all), and drivers were a third of the test suite's Numba time (102 s in
+# tests/programs, tests/nn, tests/passes and two more files; the suite's cold run went
+# from 636 s to 511 s on 2 cores). A call costs about the same: ``np.fromiter(map(id,
+# arrays))`` takes 0.45 us for 3 arrays and 3 us for 70, where Numba's dispatcher took
+# 4.5 us to unbox 70 (benchmarks/call_overhead.py: 0.3 us more for a one-op program).
 #
 # ``DATA_OFFSET`` is where NumPy's array object keeps its data pointer: ``char *data`` right
 # after the object header (PyArrayObject_fields in NumPy's C API, the field its PyArray_DATA
