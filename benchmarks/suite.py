@@ -174,6 +174,16 @@ def probe(key):
         steady.append(time.perf_counter() - t0)
     # The first call from which every call ran native code (1-based), if one did.
     first_native = next((k + 1 for k in range(len(native)) if all(native[k:])), None)
+    # A program run once (the first optimizer step) is compiled in the background for the
+    # next process ([Tiered execution] in graphjit/backend/cpu/tiered.py), and a process
+    # that exits sooner kills that compile. A user's training run lasts long enough for it;
+    # the probe, which ends after a few steps, waits for it (after its timings), so that the
+    # warm run starts from the cache a user's next run would find.
+    tiered = sys.modules.get("graphjit.backend.cpu.tiered")
+    try:
+        tiered.wait_background(timeout=PROBE_LIMIT_S, fills=True)
+    except (AttributeError, TypeError):  # a checkout from before tiered start or fills (--base)
+        pass
     _emit({"import_s": import_s, "numba_imported_before_first_call": numba_before,
            "calls_s": calls, "native": native,
            "first_native_call": first_native, "steady_s": float(np.median(steady)),

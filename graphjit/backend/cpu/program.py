@@ -57,7 +57,7 @@ class CompiledProgram(Program):
         # function picking them out of the list of buffers, then the positions among the
         # results of those that are an input returned as is, and so copied.
         self._pick = _picker([j for j, _ in generated.returns])
-        self._copied = [k for k, (_, copy) in enumerate(generated.returns) if copy]
+        self._copied = {k for k, (_, copy) in enumerate(generated.returns) if copy}
         self._pool = [None] * len(self._result_types)
         self._last_buffers = None  # the list of the previous call's buffers (see _buffers)
         self._n_results = len(self._result_types)
@@ -183,9 +183,8 @@ class CompiledProgram(Program):
                 self.threads.run(self._driver, at, self._kernel_table)
             results = self._pick(buffers)
             if self._copied:
-                results = list(results)
-                for k in self._copied:
-                    results[k] = results[k].copy()
+                results = tuple([r.copy() if k in self._copied else r
+                                 for k, r in enumerate(results)])
             return results
 
 
