@@ -234,7 +234,8 @@ def test_a_program_that_runs_once_loads_the_code_an_earlier_compile_left(data, t
 def test_a_program_run_once_is_compiled_for_the_next_process(data, tmp_path, monkeypatch):
     # Tiered, the first optimizer step is interpreted; once nothing else compiles (here: after
     # the steady step's background compile), it is compiled into the cache, nothing loading
-    # it, and the next run of it (here a new compiled function, as in a restart) loads it.
+    # it, its bundles are written (by one more worker), and the next run of it (here a new
+    # compiled function, as in a restart) loads it.
     monkeypatch.setenv("GRAPHJIT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("GRAPHJIT_COMPILE_WORKERS", "1")
     eager_model, eager_opt = _linear_and_sgd(8)
@@ -242,9 +243,13 @@ def test_a_program_run_once_is_compiled_for_the_next_process(data, tmp_path, mon
     first = gj.compile(_step_fn(*_linear_and_sgd(8)), tiered=True)
     first(*data[0])
     assert "NumPy interpreter for 1 call only" in first.explain().splitlines()[0]
+    (fill,) = tiered_module._FILLS  # (what the fill will compile: the modules of that step)
+    prepared = fill()
+    assert prepared.missing() and prepared.needs_bundles()
     first(*data[1])
     assert tiered_module.wait_background(timeout=600, fills=True)
     assert not tiered_module._FILLS and not any(job.fill for job in tiered_module._RUNNING)
+    assert not prepared.missing() and not prepared.needs_bundles()
     _loads_its_first_step_and_matches_eager(8, data, eager_model, eager_opt, eager)
 
 

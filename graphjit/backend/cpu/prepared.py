@@ -99,6 +99,13 @@ class PreparedProgram:
         found.sort(key=lambda entry: -entry[0])
         return [(d, sig) for _, d, sig in found]
 
+    def needs_bundles(self) -> bool:
+        """Whether bundles are on and the kernels or the driver have none ([Kernel
+        bundles], [Bundled drivers] in kernel_bundle.py)."""
+        return kernel_bundle.enabled() and not (
+            (not self.kernels or kernel_bundle.exists(self.kernels))
+            and kernel_bundle.driver_bundled(self.driver, self.driver_signature))
+
     def all_available(self) -> bool:
         """Whether ``finish()`` only loads (nothing to compile, nothing uncacheable)."""
         from numba.core.caching import Cache

@@ -101,12 +101,14 @@ def _compile_forked(entries, workers: int) -> None:
                 pass
 
 
-def start_workers(entries, workers: int, nice: int = 0) -> list:
+def start_workers(entries, workers: int, nice: int = 0, then=None) -> list:
     """Fork ``workers`` processes that compile ``entries`` (``(dispatcher, signature)``,
     dearest first) into Numba's disk cache from a shared queue and exit; returns their pids
     without waiting (the caller reaps them: ``os.waitpid``). Nothing is compiled here.
-    ``nice``: added to the workers' niceness (19: they run only on cores nothing else wants)."""
-    read_end, pids = _fork(entries, workers, nice)
+    ``nice``: added to the workers' niceness (19: they run only on cores nothing else wants).
+    ``then``: a function one more forked process runs once every worker has exited (its
+    pid is returned too)."""
+    read_end, pids = _fork(entries, workers, nice, then)
     os.close(read_end)
     return pids
 
@@ -119,15 +121,20 @@ def kill_workers(pids) -> None:
             pass
 
 
-def _fork(entries, workers: int, nice: int = 0):
+def _fork(entries, workers: int, nice: int = 0, then=None):
     """The queue's read end and the pids of ``workers`` forked processes draining it, their
-    niceness raised by ``nice``."""
+    niceness raised by ``nice`` (and of the process running ``then``: see start_workers).
+
+    ``then``'s process knows the workers are done by a pipe whose write end every worker
+    holds (inherited) and no one else: its read sees the end of the pipe once the last
+    worker has exited, however it ended."""
     from numba.core.compiler_lock import global_compiler_lock
     read_end, write_end = os.pipe()
     try:
         os.write(write_end, b"".join(_RECORD.pack(i) for i in range(len(entries))))
     finally:
         os.close(write_end)
+    done_read, done_write = os.pipe() if then is not None else (None, None)
     pids = []
     try:
         with global_compiler_lock:
@@ -144,6 +151,23 @@ def _fork(entries, workers: int, nice: int = 0):
                     finally:
                         os._exit(status)
                 pids.append(pid)
+            if then is not None:
+                pid = os.fork()
+                if pid == 0:  # waits for the workers, then runs ``then``
+                    status = 1
+                    try:
+                        os.close(done_write)
+                        os.close(read_end)
+                        if nice:
+                            os.nice(nice)
+                        while os.read(done_read, 1):
+                            pass
+                        _own_symbol_names()
+                        then()
+                        status = 0
+                    finally:
+                        os._exit(status)
+                pids.append(pid)
     except BaseException:
         kill_workers(pids)
         for pid in pids:
@@ -153,6 +177,10 @@ def _fork(entries, workers: int, nice: int = 0):
                 pass
         os.close(read_end)
         raise
+    finally:
+        if then is not None:
+            os.close(done_read)
+            os.close(done_write)
     return read_end, pids
 
 

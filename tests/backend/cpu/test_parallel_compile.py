@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -142,10 +143,17 @@ def test_run_kernel_refuses_arrays_a_kernel_does_not_take():
 def test_a_value_named_like_the_drivers_helpers_does_not_shadow_them():
     from graphjit.backend.cpu import compile_graph
     from graphjit.ir import parse_graph
-    g = parse_graph("graph f(%run_kernel: f32[3] {arg}, %import_sibling: f32[3] {arg}) {\n"
-                    "  %0 = mul(%run_kernel, %import_sibling) : f32[3]\n  return %0\n}")
-    a, b = np.float32([1, 2, 3]), np.float32([4, -5, 6])
-    np.testing.assert_array_equal(compile_graph(g)([a, b])[0][0], a * b)
+    names = ["run_kernel", "import_sibling", "at", "buffer_view", "load_address", "kernels"]
+    g = parse_graph(f"graph f({', '.join(f'%{n}: f32[3] {{arg}}' for n in names)}) {{\n"
+                    "  %0 = mul(%run_kernel, %import_sibling) : f32[3]\n"
+                    "  %1 = add(%at, %buffer_view) : f32[3]\n"
+                    "  %2 = sub(%load_address, %kernels) : f32[3]\n"
+                    "  return %0, %1, %2\n}")
+    a, b, c, d, e, f = (np.float32([1, 2, 3]) * k for k in range(1, 7))
+    (x, y, z), _ = compile_graph(g)([a, b, c, d, e, f])
+    np.testing.assert_array_equal(x, a * b)
+    np.testing.assert_array_equal(y, c + d)
+    np.testing.assert_array_equal(z, e - f)
 
 
 class _Niceness:
@@ -168,6 +176,34 @@ def test_workers_run_at_the_niceness_asked_for(tmp_path, nice):
     for pid in pids:
         os.waitpid(pid, 0)
     assert int(path.read_text()) == min(os.nice(0) + nice, 19)
+
+
+class _Slow:
+    """A stand-in dispatcher whose compile takes a while, then leaves a file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def compile(self, signature):
+        time.sleep(0.5)
+        with open(self.path, "w") as f:
+            f.write("compiled")
+
+
+def test_then_runs_once_every_worker_has_exited(tmp_path):
+    # A fill's last process writes the program's bundles from what the workers compiled
+    # ([Tiered execution]): it must not start before the last of them is done.
+    paths = [tmp_path / "a", tmp_path / "b"]
+    seen = tmp_path / "seen"
+
+    def then():
+        seen.write_text(" ".join(str(p.exists()) for p in paths))
+
+    pids = workers.start_workers([(_Slow(str(p)), ()) for p in paths], 2, then=then)
+    assert len(pids) == 3
+    for pid in pids:
+        os.waitpid(pid, 0)
+    assert seen.read_text() == "True True"
 
 
 def test_forked_workers_name_their_machine_code_apart():
