@@ -34,8 +34,9 @@ is a module of its own, compiled once per process and cached by Numba across pro
 their array objects (``at``: see [Driver arguments] in native.py), and calls the kernels in
 program order, through their addresses (``kernels``: see [Kernel calls by address] there),
 so running the program is one native call; the Python wrapper (``CompiledProgram``) checks
-the inputs and hands out the flat results in their shapes (see [Flat buffers] in kernel.py). ``generate(graph).source`` is the whole program as one module, the
-kernels written out in it, for reading (``graphjit dump``'s ``kernels.py``).
+the inputs and hands out the flat results in their shapes (see [Flat buffers] in kernel.py).
+``generate(graph).source`` is the whole program as one module, the kernels written out in
+it, for reading (``graphjit dump``'s ``kernels.py``).
 """
 from __future__ import annotations
 
@@ -367,8 +368,8 @@ def generate(graph, name: str | None = None, inplace: bool = False,
     returns = [(position[loc[v][0]], owner[v].node is None) for v in results]
     at = namer.fresh("at")
     j = namer.fresh("j")
-    prologue = ["    # The buffers' data pointers, read from their array objects ([Driver arguments] "
-                "in native.py).",
+    prologue = ["    # The buffers' data pointers, read from their array objects ([Driver "
+                "arguments] in native.py).",
                 f"    for {j} in range({len(buffer_params)}):",
                 f"        {at}[{j}] = load_address({at}[{j}] + {DATA_OFFSET})"]
     driver_code = [f"@njit({DRIVER_FLAGS})", f"def {driver_name}({at}, {table_param}):"] + prologue
@@ -379,9 +380,9 @@ def generate(graph, name: str | None = None, inplace: bool = False,
                        + driver_code + body)
     else:
         used = set(_IDENTIFIER.findall("\n".join(driver.lines)))
+        views = zip(buffer_params, lengths, buffer_dtypes)
         driver_code += [f"    {param} = buffer_view({at}[{k}], {n}, {np_type(dt)})"
-                        for k, (param, n, dt) in enumerate(zip(buffer_params, lengths, buffer_dtypes))
-                        if param in used]
+                        for k, (param, n, dt) in enumerate(views) if param in used]
         driver_code += driver.lines
     graph_text = [f"#   {text}" for text in print_graph(graph).splitlines()]
 
