@@ -67,9 +67,9 @@ def run_kernel(typingctx, address, args):
 @intrinsic
 def buffer_view(typingctx, address, length, dtype):
     """``buffer_view(address, n, np.float32)``: the 1-D C array of ``n`` elements at
-    ``address``, owning nothing (a looped driver's view of one of its buffers, which the
-    driver's arguments keep alive: [Looped drivers] in looped.py). Builds the array
-    structure and nothing else: ``numba.carray`` here compiled far more code per call."""
+    ``address``, owning nothing (a driver's view of one of its buffers, which its caller
+    keeps alive: [Driver arguments]). Builds the array structure and nothing else:
+    ``numba.carray`` here compiled far more code per call."""
     if not isinstance(address, types.Integer) or not isinstance(length, types.Integer):
         raise TypingError(f"buffer_view: address and length must be integers, got {address}, "
                           f"{length}")

@@ -232,8 +232,22 @@ def test_a_kernel_using_the_helpers_names_their_version(monkeypatch):
     assert len(before) == 1 and \
         f"# helpers (vmath.py, vmath_llvm.py, accumulate.py): {codegen._helpers_hash()}" \
         in before[0]
-    monkeypatch.setattr(codegen._helpers_hash, "value", "0" * 16)
+    for key in list(codegen._HASHES):
+        monkeypatch.setitem(codegen._HASHES, key, "0" * 16)
     after = generate(graph).kernel_sources
     assert source.module_file_name(after[0], "kernel") != source.module_file_name(before[0], "kernel")
     plain = parse_graph("graph n(%x: f32[8] {arg}) {\n  %0 = neg(%x) : f32[8]\n  return %0\n}")
     assert "helpers" not in generate(plain).kernel_sources[0]
+
+
+def test_a_program_module_names_the_version_of_the_drivers_intrinsics(monkeypatch):
+    """Numba compiles native.py's intrinsics (load_address, buffer_view, run_kernel) into
+    each driver's cache entry: editing them must give program modules new files."""
+    from graphjit.backend.cpu import codegen
+    graph = parse_graph("graph d(%x: f32[8] {arg}) {\n  %0 = neg(%x) : f32[8]\n  return %0\n}")
+    before = generate(graph).module_source
+    assert f"# helpers (native.py): {codegen._driver_helpers_hash()}" in before
+    for key in list(codegen._HASHES):
+        monkeypatch.setitem(codegen._HASHES, key, "0" * 16)
+    after = generate(graph).module_source
+    assert source.module_file_name(after, "d") != source.module_file_name(before, "d")
