@@ -175,7 +175,8 @@ def _imports(code: str, extra=()) -> list:
     code never shadows these names: they are in kernel.MODULE_GLOBALS.)"""
     used = set(_IDENTIFIER.findall(code))
     numba = ["njit"] + ["prange"] * ("prange" in used)
-    native = [name for name in ("buffer_view", "load_address", "run_kernel") if name in used]
+    native = [name for name in ("buffer_view", "load_address", "run_kernel", "run_row")
+              if name in used]
     ours = [f"from graphjit.backend.cpu.native import {', '.join(native)}"] * bool(native)
     ours += list(extra)
     if "acc_add" in used:

@@ -20,7 +20,7 @@ emits = EMITTERS.emits
 
 # Names the generated module defines at top level; kernel locals must not shadow them.
 MODULE_GLOBALS = ("math", "np", "numba", "njit", "prange", "kernel", "parallel_kernel",
-                  "acc_add", "run_kernel", "buffer_view", "load_address",
+                  "acc_add", "run_kernel", "buffer_view", "load_address", "run_row",
                   "import_sibling") + vmath.NAMES
 
 # Functions kernel bodies may call that live in a module of their own: name -> import line

@@ -25,9 +25,7 @@ def tuple_expression(items) -> str:
 #         for s in range(STEPS.shape[0]):
 #             row = STEPS[s]
 #             if row[0] == 0:  # float32, float32: k0_exp, k1_neg
-#                 run_kernel(kernels[row[1]],
-#                            (buffer_view(at[row[2]] + row[3], row[4], np.float32),
-#                             buffer_view(at[row[5]] + row[6], row[7], np.float32)))
+#                 run_row(kernels, at, row, (np.float32, np.float32))
 #             ...
 #
 # A row is one step in program order: a call (its form; its kernel's entry in the address
@@ -39,15 +37,17 @@ def tuple_expression(items) -> str:
 # and a branch per step, nanoseconds against a kernel call. Each row of the table is
 # commented with the IR line it runs.
 #
-# Which driver a program gets (``wants_loop``) is a guess of which compiles sooner: with the
-# buffers' addresses as the driver's one argument ([Driver arguments] in native.py), a
-# straight-line driver took about 0.1 s + 20 ms a call and a looped one 0.1 s + 50 ms a
-# form (34 drivers of the op-table test, compiled both ways: 16.7 s straight-line below 64
-# calls, 9.1 s all looped). So a program gets the looped driver from
-# LOOPED_DRIVER_MIN_CALLS calls on, when it has at least CALLS_PER_FORM calls a form; the
-# smallest ones keep the straight-line driver, which reads better in the dump.
-LOOPED_DRIVER_MIN_CALLS = 10
-CALLS_PER_FORM = 3
+# Which driver a program gets (``wants_loop``) is a guess of which compiles sooner. With the
+# buffers' addresses as the driver's one argument ([Driver arguments] in native.py) and
+# each form one ``run_row`` (native.py), a straight-line driver took about 0.1 s + 15-20 ms
+# a call and a looped one 0.1 s + 20 ms a form (34 drivers of the op-table test's float64
+# rows: 5.9 s all looped, 6.1 s by this rule; with the forms written out as
+# ``run_kernel(kernels[row[1]], (buffer_view(...), ...))``, 50 ms a form, they took 9.1 s
+# all looped and 16.7 s straight-line below 64 calls). So a program gets the looped driver
+# from LOOPED_DRIVER_MIN_CALLS calls on, when it has at least CALLS_PER_FORM calls a form;
+# the smallest ones keep the straight-line driver, which reads better in the dump.
+LOOPED_DRIVER_MIN_CALLS = 8
+CALLS_PER_FORM = 1.5
 
 
 def wants_loop(steps) -> bool:
@@ -114,8 +114,8 @@ def looped_driver(steps, steps_name, params, table_param, at, namer):
             dts = key[1]
             body.append(f"            # {', '.join(dt.name for dt in dts)}: "
                         f"{', '.join(sorted(set(kernels)))}")
-            args = [arg(dt, 2 + 3 * a) for a, dt in enumerate(dts)]
-            body.append(f"            run_kernel({table_param}[{row}[1]], {tuple_expression(args)})")
+            dtypes = tuple_expression([np_type(dt) for dt in dts])
+            body.append(f"            run_row({table_param}, {at}, {row}, {dtypes})")
         else:
             _, dt, literal = key
             body.append(f"            {arg(dt, 2)}[:] = {literal}")

@@ -106,7 +106,7 @@ def buffer_view(typingctx, address, length, dtype):
 # its CPython wrapper unboxes each array argument with code of its own, and the function
 # then takes seven LLVM values per array. With every buffer an argument, a driver of 32
 # buffers compiled in 0.52 s, 128: 3.5 s, 256: 14.5 s (benchmarks/driver_compile.py; now
-# 0.11-0.13 s for all), and drivers were a third of the test suite's Numba time (102 s in
+# 0.10-0.11 s for all), and drivers were a third of the test suite's Numba time (102 s in
 # tests/programs, tests/nn, tests/passes and two more files; the suite's cold run went
 # from 636 s to 511 s on 2 cores). A call costs about the same: ``np.fromiter(map(id,
 # arrays))`` takes 0.45 us for 3 arrays and 3 us for 70, where Numba's dispatcher took
@@ -159,6 +159,67 @@ def load_address_in_python(address) -> int:
     """What ``load_address`` gives a driver run as plain Python."""
     import ctypes
     return ctypes.c_ssize_t.from_address(int(address)).value
+
+
+@intrinsic
+def run_row(typingctx, kernels, at, row, dtypes):
+    """``run_row(kernels, at, row, (np.float32, ...))``: a looped driver's call of one row
+    ([Looped drivers] in looped.py), what ``run_kernel(kernels[row[1]],
+    (buffer_view(at[row[2]] + row[3], row[4], np.float32), ...))`` does, built in LLVM IR
+    at once: each argument's buffer (its entry in ``at``), byte offset and length are the
+    row's next three numbers. Numba lowered that expression's reads, views and tuple one by
+    one: 0.2 s of a 5-form driver's 0.28 s compile."""
+    arrays = (kernels, at, row)
+    if not all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+               and isinstance(a.dtype, types.Integer) for a in arrays):
+        raise TypingError(f"run_row: kernels, at and row must be 1-D C integer arrays, got "
+                          f"{kernels}, {at}, {row}")
+    if not (isinstance(dtypes, types.BaseTuple)
+            and all(isinstance(d, types.NumberClass) for d in dtypes.types)):
+        raise TypingError(f"run_row: the dtypes must be a tuple of NumPy scalar types, got "
+                          f"{dtypes}")
+    elements = [d.instance_type for d in dtypes.types]
+    argtys = [types.Array(element, 1, "C") for element in elements]
+
+    def codegen(context, builder, sig, llargs):
+        from numba.np.arrayobj import populate_array
+
+        def item(arr_index, index):  # (kernels, at, row)[arr_index][index], an intp
+            arr_type = sig.args[arr_index]
+            arr = context.make_array(arr_type)(context, builder, llargs[arr_index])
+            value = builder.load(builder.gep(arr.data, [index]))
+            return context.cast(builder, value, arr_type.dtype, types.intp)
+
+        def row_item(k):
+            return item(2, context.get_constant(types.intp, k))
+
+        address = item(0, row_item(1))
+        values = []
+        for a, (element, argty) in enumerate(zip(elements, argtys)):
+            base = item(1, row_item(2 + 3 * a))
+            data_type = context.get_data_type(element)
+            data = builder.inttoptr(builder.add(base, row_item(3 + 3 * a)),
+                                    data_type.as_pointer())
+            itemsize = context.get_constant(types.intp, context.get_abi_sizeof(data_type))
+            view = context.make_array(argty)(context, builder)
+            populate_array(view, data=data, shape=[row_item(4 + 3 * a)], strides=[itemsize],
+                           itemsize=itemsize, meminfo=None)
+            values.append(view._getvalue())
+        fnty = context.call_conv.get_function_type(types.none, argtys)
+        fn = builder.inttoptr(address, fnty.as_pointer())
+        status, _ = context.call_conv.call_function(builder, fn, types.none, argtys, values)
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        return context.get_dummy_value()
+
+    return types.none(kernels, at, row, dtypes), codegen
+
+
+def run_row_in_python(kernels, at, row, dtypes) -> None:
+    """What ``run_row`` does, for a driver run as plain Python."""
+    views = [buffer_view_in_python(at[row[2 + 3 * a]] + row[3 + 3 * a], row[4 + 3 * a], dt)
+             for a, dt in enumerate(dtypes)]
+    run_kernel_in_python(kernels[row[1]], views)
 
 
 def run_kernel_in_python(kernel, args) -> None:

@@ -20,7 +20,8 @@ from graphjit.ops import composite, scan, window
 from graphjit.backend import source
 from graphjit.backend.cpu import compile_graph, emitter_for, generate
 from graphjit.backend.cpu.native import (buffer_view_in_python, load_address_in_python,
-                                        object_addresses, run_kernel_in_python)
+                                        object_addresses, run_kernel_in_python,
+                                        run_row_in_python)
 from graphjit.errors import GraphjitError
 from graphjit.ir import Graph, GraphBuilder, parse_graph, run_graph, verify
 from graphjit.ir.printer import format_node, value_names
@@ -129,6 +130,7 @@ def run_generated_as_python(graph, inputs):
     namespace["run_kernel"] = run_kernel_in_python
     namespace["buffer_view"] = buffer_view_in_python
     namespace["load_address"] = load_address_in_python
+    namespace["run_row"] = run_row_in_python
     kernels = [namespace[name] for name, _, _ in generated.kernel_table]
     namespace[generated.driver_name](object_addresses(args), kernels)
     results = [args[j].copy() if copy else args[j] for j, copy in generated.returns]

@@ -83,12 +83,11 @@ def _calls(forms, calls):
 
 
 @pytest.mark.parametrize("forms, calls, wanted", [
-    (1, 9, False),   # too few calls to gain from the loop
-    (1, 10, True),
-    (3, 9, False),
-    (3, 12, True),
-    (6, 12, False),  # a form for every two calls: the straight-line driver compiles sooner
-    (6, 18, True),
+    (1, 7, False),   # too few calls to gain from the loop
+    (1, 8, True),
+    (6, 8, False),   # fewer than 1.5 calls a form: the straight-line driver compiles sooner
+    (6, 9, True),
+    (2, 12, True),
 ])
 def test_the_looped_driver_is_chosen_by_calls_per_form(forms, calls, wanted):
     assert looped.wants_loop(_calls(forms, calls)) == wanted
@@ -96,7 +95,7 @@ def test_the_looped_driver_is_chosen_by_calls_per_form(forms, calls, wanted):
 
 def test_a_fill_is_a_form_of_its_own():
     f64 = dtypes.float64
-    steps = _calls(1, 10)
+    steps = _calls(1, 8)
     assert looped.wants_loop(steps)
-    fills = [Fill((None, 0), 3, f64, str(float(j)), "") for j in range(3)]
-    assert not looped.wants_loop(steps + fills)  # 10 calls, 4 forms
+    fills = [Fill((None, 0), 3, f64, str(float(j)), "") for j in range(5)]
+    assert not looped.wants_loop(steps + fills)  # 8 calls, 6 forms
