@@ -279,7 +279,6 @@ def generate(graph, name: str | None = None, inplace: bool = False,
         arena = arenas.setdefault(dtype, [namer.fresh(f"w{len(arenas)}"), 0])
         slot_at.append((arena[0], arena[1]))
         arena[1] += -(-max(n, 1) * dtype.itemsize // ARENA_ALIGN) * ARENA_ALIGN // dtype.itemsize
-    slot_params = [param for param, _ in arenas.values()]
 
     kernels, by_text = [], {}
     threaded_blas = False  # a GEMM large enough for OpenBLAS's threads ([Threads under load])
@@ -368,14 +367,14 @@ def generate(graph, name: str | None = None, inplace: bool = False,
                         f"{tuple_expression([a[0] for a in args])})  # {kernel.name}")
             steps.append(Call(entry, [a[1] + a[2:] for a in args], kernel.name, pk.ir_line))
 
-    # The driver's buffers: the inputs, the result buffers, the workspace arenas; it takes
-    # their array objects' addresses ([Driver arguments] in native.py).
-    buffer_params = ([buf[v] for v in params] + [result_params[v] for v in buffers.result_buffers]
-                     + slot_params)
-    lengths = ([numel(v.shape) for v in params] + [n for n, _ in buffers.result_types()]
-               + [n for _, n in arenas.values()])
-    buffer_dtypes = ([v.dtype for v in params] + [dt for _, dt in buffers.result_types()]
-                     + list(arenas))
+    # The driver's buffers, (name, elements, dtype) each: the inputs, the result buffers,
+    # the workspace arenas; it takes their array objects' addresses ([Driver arguments] in
+    # native.py).
+    driver_buffers = ([(buf[v], numel(v.shape), v.dtype) for v in params]
+                      + [(result_params[v], n, dt) for v, (n, dt)
+                         in zip(buffers.result_buffers, buffers.result_types())]
+                      + [(param, n, dtype) for dtype, (param, n) in arenas.items()])
+    buffer_params = [param for param, _, _ in driver_buffers]
     # Each result is a buffer the caller passed: its own, or (an update computed in place) its
     # target input's, or, an input returned as is (or a reshape of one), a copy of that input:
     # the caller may write updates into input buffers, and must not alias them by surprise.
@@ -397,9 +396,8 @@ def generate(graph, name: str | None = None, inplace: bool = False,
                        + driver_code + body)
     else:
         used = set(_IDENTIFIER.findall("\n".join(driver.lines)))
-        views = zip(buffer_params, lengths, buffer_dtypes)
         driver_code += [f"    {param} = buffer_view({at}[{k}], {n}, {np_type(dt)})"
-                        for k, (param, n, dt) in enumerate(views) if param in used]
+                        for k, (param, n, dt) in enumerate(driver_buffers) if param in used]
         driver_code += driver.lines
     graph_text = [f"#   {text}" for text in print_graph(graph).splitlines()]
 

@@ -32,7 +32,7 @@ def tuple_expression(items) -> str:
 # table; per argument, the buffer's position among the driver's buffers, the byte offset in
 # it (a workspace slot: [Workspace arenas] in codegen.py) and the length) or a
 # fill of a result with a literal before its kernel (a form per dtype and literal). A form
-# is a call's argument dtypes, so each form's run_kernel is typed once. The rows are a
+# is a call's argument dtypes, so each form's ``run_row`` is typed once. The rows are a
 # constant of the compiled driver (Numba freezes a global array). Running costs a row read
 # and a branch per step, nanoseconds against a kernel call. Each row of the table is
 # commented with the IR line it runs.

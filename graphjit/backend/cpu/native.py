@@ -54,14 +54,32 @@ def run_kernel(typingctx, address, args):
     def codegen(context, builder, sig, llargs):
         argtys = list(sig.args[1].types)
         values = [builder.extract_value(llargs[1], i) for i in range(len(argtys))]
-        fnty = context.call_conv.get_function_type(types.none, argtys)
-        fn = builder.inttoptr(llargs[0], fnty.as_pointer())
-        status, _ = context.call_conv.call_function(builder, fn, types.none, argtys, values)
-        with cgutils.if_unlikely(builder, status.is_error):
-            context.call_conv.return_status_propagate(builder, status)
-        return context.get_dummy_value()
+        return _call(context, builder, llargs[0], argtys, values)
 
     return sig, codegen
+
+
+def _call(context, builder, address, argtys, values):
+    """Call the kernel at ``address`` (an intp value) on array values ``values`` of types
+    ``argtys``, with Numba's calling convention, passing its exception on."""
+    fnty = context.call_conv.get_function_type(types.none, argtys)
+    fn = builder.inttoptr(address, fnty.as_pointer())
+    status, _ = context.call_conv.call_function(builder, fn, types.none, argtys, values)
+    with cgutils.if_unlikely(builder, status.is_error):
+        context.call_conv.return_status_propagate(builder, status)
+    return context.get_dummy_value()
+
+
+def _view(context, builder, element, address, length):
+    """The value of a 1-D C array of ``length`` (an intp value) ``element``s at ``address``
+    (an intp value), owning nothing."""
+    from numba.np.arrayobj import populate_array
+    data_type = context.get_data_type(element)
+    itemsize = context.get_constant(types.intp, context.get_abi_sizeof(data_type))
+    view = context.make_array(types.Array(element, 1, "C"))(context, builder)
+    populate_array(view, data=builder.inttoptr(address, data_type.as_pointer()),
+                   shape=[length], strides=[itemsize], itemsize=itemsize, meminfo=None)
+    return view._getvalue()
 
 
 @intrinsic
@@ -82,14 +100,9 @@ def buffer_view(typingctx, address, length, dtype):
     array_type = types.Array(element, 1, "C")
 
     def codegen(context, builder, sig, llargs):
-        from numba.np.arrayobj import populate_array
-        data_type = context.get_data_type(element)
-        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(data_type))
-        view = context.make_array(array_type)(context, builder)
-        populate_array(view, data=builder.inttoptr(llargs[0], data_type.as_pointer()),
-                       shape=[context.cast(builder, llargs[1], sig.args[1], types.intp)],
-                       strides=[itemsize], itemsize=itemsize, meminfo=None)
-        return view._getvalue()
+        address = context.cast(builder, llargs[0], sig.args[0], types.intp)
+        length = context.cast(builder, llargs[1], sig.args[1], types.intp)
+        return _view(context, builder, element, address, length)
 
     return array_type(address, length, dtype), codegen
 
@@ -182,8 +195,6 @@ def run_row(typingctx, kernels, at, row, dtypes):
     argtys = [types.Array(element, 1, "C") for element in elements]
 
     def codegen(context, builder, sig, llargs):
-        from numba.np.arrayobj import populate_array
-
         def item(arr_index, index):  # (kernels, at, row)[arr_index][index], an intp
             arr_type = sig.args[arr_index]
             arr = context.make_array(arr_type)(context, builder, llargs[arr_index])
@@ -193,24 +204,11 @@ def run_row(typingctx, kernels, at, row, dtypes):
         def row_item(k):
             return item(2, context.get_constant(types.intp, k))
 
-        address = item(0, row_item(1))
-        values = []
-        for a, (element, argty) in enumerate(zip(elements, argtys)):
-            base = item(1, row_item(2 + 3 * a))
-            data_type = context.get_data_type(element)
-            data = builder.inttoptr(builder.add(base, row_item(3 + 3 * a)),
-                                    data_type.as_pointer())
-            itemsize = context.get_constant(types.intp, context.get_abi_sizeof(data_type))
-            view = context.make_array(argty)(context, builder)
-            populate_array(view, data=data, shape=[row_item(4 + 3 * a)], strides=[itemsize],
-                           itemsize=itemsize, meminfo=None)
-            values.append(view._getvalue())
-        fnty = context.call_conv.get_function_type(types.none, argtys)
-        fn = builder.inttoptr(address, fnty.as_pointer())
-        status, _ = context.call_conv.call_function(builder, fn, types.none, argtys, values)
-        with cgutils.if_unlikely(builder, status.is_error):
-            context.call_conv.return_status_propagate(builder, status)
-        return context.get_dummy_value()
+        values = [_view(context, builder, element,
+                        builder.add(item(1, row_item(2 + 3 * a)), row_item(3 + 3 * a)),
+                        row_item(4 + 3 * a))
+                  for a, element in enumerate(elements)]
+        return _call(context, builder, item(0, row_item(1)), argtys, values)
 
     return types.none(kernels, at, row, dtypes), codegen
 

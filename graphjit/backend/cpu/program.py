@@ -13,7 +13,7 @@ import sys
 import numpy as np
 
 from ..core.program import Program
-from .native import ADDRESS_DTYPE
+from .native import object_addresses
 from .threads import ThreadChoice
 
 # Result arrays a program keeps for reuse, per result (see CompiledProgram).
@@ -175,8 +175,7 @@ class CompiledProgram(Program):
             buffers.insert(j, const)
         with self._lock:
             buffers += self._buffers()
-            # (``buffers`` keeps the arrays alive for the call: [Driver arguments] in native.py)
-            at = np.fromiter(map(id, buffers), ADDRESS_DTYPE, len(buffers))
+            at = object_addresses(buffers)  # (``buffers`` keeps the arrays alive for the call)
             if self.threads is None:
                 self._driver(at, self._kernel_table)
             else:
@@ -186,7 +185,6 @@ class CompiledProgram(Program):
                 results = tuple([r.copy() if k in self._copied else r
                                  for k, r in enumerate(results)])
             return results
-
 
 
 def _picker(positions):
